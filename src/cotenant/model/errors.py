@@ -1,0 +1,41 @@
+"""One domain error hierarchy. Each error names the field at fault so a user can act on it.
+
+Expected outcomes (a job that does not fit, a tenant over quota) are values, not
+exceptions; these are for bad input and broken invariants.
+"""
+
+from __future__ import annotations
+
+
+class CotenantError(Exception):
+    """Base of every error cotenant raises on purpose."""
+
+    http_status = 400
+
+
+class SpecError(CotenantError):
+    """A scenario, cluster spec, contract or request is malformed.
+
+    `field` is a dotted path to the offending value (e.g. ``tenants[1].commitment.gpus``).
+    """
+
+    def __init__(self, field: str, problem: str, source: str | None = None) -> None:
+        self.field = field
+        self.problem = problem
+        self.source = source
+        where = f"{source}: " if source else ""
+        super().__init__(f"{where}{field}: {problem}")
+
+
+class NotFound(CotenantError):
+    http_status = 404
+
+
+class Conflict(CotenantError):
+    http_status = 409
+
+
+class InvariantBroken(CotenantError):
+    """Cotenant's own bookkeeping is wrong: a bug, never the user's fault."""
+
+    http_status = 500

@@ -1,0 +1,56 @@
+"""Workloads: gang jobs of N GPUs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class JobKind(StrEnum):
+    TRAINING = "training"
+    EXPERIMENT = "experiment"
+    SERVICE = "service"  # one replica of an inference service
+
+
+class Constraint(StrEnum):
+    """The topology domain a gang must fit inside. AUTO picks the smallest that can hold it."""
+
+    AUTO = "auto"
+    NODE = "node"
+    RACK = "rack"
+    BLOCK = "block"
+    ANY = "any"
+
+
+class JobState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    RECLAIMING = "reclaiming"  # told to checkpoint; stops at the grace deadline
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """What a tenant asks for. ``duration_s`` is the work at full size, excluding
+    restarts and checkpoint costs; ``estimate_s`` is the user's runtime estimate for
+    backfill (None: use the duration, which makes backfill an oracle)."""
+
+    id: str
+    tenant: str
+    gpus: int
+    duration_s: int
+    submit_s: int
+    kind: JobKind = JobKind.EXPERIMENT
+    constraint: Constraint = Constraint.AUTO
+    checkpoint_interval_s: int = 0  # 0: never checkpoints; a restart loses everything
+    priority: int = 0  # within the tenant; higher first
+    estimate_s: int | None = None
+    accelerator: str | None = None
+    name: str = ""
+    command: tuple[str, ...] = ()
+
+    @property
+    def runtime_estimate_s(self) -> int:
+        return self.estimate_s if self.estimate_s is not None else self.duration_s
