@@ -1,0 +1,47 @@
+"""Scheduling policies, chosen by name. A policy is a pure function of a snapshot."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from cotenant.model.errors import SpecError
+from cotenant.scheduler.decisions import Decisions
+from cotenant.scheduler.snapshot import Snapshot
+
+
+class Policy(Protocol):
+    name: str
+    description: str
+    honours_contracts: bool
+
+    def decide(self, snap: Snapshot) -> Decisions: ...
+
+
+_REGISTRY: dict[str, Callable[[], Policy]] = {}
+
+
+def register(name: str) -> Callable[[Callable[[], Policy]], Callable[[], Policy]]:
+    def wrap(factory: Callable[[], Policy]) -> Callable[[], Policy]:
+        _REGISTRY[name] = factory
+        return factory
+
+    return wrap
+
+
+def policy_names() -> list[str]:
+    _load_builtins()
+    return sorted(_REGISTRY)
+
+
+def get_policy(name: str, field: str = "policy") -> Policy:
+    _load_builtins()
+    factory = _REGISTRY.get(name)
+    if factory is None:
+        raise SpecError(field, f"unknown policy {name!r}; valid: {', '.join(sorted(_REGISTRY))}")
+    return factory()
+
+
+def _load_builtins() -> None:
+    # Imported for their @register side effect.
+    from cotenant.scheduler.policies import contract, fifo_backfill  # noqa: F401

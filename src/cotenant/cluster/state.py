@@ -1,0 +1,108 @@
+"""Mutable cluster state: free GPUs and holders per node, kept in NumPy arrays.
+
+Only the engine mutates the live state; policies work on copies (``copy()`` is a
+few array copies, cheap even at 12,500 nodes), so a what-if is undone by
+dropping the copy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+import numpy as np
+
+from cotenant.cluster.topology import Topology
+from cotenant.model.errors import InvariantBroken
+
+
+class Health(IntEnum):
+    HEALTHY = 0
+    DRAINING = 1  # finishes or checkpoints what runs; takes nothing new
+    DOWN = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where a gang runs: node indices and GPUs taken on each (same length, nodes ascending)."""
+
+    nodes: tuple[int, ...]
+    gpus: tuple[int, ...]
+
+    @property
+    def total_gpus(self) -> int:
+        return sum(self.gpus)
+
+
+class ClusterState:
+    def __init__(self, topo: Topology, tenants: tuple[str, ...] = ()) -> None:
+        self.topo = topo
+        self.free = topo.node_gpus.astype(np.int16).copy()
+        self.health = np.zeros(topo.n_nodes, dtype=np.int8)
+        self.tenants: list[str] = []
+        self._tenant_index: dict[str, int] = {}
+        self.tenant_gpus = np.zeros((0, topo.n_nodes), dtype=np.int32)
+        self.rack_tenant = np.zeros((0, topo.n_racks), dtype=np.int32)
+        for t in tenants:
+            self.tenant_index(t)
+
+    # -- tenants -------------------------------------------------------------------------
+    def tenant_index(self, tenant: str) -> int:
+        """Index of a tenant's row, adding the tenant on first sight."""
+        idx = self._tenant_index.get(tenant)
+        if idx is None:
+            idx = len(self.tenants)
+            self.tenants.append(tenant)
+            self._tenant_index[tenant] = idx
+            self.tenant_gpus = np.vstack([self.tenant_gpus, np.zeros((1, self.topo.n_nodes), np.int32)])
+            self.rack_tenant = np.vstack([self.rack_tenant, np.zeros((1, self.topo.n_racks), np.int32)])
+        return idx
+
+    def copy(self) -> ClusterState:
+        new = ClusterState.__new__(ClusterState)
+        new.topo = self.topo
+        new.free = self.free.copy()
+        new.health = self.health.copy()
+        new.tenants = list(self.tenants)
+        new._tenant_index = dict(self._tenant_index)
+        new.tenant_gpus = self.tenant_gpus.copy()
+        new.rack_tenant = self.rack_tenant.copy()
+        return new
+
+    # -- allocation ----------------------------------------------------------------------
+    def apply(self, tenant: str, p: Placement, check: bool = True) -> None:
+        t = self.tenant_index(tenant)
+        nodes = np.asarray(p.nodes, dtype=np.int64)
+        gpus = np.asarray(p.gpus, dtype=np.int32)
+        if check and (np.any(self.free[nodes] < gpus) or np.any(gpus <= 0)):
+            bad = [int(n) for n, g in zip(nodes, gpus, strict=True) if self.free[n] < g]
+            raise InvariantBroken(f"placement of {tenant} over-commits nodes {bad[:5]}")
+        self.free[nodes] -= gpus.astype(np.int16)
+        self.tenant_gpus[t, nodes] += gpus
+        np.add.at(self.rack_tenant[t], self.topo.node_rack[nodes], gpus)
+
+    def release(self, tenant: str, p: Placement) -> None:
+        t = self.tenant_index(tenant)
+        nodes = np.asarray(p.nodes, dtype=np.int64)
+        gpus = np.asarray(p.gpus, dtype=np.int32)
+        if np.any(self.tenant_gpus[t, nodes] < gpus):
+            raise InvariantBroken(f"release of GPUs {tenant} does not hold")
+        self.free[nodes] += gpus.astype(np.int16)
+        self.tenant_gpus[t, nodes] -= gpus
+        np.add.at(self.rack_tenant[t], self.topo.node_rack[nodes], -gpus)
+
+    # -- views ---------------------------------------------------------------------------
+    def usable(self) -> np.ndarray:
+        """Nodes that may take new work."""
+        return self.health == Health.HEALTHY
+
+    def allocated_gpus(self) -> int:
+        return int(self.tenant_gpus.sum())
+
+    def check_invariants(self) -> None:
+        """Free plus held equals capacity on every node; nothing negative. For tests and audits."""
+        held = self.tenant_gpus.sum(axis=0)
+        if np.any(self.free < 0) or np.any(self.tenant_gpus < 0):
+            raise InvariantBroken("negative free or held GPUs")
+        if not np.array_equal(held + self.free, self.topo.node_gpus.astype(np.int64)):
+            raise InvariantBroken("free + held != capacity")

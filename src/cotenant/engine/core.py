@@ -1,0 +1,632 @@
+"""The engine: one event loop for live and simulated time.
+
+Each turn: take the next time (engine events and the backend's), integrate the
+accounting up to it, take what the backend reports, handle engine events due
+(submissions, reclaim deadlines, contract changes, faults), then run one
+scheduling cycle if anything changed. The cycle snapshots the cluster, asks the
+policy for decisions, and applies them: decide first, act second.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from bisect import bisect_left, insort
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from cotenant.backends.base import Backend, JobEnded, NodeHealthChanged, StartRequest
+from cotenant.cluster.state import ClusterState, Health
+from cotenant.cluster.topology import Topology
+from cotenant.contracts.entitlement import entitlements, next_change
+from cotenant.engine.accounting import Accounting
+from cotenant.engine.clock import Clock
+from cotenant.engine.jobs import JobRun
+from cotenant.metering.ledger import UsageLedger, UsageRecord
+from cotenant.model.contracts import Contract
+from cotenant.model.errors import Conflict, NotFound, SpecError
+from cotenant.model.jobs import JobSpec, JobState
+from cotenant.scheduler.decisions import Decisions, Reason
+from cotenant.scheduler.placement import find_placement
+from cotenant.scheduler.policies import Policy
+from cotenant.scheduler.snapshot import RunningJob, Snapshot, blocked_nodes, rival_map
+
+# Event kinds, in the order they are handled at one instant.
+_DEADLINE, _SUBMIT, _CONTRACT, _TICK = 1, 2, 3, 4
+
+DecisionSink = Callable[[dict[str, Any]], None]
+
+
+class Engine:
+    def __init__(
+        self,
+        topo: Topology,
+        contracts: Iterable[Contract],
+        policy: Policy,
+        backend: Backend,
+        clock: Clock,
+        *,
+        restart_cost_s: int = 600,
+        checkpoint_write_s: int = 60,
+        sample_step_s: int = 3600,
+        tick_s: int = 3600,
+        tenants: Iterable[str] = (),
+    ) -> None:
+        self.topo = topo
+        self.state = ClusterState(topo)
+        # Per contracted tenant: the cluster without other tenants' borrowed allocations.
+        self._guarantee_views: dict[str, ClusterState] = {}
+        self.guarantee_window = 64
+        self.contracts: dict[str, Contract] = {}
+        self.policy = policy
+        self.backend = backend
+        self.clock = clock
+        self.restart_cost_s = restart_cost_s
+        self.checkpoint_write_s = checkpoint_write_s
+        self.tick_s = tick_s
+        self.jobs: dict[str, JobRun] = {}
+        self.ledger = UsageLedger()
+        self.sinks: list[DecisionSink] = []
+        self.acct = Accounting(clock.now(), topo.total_gpus, sample_step_s)
+        self._capacity = topo.capacity_by_kind()
+        self._events: list[tuple[int, int, int, str]] = []
+        self._seq = itertools.count()
+        self._pending_keys: list[tuple[int, int, int, str]] = []
+        self._pending_views: list[Any] = []
+        self._by_tenant_pending: dict[str, list[tuple[int, int, int, str]]] = defaultdict(list)
+        self._running_keys: list[tuple[int, str]] = []
+        self._running_views: list[RunningJob] = []
+        self._running_by_tenant: dict[str, dict[str, None]] = defaultdict(dict)
+        self._borrowed_sizes: dict[str, Counter[int]] = defaultdict(Counter)
+        self.allocated: dict[str, int] = defaultdict(int)
+        self.owned: dict[str, int] = defaultdict(int)
+        self.borrowed: dict[str, int] = defaultdict(int)
+        self.entitled: dict[str, int] = {}
+        self._lenders_idle: dict[str, int] = {}
+        self._rivals: dict[str, Any] = {}
+        self._open_usage: dict[str, tuple[int, bool]] = {}
+        self._tenant_reason: dict[str, tuple[str, str]] = {}
+        self._dirty = True
+        self._cycle_no = 0
+        self.cycles = 0
+        self.decisions_made = 0
+        for t in tenants:
+            self.state.tenant_index(t)
+        for c in contracts:
+            self.set_contract(c)
+
+    # -- inputs ---------------------------------------------------------------------------
+    def set_contract(self, contract: Contract) -> None:
+        """Add or amend a contract; entitlements are re-read at the next cycle."""
+        self.contracts[contract.tenant] = contract
+        self.state.tenant_index(contract.tenant)
+        self._rivals = rival_map(self.contracts)
+        now = self.clock.now()
+        nxt = next_change(self.contracts.values(), now)
+        if nxt is not None:
+            self._push(nxt, _CONTRACT, "")
+        if contract.notice.given_at is not None:
+            self._push(max(now, contract.notice.given_at), _TICK, "")
+        self._dirty = True
+        self._emit({"t": now, "event": "contract", "tenant": contract.tenant})
+
+    def give_notice(self, tenant: str, at_s: int | None = None) -> Contract:
+        c = self.contracts.get(tenant)
+        if c is None:
+            raise NotFound(f"tenant {tenant!r} has no contract")
+        if c.notice.given_at is not None:
+            raise Conflict(f"notice was already given for {tenant!r} at {c.notice.given_at}")
+        new = c.with_notice(self.clock.now() if at_s is None else at_s)
+        self.set_contract(new)
+        return new
+
+    def submit(self, spec: JobSpec) -> JobRun:
+        if spec.id in self.jobs:
+            raise Conflict(f"job id {spec.id!r} already exists")
+        if spec.gpus < 1:
+            raise SpecError("gpus", f"must be >= 1, got {spec.gpus}")
+        if spec.duration_s < 0:
+            raise SpecError("duration_s", f"must not be negative, got {spec.duration_s}")
+        run = JobRun(spec, queued_since_s=spec.submit_s)
+        self.jobs[spec.id] = run
+        self.state.tenant_index(spec.tenant)
+        self.acct.tenants[spec.tenant].submitted += 1
+        at = max(spec.submit_s, self.clock.now())
+        self._push(at, _SUBMIT, spec.id)
+        self.clock.wake()
+        return run
+
+    def cancel(self, job_id: str) -> JobRun:
+        run = self._job(job_id)
+        now = self.clock.now()
+        if run.state is JobState.PENDING:
+            if self._in_queue(run):
+                self._dequeue(run)
+        elif run.state in (JobState.RUNNING, JobState.RECLAIMING):
+            self.backend.stop(job_id, now)
+            self._stop_run(run, now)
+        else:
+            raise Conflict(f"job {job_id!r} is already {run.state.value}")
+        run.state = JobState.CANCELLED
+        run.end_s = now
+        self._dirty = True
+        self._emit({"t": now, "event": "cancel", "job": job_id, "tenant": run.tenant})
+        return run
+
+    def why(self, job_id: str) -> tuple[str, str]:
+        run = self._job(job_id)
+        if run.state is not JobState.PENDING:
+            return run.state.value, run.reason_detail
+        if run.reason:
+            return run.reason, run.reason_detail
+        return self._tenant_reason.get(run.tenant, ("queued", "not yet considered"))
+
+    # -- the loop -------------------------------------------------------------------------
+    def run(self, until_s: int, progress: Callable[[int], None] | None = None,
+            stop: Callable[[], bool] | None = None) -> None:
+        """Run until ``until_s`` (or until ``stop()`` says so)."""
+        while stop is None or not stop():
+            t = self._next_time()
+            if t is None or t > until_s:
+                if stop is None:
+                    break
+                t = min(until_s, self.clock.now() + 1)
+            t = self.clock.wait_until(t)
+            if t > until_s:
+                break
+            self.step(t)
+            if progress is not None:
+                progress(t)
+        if stop is None:
+            self._advance(until_s)
+
+    def step(self, t: int) -> None:
+        self._advance(t)
+        for ev in self.backend.poll(t):
+            if isinstance(ev, JobEnded):
+                self._on_ended(ev)
+            elif isinstance(ev, NodeHealthChanged):
+                self.set_node_health(ev.node, ev.health, ev.reason, t)
+        while self._events and self._events[0][0] <= t:
+            _, kind, _, key = heapq.heappop(self._events)
+            self._on_event(kind, key, t)
+        if self._dirty:
+            self.cycle(t)
+
+    def _next_time(self) -> int | None:
+        times = [self._events[0][0]] if self._events else []
+        b = self.backend.next_event_time()
+        if b is not None:
+            times.append(b)
+        return min(times) if times else None
+
+    def _push(self, t: int, kind: int, key: str) -> None:
+        heapq.heappush(self._events, (t, kind, next(self._seq), key))
+
+    def _on_event(self, kind: int, key: str, t: int) -> None:
+        if kind == _SUBMIT:
+            run = self.jobs[key]
+            if run.state is JobState.PENDING and not self._in_queue(run):
+                run.queued_since_s = max(run.spec.submit_s, min(run.queued_since_s, t))
+                self._enqueue(run)
+                self._emit({"t": t, "event": "submit", "job": key, "tenant": run.tenant,
+                            "gpus": run.spec.gpus})
+        elif kind == _DEADLINE:
+            run = self.jobs[key]
+            if run.state is JobState.RECLAIMING and run.reclaim_deadline_s == t:
+                self.backend.stop(key, t)
+                self._preempt(run, t)
+        elif kind == _CONTRACT:
+            nxt = next_change(self.contracts.values(), t)
+            if nxt is not None:
+                self._push(nxt, _CONTRACT, "")
+        elif kind == _TICK:
+            if any(c.notice.given_at is not None and c.notice.given_at <= t < c.notice.given_at
+                   + c.notice.period_s for c in self.contracts.values()):
+                self._push(t + self.tick_s, _TICK, "")
+        self._dirty = True
+
+    # -- the cycle ------------------------------------------------------------------------
+    def snapshot(self, now: int) -> Snapshot:
+        return Snapshot(
+            now=now,
+            state=self.state,
+            pending=tuple(self._pending_views),
+            running=tuple(self._running_views),
+            contracts=self.contracts,
+            entitlements=self.entitled,
+            owned_gpus=self.owned,
+            borrowed_gpus=self.borrowed,
+            rivals=self._rivals,
+        )
+
+    def cycle(self, now: int) -> Decisions:
+        """One scheduling cycle: entitlements, ownership, decide, apply, check guarantees."""
+        self._dirty = False
+        self._cycle_no += 1
+        self.entitled = entitlements(self.contracts.values(), now, self._capacity)
+        self._rebalance(now)
+        if not self._pending_keys:
+            self._refresh_lenders()
+            return Decisions()
+        snap = self.snapshot(now)
+        d = self.policy.decide(snap)
+        self.cycles += 1
+        self.decisions_made += len(d)
+        self._apply(d, now)
+        self._rebalance(now)
+        self._check_guarantees(now)
+        self._refresh_lenders()
+        return d
+
+    def _apply(self, d: Decisions, now: int) -> None:
+        self._tenant_reason = {t: (w.reason.value, w.detail) for t, w in d.tenant_waits.items()}
+        for rj in d.rejects:
+            run = self.jobs[rj.job_id]
+            self._dequeue(run)
+            run.state = JobState.FAILED
+            run.end_s = now
+            run.reason, run.reason_detail = rj.reason.value, rj.detail
+            self.acct.tenants[run.tenant].rejected += 1
+            self._emit({"t": now, "event": "reject", "job": rj.job_id, "tenant": run.tenant,
+                        "reason": rj.reason.value, "detail": rj.detail})
+        for pl in d.places:
+            run = self.jobs[pl.job_id]
+            if self.policy.honours_contracts:
+                borrowed = pl.borrowed
+            else:
+                borrowed = self.owned[run.tenant] + run.spec.gpus > self.entitled.get(run.tenant, 0)
+            self._start(run, pl.placement, borrowed, now, pl.reason)
+        for rc in d.reclaims:
+            run = self.jobs[rc.victim_id]
+            if run.state is not JobState.RUNNING:
+                continue
+            self._running_remove(run)
+            run.state = JobState.RECLAIMING
+            run.reclaim_deadline_s = rc.deadline_s
+            # The victim writes a checkpoint that completes by the deadline; a grace period
+            # shorter than the write time leaves it its last periodic checkpoint.
+            grace = rc.deadline_s - now
+            run.checkpoint_at_notice_s = (
+                run.progress_s(rc.deadline_s - self.checkpoint_write_s)
+                if grace >= self.checkpoint_write_s else None
+            )
+            run.touch()
+            self._running_add(run)
+            self.backend.checkpoint(run.id, now)
+            self._push(rc.deadline_s, _DEADLINE, run.id)
+            self._emit({"t": now, "event": "reclaim", "job": run.id, "tenant": run.tenant,
+                        "beneficiary": rc.beneficiary_id,
+                        "beneficiary_tenant": self.jobs[rc.beneficiary_id].tenant,
+                        "deadline": rc.deadline_s, "rule": rc.rule.value})
+        for w in d.waits:
+            run = self.jobs[w.job_id]
+            run.reason, run.reason_detail = w.reason.value, w.detail
+            if w.promise != run.promise:
+                if w.promise is None:
+                    run.promised_since_s = None
+                elif run.promised_since_s is None:
+                    run.promised_since_s = now
+                run.promise = w.promise
+                self._refresh_pending_view(run)
+
+    def _start(self, run: JobRun, placement: Any, borrowed: bool, now: int, reason: Reason) -> None:
+        self._dequeue(run)
+        self.state.apply(run.tenant, placement)
+        run.state = JobState.RUNNING
+        run.placement = placement
+        run.start_s = now
+        run.restart_s = self.restart_cost_s if run.attempt > 0 else 0
+        run.attempt += 1
+        run.borrowed = borrowed
+        run.reclaim_deadline_s = None
+        run.reason, run.reason_detail = reason.value, ""
+        run.touch()
+        if run.first_start_s is None:
+            run.first_start_s = now
+            self.acct.tenants[run.tenant].queue_delays_s.append(now - run.spec.submit_s)
+        c = self.contracts.get(run.tenant)
+        if c is not None and run.entitled_since_s is not None:
+            late = now - run.entitled_since_s - c.lending.reclaim_grace_s
+            if late > 0:
+                tt = self.acct.tenants[run.tenant]
+                tt.violation_s += late
+                tt.violation_jobs += 1
+        run.entitled_since_s = None
+        run.promise = run.promised_since_s = None
+        self._running_add(run)
+        self._hold(run, +1)
+        self._open_usage[run.id] = (now, borrowed)
+        names = self.topo.node_names
+        self.backend.start(StartRequest(run.spec, run.attempt, placement,
+                                        tuple(names[n] for n in placement.nodes), now,
+                                        run.work_saved_s, run.restart_s))
+        self._emit({"t": now, "event": "place", "job": run.id, "tenant": run.tenant,
+                    "gpus": run.spec.gpus, "nodes": list(placement.nodes),
+                    "borrowed": borrowed, "reason": reason.value})
+
+    def _hold(self, run: JobRun, sign: int) -> None:
+        if run.placement is not None:
+            for viewer, view in self._guarantee_views.items():
+                if viewer == run.tenant or not run.borrowed:
+                    if sign > 0:
+                        view.apply(run.tenant, run.placement)
+                    else:
+                        view.release(run.tenant, run.placement)
+        g = run.spec.gpus * sign
+        self.allocated[run.tenant] += g
+        if run.borrowed:
+            self.borrowed[run.tenant] += g
+            self._borrowed_sizes[run.tenant][run.spec.gpus] += sign
+            if self._borrowed_sizes[run.tenant][run.spec.gpus] <= 0:
+                del self._borrowed_sizes[run.tenant][run.spec.gpus]
+        else:
+            self.owned[run.tenant] += g
+        if sign > 0:
+            self._running_by_tenant[run.tenant][run.id] = None
+        else:
+            self._running_by_tenant[run.tenant].pop(run.id, None)
+
+    def _stop_run(self, run: JobRun, now: int) -> None:
+        """Release a run's GPUs and close its usage interval."""
+        assert run.placement is not None
+        self._running_remove(run)
+        self.state.release(run.tenant, run.placement)
+        self._hold(run, -1)
+        self._close_usage(run, now)
+        run.attained_gpu_s += (now - run.start_s) * run.spec.gpus
+        run.placement = None
+        run.reclaim_deadline_s = None
+        run.touch()
+        self._dirty = True
+
+    def _close_usage(self, run: JobRun, now: int) -> None:
+        start, borrowed = self._open_usage.pop(run.id)
+        if now > start and run.placement is not None:
+            self.ledger.append(UsageRecord(
+                run.id, run.tenant, run.spec.gpus,
+                self.topo.kind_of_node(run.placement.nodes[0]), run.placement.nodes,
+                start, now, borrowed, run.spec.kind.value))
+
+    def _on_ended(self, ev: JobEnded) -> None:
+        run = self.jobs.get(ev.job_id)
+        if run is None or run.attempt != ev.attempt or run.placement is None:
+            return
+        t = ev.end_s
+        self._stop_run(run, t)
+        tt = self.acct.tenants[run.tenant]
+        if ev.exit_code == 0:
+            run.state = JobState.COMPLETED
+            run.work_saved_s = run.spec.duration_s
+            tt.completed += 1
+            tt.useful_gpu_s += run.spec.duration_s * run.spec.gpus
+        else:
+            run.state = JobState.FAILED
+        run.end_s = t
+        self._emit({"t": t, "event": "end", "job": run.id, "tenant": run.tenant,
+                    "state": run.state.value, "exit_code": ev.exit_code})
+
+    def _preempt(self, run: JobRun, t: int) -> None:
+        """Stop a reclaimed run at its deadline; it resumes later from its checkpoint."""
+        progress = run.progress_s(t)
+        saved = run.checkpoint_at_notice_s
+        if saved is None:
+            saved = run.saved_by_periodic_checkpoints_s(t)
+        lost = max(0, progress - saved)
+        tt = self.acct.tenants[run.tenant]
+        tt.preemptions += 1
+        tt.preempted_lost_gpu_s += lost * run.spec.gpus
+        run.lost_gpu_s += lost * run.spec.gpus
+        run.preemptions += 1
+        self._stop_run(run, t)
+        run.work_saved_s = saved
+        run.checkpoint_at_notice_s = None
+        self._requeue(run, t)
+        self._emit({"t": t, "event": "preempt", "job": run.id, "tenant": run.tenant,
+                    "lost_s": lost})
+
+    def _requeue(self, run: JobRun, t: int) -> None:
+        run.state = JobState.PENDING
+        run.queued_since_s = t
+        run.reason, run.reason_detail = "requeued", ""
+        run.touch()
+        self._enqueue(run)
+        self._dirty = True
+
+    # -- node health ----------------------------------------------------------------------
+    def set_node_health(self, node: int, health: Health, reason: str, now: int) -> None:
+        self.state.health[node] = int(health)
+        for view in self._guarantee_views.values():
+            view.health[node] = int(health)
+        self._dirty = True
+        self._emit({"t": now, "event": "node-health", "node": node, "health": health.name.lower(),
+                    "reason": reason})
+
+    # -- ownership ------------------------------------------------------------------------
+    def _rebalance(self, now: int) -> None:
+        """Keep each tenant's owned GPUs within its entitlement: demote its least important
+        runs to borrowed when the entitlement falls; promote borrowed runs when room opens."""
+        for tenant in list(self._running_by_tenant):
+            ent = self.entitled.get(tenant, 0)
+            if self.owned[tenant] > ent:
+                runs = [self.jobs[j] for j in self._running_by_tenant[tenant]]
+                runs = [r for r in runs if not r.borrowed]
+                runs.sort(key=lambda r: (r.spec.priority, -r.start_s, r.id))
+                for r in runs:
+                    if self.owned[tenant] <= ent:
+                        break
+                    self._retag(r, True, now)
+            sizes = self._borrowed_sizes.get(tenant)
+            if sizes and ent - self.owned[tenant] >= min(sizes):
+                runs = [self.jobs[j] for j in self._running_by_tenant[tenant]]
+                runs = [r for r in runs if r.borrowed and r.state is JobState.RUNNING]
+                runs.sort(key=lambda r: (-r.spec.priority, r.start_s, r.id))
+                for r in runs:
+                    if self.owned[tenant] + r.spec.gpus <= ent:
+                        self._retag(r, False, now)
+
+    def _retag(self, run: JobRun, borrowed: bool, now: int) -> None:
+        self._hold(run, -1)
+        self._running_remove(run)
+        self._close_usage(run, now)
+        run.borrowed = borrowed
+        run.touch()
+        self._open_usage[run.id] = (now, borrowed)
+        self._running_add(run)
+        self._hold(run, +1)
+        self._emit({"t": now, "event": "retag", "job": run.id, "tenant": run.tenant,
+                    "borrowed": borrowed})
+
+    def _refresh_lenders(self) -> None:
+        self._lenders_idle = {
+            t: max(0, e - self.owned[t]) for t, e in self.entitled.items()
+            if self.contracts[t].lending.lend_idle
+        }
+
+    # -- guarantees -----------------------------------------------------------------------
+    def _check_guarantees(self, now: int) -> None:
+        """Measure, independently of the policy, whether demand inside an entitlement waits
+        longer than the grace period.
+
+        A tenant's demand inside its entitlement is the prefix of its own queue that fits
+        its headroom. A job in it is owed from the first cycle at which it would fit with
+        other tenants' borrowed allocations gone and the owed demand ahead of it (tenants
+        in contract-priority order) placed first; until then the tenant's own work, or the
+        topology, holds it back, not a borrower. The check places on a per-tenant view kept
+        incrementally and undoes its placements: no copies. Only the first
+        ``guarantee_window`` jobs of each prefix are placed each cycle; later ones keep
+        their state (a bound on the work per cycle; see docs/design/0001-core.md)."""
+        owed: list[tuple[str, Any]] = []
+        for tenant in self._tenant_order():
+            keys = self._by_tenant_pending.get(tenant)
+            room = self.entitled.get(tenant, 0) - self.owned[tenant]
+            if tenant not in self.contracts or room <= 0 or not keys:
+                continue
+            trial = self._guarantee_view(tenant)
+            here: list[tuple[str, Any]] = []
+            try:
+                for other, p in owed:
+                    trial.apply(other, p, check=False)
+                    here.append((other, p))
+                self._check_prefix(tenant, keys, room, trial, now, here, owed)
+            finally:
+                for other, p in reversed(here):
+                    trial.release(other, p)
+
+    def _check_prefix(self, tenant: str, keys: list[tuple[int, int, int, str]], room: int,
+                      trial: ClusterState, now: int, here: list[tuple[str, Any]],
+                      owed: list[tuple[str, Any]]) -> None:
+        usable = trial.usable()
+        blocked = blocked_nodes(trial, tenant, self._rivals)
+        elig = usable if blocked is None else usable & ~blocked
+        failed: dict[tuple[str, str | None], int] = {}
+        for n, key in enumerate(keys):
+            run = self.jobs[key[3]]
+            if run.spec.gpus > room or n >= self.guarantee_window:
+                break
+            room -= run.spec.gpus
+            mkey = (run.spec.constraint.value, run.spec.accelerator)
+            p = None
+            if run.spec.gpus < failed.get(mkey, 1 << 30):
+                p = find_placement(self.topo, trial.free, elig, run.spec.gpus, run.spec.constraint)
+            if p is None:
+                failed[mkey] = min(failed.get(mkey, 1 << 30), run.spec.gpus)
+                run.entitled_since_s = None
+                continue
+            trial.apply(tenant, p)
+            here.append((tenant, p))
+            owed.append((tenant, p))
+            if run.entitled_since_s is None:
+                run.entitled_since_s = now
+
+    def _guarantee_view(self, tenant: str) -> ClusterState:
+        view = self._guarantee_views.get(tenant)
+        if view is None:
+            view = self.state.copy()
+            for rv in self._running_views:
+                if rv.borrowed and rv.tenant != tenant:
+                    view.release(rv.tenant, rv.placement)
+            self._guarantee_views[tenant] = view
+        return view
+
+    def _tenant_order(self) -> list[str]:
+        return sorted(self._by_tenant_pending,
+                      key=lambda t: (-(self.contracts[t].priority if t in self.contracts else -(1 << 30)), t))
+
+    # -- bookkeeping ----------------------------------------------------------------------
+    def _advance(self, t: int) -> None:
+        if t <= self.acct.last_s:
+            return
+        healthy = int(self.topo.node_gpus[self.state.health == Health.HEALTHY].sum())
+        self.acct.advance(t, self.allocated, self.owned, self.borrowed, self.entitled,
+                          self._lenders_idle, healthy)
+
+    def _pending_key(self, run: JobRun) -> tuple[int, int, int, str]:
+        return (-run.spec.priority, run.queued_since_s, run.spec.submit_s, run.id)
+
+    def _enqueue(self, run: JobRun) -> None:
+        key = self._pending_key(run)
+        i = bisect_left(self._pending_keys, key)
+        self._pending_keys.insert(i, key)
+        self._pending_views.insert(i, run.pending_view())
+        insort(self._by_tenant_pending[run.tenant], key)
+        self._dirty = True
+
+    def _refresh_pending_view(self, run: JobRun) -> None:
+        key = self._pending_key(run)
+        i = bisect_left(self._pending_keys, key)
+        if i < len(self._pending_keys) and self._pending_keys[i] == key:
+            run.touch()
+            self._pending_views[i] = run.pending_view()
+
+    def _in_queue(self, run: JobRun) -> bool:
+        key = self._pending_key(run)
+        i = bisect_left(self._pending_keys, key)
+        return i < len(self._pending_keys) and self._pending_keys[i] == key
+
+    def _dequeue(self, run: JobRun) -> None:
+        key = self._pending_key(run)
+        i = bisect_left(self._pending_keys, key)
+        if i < len(self._pending_keys) and self._pending_keys[i] == key:
+            del self._pending_keys[i]
+            del self._pending_views[i]
+            tl = self._by_tenant_pending[run.tenant]
+            del tl[bisect_left(tl, key)]
+
+    def _running_add(self, run: JobRun) -> None:
+        key = (run.expected_end_s(), run.id)
+        i = bisect_left(self._running_keys, key)
+        self._running_keys.insert(i, key)
+        self._running_views.insert(i, run.running_view())
+
+    def _running_remove(self, run: JobRun) -> None:
+        key = (run.expected_end_s(), run.id)
+        i = bisect_left(self._running_keys, key)
+        if i < len(self._running_keys) and self._running_keys[i] == key:
+            del self._running_keys[i]
+            del self._running_views[i]
+
+    def _job(self, job_id: str) -> JobRun:
+        run = self.jobs.get(job_id)
+        if run is None:
+            raise NotFound(f"no job {job_id!r}")
+        return run
+
+    def _emit(self, entry: dict[str, Any]) -> None:
+        for sink in self.sinks:
+            sink(entry)
+
+    # -- views ----------------------------------------------------------------------------
+    def pending_count(self) -> int:
+        return len(self._pending_keys)
+
+    def running(self) -> list[RunningJob]:
+        return list(self._running_views)
+
+    def tenants(self) -> list[str]:
+        return list(self.state.tenants)
+
+    def entitlements_now(self) -> Mapping[str, int]:
+        return dict(self.entitled)
+

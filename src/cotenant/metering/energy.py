@@ -1,0 +1,326 @@
+"""Energy, water and carbon, per job and per tenant, from the usage ledger.
+
+Formulas (W watts, s seconds; 1 kWh = 3,600,000 J):
+
+    IT power      P_IT = busy * busy_watts + idle * idle_watts + nodes_on * node_overhead_watts
+    facility      P_fac = P_IT * PUE
+    job IT energy E_IT = gpu_seconds * (busy_watts + node_overhead_watts / gpus_per_node) / 3.6e6
+                  (busy GPUs at board power, plus the node's overhead shared in proportion
+                  to the GPUs held: 4 of 8 GPUs carry half the node's CPUs, NICs and fans)
+    unallocated   E_IT = idle_gpu_seconds * (idle_watts + node_overhead_watts / gpus_per_node)
+                  / 3.6e6, where idle_gpu_seconds = installed * horizon - allocated;
+                  attributed to the owner as tenant "unallocated"
+    facility      E_fac = E_IT * PUE
+    water (L)     E_IT * WUE      (The Green Grid: WUE is site litres per kWh of IT energy)
+    carbon (kg)   E_fac * carbon_kg_per_kwh   (the grid supplies the whole facility)
+    cost          E_fac * power_price; rounded to cents by ``money.micro_to_cents``
+
+Assumptions (documented in design doc 0005): an allocated GPU draws its board power
+(TDP), an upper bound; every node stays powered on through the horizon; the defaults
+of ``SiteEnergy`` below. Quantities are computed exactly (``Fraction``) and reported as
+floats; money is reported in integer cents.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
+from fractions import Fraction
+from typing import TypeVar, overload
+
+import numpy as np
+import numpy.typing as npt
+
+from cotenant.metering.ledger import UsageLedger, clip
+from cotenant.metering.money import micro_to_cents
+from cotenant.model.accelerators import CATALOGUE, AcceleratorKind
+from cotenant.model.errors import SpecError
+
+OWNER_UNALLOCATED = "unallocated"
+J_PER_KWH = 3_600_000
+
+FloatOrArray = TypeVar("FloatOrArray", float, npt.NDArray[np.float64])
+
+
+@dataclass(frozen=True, slots=True)
+class SiteEnergy:
+    """The site's energy figures. Every default is an assumption; set measured values.
+
+    * ``pue`` 1.2: new AI sites are about 1.1-1.3 (industry average 1.58, Uptime
+      Institute 2023; see shared/data/README.md).
+    * ``wue_l_per_kwh`` 1.8 L per IT kWh: the commonly cited industry average (about
+      1.8-1.9); an assumption, not a measurement of any site. Dry-cooled sites are near 0.
+    * ``carbon_kg_per_kwh`` 0.4: roughly the US grid average (EIA: 0.81 lb = 0.37 kg
+      CO2 per kWh in 2023), rounded up; an assumption. Tennessee/TVA and on-site gas
+      turbines differ; set the site's own factor.
+    * ``node_overhead_watts`` 2000 W per 8-GPU node for CPUs, memory, NICs and fans: a
+      planning assumption.
+    * ``power_price_micro_per_kwh`` 80,000 ($0.08/kWh): an industrial-tariff assumption.
+    * ``power_cap_mw``: the site's grid feed (None: not checked).
+    """
+
+    pue: float = 1.2
+    wue_l_per_kwh: float = 1.8
+    carbon_kg_per_kwh: float = 0.4
+    node_overhead_watts: int = 2000
+    power_price_micro_per_kwh: int = 80_000
+    power_cap_mw: float | None = None
+
+    def validate(self, field: str = "site") -> SiteEnergy:
+        """Raise ``SpecError`` naming ``{field}.{name}`` for the first bad value; else self."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise SpecError(f"{field}.{f.name}", f"expected a number, got {value!r}")
+            if not math.isfinite(value) or value < 0:
+                raise SpecError(f"{field}.{f.name}", f"must be a finite number >= 0, got {value!r}")
+        if self.pue < 1:
+            raise SpecError(f"{field}.pue", f"PUE is facility / IT power, so >= 1; got {self.pue}")
+        for name in ("node_overhead_watts", "power_price_micro_per_kwh"):
+            if not isinstance(getattr(self, name), int):
+                raise SpecError(f"{field}.{name}", "must be a whole number")
+        if self.power_cap_mw is not None and self.power_cap_mw <= 0:
+            raise SpecError(f"{field}.power_cap_mw", "must be > 0 (or absent)")
+        return self
+
+
+@overload
+def it_power_watts(
+    busy_gpus: float, idle_gpus: float, nodes_on: float, kind: AcceleratorKind, site: SiteEnergy
+) -> float: ...
+
+
+@overload
+def it_power_watts(
+    busy_gpus: npt.ArrayLike,
+    idle_gpus: npt.ArrayLike,
+    nodes_on: npt.ArrayLike,
+    kind: AcceleratorKind,
+    site: SiteEnergy,
+) -> npt.NDArray[np.float64]: ...
+
+
+def it_power_watts(
+    busy_gpus: npt.ArrayLike,
+    idle_gpus: npt.ArrayLike,
+    nodes_on: npt.ArrayLike,
+    kind: AcceleratorKind,
+    site: SiteEnergy,
+) -> float | npt.NDArray[np.float64]:
+    """``busy * busy_watts + idle * idle_watts + nodes_on * node_overhead_watts`` for one
+    kind; NumPy arrays broadcast (e.g. per node or per time step). Sum over kinds."""
+    busy = np.asarray(busy_gpus, dtype=np.float64)
+    idle = np.asarray(idle_gpus, dtype=np.float64)
+    nodes = np.asarray(nodes_on, dtype=np.float64)
+    watts = busy * kind.busy_watts + idle * kind.idle_watts + nodes * site.node_overhead_watts
+    if watts.ndim == 0:
+        return float(watts)
+    return watts
+
+
+def facility_power_w(it_w: FloatOrArray, site: SiteEnergy) -> FloatOrArray:
+    """``it_w * PUE``: what the site draws from the grid for ``it_w`` of IT load."""
+    return it_w * site.pue
+
+
+def gpu_hour_power_cost_micro(kind: AcceleratorKind, site: SiteEnergy, busy: bool) -> Fraction:
+    """Power cost of one GPU-hour (busy or idle, with its share of node overhead), exact
+    micro-dollars: ``(W_gpu + overhead / gpus_per_node) / 1000 * PUE * price``."""
+    watts = _per_gpu_watts(kind, site, busy)
+    return watts / 1000 * _exact(site.pue) * site.power_price_micro_per_kwh
+
+
+@dataclass(frozen=True, slots=True)
+class EnergyUse:
+    gpu_seconds: int
+    it_kwh: float
+    facility_kwh: float
+    water_l: float
+    co2e_kg: float
+    cost_cents: int
+
+    def to_json_dict(self) -> dict[str, object]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True, slots=True)
+class EnergyReport:
+    """Energy over ``[start_s, end_s)``. ``per_tenant`` includes ``"unallocated"``."""
+
+    start_s: int
+    end_s: int
+    per_tenant: dict[str, EnergyUse]
+    per_job: dict[str, EnergyUse]
+    total: EnergyUse
+    peak_it_w: float
+    peak_facility_w: float
+    over_power_cap: bool  # False when the site has no cap
+
+    def to_json_dict(self) -> dict[str, object]:
+        return {
+            "start_s": self.start_s,
+            "end_s": self.end_s,
+            "per_tenant": {k: v.to_json_dict() for k, v in self.per_tenant.items()},
+            "per_job": {k: v.to_json_dict() for k, v in self.per_job.items()},
+            "total": self.total.to_json_dict(),
+            "peak_it_w": self.peak_it_w,
+            "peak_facility_w": self.peak_facility_w,
+            "over_power_cap": self.over_power_cap,
+        }
+
+
+def energy_report(
+    ledger: UsageLedger,
+    site: SiteEnergy,
+    catalogue: Mapping[str, AcceleratorKind] = CATALOGUE,
+    cluster_gpus_by_kind: Mapping[str, int] | None = None,
+    horizon: tuple[int, int] | None = None,
+) -> EnergyReport:
+    """Energy per tenant and per job over ``horizon`` (default: the ledger's span).
+
+    ``cluster_gpus_by_kind`` is the installed GPUs of each kind (default: none, so no
+    unallocated energy). Records are clipped to the horizon exactly.
+    """
+    site.validate()
+    installed = dict(cluster_gpus_by_kind or {})
+    base_w = 0.0  # IT power with every installed GPU idle and every node on
+    for name, gpus in sorted(installed.items()):
+        where = f"cluster_gpus_by_kind[{name!r}]"
+        kind = _kind(catalogue, name, where)
+        if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0:
+            raise SpecError(where, f"must be a whole number of GPUs >= 0, got {gpus!r}")
+        base_w += it_power_watts(0, gpus, gpus / kind.gpus_per_node, kind, site)
+    records = ledger.records()
+    if horizon is None:
+        lo = min((r.start_s for r in records), default=0)
+        horizon = (lo, max((r.end_s for r in records), default=lo))
+    h0, h1 = horizon
+    if h1 < h0:
+        raise SpecError("horizon", f"ends before it starts ({h1} < {h0})")
+
+    by_tenant: dict[str, dict[str, int]] = {}
+    by_job: dict[str, dict[str, int]] = {}
+    allocated: dict[str, int] = {}
+    times: list[int] = []
+    deltas: list[float] = []
+    for i, rec in enumerate(records):
+        part = clip(rec, h0, h1)
+        if part is None:
+            continue
+        kind = _kind(catalogue, part.accelerator, f"record[{i}].accelerator")
+        if part.tenant == OWNER_UNALLOCATED:
+            raise SpecError(f"record[{i}].tenant", f"{OWNER_UNALLOCATED!r} is reserved")
+        gs = part.gpu_seconds
+        for groups, key in ((by_tenant, part.tenant), (by_job, part.job_id)):
+            per_kind = groups.setdefault(key, {})
+            per_kind[kind.name] = per_kind.get(kind.name, 0) + gs
+        allocated[kind.name] = allocated.get(kind.name, 0) + gs
+        step = float(part.gpus * (kind.busy_watts - kind.idle_watts))
+        times += [part.start_s, part.end_s]
+        deltas += [step, -step]
+
+    idle: dict[str, int] = {}
+    for name in sorted(set(installed) | set(allocated)):
+        gpus = installed.get(name, 0)
+        spare = gpus * (h1 - h0) - allocated.get(name, 0)
+        if spare < 0:
+            raise SpecError(
+                f"cluster_gpus_by_kind[{name!r}]",
+                f"{gpus} GPUs installed, but the ledger holds {allocated[name]} GPU-seconds of "
+                f"{name} in a {h1 - h0} s horizon",
+            )
+        if spare:
+            idle[name] = spare
+
+    exact_tenant = {t: _exact_use(by_tenant[t], catalogue, site, True) for t in sorted(by_tenant)}
+    exact_tenant[OWNER_UNALLOCATED] = _exact_use(idle, catalogue, site, False)
+    total = _ExactUse.sum(exact_tenant.values())
+
+    peak_it = base_w + _peak_step(times, deltas)
+    peak_fac = facility_power_w(peak_it, site)
+    cap = site.power_cap_mw
+    return EnergyReport(
+        start_s=h0,
+        end_s=h1,
+        per_tenant={t: u.report(site) for t, u in exact_tenant.items()},
+        per_job={
+            j: _exact_use(by_job[j], catalogue, site, True).report(site) for j in sorted(by_job)
+        },
+        total=total.report(site),
+        peak_it_w=peak_it,
+        peak_facility_w=peak_fac,
+        over_power_cap=cap is not None and peak_fac > cap * 1_000_000,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _ExactUse:
+    gpu_seconds: int
+    it_joules: Fraction
+
+    @staticmethod
+    def sum(uses: Iterable[_ExactUse]) -> _ExactUse:
+        gs, joules = 0, Fraction(0)
+        for u in uses:
+            gs += u.gpu_seconds
+            joules += u.it_joules
+        return _ExactUse(gs, joules)
+
+    def report(self, site: SiteEnergy) -> EnergyUse:
+        it_kwh = self.it_joules / J_PER_KWH
+        fac_kwh = it_kwh * _exact(site.pue)
+        return EnergyUse(
+            gpu_seconds=self.gpu_seconds,
+            it_kwh=float(it_kwh),
+            facility_kwh=float(fac_kwh),
+            water_l=float(it_kwh * _exact(site.wue_l_per_kwh)),
+            co2e_kg=float(fac_kwh * _exact(site.carbon_kg_per_kwh)),
+            cost_cents=micro_to_cents(fac_kwh * site.power_price_micro_per_kwh),
+        )
+
+
+def _exact_use(
+    gpu_seconds_by_kind: Mapping[str, int],
+    catalogue: Mapping[str, AcceleratorKind],
+    site: SiteEnergy,
+    busy: bool,
+) -> _ExactUse:
+    joules = Fraction(0)
+    for name, gs in gpu_seconds_by_kind.items():
+        joules += gs * _per_gpu_watts(_kind(catalogue, name, ""), site, busy)
+    return _ExactUse(sum(gpu_seconds_by_kind.values()), joules)
+
+
+def _per_gpu_watts(kind: AcceleratorKind, site: SiteEnergy, busy: bool) -> Fraction:
+    gpu_w = kind.busy_watts if busy else kind.idle_watts
+    return gpu_w + Fraction(site.node_overhead_watts, kind.gpus_per_node)
+
+
+def _peak_step(times: list[int], deltas: list[float]) -> float:
+    """Largest running sum of power steps; at equal times, decreases come first
+    (intervals are half-open, so one job's end and the next one's start do not overlap)."""
+    if not times:
+        return 0.0
+    t = np.asarray(times, dtype=np.int64)
+    d = np.asarray(deltas, dtype=np.float64)
+    order = np.lexsort((d, t))
+    running = np.cumsum(d[order])
+    return max(0.0, float(running.max()))
+
+
+def _kind(catalogue: Mapping[str, AcceleratorKind], name: str, field: str) -> AcceleratorKind:
+    try:
+        return catalogue[name]
+    except KeyError:
+        valid = ", ".join(sorted(catalogue))
+        raise SpecError(
+            field or "accelerator", f"unknown accelerator kind {name!r}; valid: {valid}"
+        ) from None
+
+
+def _exact(x: float) -> Fraction:
+    """A configured decimal figure as the exact decimal it was written as (1.2 is 6/5)."""
+    return Fraction(repr(x))

@@ -1,0 +1,135 @@
+"""The run report: per tenant entitlement against use, lending, queueing, preemptions,
+and guarantee violations; cluster utilisation. Text table or JSON."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from cotenant.engine.accounting import percentile
+from cotenant.engine.core import Engine
+
+H = 3600.0
+
+
+@dataclass
+class Report:
+    scenario: str
+    policy: str
+    start_s: int
+    end_s: int
+    cluster_gpus: int
+    utilization: float
+    tenants: dict[str, dict[str, Any]]
+    engine: dict[str, Any]
+    series: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json_dict(self, with_series: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "scenario": self.scenario,
+            "policy": self.policy,
+            "start_s": self.start_s,
+            "end_s": self.end_s,
+            "cluster_gpus": self.cluster_gpus,
+            "utilization": round(self.utilization, 6),
+            "tenants": self.tenants,
+            "engine": self.engine,
+            **self.extra,
+        }
+        if with_series:
+            out["series"] = self.series
+        return out
+
+    def guarantee_violation_s(self) -> int:
+        return sum(int(t["guarantee_violation_s"]) for t in self.tenants.values())
+
+    def render(self, console: Console) -> None:
+        days = (self.end_s - self.start_s) / 86_400
+        console.print(
+            f"[bold]{self.scenario}[/bold] under [bold]{self.policy}[/bold]: {days:g} days on "
+            f"{self.cluster_gpus:,} GPUs; utilisation {self.utilization:.1%}"
+        )
+        t = Table(title="Per tenant (GPU-hours)", show_lines=False)
+        for col in ("tenant", "entitled", "used", "own", "borrowed", "lent", "jobs done",
+                    "queue p50", "queue p99", "preempted", "lost to preempt.",
+                    "guarantee violations"):
+            t.add_column(col, justify="right" if col != "tenant" else "left")
+        for name, r in self.tenants.items():
+            t.add_row(
+                name, f"{r['entitled_gpu_h']:,.0f}", f"{r['used_gpu_h']:,.0f}",
+                f"{r['own_gpu_h']:,.0f}", f"{r['borrowed_gpu_h']:,.0f}", f"{r['lent_gpu_h']:,.0f}",
+                f"{r['completed']:,}/{r['submitted']:,}", _dur(r["queue_p50_s"]),
+                _dur(r["queue_p99_s"]), f"{r['preemptions']:,}", f"{r['preempted_lost_gpu_h']:,.0f}",
+                f"{r['guarantee_violation_s']:,} s ({r['guarantee_violation_jobs']} jobs)",
+            )
+        console.print(t)
+        e = self.engine
+        console.print(
+            f"{e['cycles']:,} scheduling cycles, {e['decisions']:,} decisions, "
+            f"{e['wall_s']:.1f} s wall ({e['speedup']:,.0f}x real time)"
+        )
+
+
+def _dur(s: float) -> str:
+    if s < 120:
+        return f"{s:.0f}s"
+    if s < 7200:
+        return f"{s / 60:.0f}m"
+    return f"{s / 3600:.1f}h"
+
+
+def build_report(engine: Engine, scenario: str, start_s: int, end_s: int, wall_s: float) -> Report:
+    acct = engine.acct
+    tenants: dict[str, dict[str, Any]] = {}
+    for name in sorted(set(acct.tenants) | set(engine.contracts)):
+        tt = acct.tenants[name]
+        tenants[name] = {
+            "entitled_gpu_h": tt.entitled_gpu_s / H,
+            "used_gpu_h": tt.used_gpu_s / H,
+            "own_gpu_h": tt.own_gpu_s / H,
+            "borrowed_gpu_h": tt.borrowed_gpu_s / H,
+            "lent_gpu_h": tt.lent_gpu_s / H,
+            "submitted": tt.submitted,
+            "completed": tt.completed,
+            "rejected": tt.rejected,
+            "started": len(tt.queue_delays_s),
+            "queue_p50_s": percentile(tt.queue_delays_s, 50),
+            "queue_p99_s": percentile(tt.queue_delays_s, 99),
+            "preemptions": tt.preemptions,
+            "preempted_lost_gpu_h": tt.preempted_lost_gpu_s / H,
+            "guarantee_violation_s": tt.violation_s,
+            "guarantee_violation_jobs": tt.violation_jobs,
+        }
+    sim_s = end_s - start_s
+    s = acct.series
+    series = {
+        "step_s": s.step_s,
+        "times": s.times,
+        "allocated": dict(s.allocated),
+        "entitled": dict(s.entitled),
+        "borrowed": dict(s.borrowed),
+        "healthy_gpus": s.healthy_gpus,
+    }
+    return Report(
+        scenario=scenario,
+        policy=engine.policy.name,
+        start_s=start_s,
+        end_s=end_s,
+        cluster_gpus=engine.topo.total_gpus,
+        utilization=acct.utilization(),
+        tenants=tenants,
+        engine={
+            "cycles": engine.cycles,
+            "decisions": engine.decisions_made,
+            "wall_s": wall_s,
+            "speedup": sim_s / wall_s if wall_s > 0 else 0.0,
+            "jobs": len(engine.jobs),
+            "pending_at_end": engine.pending_count(),
+            "running_at_end": len(engine.running()),
+        },
+        series=series,
+    )

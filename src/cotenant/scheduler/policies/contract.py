@@ -1,0 +1,277 @@
+"""contract (the default): every tenant is served within its entitlement first.
+
+The cycle, in order:
+1. Entitled demand. For each tenant (contract priority, then name), walk its queue;
+   a job inside the tenant's headroom (entitlement minus what it holds inside it)
+   starts if it fits now; otherwise, if borrowers hold the room, they are told to
+   checkpoint and stop after the grace period (victims that lose the least work
+   since their last checkpoint first) and the job waits with the room promised.
+   Jobs already waiting for a reclaim go first, so a promise is never stolen.
+   A tenant's first job that exceeds its headroom gets a reservation among its own
+   jobs (EASY within the tenant), so a big run is not starved by its own small ones.
+2. Borrowing. What lenders leave idle (within their lending limits) plus capacity
+   no contract covers is lent to the remaining jobs, tenants taking turns in
+   proportion to their commitment (the least served, relative to commitment, next).
+   Borrowed GPUs can be taken back at any time with the grace period.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import defaultdict
+
+from cotenant.cluster.state import Placement
+from cotenant.model.jobs import JobSpec
+from cotenant.scheduler.decisions import Decisions, Place, Reason, Reclaim, Wait
+from cotenant.scheduler.placement import find_placement
+from cotenant.scheduler.policies import register
+from cotenant.scheduler.policies.common import reject_if_impossible, shadow
+from cotenant.scheduler.snapshot import PendingJob, RunningJob, Snapshot, blocked_nodes
+from cotenant.scheduler.workspace import Workspace
+
+UNLIMITED = 1 << 60
+
+
+class ContractPolicy:
+    name = "contract"
+    description = "entitlement first; idle capacity lent and reclaimed with a grace period"
+    honours_contracts = True
+
+    def decide(self, snap: Snapshot) -> Decisions:
+        out = Decisions()
+        reclaiming = [r for r in snap.running if r.reclaiming]
+        ws = Workspace(snap, ((r.tenant, r.placement) for r in reclaiming))
+        headroom = {
+            t: snap.entitlements.get(t, 0) - snap.owned_gpus.get(t, 0) for t in snap.entitlements
+        }
+        taken_victims: set[str] = {r.spec.id for r in reclaiming}
+        # Jobs with room already being reclaimed for them go first, oldest promise first,
+        # and keep the very room promised while it is still theirs: a promise is kept.
+        promised = sorted((pj for pj in snap.pending if pj.promise is not None),
+                          key=lambda pj: (pj.promised_since_s, pj.spec.id))
+        for pj in promised:
+            job, p = pj.spec, pj.promise
+            assert p is not None
+            if headroom.get(job.tenant, 0) < job.gpus:
+                continue
+            if ws.still_fits(job, p, now=True):
+                ws.commit_now(job.tenant, p)
+                out.places.append(Place(job.id, p, Reason.PLACED_OWN, borrowed=False))
+            elif ws.still_fits(job, p, now=False):
+                ws.promise(job.tenant, p)
+                out.waits.append(Wait(job.id, Reason.WAITING_FOR_RECLAIM, "borrowers are checkpointing", p))
+            elif not self._serve(snap, ws, job, taken_victims, out):
+                continue
+            headroom[job.tenant] -= job.gpus
+        served = {p.job_id for p in out.places} | {w.job_id for w in out.waits}
+        to_borrow = self._entitled_demand(snap, ws, headroom, taken_victims, out, served)
+        self._lend(snap, ws, headroom, reclaiming, to_borrow, out)
+        return out
+
+    # -- step 1 ---------------------------------------------------------------------------
+    def _entitled_demand(
+        self,
+        snap: Snapshot,
+        ws: Workspace,
+        headroom: dict[str, int],
+        taken_victims: set[str],
+        out: Decisions,
+        served: set[str],
+    ) -> list[PendingJob]:
+        to_borrow: list[PendingJob] = []
+        reservation: dict[str, tuple[int | None, int]] = {}
+        by_tenant: dict[str, list[PendingJob]] = defaultdict(list)
+        for pj in snap.pending:
+            by_tenant[pj.spec.tenant].append(pj)
+        order = sorted(
+            by_tenant,
+            key=lambda t: (-(snap.contracts[t].priority if t in snap.contracts else -(1 << 30)), t),
+        )
+        for tenant in order:
+            queue = by_tenant[tenant]
+            entitled = snap.entitlements.get(tenant, 0)
+            if entitled <= 0:
+                to_borrow.extend(queue)
+                continue
+            queue = [pj for pj in queue if pj.spec.id not in served]
+            if not queue:
+                continue
+            min_size = min(pj.spec.gpus for pj in queue)
+            for pj in queue:
+                job = pj.spec
+                if reject_if_impossible(snap, job, out):
+                    continue
+                room = headroom.get(tenant, 0)
+                if job.gpus > room:
+                    to_borrow.append(pj)
+                    if tenant not in reservation and job.gpus <= entitled:
+                        own = (r for r in snap.running if r.tenant == tenant and not r.borrowed)
+                        reservation[tenant] = shadow(snap.now, job.gpus, max(room, 0), own)
+                    if room < min_size:
+                        # No job of this tenant fits its headroom: the rest can only borrow.
+                        to_borrow.extend(queue[queue.index(pj) + 1 :])
+                        break
+                    continue
+                held = reservation.get(tenant)
+                if held is not None:
+                    until, extra = held
+                    short = until is not None and snap.now + job.runtime_estimate_s <= until
+                    if not short and job.gpus > extra:
+                        out.waits.append(Wait(job.id, Reason.RESERVED_FOR_EARLIER, ""))
+                        continue
+                    if not short:
+                        reservation[tenant] = (until, extra - job.gpus)
+                if self._serve(snap, ws, job, taken_victims, out):
+                    headroom[tenant] = room - job.gpus
+        return to_borrow
+
+    def _serve(
+        self, snap: Snapshot, ws: Workspace, job: JobSpec, taken: set[str], out: Decisions
+    ) -> bool:
+        """Start or promise room for a job inside its entitlement. True if room is held."""
+        p = ws.try_now(job)
+        if p is not None:
+            ws.commit_now(job.tenant, p)
+            out.places.append(Place(job.id, p, Reason.PLACED_OWN, borrowed=False))
+            return True
+        p = ws.try_future(job)
+        if p is not None:
+            ws.promise(job.tenant, p)
+            out.waits.append(Wait(job.id, Reason.WAITING_FOR_RECLAIM, "borrowers are checkpointing", p))
+            return True
+        victims, p = self._choose_victims(snap, ws, job, taken)
+        if p is None:
+            out.waits.append(
+                Wait(job.id, Reason.OWN_JOBS_HOLD_CAPACITY, "inside entitlement; no borrowed room fits")
+            )
+            return False
+        grace = snap.contracts[job.tenant].lending.reclaim_grace_s
+        for v in victims:
+            taken.add(v.spec.id)
+            ws.release_future(v.tenant, v.placement)
+            out.reclaims.append(
+                Reclaim(v.spec.id, job.id, snap.now + grace, Reason.RECLAIM_FOR_ENTITLEMENT)
+            )
+        ws.promise(job.tenant, p)
+        out.waits.append(Wait(job.id, Reason.WAITING_FOR_RECLAIM, f"{len(victims)} borrower(s) reclaimed", p))
+        return True
+
+    def _choose_victims(
+        self, snap: Snapshot, ws: Workspace, job: JobSpec, taken: set[str]
+    ) -> tuple[list[RunningJob], Placement | None]:
+        """Fewest borrowers, least work lost first, whose release makes the gang fit."""
+        cands = [
+            r for r in snap.running
+            if r.borrowed and r.spec.id not in taken and r.tenant != job.tenant
+        ]
+        if not cands:
+            return [], None
+        cands.sort(key=lambda r: (r.work_since_checkpoint_s(snap.now) * r.gpus, -r.start_s, r.spec.id))
+        base = ws.future if ws.future is not None else ws.now
+        scratch = base.copy()
+        rivals = snap.rivals
+        kind_ok = ws.eligible(job.tenant, job.accelerator)  # health and kind (rivals re-checked below)
+        usable = ws._base(job.accelerator)
+        del kind_ok
+        released = 0
+        batch = 1
+        p: Placement | None = None
+        while released < len(cands):
+            for v in cands[released : released + batch]:
+                scratch.release(v.tenant, v.placement)
+            released = min(len(cands), released + batch)
+            batch *= 2
+            blocked = blocked_nodes(scratch, job.tenant, rivals)
+            elig = usable if blocked is None else usable & ~blocked
+            p = find_placement(scratch.topo, scratch.free, elig, job.gpus, job.constraint)
+            if p is not None:
+                break
+        if p is None:
+            return [], None
+        chosen_nodes = set(p.nodes)
+        needed = [v for v in cands[:released] if chosen_nodes.intersection(v.placement.nodes)]
+        # Re-check with only the overlapping victims (rack isolation may need more).
+        trial = base.copy()
+        for v in needed:
+            trial.release(v.tenant, v.placement)
+        blocked = blocked_nodes(trial, job.tenant, rivals)
+        elig = usable if blocked is None else usable & ~blocked
+        q = find_placement(trial.topo, trial.free, elig, job.gpus, job.constraint)
+        if q is None:
+            return cands[:released], p
+        # Overlapping victims suffice; keep placement consistent with the trial view.
+        return needed, q
+
+    # -- step 2 ---------------------------------------------------------------------------
+    def _lend(
+        self,
+        snap: Snapshot,
+        ws: Workspace,
+        headroom: dict[str, int],
+        reclaiming: list[RunningJob],
+        to_borrow: list[PendingJob],
+        out: Decisions,
+    ) -> None:
+        if not to_borrow:
+            return
+        capacity = snap.state.topo.total_gpus
+        lendable = max(0, capacity - sum(snap.entitlements.values()))
+        for t, e in snap.entitlements.items():
+            c = snap.contracts.get(t)
+            if c is None or not c.lending.lend_idle:
+                continue
+            idle = max(0, headroom.get(t, 0))
+            limit = c.lending.limit_gpus if c.lending.limit_gpus is not None else UNLIMITED
+            lendable += min(idle, limit)
+            del e
+        leaving = sum(r.gpus for r in reclaiming if r.borrowed)
+        borrowed_now = sum(snap.borrowed_gpus.values()) - leaving
+        budget = lendable - borrowed_now
+        queues: dict[str, list[PendingJob]] = defaultdict(list)
+        for pj in to_borrow:
+            queues[pj.spec.tenant].append(pj)
+        borrowed = {t: snap.borrowed_gpus.get(t, 0) for t in queues}
+
+        def weight(t: str) -> float:
+            return float(max(snap.entitlements.get(t, 0), 1))
+
+        heap = [(borrowed[t] / weight(t), t) for t in sorted(queues)]
+        heapq.heapify(heap)
+        cursor = dict.fromkeys(queues, 0)
+        free_total = int(ws._free(0)[ws.now.usable()].sum())
+        while heap:
+            _, t = heapq.heappop(heap)
+            q = queues[t]
+            i = cursor[t]
+            if budget <= 0 or free_total <= 0:
+                why = Reason.NO_LENDABLE_CAPACITY if budget <= 0 else Reason.NO_CAPACITY
+                for rest_t in [t] + [x for _, x in heap]:
+                    out.tenant_waits[rest_t] = Wait("", why, "beyond entitlement; waiting to borrow")
+                return
+            placed = False
+            while i < len(q):
+                job = q[i].spec
+                i += 1
+                if job.gpus > budget:
+                    out.waits.append(Wait(job.id, Reason.NO_LENDABLE_CAPACITY, f"{budget} GPUs lendable"))
+                    continue
+                if job.gpus > free_total or ws.known_not_to_fit(job):
+                    out.waits.append(Wait(job.id, Reason.OVER_ENTITLEMENT, "no lendable room fits"))
+                    continue
+                p = ws.try_now(job)
+                if p is None:
+                    out.waits.append(Wait(job.id, Reason.OVER_ENTITLEMENT, "no lendable room fits"))
+                    continue
+                ws.commit_now(job.tenant, p)
+                out.places.append(Place(job.id, p, Reason.PLACED_BORROWED, borrowed=True))
+                budget -= job.gpus
+                free_total -= job.gpus
+                borrowed[t] += job.gpus
+                placed = True
+                break
+            cursor[t] = i
+            if placed and i < len(q):
+                heapq.heappush(heap, (borrowed[t] / weight(t), t))
+
+
+register("contract")(ContractPolicy)

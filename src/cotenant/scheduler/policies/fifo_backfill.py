@@ -1,0 +1,79 @@
+"""fifo-backfill: Slurm-like FIFO with EASY backfill; contracts ignored except isolation.
+
+1. Walk the queue in order (priority, then submit time); start each job that fits.
+2. The first job that does not fit gets a reservation: the time enough running
+   jobs are expected to end (by GPU count).
+3. Later jobs start only if they fit now and either end before that time or use
+   only GPUs the reserved job will not need.
+"""
+
+from __future__ import annotations
+
+from cotenant.scheduler.decisions import Decisions, Place, Reason, Wait
+from cotenant.scheduler.policies import register
+from cotenant.scheduler.policies.common import reject_if_impossible, shadow
+from cotenant.scheduler.snapshot import Snapshot
+from cotenant.scheduler.workspace import Workspace
+
+
+class FifoBackfill:
+    name = "fifo-backfill"
+    description = "FIFO with EASY backfill; contracts ignored except isolation (the baseline)"
+    honours_contracts = False
+    backfill = True
+
+    def decide(self, snap: Snapshot) -> Decisions:
+        out = Decisions()
+        ws = Workspace(snap)
+        free_total = int(ws.now.free[ws.now.usable()].sum())
+        reserve_until: int | None = None
+        reserved = False
+        extra = 0
+        for pj in snap.pending:
+            job = pj.spec
+            if reject_if_impossible(snap, job, out):
+                continue
+            if free_total <= 0:
+                for t in {p.spec.tenant for p in snap.pending}:
+                    out.tenant_waits[t] = Wait("", Reason.NO_CAPACITY, "the cluster is full")
+                break
+            if reserved:
+                if not self.backfill:
+                    out.waits.append(Wait(job.id, Reason.QUEUED_BEHIND, "strict FIFO"))
+                    continue
+                short = reserve_until is not None and snap.now + job.runtime_estimate_s <= reserve_until
+                if not short and job.gpus > extra:
+                    out.waits.append(Wait(job.id, Reason.RESERVED_FOR_EARLIER, ""))
+                    continue
+            if job.gpus > free_total or ws.known_not_to_fit(job):
+                p = None
+            else:
+                p = ws.try_now(job)
+            if p is not None:
+                ws.commit_now(job.tenant, p)
+                free_total -= job.gpus
+                out.places.append(Place(job.id, p, Reason.BACKFILLED if reserved else Reason.PLACED))
+                if reserved and not (
+                    reserve_until is not None and snap.now + job.runtime_estimate_s <= reserve_until
+                ):
+                    extra -= job.gpus
+                continue
+            if not reserved:
+                reserved = True
+                avail = ws.free_gpus(job.tenant, job.accelerator)
+                reserve_until, extra = shadow(snap.now, job.gpus, avail, snap.running)
+                when = "unknown" if reserve_until is None else str(reserve_until)
+                out.waits.append(Wait(job.id, Reason.NO_CAPACITY, f"reserved; expected start {when}"))
+            else:
+                out.waits.append(Wait(job.id, Reason.NO_CAPACITY, ""))
+        return out
+
+
+class Fifo(FifoBackfill):
+    name = "fifo"
+    description = "strict FIFO: the queue head blocks everything behind it"
+    backfill = False
+
+
+register("fifo-backfill")(FifoBackfill)
+register("fifo")(Fifo)

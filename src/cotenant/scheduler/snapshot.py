@@ -1,0 +1,114 @@
+"""The snapshot a policy decides over: cluster state, queues, contracts, at one instant.
+
+Policies must not mutate it; they copy the state into a ``Workspace`` to try
+placements. The job views are frozen and cached by the engine, so building a
+snapshot costs a tuple of references, not a copy of every job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cotenant.cluster.state import ClusterState, Placement
+from cotenant.model.contracts import Contract, IsolationLevel
+from cotenant.model.jobs import JobKind, JobSpec
+
+
+@dataclass(frozen=True, slots=True)
+class PendingJob:
+    spec: JobSpec
+    queued_since_s: int  # submit time, or the time it was last requeued
+    attained_gpu_s: int = 0  # GPU-seconds of service received so far (for LAS)
+    remaining_s: int = 0  # work left from its last checkpoint
+    promise: Placement | None = None  # room being reclaimed for it; kept while still valid
+    promised_since_s: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunningJob:
+    spec: JobSpec
+    placement: Placement
+    start_s: int
+    expected_end_s: int  # from the runtime estimate, for backfill shadows
+    borrowed: bool
+    reclaiming: bool  # already told to checkpoint and stop
+    work_at_start_s: int  # work already saved when this run began
+    restart_s: int  # restart cost paid at the start of this run
+    attained_gpu_s: int = 0
+
+    @property
+    def tenant(self) -> str:
+        return self.spec.tenant
+
+    @property
+    def gpus(self) -> int:
+        return self.spec.gpus
+
+    def work_since_checkpoint_s(self, now: int) -> int:
+        """Work that would be lost if this run stopped at ``now`` without a new checkpoint."""
+        done = max(0, now - self.start_s - self.restart_s)
+        every = self.spec.checkpoint_interval_s
+        return done % every if every > 0 else done
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    now: int
+    state: ClusterState
+    pending: tuple[PendingJob, ...]  # in queue order: priority desc, then queued_since, then id
+    running: tuple[RunningJob, ...]
+    contracts: Mapping[str, Contract]
+    entitlements: Mapping[str, int]  # GPUs owed now
+    owned_gpus: Mapping[str, int]  # GPUs each tenant holds inside its entitlement
+    borrowed_gpus: Mapping[str, int]
+    rivals: Mapping[str, tuple[frozenset[str], IsolationLevel]] = field(default_factory=dict)
+    # Extra capacity the policy must leave alone (e.g. power headroom), in GPUs; None: no cap.
+    power_headroom_gpus: int | None = None
+
+    @property
+    def topo(self):  # type: ignore[no-untyped-def]
+        return self.state.topo
+
+
+def rival_map(contracts: Mapping[str, Contract]) -> dict[str, tuple[frozenset[str], IsolationLevel]]:
+    """Isolation is symmetric: if A names B, neither may share with the other.
+    The stricter level (rack over node) wins for the pair."""
+    rivals: dict[str, set[str]] = {}
+    rack_pairs: set[frozenset[str]] = set()
+    for c in contracts.values():
+        for r in c.isolation.rivals:
+            rivals.setdefault(c.tenant, set()).add(r)
+            rivals.setdefault(r, set()).add(c.tenant)
+            if c.isolation.level is IsolationLevel.RACK:
+                rack_pairs.add(frozenset((c.tenant, r)))
+    out: dict[str, tuple[frozenset[str], IsolationLevel]] = {}
+    for t, rs in rivals.items():
+        level = (
+            IsolationLevel.RACK
+            if any(frozenset((t, r)) in rack_pairs for r in rs)
+            else IsolationLevel.NODE
+        )
+        out[t] = (frozenset(rs), level)
+    return out
+
+
+def blocked_nodes(
+    state: ClusterState, tenant: str, rivals: Mapping[str, tuple[frozenset[str], IsolationLevel]]
+) -> np.ndarray | None:
+    """Nodes the tenant may not use because a rival holds GPUs there (or in the rack)."""
+    entry = rivals.get(tenant)
+    if not entry:
+        return None
+    names, level = entry
+    idx = [state.tenant_index(r) for r in sorted(names)]
+    if level is IsolationLevel.RACK:
+        racks = (state.rack_tenant[idx] > 0).any(axis=0)
+        return racks[state.topo.node_rack]  # type: ignore[no-any-return]
+    return (state.tenant_gpus[idx] > 0).any(axis=0)  # type: ignore[no-any-return]
+
+
+def is_service(job: JobSpec) -> bool:
+    return job.kind is JobKind.SERVICE

@@ -1,0 +1,149 @@
+"""A policy's scratch copy of the cluster, for trying placements before deciding.
+
+Two views: ``now`` (what is free at this instant) and ``future`` (what will be
+free once the borrowers already told to checkpoint have stopped, minus what has
+been promised to the jobs waiting for them). A job may start now only on GPUs
+free in both views; a job waiting for a reclaim holds its promise in ``future``.
+While nothing is being reclaimed the two views are one and cost nothing extra.
+
+It also remembers, per tenant and domain range, the smallest gang that did not
+fit: a larger one cannot fit either until something is released, so a long queue
+costs one placement attempt per distinct size, not one per job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from cotenant.cluster.state import ClusterState, Placement
+from cotenant.model.jobs import JobSpec
+from cotenant.scheduler.placement import find_placement, level_range
+from cotenant.scheduler.snapshot import Snapshot, blocked_nodes
+
+_NOW, _FUTURE = 0, 1
+
+
+class Workspace:
+    def __init__(self, snap: Snapshot, reclaiming: Iterable[tuple[str, Placement]] = ()) -> None:
+        self.snap = snap
+        self.topo = snap.state.topo
+        self.now = snap.state.copy()
+        self.future: ClusterState | None = None
+        self._usable = self.now.usable()
+        self._kind_mask: dict[str | None, np.ndarray] = {}
+        self._blocked: dict[tuple[int, str], np.ndarray | None] = {}
+        self._failed: dict[tuple[int, str, str | None, int, int], int] = {}
+        for tenant, p in reclaiming:
+            self.release_future(tenant, p)
+
+    # -- masks ----------------------------------------------------------------------------
+    def _base(self, kind: str | None) -> np.ndarray:
+        m = self._kind_mask.get(kind)
+        if m is None:
+            m = self._usable
+            if kind is not None:
+                k = self.topo.kinds.index(kind) if kind in self.topo.kinds else -1
+                m = m & (self.topo.node_kind == k)
+            self._kind_mask[kind] = m
+        return m
+
+    def _blocked_in(self, view: int, tenant: str) -> np.ndarray | None:
+        key = (view, tenant)
+        if key not in self._blocked:
+            state = self.now if view == _NOW or self.future is None else self.future
+            self._blocked[key] = blocked_nodes(state, tenant, self.snap.rivals)
+        return self._blocked[key]
+
+    def eligible(self, tenant: str, kind: str | None, view: int = _NOW) -> np.ndarray:
+        mask = self._base(kind)
+        views = (_NOW, _FUTURE) if view == _NOW and self.future is not None else (view,)
+        for v in views:
+            b = self._blocked_in(v, tenant)
+            if b is not None:
+                mask = mask & ~b
+        return mask
+
+    def _free(self, view: int) -> np.ndarray:
+        if self.future is None:
+            return self.now.free
+        if view == _FUTURE:
+            return self.future.free
+        return np.minimum(self.now.free, self.future.free)
+
+    # -- placement ------------------------------------------------------------------------
+    def _try(self, job: JobSpec, view: int) -> Placement | None:
+        lo, hi = level_range(self.topo, job.gpus, job.constraint)
+        key = (view, job.tenant, job.accelerator, int(lo), int(hi))
+        smallest_failed = self._failed.get(key)
+        if smallest_failed is not None and job.gpus >= smallest_failed:
+            return None
+        p = find_placement(
+            self.topo, self._free(view), self.eligible(job.tenant, job.accelerator, view),
+            job.gpus, job.constraint,
+        )
+        if p is None:
+            self._failed[key] = job.gpus if smallest_failed is None else min(smallest_failed, job.gpus)
+        return p
+
+    def try_now(self, job: JobSpec) -> Placement | None:
+        return self._try(job, _NOW)
+
+    def try_future(self, job: JobSpec) -> Placement | None:
+        return self._try(job, _FUTURE) if self.future is not None else self._try(job, _NOW)
+
+    def still_fits(self, job: JobSpec, p: Placement, now: bool) -> bool:
+        """Whether a remembered placement is still free (now, or once reclaims finish)."""
+        view = _NOW if now else _FUTURE
+        free = self._free(view) if now or self.future is not None else self.now.free
+        nodes = np.asarray(p.nodes)
+        if np.any(free[nodes] < np.asarray(p.gpus)):
+            return False
+        return bool(self.eligible(job.tenant, job.accelerator, view)[nodes].all())
+
+    def known_not_to_fit(self, job: JobSpec) -> bool:
+        """True when a gang no larger already failed in this cycle (cheap skip)."""
+        lo, hi = level_range(self.topo, job.gpus, job.constraint)
+        got = self._failed.get((_NOW, job.tenant, job.accelerator, int(lo), int(hi)))
+        return got is not None and job.gpus >= got
+
+    # -- changes --------------------------------------------------------------------------
+    def _touched(self, tenant: str) -> None:
+        rivals = self.snap.rivals.get(tenant)
+        if rivals:
+            for r in rivals[0]:
+                self._blocked.pop((_NOW, r), None)
+                self._blocked.pop((_FUTURE, r), None)
+
+    def commit_now(self, tenant: str, p: Placement) -> None:
+        self.now.apply(tenant, p)
+        if self.future is not None:
+            self.future.apply(tenant, p)
+        self._touched(tenant)
+
+    def promise(self, tenant: str, p: Placement) -> None:
+        """Hold GPUs that are being reclaimed for a waiting job."""
+        if self.future is None:
+            self.future = self.now.copy()
+        self.future.apply(tenant, p)
+        self._touched(tenant)
+
+    def release_future(self, tenant: str, p: Placement) -> None:
+        if self.future is None:
+            self.future = self.now.copy()
+        self.future.release(tenant, p)
+        self._blocked.pop((_FUTURE, tenant), None)
+        self._blocked = {k: v for k, v in self._blocked.items() if k[0] == _NOW}
+        self._failed = {k: v for k, v in self._failed.items() if k[0] == _NOW}
+
+    def release_now(self, tenant: str, p: Placement) -> None:
+        """Free GPUs immediately (a preemption with no grace)."""
+        self.now.release(tenant, p)
+        if self.future is not None:
+            self.future.release(tenant, p)
+        self._blocked.clear()
+        self._failed.clear()
+
+    def free_gpus(self, tenant: str, kind: str | None) -> int:
+        return int(self._free(_NOW)[self.eligible(tenant, kind)].sum())

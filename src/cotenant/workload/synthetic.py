@@ -1,0 +1,145 @@
+"""Synthetic workloads: what a frontier lab submits in a month.
+
+One or more long pretraining runs of tens of thousands of GPUs, a few RL or
+fine-tuning runs of 1k-4k GPUs, and thousands of experiments of 8-512 GPUs whose
+arrivals follow the working day. Sizes and durations are drawn from a seeded
+NumPy generator: the same seed gives the same workload.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from cotenant.model.errors import SpecError
+from cotenant.model.jobs import JobKind, JobSpec
+from cotenant.model.time import DAY, HOUR, parse_duration
+
+
+@dataclass(frozen=True, slots=True)
+class FrontierLabWorkload:
+    tenant: str
+    pretraining_runs: int = 1
+    pretraining_gpus: tuple[int, int] = (16_384, 32_768)
+    pretraining_days: tuple[float, float] = (21.0, 42.0)
+    rl_runs: int = 4
+    rl_gpus: tuple[int, int] = (1_024, 4_096)
+    rl_days: tuple[float, float] = (2.0, 7.0)
+    experiments: int = 3_000
+    experiment_gpus: tuple[int, int] = (8, 512)
+    experiment_median_hours: float = 3.0
+    experiment_sigma: float = 1.0
+    checkpoint_interval_s: int = 30 * 60
+    prefix: str = ""
+
+    def generate(self, rng: np.random.Generator, start_s: int, horizon_s: int) -> list[JobSpec]:
+        jobs: list[JobSpec] = []
+        pre = self.prefix or self.tenant
+        for i in range(self.pretraining_runs):
+            gpus = _pow2_between(rng, *self.pretraining_gpus)
+            days = float(rng.uniform(*self.pretraining_days))
+            jobs.append(JobSpec(
+                id=f"{pre}-pretrain-{i}", tenant=self.tenant, gpus=gpus,
+                duration_s=int(days * DAY), submit_s=start_s + i * 3 * DAY,
+                kind=JobKind.TRAINING, checkpoint_interval_s=self.checkpoint_interval_s,
+                priority=100, name=f"pretrain-{i}"))
+        for i in range(self.rl_runs):
+            gpus = _pow2_between(rng, *self.rl_gpus)
+            days = float(rng.uniform(*self.rl_days))
+            at = start_s + int(rng.uniform(0.0, 0.8) * horizon_s)
+            jobs.append(JobSpec(
+                id=f"{pre}-rl-{i}", tenant=self.tenant, gpus=gpus, duration_s=int(days * DAY),
+                submit_s=at, kind=JobKind.TRAINING, checkpoint_interval_s=self.checkpoint_interval_s,
+                priority=50, name=f"rl-{i}"))
+        n = self.experiments
+        if n:
+            arrivals = _working_day_arrivals(rng, n, start_s, horizon_s)
+            lo, hi = self.experiment_gpus
+            sizes = 2 ** rng.integers(int(np.log2(lo)), int(np.log2(hi)) + 1, size=n)
+            hours = rng.lognormal(np.log(self.experiment_median_hours), self.experiment_sigma, n)
+            secs = np.clip((hours * HOUR).astype(np.int64), 300, 5 * DAY)
+            for i in range(n):
+                d = int(secs[i])
+                jobs.append(JobSpec(
+                    id=f"{pre}-exp-{i}", tenant=self.tenant, gpus=int(sizes[i]), duration_s=d,
+                    submit_s=int(arrivals[i]), kind=JobKind.EXPERIMENT,
+                    checkpoint_interval_s=self.checkpoint_interval_s if d > HOUR else 0,
+                    priority=0, name=f"exp-{i}"))
+        return jobs
+
+
+def _pow2_between(rng: np.random.Generator, lo: int, hi: int) -> int:
+    a, b = int(np.ceil(np.log2(lo))), int(np.floor(np.log2(hi)))
+    return int(2 ** rng.integers(a, b + 1))
+
+
+def _working_day_arrivals(rng: np.random.Generator, n: int, start_s: int, horizon_s: int) -> np.ndarray:
+    """Arrival times with twice the rate in working hours (08-20 UTC) as at night."""
+    cand = rng.uniform(0, horizon_s, size=n * 3)
+    hour = (cand % DAY) / HOUR
+    weight = np.where((hour >= 8) & (hour < 20), 1.0, 0.5)
+    keep = cand[rng.uniform(size=cand.size) < weight][:n]
+    if keep.size < n:
+        keep = np.concatenate([keep, rng.uniform(0, horizon_s, size=n - keep.size)])
+    return np.sort(start_s + keep.astype(np.int64))
+
+
+_FIELDS = {
+    "kind", "pretraining_runs", "pretraining_gpus", "pretraining_days", "rl_runs", "rl_gpus",
+    "rl_days", "experiments", "experiment_gpus", "experiment_median_hours", "experiment_sigma",
+    "checkpoint_interval",
+}
+
+
+def parse_workload(tenant: str, raw: Mapping[str, object], field: str) -> FrontierLabWorkload:
+    kind = raw.get("kind", "frontier-lab")
+    if kind != "frontier-lab":
+        raise SpecError(f"{field}.kind", f"unknown workload kind {kind!r}; valid: frontier-lab")
+    unknown = set(raw) - _FIELDS
+    if unknown:
+        raise SpecError(f"{field}.{sorted(unknown)[0]}",
+                        f"unknown key; valid: {', '.join(sorted(_FIELDS))}")
+    kw: dict[str, object] = {}
+    for name in ("pretraining_runs", "rl_runs", "experiments"):
+        if name in raw:
+            kw[name] = _count(raw[name], f"{field}.{name}")
+    for name in ("pretraining_gpus", "rl_gpus", "experiment_gpus"):
+        if name in raw:
+            lo, hi = _pair(raw[name], f"{field}.{name}")
+            if lo < 1:
+                raise SpecError(f"{field}.{name}", f"GPUs must be >= 1, got {lo}")
+            kw[name] = (int(lo), int(hi))
+    for name in ("pretraining_days", "rl_days"):
+        if name in raw:
+            lo, hi = _pair(raw[name], f"{field}.{name}")
+            if lo <= 0:
+                raise SpecError(f"{field}.{name}", f"days must be > 0, got {lo}")
+            kw[name] = (float(lo), float(hi))
+    for name in ("experiment_median_hours", "experiment_sigma"):
+        if name in raw:
+            v = raw[name]
+            if not isinstance(v, int | float) or isinstance(v, bool) or v <= 0:
+                raise SpecError(f"{field}.{name}", f"must be a number > 0, got {v!r}")
+            kw[name] = float(v)
+    if "checkpoint_interval" in raw:
+        kw["checkpoint_interval_s"] = parse_duration(raw["checkpoint_interval"],  # type: ignore[arg-type]
+                                                     f"{field}.checkpoint_interval")
+    return FrontierLabWorkload(tenant=tenant, **kw)  # type: ignore[arg-type]
+
+
+def _count(v: object, field: str) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+        raise SpecError(field, f"must be a whole number >= 0, got {v!r}")
+    return v
+
+
+def _pair(v: object, field: str) -> tuple[float, float]:
+    if (not isinstance(v, list | tuple) or len(v) != 2
+            or not all(isinstance(x, int | float) and not isinstance(x, bool) for x in v)):
+        raise SpecError(field, f"must be [low, high], got {v!r}")
+    lo, hi = float(v[0]), float(v[1])
+    if lo > hi:
+        raise SpecError(field, f"low {v[0]} is above high {v[1]}")
+    return lo, hi

@@ -1,0 +1,51 @@
+"""Shared pytest fixtures.
+
+The service fixtures start real daemons once per session (see tests/harness/).
+Where the services are not installed they skip with the reason; CI sets
+COTENANT_REQUIRE_SERVICES=1 so that a missing service fails the run instead of
+silently skipping the integration tests.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from harness.postgres import LocalPostgres, postgres_available
+from harness.slurm import MUNGE_SOCKET, LocalSlurm, slurm_available
+
+
+def _services_required() -> bool:
+    return os.environ.get("COTENANT_REQUIRE_SERVICES", "") == "1"
+
+
+def _unavailable(reason: str) -> None:
+    """Skip locally, fail in CI: a CI run without its services must not pass."""
+    if _services_required():
+        pytest.fail(f"COTENANT_REQUIRE_SERVICES=1 but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[LocalSlurm]:
+    """A real 3-node Slurm cluster with 8 fake GPUs per node, shared by the session."""
+    reason = slurm_available()
+    if reason is not None:
+        _unavailable(reason)
+    # Each pytest-xdist worker gets its own cluster, so its own munged as well.
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    socket = MUNGE_SOCKET.with_name(f"cotenant-{worker}.socket") if worker else MUNGE_SOCKET
+    with LocalSlurm(n_nodes=3, gpus_per_node=8, munge_socket=socket) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[LocalPostgres]:
+    """A real PostgreSQL server on 127.0.0.1, shared by the session."""
+    reason = postgres_available()
+    if reason is not None:
+        _unavailable(reason)
+    with LocalPostgres() as server:
+        yield server
