@@ -54,17 +54,29 @@ class Report:
             f"{self.cluster_gpus:,} GPUs; utilisation {self.utilization:.1%}"
         )
         t = Table(title="Per tenant (GPU-hours)", show_lines=False)
-        for col in ("tenant", "entitled", "used", "own", "borrowed", "lent", "jobs done",
-                    "queue p50", "queue p99", "preempted", "lost to preempt.",
-                    "guarantee violations"):
+        for col in (
+            "tenant",
+            "entitled",
+            "used",
+            "borrowed",
+            "lent",
+            "done/submitted",
+            "queue p50/p99",
+            "preempted (lost)",
+            "guarantee violations",
+        ):
             t.add_column(col, justify="right" if col != "tenant" else "left")
         for name, r in self.tenants.items():
             t.add_row(
-                name, f"{r['entitled_gpu_h']:,.0f}", f"{r['used_gpu_h']:,.0f}",
-                f"{r['own_gpu_h']:,.0f}", f"{r['borrowed_gpu_h']:,.0f}", f"{r['lent_gpu_h']:,.0f}",
-                f"{r['completed']:,}/{r['submitted']:,}", _dur(r["queue_p50_s"]),
-                _dur(r["queue_p99_s"]), f"{r['preemptions']:,}", f"{r['preempted_lost_gpu_h']:,.0f}",
-                f"{r['guarantee_violation_s']:,} s ({r['guarantee_violation_jobs']} jobs)",
+                name,
+                f"{r['entitled_gpu_h']:,.0f}",
+                f"{r['used_gpu_h']:,.0f}",
+                f"{r['borrowed_gpu_h']:,.0f}",
+                f"{r['lent_gpu_h']:,.0f}",
+                f"{r['completed']:,}/{r['submitted']:,}",
+                f"{_dur(r['queue_p50_s'])}/{_dur(r['queue_p99_s'])}",
+                f"{r['preemptions']:,} ({r['preempted_lost_gpu_h']:,.0f})",
+                f"{r['guarantee_violation_s']:,} s, {r['guarantee_violation_jobs']} jobs",
             )
         console.print(t)
         e = self.engine

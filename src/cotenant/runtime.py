@@ -28,8 +28,9 @@ def workload_of(scenario: Scenario) -> list[JobSpec]:
     return jobs
 
 
-def build_sim_engine(scenario: Scenario, policy: str | None = None,
-                     topo: Topology | None = None) -> Engine:
+def build_sim_engine(
+    scenario: Scenario, policy: str | None = None, topo: Topology | None = None
+) -> Engine:
     topo = topo or Topology(scenario.cluster)
     return Engine(
         topo,

@@ -56,11 +56,31 @@ class Scenario:
 
 
 BUILTIN = ("colossus-lease", "small-lease")
-_TOP = {"name", "start", "duration", "seed", "policy", "cluster", "tenants", "engine",
-        "failures", "energy", "services", "description"}
+_TOP = {
+    "name",
+    "start",
+    "duration",
+    "seed",
+    "policy",
+    "cluster",
+    "tenants",
+    "engine",
+    "failures",
+    "energy",
+    "services",
+    "description",
+}
 _TENANT = {"name", "display_name", "contract", "workload"}
-_CONTRACT = {"commitment", "term", "price", "notice", "lending", "isolation", "priority",
-             "spares_backed"}
+_CONTRACT = {
+    "commitment",
+    "term",
+    "price",
+    "notice",
+    "lending",
+    "isolation",
+    "priority",
+    "spares_backed",
+}
 
 
 def builtin_names() -> list[str]:
@@ -77,8 +97,11 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
     else:
         path = Path(name_or_path)
         if not path.exists():
-            raise SpecError("scenario", f"no built-in scenario or file named {str(name_or_path)!r}; "
-                            f"built-in: {', '.join(BUILTIN)}")
+            raise SpecError(
+                "scenario",
+                f"no built-in scenario or file named {str(name_or_path)!r}; "
+                f"built-in: {', '.join(BUILTIN)}",
+            )
         source = str(path)
         text = path.read_text()
     try:
@@ -136,8 +159,18 @@ def parse_scenario(raw: Mapping[str, Any]) -> Scenario:
     _no_unknown(engine, {"restart_cost"}, "engine")
     restart = parse_duration(engine.get("restart_cost", "10m"), "engine.restart_cost")
     sections = {k: raw[k] for k in ("failures", "energy", "services") if k in raw}
-    return Scenario(str(raw.get("name", "scenario")), start, duration, seed, policy, cluster,
-                    tuple(tenants), tuple(workloads), restart, sections)
+    return Scenario(
+        str(raw.get("name", "scenario")),
+        start,
+        duration,
+        seed,
+        policy,
+        cluster,
+        tuple(tenants),
+        tuple(workloads),
+        restart,
+        sections,
+    )
 
 
 def parse_cluster(raw: Any, f: str) -> ClusterSpec:
@@ -146,8 +179,10 @@ def parse_cluster(raw: Any, f: str) -> ClusterSpec:
     _no_unknown(raw, {"preset", "name", "groups"}, f)
     if "preset" in raw:
         if raw["preset"] not in PRESETS:
-            raise SpecError(f"{f}.preset",
-                            f"unknown preset {raw['preset']!r}; valid: {', '.join(sorted(PRESETS))}")
+            raise SpecError(
+                f"{f}.preset",
+                f"unknown preset {raw['preset']!r}; valid: {', '.join(sorted(PRESETS))}",
+            )
         return preset(raw["preset"], f"{f}.preset")
     groups = raw.get("groups")
     if not isinstance(groups, list) or not groups:
@@ -155,16 +190,24 @@ def parse_cluster(raw: Any, f: str) -> ClusterSpec:
     out = []
     for i, g in enumerate(groups):
         gf = f"{f}.groups[{i}]"
-        _no_unknown(g, {"accelerator", "nodes", "nodes_per_rack", "racks_per_block",
-                        "gpus_per_node"}, gf)
+        _no_unknown(
+            g, {"accelerator", "nodes", "nodes_per_rack", "racks_per_block", "gpus_per_node"}, gf
+        )
         for key in ("nodes", "nodes_per_rack", "racks_per_block", "gpus_per_node"):
             v = g.get(key)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
                 raise SpecError(f"{gf}.{key}", f"must be a whole number >= 1, got {v!r}")
         if "accelerator" not in g or "nodes" not in g:
             raise SpecError(gf, "needs accelerator and nodes")
-        out.append(NodeGroup(g["accelerator"], g["nodes"], g.get("nodes_per_rack", 8),
-                             g.get("racks_per_block", 8), g.get("gpus_per_node")))
+        out.append(
+            NodeGroup(
+                g["accelerator"],
+                g["nodes"],
+                g.get("nodes_per_rack", 8),
+                g.get("racks_per_block", 8),
+                g.get("gpus_per_node"),
+            )
+        )
     spec = ClusterSpec(str(raw.get("name", "custom")), tuple(out))
     spec.validate()
     return spec
@@ -180,10 +223,14 @@ def parse_contract(tenant: str, raw: Any, f: str, default_start: int, capacity: 
     if not isinstance(gpus, int) or isinstance(gpus, bool) or gpus < 0:
         raise SpecError(f"{f}.commitment.gpus", f"must be a whole number >= 0, got {gpus!r}")
     if gpus > capacity:
-        raise SpecError(f"{f}.commitment.gpus", f"{gpus} GPUs is more than the cluster's {capacity}")
+        raise SpecError(
+            f"{f}.commitment.gpus", f"{gpus} GPUs is more than the cluster's {capacity}"
+        )
     reserve = cm.get("reserve_gpus", 0)
     if not isinstance(reserve, int) or reserve < 0:
-        raise SpecError(f"{f}.commitment.reserve_gpus", f"must be a whole number >= 0, got {reserve!r}")
+        raise SpecError(
+            f"{f}.commitment.reserve_gpus", f"must be a whole number >= 0, got {reserve!r}"
+        )
     all_av = bool(cm.get("all_available", False))
     if all_av and gpus:
         raise SpecError(f"{f}.commitment", "give either gpus or all_available, not both")
@@ -203,14 +250,19 @@ def parse_contract(tenant: str, raw: Any, f: str, default_start: int, capacity: 
     if ramp not in {r.value for r in Ramp}:
         raise SpecError(f"{f}.notice.ramp", f"must be 'linear' or 'step', got {ramp!r}")
     given = parse_time(nt["given_at"], f"{f}.notice.given_at") if "given_at" in nt else None
-    notice = NoticeTerms(parse_duration(nt.get("period", "90d"), f"{f}.notice.period"), Ramp(ramp), given)
+    notice = NoticeTerms(
+        parse_duration(nt.get("period", "90d"), f"{f}.notice.period"), Ramp(ramp), given
+    )
     ln = raw.get("lending", {})
     _no_unknown(ln, {"lend_idle", "limit_gpus", "reclaim_grace"}, f"{f}.lending")
     limit = ln.get("limit_gpus")
     if limit is not None and (not isinstance(limit, int) or limit < 0):
         raise SpecError(f"{f}.lending.limit_gpus", f"must be a whole number >= 0, got {limit!r}")
-    lending = LendingTerms(bool(ln.get("lend_idle", True)), limit,
-                           parse_duration(ln.get("reclaim_grace", "5m"), f"{f}.lending.reclaim_grace"))
+    lending = LendingTerms(
+        bool(ln.get("lend_idle", True)),
+        limit,
+        parse_duration(ln.get("reclaim_grace", "5m"), f"{f}.lending.reclaim_grace"),
+    )
     iso = raw.get("isolation", {})
     _no_unknown(iso, {"rivals", "level"}, f"{f}.isolation")
     level = iso.get("level", "node")
@@ -226,9 +278,18 @@ def parse_contract(tenant: str, raw: Any, f: str, default_start: int, capacity: 
     kw: dict[str, Any] = {}
     if price is not None:
         kw["price"] = price
-    return Contract(tenant, start, end, commitment, notice=notice, lending=lending,
-                    isolation=IsolationTerms(tuple(rivals), IsolationLevel(level)), priority=prio,
-                    spares_backed=bool(raw.get("spares_backed", False)), **kw)
+    return Contract(
+        tenant,
+        start,
+        end,
+        commitment,
+        notice=notice,
+        lending=lending,
+        isolation=IsolationTerms(tuple(rivals), IsolationLevel(level)),
+        priority=prio,
+        spares_backed=bool(raw.get("spares_backed", False)),
+        **kw,
+    )
 
 
 def validate_contracts(tenants: list[Tenant], cluster: ClusterSpec) -> None:
@@ -243,21 +304,29 @@ def validate_contracts(tenants: list[Tenant], cluster: ClusterSpec) -> None:
             continue
         for r in c.isolation.rivals:
             if r not in names:
-                raise SpecError(f"tenants[{i}].contract.isolation.rivals",
-                                f"{r!r} is not a tenant of this scenario")
+                raise SpecError(
+                    f"tenants[{i}].contract.isolation.rivals",
+                    f"{r!r} is not a tenant of this scenario",
+                )
             if r == t.name:
-                raise SpecError(f"tenants[{i}].contract.isolation.rivals", "a tenant cannot be its own rival")
+                raise SpecError(
+                    f"tenants[{i}].contract.isolation.rivals", "a tenant cannot be its own rival"
+                )
         if c.commitment.all_available:
             all_av += 1
             if all_av > 1:
-                raise SpecError(f"tenants[{i}].contract.commitment.all_available",
-                                "only one tenant may have all available capacity")
+                raise SpecError(
+                    f"tenants[{i}].contract.commitment.all_available",
+                    "only one tenant may have all available capacity",
+                )
             fixed += c.commitment.reserve_gpus
         else:
             fixed += c.commitment.gpus
         if fixed > capacity:
-            raise SpecError(f"tenants[{i}].contract.commitment.gpus",
-                            f"commitments add up to {fixed} GPUs, more than the cluster's {capacity}")
+            raise SpecError(
+                f"tenants[{i}].contract.commitment.gpus",
+                f"commitments add up to {fixed} GPUs, more than the cluster's {capacity}",
+            )
 
 
 def parse_time(v: Any, f: str) -> int:
@@ -275,7 +344,9 @@ def parse_time(v: Any, f: str) -> int:
         try:
             dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
         except ValueError:
-            raise SpecError(f, f"cannot read {v!r} as a date (use 2026-10-01 or 2026-10-01T00:00Z)") from None
+            raise SpecError(
+                f, f"cannot read {v!r} as a date (use 2026-10-01 or 2026-10-01T00:00Z)"
+            ) from None
         dt = dt if dt.tzinfo else dt.replace(tzinfo=UTC)
         return int(dt.timestamp())
     raise SpecError(f, f"expected a date, got {v!r}")

@@ -3,7 +3,8 @@
 Each harness runs its daemons on 127.0.0.1 only, records every process it
 starts in a PID file inside its own work directory, and stops exactly those
 processes (never by name), so several test runs in a row leave nothing behind.
-The helpers here are shared by `harness.slurm` and `harness.postgres`.
+The helpers here (free ports, log tails, polling, and a supervisor that runs a
+daemon and reaps the orphans it leaves) are shared by the harness modules.
 """
 
 from __future__ import annotations

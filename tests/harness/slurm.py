@@ -7,7 +7,7 @@ CUDA_VISIBLE_DEVICES behave as on a GPU node. See shared/tools/slurm-local.md
 for the measured facts this follows.
 
 Every daemon runs in the foreground under a small supervisor that we start (see
-_SUPERVISOR), and its PID is kept in a PID file in the work directory; `stop()`
+harness.SupervisedProcess), and its PID is kept in a PID file in the work directory; `stop()`
 signals only those PIDs and then the job processes whose environment names this
 cluster's slurm.conf.
 """
@@ -130,7 +130,7 @@ class LocalSlurm:
 
     def _logs(self) -> list[Path]:
         return [
-            self.log_dir / "munged.log",
+            self.log_dir / "munged.out",  # munged --foreground logs to stderr
             self.log_dir / "slurmctld.log",
             *(self.log_dir / f"slurmd-{n}.log" for n in self.nodes),
         ]

@@ -26,4 +26,6 @@ def preset(name: str, field: str = "cluster.preset") -> ClusterSpec:
     try:
         return PRESETS[name]()
     except KeyError:
-        raise SpecError(field, f"unknown preset {name!r}; valid: {', '.join(sorted(PRESETS))}") from None
+        raise SpecError(
+            field, f"unknown preset {name!r}; valid: {', '.join(sorted(PRESETS))}"
+        ) from None

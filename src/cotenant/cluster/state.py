@@ -54,8 +54,12 @@ class ClusterState:
             idx = len(self.tenants)
             self.tenants.append(tenant)
             self._tenant_index[tenant] = idx
-            self.tenant_gpus = np.vstack([self.tenant_gpus, np.zeros((1, self.topo.n_nodes), np.int32)])
-            self.rack_tenant = np.vstack([self.rack_tenant, np.zeros((1, self.topo.n_racks), np.int32)])
+            self.tenant_gpus = np.vstack(
+                [self.tenant_gpus, np.zeros((1, self.topo.n_nodes), np.int32)]
+            )
+            self.rack_tenant = np.vstack(
+                [self.rack_tenant, np.zeros((1, self.topo.n_racks), np.int32)]
+            )
         return idx
 
     def copy(self) -> ClusterState:
@@ -94,7 +98,7 @@ class ClusterState:
     # -- views ---------------------------------------------------------------------------
     def usable(self) -> np.ndarray:
         """Nodes that may take new work."""
-        return self.health == Health.HEALTHY
+        return np.asarray(self.health == Health.HEALTHY, dtype=bool)
 
     def allocated_gpus(self) -> int:
         return int(self.tenant_gpus.sum())

@@ -47,12 +47,18 @@ class ClusterSpec:
             for name in ("nodes", "nodes_per_rack", "racks_per_block"):
                 v = getattr(g, name)
                 if not isinstance(v, int) or v < 1:
-                    raise SpecError(f"{f}.{name}", f"must be a whole number >= 1, got {v!r}", source)
+                    raise SpecError(
+                        f"{f}.{name}", f"must be a whole number >= 1, got {v!r}", source
+                    )
             if g.gpus_per_node is not None and (g.gpus_per_node < 1 or g.gpus_per_node > 1024):
-                raise SpecError(f"{f}.gpus_per_node", f"must be 1..1024, got {g.gpus_per_node}", source)
+                raise SpecError(
+                    f"{f}.gpus_per_node", f"must be 1..1024, got {g.gpus_per_node}", source
+                )
         total = sum(g.nodes for g in self.groups)
         if self.node_names and len(self.node_names) != total:
-            raise SpecError("cluster.node_names", f"{len(self.node_names)} names for {total} nodes", source)
+            raise SpecError(
+                "cluster.node_names", f"{len(self.node_names)} names for {total} nodes", source
+            )
 
     @property
     def total_gpus(self) -> int:
@@ -122,10 +128,17 @@ class Topology:
         return {n: i for i, n in enumerate(self.node_names)}
 
     def capacity_by_kind(self) -> dict[str | None, int]:
+        return dict(self._capacity_by_kind)
+
+    @cached_property
+    def _capacity_by_kind(self) -> dict[str | None, int]:
         out: dict[str | None, int] = {None: self.total_gpus}
         for k, name in enumerate(self.kinds):
             out[name] = int(self.node_gpus[self.node_kind == k].sum())
         return out
+
+    def capacity_of(self, kind: str | None) -> int:
+        return self._capacity_by_kind.get(kind, 0)
 
     def kind_of_node(self, node: int) -> str:
         return self.kinds[int(self.node_kind[node])]

@@ -85,7 +85,9 @@ def base_commitment(contract: Contract, capacity: int, others: Iterable[Contract
     return max(0, capacity - taken - c.reserve_gpus)
 
 
-def entitled_gpus(contract: Contract | None, t: int, capacity: int, others: Iterable[Contract]) -> int:
+def entitled_gpus(
+    contract: Contract | None, t: int, capacity: int, others: Iterable[Contract]
+) -> int:
     """GPUs the contract's tenant is owed at time t."""
     if contract is None or not in_term(contract, t):
         return 0

@@ -163,8 +163,12 @@ class Engine:
         return self._tenant_reason.get(run.tenant, ("queued", "not yet considered"))
 
     # -- the loop -------------------------------------------------------------------------
-    def run(self, until_s: int, progress: Callable[[int], None] | None = None,
-            stop: Callable[[], bool] | None = None) -> None:
+    def run(
+        self,
+        until_s: int,
+        progress: Callable[[int], None] | None = None,
+        stop: Callable[[], bool] | None = None,
+    ) -> None:
         """Run until ``until_s`` (or until ``stop()`` says so)."""
         while stop is None or not stop():
             t = self._next_time()
@@ -210,8 +214,15 @@ class Engine:
             if run.state is JobState.PENDING and not self._in_queue(run):
                 run.queued_since_s = max(run.spec.submit_s, min(run.queued_since_s, t))
                 self._enqueue(run)
-                self._emit({"t": t, "event": "submit", "job": key, "tenant": run.tenant,
-                            "gpus": run.spec.gpus})
+                self._emit(
+                    {
+                        "t": t,
+                        "event": "submit",
+                        "job": key,
+                        "tenant": run.tenant,
+                        "gpus": run.spec.gpus,
+                    }
+                )
         elif kind == _DEADLINE:
             run = self.jobs[key]
             if run.state is JobState.RECLAIMING and run.reclaim_deadline_s == t:
@@ -221,10 +232,12 @@ class Engine:
             nxt = next_change(self.contracts.values(), t)
             if nxt is not None:
                 self._push(nxt, _CONTRACT, "")
-        elif kind == _TICK:
-            if any(c.notice.given_at is not None and c.notice.given_at <= t < c.notice.given_at
-                   + c.notice.period_s for c in self.contracts.values()):
-                self._push(t + self.tick_s, _TICK, "")
+        elif kind == _TICK and any(
+            c.notice.given_at is not None
+            and c.notice.given_at <= t < c.notice.given_at + c.notice.period_s
+            for c in self.contracts.values()
+        ):
+            self._push(t + self.tick_s, _TICK, "")
         self._dirty = True
 
     # -- the cycle ------------------------------------------------------------------------
@@ -269,8 +282,16 @@ class Engine:
             run.end_s = now
             run.reason, run.reason_detail = rj.reason.value, rj.detail
             self.acct.tenants[run.tenant].rejected += 1
-            self._emit({"t": now, "event": "reject", "job": rj.job_id, "tenant": run.tenant,
-                        "reason": rj.reason.value, "detail": rj.detail})
+            self._emit(
+                {
+                    "t": now,
+                    "event": "reject",
+                    "job": rj.job_id,
+                    "tenant": run.tenant,
+                    "reason": rj.reason.value,
+                    "detail": rj.detail,
+                }
+            )
         for pl in d.places:
             run = self.jobs[pl.job_id]
             if self.policy.honours_contracts:
@@ -290,16 +311,25 @@ class Engine:
             grace = rc.deadline_s - now
             run.checkpoint_at_notice_s = (
                 run.progress_s(rc.deadline_s - self.checkpoint_write_s)
-                if grace >= self.checkpoint_write_s else None
+                if grace >= self.checkpoint_write_s
+                else None
             )
             run.touch()
             self._running_add(run)
             self.backend.checkpoint(run.id, now)
             self._push(rc.deadline_s, _DEADLINE, run.id)
-            self._emit({"t": now, "event": "reclaim", "job": run.id, "tenant": run.tenant,
-                        "beneficiary": rc.beneficiary_id,
-                        "beneficiary_tenant": self.jobs[rc.beneficiary_id].tenant,
-                        "deadline": rc.deadline_s, "rule": rc.rule.value})
+            self._emit(
+                {
+                    "t": now,
+                    "event": "reclaim",
+                    "job": run.id,
+                    "tenant": run.tenant,
+                    "beneficiary": rc.beneficiary_id,
+                    "beneficiary_tenant": self.jobs[rc.beneficiary_id].tenant,
+                    "deadline": rc.deadline_s,
+                    "rule": rc.rule.value,
+                }
+            )
         for w in d.waits:
             run = self.jobs[w.job_id]
             run.reason, run.reason_detail = w.reason.value, w.detail
@@ -339,12 +369,29 @@ class Engine:
         self._hold(run, +1)
         self._open_usage[run.id] = (now, borrowed)
         names = self.topo.node_names
-        self.backend.start(StartRequest(run.spec, run.attempt, placement,
-                                        tuple(names[n] for n in placement.nodes), now,
-                                        run.work_saved_s, run.restart_s))
-        self._emit({"t": now, "event": "place", "job": run.id, "tenant": run.tenant,
-                    "gpus": run.spec.gpus, "nodes": list(placement.nodes),
-                    "borrowed": borrowed, "reason": reason.value})
+        self.backend.start(
+            StartRequest(
+                run.spec,
+                run.attempt,
+                placement,
+                tuple(names[n] for n in placement.nodes),
+                now,
+                run.work_saved_s,
+                run.restart_s,
+            )
+        )
+        self._emit(
+            {
+                "t": now,
+                "event": "place",
+                "job": run.id,
+                "tenant": run.tenant,
+                "gpus": run.spec.gpus,
+                "nodes": list(placement.nodes),
+                "borrowed": borrowed,
+                "reason": reason.value,
+            }
+        )
 
     def _hold(self, run: JobRun, sign: int) -> None:
         if run.placement is not None:
@@ -384,10 +431,19 @@ class Engine:
     def _close_usage(self, run: JobRun, now: int) -> None:
         start, borrowed = self._open_usage.pop(run.id)
         if now > start and run.placement is not None:
-            self.ledger.append(UsageRecord(
-                run.id, run.tenant, run.spec.gpus,
-                self.topo.kind_of_node(run.placement.nodes[0]), run.placement.nodes,
-                start, now, borrowed, run.spec.kind.value))
+            self.ledger.append(
+                UsageRecord(
+                    run.id,
+                    run.tenant,
+                    run.spec.gpus,
+                    self.topo.kind_of_node(run.placement.nodes[0]),
+                    run.placement.nodes,
+                    start,
+                    now,
+                    borrowed,
+                    run.spec.kind.value,
+                )
+            )
 
     def _on_ended(self, ev: JobEnded) -> None:
         run = self.jobs.get(ev.job_id)
@@ -404,8 +460,16 @@ class Engine:
         else:
             run.state = JobState.FAILED
         run.end_s = t
-        self._emit({"t": t, "event": "end", "job": run.id, "tenant": run.tenant,
-                    "state": run.state.value, "exit_code": ev.exit_code})
+        self._emit(
+            {
+                "t": t,
+                "event": "end",
+                "job": run.id,
+                "tenant": run.tenant,
+                "state": run.state.value,
+                "exit_code": ev.exit_code,
+            }
+        )
 
     def _preempt(self, run: JobRun, t: int) -> None:
         """Stop a reclaimed run at its deadline; it resumes later from its checkpoint."""
@@ -423,8 +487,9 @@ class Engine:
         run.work_saved_s = saved
         run.checkpoint_at_notice_s = None
         self._requeue(run, t)
-        self._emit({"t": t, "event": "preempt", "job": run.id, "tenant": run.tenant,
-                    "lost_s": lost})
+        self._emit(
+            {"t": t, "event": "preempt", "job": run.id, "tenant": run.tenant, "lost_s": lost}
+        )
 
     def _requeue(self, run: JobRun, t: int) -> None:
         run.state = JobState.PENDING
@@ -440,8 +505,15 @@ class Engine:
         for view in self._guarantee_views.values():
             view.health[node] = int(health)
         self._dirty = True
-        self._emit({"t": now, "event": "node-health", "node": node, "health": health.name.lower(),
-                    "reason": reason})
+        self._emit(
+            {
+                "t": now,
+                "event": "node-health",
+                "node": node,
+                "health": health.name.lower(),
+                "reason": reason,
+            }
+        )
 
     # -- ownership ------------------------------------------------------------------------
     def _rebalance(self, now: int) -> None:
@@ -475,12 +547,14 @@ class Engine:
         self._open_usage[run.id] = (now, borrowed)
         self._running_add(run)
         self._hold(run, +1)
-        self._emit({"t": now, "event": "retag", "job": run.id, "tenant": run.tenant,
-                    "borrowed": borrowed})
+        self._emit(
+            {"t": now, "event": "retag", "job": run.id, "tenant": run.tenant, "borrowed": borrowed}
+        )
 
     def _refresh_lenders(self) -> None:
         self._lenders_idle = {
-            t: max(0, e - self.owned[t]) for t, e in self.entitled.items()
+            t: max(0, e - self.owned[t])
+            for t, e in self.entitled.items()
             if self.contracts[t].lending.lend_idle
         }
 
@@ -514,9 +588,16 @@ class Engine:
                 for other, p in reversed(here):
                     trial.release(other, p)
 
-    def _check_prefix(self, tenant: str, keys: list[tuple[int, int, int, str]], room: int,
-                      trial: ClusterState, now: int, here: list[tuple[str, Any]],
-                      owed: list[tuple[str, Any]]) -> None:
+    def _check_prefix(
+        self,
+        tenant: str,
+        keys: list[tuple[int, int, int, str]],
+        room: int,
+        trial: ClusterState,
+        now: int,
+        here: list[tuple[str, Any]],
+        owed: list[tuple[str, Any]],
+    ) -> None:
         usable = trial.usable()
         blocked = blocked_nodes(trial, tenant, self._rivals)
         elig = usable if blocked is None else usable & ~blocked
@@ -551,16 +632,19 @@ class Engine:
         return view
 
     def _tenant_order(self) -> list[str]:
-        return sorted(self._by_tenant_pending,
-                      key=lambda t: (-(self.contracts[t].priority if t in self.contracts else -(1 << 30)), t))
+        return sorted(
+            self._by_tenant_pending,
+            key=lambda t: (-(self.contracts[t].priority if t in self.contracts else -(1 << 30)), t),
+        )
 
     # -- bookkeeping ----------------------------------------------------------------------
     def _advance(self, t: int) -> None:
         if t <= self.acct.last_s:
             return
         healthy = int(self.topo.node_gpus[self.state.health == Health.HEALTHY].sum())
-        self.acct.advance(t, self.allocated, self.owned, self.borrowed, self.entitled,
-                          self._lenders_idle, healthy)
+        self.acct.advance(
+            t, self.allocated, self.owned, self.borrowed, self.entitled, self._lenders_idle, healthy
+        )
 
     def _pending_key(self, run: JobRun) -> tuple[int, int, int, str]:
         return (-run.spec.priority, run.queued_since_s, run.spec.submit_s, run.id)
@@ -629,4 +713,3 @@ class Engine:
 
     def entitlements_now(self) -> Mapping[str, int]:
         return dict(self.entitled)
-

@@ -63,8 +63,12 @@ class JobRun:
     def pending_view(self) -> PendingJob:
         if self._pending_view is None:
             self._pending_view = PendingJob(
-                self.spec, self.queued_since_s, self.attained_gpu_s, self.remaining_s(),
-                promise=self.promise, promised_since_s=self.promised_since_s,
+                self.spec,
+                self.queued_since_s,
+                self.attained_gpu_s,
+                self.remaining_s(),
+                promise=self.promise,
+                promised_since_s=self.promised_since_s,
             )
         return self._pending_view
 

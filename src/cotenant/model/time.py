@@ -19,12 +19,11 @@ def parse_duration(text: str | int | float, field: str) -> int:
         s = text.strip().lower()
         units = {"d": DAY, "h": HOUR, "m": MINUTE, "s": 1, "w": 7 * DAY}
         try:
-            if s and s[-1] in units:
-                value = float(s[:-1]) * units[s[-1]]
-            else:
-                value = float(s)
+            value = float(s[:-1]) * units[s[-1]] if s and s[-1] in units else float(s)
         except ValueError:
-            raise SpecError(field, f"cannot read {text!r} as a duration (e.g. '90d', '2h')") from None
+            raise SpecError(
+                field, f"cannot read {text!r} as a duration (e.g. '90d', '2h')"
+            ) from None
     if value < 0:
         raise SpecError(field, f"must not be negative, got {text!r}")
-    return int(round(value))
+    return round(value)

@@ -102,9 +102,9 @@ def _on_one_node(free: np.ndarray, eligible: np.ndarray, gpus: int) -> Placement
     return Placement((i,), (gpus,))
 
 
-def _split(topo: Topology, free: np.ndarray, eligible: np.ndarray, gpus: int) -> tuple[
-    np.ndarray, np.ndarray, int, int
-]:
+def _split(
+    topo: Topology, free: np.ndarray, eligible: np.ndarray, gpus: int
+) -> tuple[np.ndarray, np.ndarray, int, int]:
     """Masks of whole free nodes and remainder candidates, whole nodes needed, remainder."""
     full = eligible & (free == topo.node_gpus)
     per = int(topo.node_gpus[eligible].max()) if eligible.any() else topo.max_node_gpus
@@ -169,12 +169,15 @@ def _in_one_domain(
     return _assemble(chosen, per, rem_node, r)
 
 
-def _across_blocks(topo: Topology, free: np.ndarray, eligible: np.ndarray, gpus: int) -> Placement | None:
+def _across_blocks(
+    topo: Topology, free: np.ndarray, eligible: np.ndarray, gpus: int
+) -> Placement | None:
     full, partial, k, r = _split(topo, free, eligible, gpus)
     full_count = np.bincount(topo.node_block[full], minlength=topo.n_blocks)
     need_nodes = k + (1 if r and not partial.any() else 0)
-    if int(full_count.sum()) < need_nodes or (r and not partial.any() and need_nodes > k and
-                                              int(full_count.sum()) < k + 1):
+    if int(full_count.sum()) < need_nodes or (
+        r and not partial.any() and need_nodes > k and int(full_count.sum()) < k + 1
+    ):
         return None
     order = np.argsort(-full_count, kind="stable")
     cum = np.cumsum(full_count[order])

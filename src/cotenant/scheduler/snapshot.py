@@ -73,7 +73,9 @@ class Snapshot:
         return self.state.topo
 
 
-def rival_map(contracts: Mapping[str, Contract]) -> dict[str, tuple[frozenset[str], IsolationLevel]]:
+def rival_map(
+    contracts: Mapping[str, Contract],
+) -> dict[str, tuple[frozenset[str], IsolationLevel]]:
     """Isolation is symmetric: if A names B, neither may share with the other.
     The stricter level (rack over node) wins for the pair."""
     rivals: dict[str, set[str]] = {}
@@ -105,9 +107,9 @@ def blocked_nodes(
     names, level = entry
     idx = [state.tenant_index(r) for r in sorted(names)]
     if level is IsolationLevel.RACK:
-        racks = (state.rack_tenant[idx] > 0).any(axis=0)
-        return racks[state.topo.node_rack]  # type: ignore[no-any-return]
-    return (state.tenant_gpus[idx] > 0).any(axis=0)  # type: ignore[no-any-return]
+        racks: np.ndarray = np.asarray((state.rack_tenant[idx] > 0).any(axis=0), dtype=bool)
+        return np.asarray(racks[state.topo.node_rack], dtype=bool)
+    return np.asarray((state.tenant_gpus[idx] > 0).any(axis=0), dtype=bool)
 
 
 def is_service(job: JobSpec) -> bool:

@@ -80,11 +80,16 @@ class Workspace:
         if smallest_failed is not None and job.gpus >= smallest_failed:
             return None
         p = find_placement(
-            self.topo, self._free(view), self.eligible(job.tenant, job.accelerator, view),
-            job.gpus, job.constraint,
+            self.topo,
+            self._free(view),
+            self.eligible(job.tenant, job.accelerator, view),
+            job.gpus,
+            job.constraint,
         )
         if p is None:
-            self._failed[key] = job.gpus if smallest_failed is None else min(smallest_failed, job.gpus)
+            self._failed[key] = (
+                job.gpus if smallest_failed is None else min(smallest_failed, job.gpus)
+            )
         return p
 
     def try_now(self, job: JobSpec) -> Placement | None:

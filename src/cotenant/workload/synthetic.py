@@ -40,19 +40,36 @@ class FrontierLabWorkload:
         for i in range(self.pretraining_runs):
             gpus = _pow2_between(rng, *self.pretraining_gpus)
             days = float(rng.uniform(*self.pretraining_days))
-            jobs.append(JobSpec(
-                id=f"{pre}-pretrain-{i}", tenant=self.tenant, gpus=gpus,
-                duration_s=int(days * DAY), submit_s=start_s + i * 3 * DAY,
-                kind=JobKind.TRAINING, checkpoint_interval_s=self.checkpoint_interval_s,
-                priority=100, name=f"pretrain-{i}"))
+            jobs.append(
+                JobSpec(
+                    id=f"{pre}-pretrain-{i}",
+                    tenant=self.tenant,
+                    gpus=gpus,
+                    duration_s=int(days * DAY),
+                    submit_s=start_s + i * 3 * DAY,
+                    kind=JobKind.TRAINING,
+                    checkpoint_interval_s=self.checkpoint_interval_s,
+                    priority=100,
+                    name=f"pretrain-{i}",
+                )
+            )
         for i in range(self.rl_runs):
             gpus = _pow2_between(rng, *self.rl_gpus)
             days = float(rng.uniform(*self.rl_days))
             at = start_s + int(rng.uniform(0.0, 0.8) * horizon_s)
-            jobs.append(JobSpec(
-                id=f"{pre}-rl-{i}", tenant=self.tenant, gpus=gpus, duration_s=int(days * DAY),
-                submit_s=at, kind=JobKind.TRAINING, checkpoint_interval_s=self.checkpoint_interval_s,
-                priority=50, name=f"rl-{i}"))
+            jobs.append(
+                JobSpec(
+                    id=f"{pre}-rl-{i}",
+                    tenant=self.tenant,
+                    gpus=gpus,
+                    duration_s=int(days * DAY),
+                    submit_s=at,
+                    kind=JobKind.TRAINING,
+                    checkpoint_interval_s=self.checkpoint_interval_s,
+                    priority=50,
+                    name=f"rl-{i}",
+                )
+            )
         n = self.experiments
         if n:
             arrivals = _working_day_arrivals(rng, n, start_s, horizon_s)
@@ -62,11 +79,19 @@ class FrontierLabWorkload:
             secs = np.clip((hours * HOUR).astype(np.int64), 300, 5 * DAY)
             for i in range(n):
                 d = int(secs[i])
-                jobs.append(JobSpec(
-                    id=f"{pre}-exp-{i}", tenant=self.tenant, gpus=int(sizes[i]), duration_s=d,
-                    submit_s=int(arrivals[i]), kind=JobKind.EXPERIMENT,
-                    checkpoint_interval_s=self.checkpoint_interval_s if d > HOUR else 0,
-                    priority=0, name=f"exp-{i}"))
+                jobs.append(
+                    JobSpec(
+                        id=f"{pre}-exp-{i}",
+                        tenant=self.tenant,
+                        gpus=int(sizes[i]),
+                        duration_s=d,
+                        submit_s=int(arrivals[i]),
+                        kind=JobKind.EXPERIMENT,
+                        checkpoint_interval_s=self.checkpoint_interval_s if d > HOUR else 0,
+                        priority=0,
+                        name=f"exp-{i}",
+                    )
+                )
         return jobs
 
 
@@ -75,7 +100,9 @@ def _pow2_between(rng: np.random.Generator, lo: int, hi: int) -> int:
     return int(2 ** rng.integers(a, b + 1))
 
 
-def _working_day_arrivals(rng: np.random.Generator, n: int, start_s: int, horizon_s: int) -> np.ndarray:
+def _working_day_arrivals(
+    rng: np.random.Generator, n: int, start_s: int, horizon_s: int
+) -> np.ndarray:
     """Arrival times with twice the rate in working hours (08-20 UTC) as at night."""
     cand = rng.uniform(0, horizon_s, size=n * 3)
     hour = (cand % DAY) / HOUR
@@ -87,8 +114,17 @@ def _working_day_arrivals(rng: np.random.Generator, n: int, start_s: int, horizo
 
 
 _FIELDS = {
-    "kind", "pretraining_runs", "pretraining_gpus", "pretraining_days", "rl_runs", "rl_gpus",
-    "rl_days", "experiments", "experiment_gpus", "experiment_median_hours", "experiment_sigma",
+    "kind",
+    "pretraining_runs",
+    "pretraining_gpus",
+    "pretraining_days",
+    "rl_runs",
+    "rl_gpus",
+    "rl_days",
+    "experiments",
+    "experiment_gpus",
+    "experiment_median_hours",
+    "experiment_sigma",
     "checkpoint_interval",
 }
 
@@ -99,8 +135,9 @@ def parse_workload(tenant: str, raw: Mapping[str, object], field: str) -> Fronti
         raise SpecError(f"{field}.kind", f"unknown workload kind {kind!r}; valid: frontier-lab")
     unknown = set(raw) - _FIELDS
     if unknown:
-        raise SpecError(f"{field}.{sorted(unknown)[0]}",
-                        f"unknown key; valid: {', '.join(sorted(_FIELDS))}")
+        raise SpecError(
+            f"{field}.{sorted(unknown)[0]}", f"unknown key; valid: {', '.join(sorted(_FIELDS))}"
+        )
     kw: dict[str, object] = {}
     for name in ("pretraining_runs", "rl_runs", "experiments"):
         if name in raw:
@@ -124,8 +161,10 @@ def parse_workload(tenant: str, raw: Mapping[str, object], field: str) -> Fronti
                 raise SpecError(f"{field}.{name}", f"must be a number > 0, got {v!r}")
             kw[name] = float(v)
     if "checkpoint_interval" in raw:
-        kw["checkpoint_interval_s"] = parse_duration(raw["checkpoint_interval"],  # type: ignore[arg-type]
-                                                     f"{field}.checkpoint_interval")
+        kw["checkpoint_interval_s"] = parse_duration(
+            raw["checkpoint_interval"],  # type: ignore[arg-type]
+            f"{field}.checkpoint_interval",
+        )
     return FrontierLabWorkload(tenant=tenant, **kw)  # type: ignore[arg-type]
 
 
@@ -136,8 +175,11 @@ def _count(v: object, field: str) -> int:
 
 
 def _pair(v: object, field: str) -> tuple[float, float]:
-    if (not isinstance(v, list | tuple) or len(v) != 2
-            or not all(isinstance(x, int | float) and not isinstance(x, bool) for x in v)):
+    if (
+        not isinstance(v, list | tuple)
+        or len(v) != 2
+        or not all(isinstance(x, int | float) and not isinstance(x, bool) for x in v)
+    ):
         raise SpecError(field, f"must be [low, high], got {v!r}")
     lo, hi = float(v[0]), float(v[1])
     if lo > hi:

@@ -12,8 +12,8 @@ from cotenant.scheduler.snapshot import RunningJob, Snapshot
 
 def reject_if_impossible(snap: Snapshot, job: JobSpec, out: Decisions) -> bool:
     """Reject a gang no empty cluster could hold; True if rejected."""
-    cap = snap.state.topo.capacity_by_kind().get(job.accelerator, 0)
-    why = could_ever_fit(snap.state.topo, job.gpus, job.constraint, cap)
+    topo = snap.state.topo
+    why = could_ever_fit(topo, job.gpus, job.constraint, topo.capacity_of(job.accelerator))
     if why is None:
         return False
     out.rejects.append(Reject(job.id, Reason.TOO_LARGE, why))

@@ -18,6 +18,7 @@ The cycle, in order:
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections import defaultdict
 
 from cotenant.cluster.state import Placement
@@ -47,8 +48,10 @@ class ContractPolicy:
         taken_victims: set[str] = {r.spec.id for r in reclaiming}
         # Jobs with room already being reclaimed for them go first, oldest promise first,
         # and keep the very room promised while it is still theirs: a promise is kept.
-        promised = sorted((pj for pj in snap.pending if pj.promise is not None),
-                          key=lambda pj: (pj.promised_since_s, pj.spec.id))
+        promised = sorted(
+            (pj for pj in snap.pending if pj.promise is not None),
+            key=lambda pj: (pj.promised_since_s, pj.spec.id),
+        )
         for pj in promised:
             job, p = pj.spec, pj.promise
             assert p is not None
@@ -59,7 +62,9 @@ class ContractPolicy:
                 out.places.append(Place(job.id, p, Reason.PLACED_OWN, borrowed=False))
             elif ws.still_fits(job, p, now=False):
                 ws.promise(job.tenant, p)
-                out.waits.append(Wait(job.id, Reason.WAITING_FOR_RECLAIM, "borrowers are checkpointing", p))
+                out.waits.append(
+                    Wait(job.id, Reason.WAITING_FOR_RECLAIM, "borrowers are checkpointing", p)
+                )
             elif not self._serve(snap, ws, job, taken_victims, out):
                 continue
             headroom[job.tenant] -= job.gpus
@@ -93,7 +98,8 @@ class ContractPolicy:
             if entitled <= 0:
                 to_borrow.extend(queue)
                 continue
-            queue = [pj for pj in queue if pj.spec.id not in served]
+            if served:
+                queue = [pj for pj in queue if pj.spec.id not in served]
             if not queue:
                 continue
             min_size = min(pj.spec.gpus for pj in queue)
@@ -137,12 +143,18 @@ class ContractPolicy:
         p = ws.try_future(job)
         if p is not None:
             ws.promise(job.tenant, p)
-            out.waits.append(Wait(job.id, Reason.WAITING_FOR_RECLAIM, "borrowers are checkpointing", p))
+            out.waits.append(
+                Wait(job.id, Reason.WAITING_FOR_RECLAIM, "borrowers are checkpointing", p)
+            )
             return True
         victims, p = self._choose_victims(snap, ws, job, taken)
         if p is None:
             out.waits.append(
-                Wait(job.id, Reason.OWN_JOBS_HOLD_CAPACITY, "inside entitlement; no borrowed room fits")
+                Wait(
+                    job.id,
+                    Reason.OWN_JOBS_HOLD_CAPACITY,
+                    "inside entitlement; no borrowed room fits",
+                )
             )
             return False
         grace = snap.contracts[job.tenant].lending.reclaim_grace_s
@@ -153,7 +165,9 @@ class ContractPolicy:
                 Reclaim(v.spec.id, job.id, snap.now + grace, Reason.RECLAIM_FOR_ENTITLEMENT)
             )
         ws.promise(job.tenant, p)
-        out.waits.append(Wait(job.id, Reason.WAITING_FOR_RECLAIM, f"{len(victims)} borrower(s) reclaimed", p))
+        out.waits.append(
+            Wait(job.id, Reason.WAITING_FOR_RECLAIM, f"{len(victims)} borrower(s) reclaimed", p)
+        )
         return True
 
     def _choose_victims(
@@ -161,18 +175,19 @@ class ContractPolicy:
     ) -> tuple[list[RunningJob], Placement | None]:
         """Fewest borrowers, least work lost first, whose release makes the gang fit."""
         cands = [
-            r for r in snap.running
+            r
+            for r in snap.running
             if r.borrowed and r.spec.id not in taken and r.tenant != job.tenant
         ]
         if not cands:
             return [], None
-        cands.sort(key=lambda r: (r.work_since_checkpoint_s(snap.now) * r.gpus, -r.start_s, r.spec.id))
+        cands.sort(
+            key=lambda r: (r.work_since_checkpoint_s(snap.now) * r.gpus, -r.start_s, r.spec.id)
+        )
         base = ws.future if ws.future is not None else ws.now
         scratch = base.copy()
         rivals = snap.rivals
-        kind_ok = ws.eligible(job.tenant, job.accelerator)  # health and kind (rivals re-checked below)
-        usable = ws._base(job.accelerator)
-        del kind_ok
+        usable = ws._base(job.accelerator)  # healthy, right kind; rivals are re-checked below
         released = 0
         batch = 1
         p: Placement | None = None
@@ -216,14 +231,13 @@ class ContractPolicy:
             return
         capacity = snap.state.topo.total_gpus
         lendable = max(0, capacity - sum(snap.entitlements.values()))
-        for t, e in snap.entitlements.items():
+        for t in snap.entitlements:
             c = snap.contracts.get(t)
             if c is None or not c.lending.lend_idle:
                 continue
             idle = max(0, headroom.get(t, 0))
             limit = c.lending.limit_gpus if c.lending.limit_gpus is not None else UNLIMITED
             lendable += min(idle, limit)
-            del e
         leaving = sum(r.gpus for r in reclaiming if r.borrowed)
         borrowed_now = sum(snap.borrowed_gpus.values()) - leaving
         budget = lendable - borrowed_now
@@ -238,6 +252,11 @@ class ContractPolicy:
         heap = [(borrowed[t] / weight(t), t) for t in sorted(queues)]
         heapq.heapify(heap)
         cursor = dict.fromkeys(queues, 0)
+        # Smallest gang from each position to the end of a tenant's queue: a quick "nothing fits".
+        suffix_min: dict[str, list[int]] = {}
+        for t, q in queues.items():
+            acc = list(itertools.accumulate((pj.spec.gpus for pj in reversed(q)), min))
+            suffix_min[t] = [*acc[::-1], 0]
         free_total = int(ws._free(0)[ws.now.usable()].sum())
         while heap:
             _, t = heapq.heappop(heap)
@@ -246,14 +265,26 @@ class ContractPolicy:
             if budget <= 0 or free_total <= 0:
                 why = Reason.NO_LENDABLE_CAPACITY if budget <= 0 else Reason.NO_CAPACITY
                 for rest_t in [t] + [x for _, x in heap]:
-                    out.tenant_waits[rest_t] = Wait("", why, "beyond entitlement; waiting to borrow")
+                    out.tenant_waits[rest_t] = Wait(
+                        "", why, "beyond entitlement; waiting to borrow"
+                    )
                 return
             placed = False
+            smallest = suffix_min[t][i]
+            if smallest > budget or smallest > free_total:
+                out.tenant_waits[t] = Wait(
+                    "",
+                    Reason.NO_LENDABLE_CAPACITY if smallest > budget else Reason.NO_CAPACITY,
+                    "beyond entitlement; waiting to borrow",
+                )
+                continue
             while i < len(q):
                 job = q[i].spec
                 i += 1
                 if job.gpus > budget:
-                    out.waits.append(Wait(job.id, Reason.NO_LENDABLE_CAPACITY, f"{budget} GPUs lendable"))
+                    out.waits.append(
+                        Wait(job.id, Reason.NO_LENDABLE_CAPACITY, f"{budget} GPUs lendable")
+                    )
                     continue
                 if job.gpus > free_total or ws.known_not_to_fit(job):
                     out.waits.append(Wait(job.id, Reason.OVER_ENTITLEMENT, "no lendable room fits"))

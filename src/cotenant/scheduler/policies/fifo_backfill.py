@@ -41,18 +41,20 @@ class FifoBackfill:
                 if not self.backfill:
                     out.waits.append(Wait(job.id, Reason.QUEUED_BEHIND, "strict FIFO"))
                     continue
-                short = reserve_until is not None and snap.now + job.runtime_estimate_s <= reserve_until
+                short = (
+                    reserve_until is not None and snap.now + job.runtime_estimate_s <= reserve_until
+                )
                 if not short and job.gpus > extra:
                     out.waits.append(Wait(job.id, Reason.RESERVED_FOR_EARLIER, ""))
                     continue
-            if job.gpus > free_total or ws.known_not_to_fit(job):
-                p = None
-            else:
-                p = ws.try_now(job)
+            cannot = job.gpus > free_total or ws.known_not_to_fit(job)
+            p = None if cannot else ws.try_now(job)
             if p is not None:
                 ws.commit_now(job.tenant, p)
                 free_total -= job.gpus
-                out.places.append(Place(job.id, p, Reason.BACKFILLED if reserved else Reason.PLACED))
+                out.places.append(
+                    Place(job.id, p, Reason.BACKFILLED if reserved else Reason.PLACED)
+                )
                 if reserved and not (
                     reserve_until is not None and snap.now + job.runtime_estimate_s <= reserve_until
                 ):
@@ -63,7 +65,9 @@ class FifoBackfill:
                 avail = ws.free_gpus(job.tenant, job.accelerator)
                 reserve_until, extra = shadow(snap.now, job.gpus, avail, snap.running)
                 when = "unknown" if reserve_until is None else str(reserve_until)
-                out.waits.append(Wait(job.id, Reason.NO_CAPACITY, f"reserved; expected start {when}"))
+                out.waits.append(
+                    Wait(job.id, Reason.NO_CAPACITY, f"reserved; expected start {when}")
+                )
             else:
                 out.waits.append(Wait(job.id, Reason.NO_CAPACITY, ""))
         return out

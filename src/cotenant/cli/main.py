@@ -1,0 +1,149 @@
+"""The ``cotenant`` command.
+
+Errors a user can fix print one line naming the field; no tracebacks.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from cotenant.model.errors import CotenantError
+
+app = typer.Typer(
+    name="cotenant",
+    help="Turn a GPU lease contract into enforced, metered, audited capacity.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console(width=None if sys.stdout.isatty() else 150)
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str, code: int = 2) -> None:
+    err_console.print("error: " + message, style="bold red", highlight=False, markup=False)
+    raise typer.Exit(code)
+
+
+def friendly(fn: F) -> F:
+    """Turn domain errors into one clear line and exit code 2."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except CotenantError as e:
+            fail(str(e))
+        except FileNotFoundError as e:
+            fail(f"file not found: {e.filename}")
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.command()
+@friendly
+def simulate(
+    scenario: Annotated[str, typer.Argument(help="built-in scenario name or a TOML file")],
+    policy: Annotated[
+        str | None, typer.Option(help="scheduling policy (default: the scenario's)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+    out: Annotated[
+        Path | None, typer.Option(help="also write the JSON report (with time series) here")
+    ] = None,
+    days: Annotated[float | None, typer.Option(help="simulate only this many days")] = None,
+    why: Annotated[list[str] | None, typer.Option(help="explain a job's state at the end")] = None,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Run a scenario on the digital twin (simulated time) and report."""
+    from dataclasses import replace
+
+    from cotenant.runtime import simulate as run_sim
+    from cotenant.scenario import load_scenario
+    from cotenant.scheduler.policies import get_policy
+
+    sc = load_scenario(scenario)
+    if policy is not None:
+        get_policy(policy, "--policy")
+    if days is not None:
+        if days <= 0:
+            fail("--days: must be > 0")
+        sc = replace(sc, duration_s=int(days * 86_400))
+    show = progress and not as_json and sys.stderr.isatty()
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("day {task.fields[day]:.1f}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        disable=not show,
+    )
+    with bar:
+        task = bar.add_task(f"simulating {sc.name}", total=sc.duration_s, day=0.0)
+
+        def tick(t: int) -> None:
+            bar.update(task, completed=t - sc.start_s, day=(t - sc.start_s) / 86_400)
+
+        engine, report = run_sim(sc, policy=policy, progress=tick)
+        bar.update(task, completed=sc.duration_s, day=sc.duration_s / 86_400)
+    if out is not None:
+        out.write_text(json.dumps(report.to_json_dict(with_series=True), indent=2))
+    if as_json:
+        print(json.dumps(report.to_json_dict(), indent=2))
+    else:
+        report.render(console)
+    for job in why or []:
+        state, detail = engine.why(job)
+        console.print(f"{job}: {state}" + (f" ({detail})" if detail else ""))
+
+
+@app.command()
+def policies() -> None:
+    """List the scheduling policies."""
+    from cotenant.scheduler.policies import get_policy, policy_names
+
+    t = Table("policy", "honours contracts", "description")
+    for name in policy_names():
+        p = get_policy(name)
+        t.add_row(name, "yes" if p.honours_contracts else "no", p.description)
+    console.print(t)
+
+
+@app.command()
+def scenarios() -> None:
+    """List the built-in scenarios."""
+    from cotenant.scenario import builtin_names, load_scenario
+
+    t = Table("scenario", "cluster", "GPUs", "tenants", "days", "policy")
+    for name in builtin_names():
+        s = load_scenario(name)
+        t.add_row(
+            name,
+            s.cluster.name,
+            f"{s.cluster.total_gpus:,}",
+            ", ".join(x.name for x in s.tenants),
+            f"{s.duration_s / 86_400:g}",
+            s.policy,
+        )
+    console.print(t)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
