@@ -95,13 +95,14 @@ def engine(
     start: int = T0,
     tenants: Iterable[str] = (),
     events: list[dict[str, Any]] | None = None,
+    checkpoint_write_s: int = 60,
     **kw: Any,
 ) -> Engine:
     """A simulated engine; if ``events`` is given, every emitted event is appended to it."""
     contracts = list(contracts)
     names = list(dict.fromkeys([*(c.tenant for c in contracts), *tenants]))
-    eng = Engine(topo, contracts, get_policy(policy), SimBackend(), SimClock(start),
-                 tenants=names, **kw)
+    eng = Engine(topo, contracts, get_policy(policy), SimBackend(),
+                 SimClock(start), tenants=names, checkpoint_write_s=checkpoint_write_s, **kw)
     if events is not None:
         eng.sinks.append(events.append)
     return eng

@@ -145,3 +145,81 @@ def build_report(engine: Engine, scenario: str, start_s: int, end_s: int, wall_s
         },
         series=series,
     )
+
+
+SIZE_BUCKETS = (8, 64, 512, 4096, 16_384, 1 << 30)
+
+
+def _bucket(gpus: int) -> str:
+    lo = 1
+    for hi in SIZE_BUCKETS:
+        if gpus <= hi:
+            return f"{lo}-{hi}" if hi < (1 << 30) else f">{lo - 1}"
+        lo = hi + 1
+    return "?"
+
+
+def fault_report(engine: Engine, failures: Any) -> dict[str, Any]:
+    """Interruptions by tenant and cause, work lost, mean time between interruptions per
+    job size, goodput (useful / allocated GPU-time) per job, tenant and cluster, SLA
+    shortfall, and the Young/Daly checkpoint interval suggested for each job size."""
+    from cotenant.faults.model import job_mtbf_s, young_daly_interval
+
+    acct = engine.acct
+    log = engine.fault_log
+    tenants: dict[str, Any] = {}
+    tot_used = tot_waste = 0
+    for name, tt in sorted(acct.tenants.items()):
+        waste = (
+            tt.preempted_lost_gpu_s + tt.failure_lost_gpu_s + tt.restart_gpu_s + tt.checkpoint_gpu_s
+        )
+        tot_used += tt.used_gpu_s
+        tot_waste += waste
+        tenants[name] = {
+            "interruptions": tt.interruptions,
+            "by_cause": dict(sorted(log.by_tenant_cause[name].items())),
+            "planned": log.planned.get(name, 0),
+            "failure_lost_gpu_h": tt.failure_lost_gpu_s / H,
+            "restart_gpu_h": tt.restart_gpu_s / H,
+            "checkpoint_gpu_h": tt.checkpoint_gpu_s / H,
+            "goodput": (tt.used_gpu_s - waste) / tt.used_gpu_s if tt.used_gpu_s else None,
+            "sla_shortfall_gpu_h": tt.shortfall_gpu_s / H,
+        }
+    # Mean time between interruptions per job size, from run time in the ledger.
+    run_s: dict[str, int] = {}
+    for rec in engine.ledger.records():
+        b = _bucket(rec.gpus)
+        run_s[b] = run_s.get(b, 0) + rec.end_s - rec.start_s
+    by_size: dict[str, Any] = {}
+    for gpus, n in sorted(log.by_job_gpus.items()):
+        b = _bucket(gpus)
+        by_size.setdefault(b, {"interruptions": 0})
+        by_size[b]["interruptions"] += n
+    write = engine.checkpoint_write_s
+    for b in sorted(set(run_s) | set(by_size), key=lambda x: int(x.split("-")[0].lstrip(">"))):
+        entry = by_size.setdefault(b, {"interruptions": 0})
+        n = entry["interruptions"]
+        entry["run_hours"] = run_s.get(b, 0) / H
+        entry["mtbi_h"] = run_s.get(b, 0) / n / H if n else None
+        hi = int(b.split("-")[1]) if "-" in b else 32_768
+        if failures.enabled:
+            mtbf = job_mtbf_s(failures.model, hi)
+            entry["suggested_checkpoint_interval_s"] = young_daly_interval(mtbf, write)
+    jobs = {}
+    for run in engine.jobs.values():
+        if run.spec.kind.value == "training" and run.first_start_s is not None:
+            jobs[run.id] = {
+                "gpus": run.spec.gpus,
+                "interruptions": run.interruptions,
+                "preemptions": run.preemptions,
+                "lost_gpu_h": run.lost_gpu_s / H,
+                "state": run.state.value,
+            }
+    return {
+        "enabled": bool(failures.enabled),
+        "node_failures_by_cause": dict(sorted(log.node_failures.items())),
+        "tenants": tenants,
+        "by_job_size": by_size,
+        "cluster_goodput": (tot_used - tot_waste) / tot_used if tot_used else None,
+        "training_jobs": jobs,
+    }

@@ -12,8 +12,10 @@ from cotenant.backends.sim import SimBackend
 from cotenant.cluster.topology import Topology
 from cotenant.engine.clock import SimClock
 from cotenant.engine.core import Engine
+from cotenant.faults.injector import install as install_failures
+from cotenant.faults.injector import parse_failure_settings
 from cotenant.model.jobs import JobSpec
-from cotenant.report import Report, build_report
+from cotenant.report import Report, build_report, fault_report
 from cotenant.scenario import Scenario
 from cotenant.scheduler.policies import get_policy
 
@@ -39,6 +41,7 @@ def build_sim_engine(
         SimBackend(),
         SimClock(scenario.start_s),
         restart_cost_s=scenario.restart_cost_s,
+        checkpoint_write_s=scenario.checkpoint_write_s,
         tenants=[t.name for t in scenario.tenants],
     )
 
@@ -49,14 +52,26 @@ def simulate(
     jobs: list[JobSpec] | None = None,
     progress: Callable[[int], None] | None = None,
     engine_hook: Callable[[Engine], None] | None = None,
+    failure_scale: float | None = None,
 ) -> tuple[Engine, Report]:
     """Run the scenario in simulated time and report."""
     engine = build_sim_engine(scenario, policy)
     if engine_hook is not None:
         engine_hook(engine)
+    failures = parse_failure_settings(scenario.sections.get("failures"), failure_scale)
+    if failures.enabled:
+        install_failures(
+            engine,
+            failures.model,
+            scenario.seed + failures.seed_offset,
+            scenario.start_s,
+            scenario.end_s,
+        )
     for spec in jobs if jobs is not None else workload_of(scenario):
         engine.submit(spec)
     t0 = time.perf_counter()
     engine.run(scenario.end_s, progress=progress)
     wall = time.perf_counter() - t0
-    return engine, build_report(engine, scenario.name, scenario.start_s, scenario.end_s, wall)
+    report = build_report(engine, scenario.name, scenario.start_s, scenario.end_s, wall)
+    report.extra["faults"] = fault_report(engine, failures)
+    return engine, report

@@ -45,6 +45,7 @@ class Scenario:
     tenants: tuple[Tenant, ...]
     workloads: tuple[FrontierLabWorkload, ...] = ()
     restart_cost_s: int = 600
+    checkpoint_write_s: int = 60
     sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # failures, energy...
 
     @property
@@ -127,7 +128,6 @@ def parse_scenario(raw: Mapping[str, Any]) -> Scenario:
     if policy not in policy_names():
         raise SpecError("policy", f"unknown policy {policy!r}; valid: {', '.join(policy_names())}")
     cluster = parse_cluster(raw.get("cluster", {}), "cluster")
-    capacity = cluster.total_gpus
     raw_tenants = raw.get("tenants", [])
     if not isinstance(raw_tenants, list):
         raise SpecError("tenants", "must be an array of tables ([[tenants]])")
@@ -145,7 +145,7 @@ def parse_scenario(raw: Mapping[str, Any]) -> Scenario:
             raise SpecError(f"{f}.name", f"tenant {name!r} appears twice")
         contract = None
         if "contract" in rt:
-            contract = parse_contract(name, rt["contract"], f"{f}.contract", start, capacity)
+            contract = parse_contract(name, rt["contract"], f"{f}.contract", start, cluster)
         tenants.append(Tenant(name, str(rt.get("display_name", name)), contract))
         wl = rt.get("workload")
         if wl is not None:
@@ -156,20 +156,26 @@ def parse_scenario(raw: Mapping[str, Any]) -> Scenario:
                 workloads.append(parse_workload(name, w, f"{f}.workload[{j}]"))
     validate_contracts(tenants, cluster)
     engine = raw.get("engine", {})
-    _no_unknown(engine, {"restart_cost"}, "engine")
+    _no_unknown(engine, {"restart_cost", "checkpoint_write"}, "engine")
     restart = parse_duration(engine.get("restart_cost", "10m"), "engine.restart_cost")
+    write = parse_duration(engine.get("checkpoint_write", "60s"), "engine.checkpoint_write")
+    if "failures" in raw:
+        from cotenant.faults.injector import parse_failure_settings
+
+        parse_failure_settings(raw["failures"])  # fail early, naming the field
     sections = {k: raw[k] for k in ("failures", "energy", "services") if k in raw}
     return Scenario(
-        str(raw.get("name", "scenario")),
-        start,
-        duration,
-        seed,
-        policy,
-        cluster,
-        tuple(tenants),
-        tuple(workloads),
-        restart,
-        sections,
+        name=str(raw.get("name", "scenario")),
+        start_s=start,
+        duration_s=duration,
+        seed=seed,
+        policy=policy,
+        cluster=cluster,
+        tenants=tuple(tenants),
+        workloads=tuple(workloads),
+        restart_cost_s=restart,
+        checkpoint_write_s=write,
+        sections=sections,
     )
 
 
@@ -213,28 +219,39 @@ def parse_cluster(raw: Any, f: str) -> ClusterSpec:
     return spec
 
 
-def parse_contract(tenant: str, raw: Any, f: str, default_start: int, capacity: int) -> Contract:
+def parse_contract(
+    tenant: str, raw: Any, f: str, default_start: int, cluster: ClusterSpec
+) -> Contract:
     if not isinstance(raw, Mapping):
         raise SpecError(f, "must be a table")
     _no_unknown(raw, _CONTRACT, f)
     cm = raw.get("commitment", {})
     _no_unknown(cm, {"gpus", "all_available", "reserve_gpus", "accelerator"}, f"{f}.commitment")
-    gpus = cm.get("gpus", 0)
-    if not isinstance(gpus, int) or isinstance(gpus, bool) or gpus < 0:
-        raise SpecError(f"{f}.commitment.gpus", f"must be a whole number >= 0, got {gpus!r}")
+    kind = cm.get("accelerator")
+    if kind is not None:
+        kinds = {g.accelerator for g in cluster.groups}
+        if kind not in kinds:
+            raise SpecError(
+                f"{f}.commitment.accelerator",
+                f"{kind!r} is not a kind this cluster has; it has: {', '.join(sorted(kinds))}",
+            )
+    capacity = sum(
+        g.nodes * g.node_gpus for g in cluster.groups if kind is None or g.accelerator == kind
+    )
+    gpus = _whole(cm.get("gpus", 0), f"{f}.commitment.gpus")
     if gpus > capacity:
         raise SpecError(
             f"{f}.commitment.gpus", f"{gpus} GPUs is more than the cluster's {capacity}"
         )
-    reserve = cm.get("reserve_gpus", 0)
-    if not isinstance(reserve, int) or reserve < 0:
+    reserve = _whole(cm.get("reserve_gpus", 0), f"{f}.commitment.reserve_gpus")
+    if reserve > capacity:
         raise SpecError(
-            f"{f}.commitment.reserve_gpus", f"must be a whole number >= 0, got {reserve!r}"
+            f"{f}.commitment.reserve_gpus", f"{reserve} GPUs is more than the cluster's {capacity}"
         )
-    all_av = bool(cm.get("all_available", False))
+    all_av = _flag(cm.get("all_available", False), f"{f}.commitment.all_available")
     if all_av and gpus:
         raise SpecError(f"{f}.commitment", "give either gpus or all_available, not both")
-    commitment = Commitment(gpus, all_av, reserve, cm.get("accelerator"))
+    commitment = Commitment(gpus, all_av, reserve, kind)
     term = raw.get("term", {})
     _no_unknown(term, {"start", "end", "length"}, f"{f}.term")
     start = parse_time(term["start"], f"{f}.term.start") if "start" in term else default_start
@@ -256,10 +273,10 @@ def parse_contract(tenant: str, raw: Any, f: str, default_start: int, capacity: 
     ln = raw.get("lending", {})
     _no_unknown(ln, {"lend_idle", "limit_gpus", "reclaim_grace"}, f"{f}.lending")
     limit = ln.get("limit_gpus")
-    if limit is not None and (not isinstance(limit, int) or limit < 0):
-        raise SpecError(f"{f}.lending.limit_gpus", f"must be a whole number >= 0, got {limit!r}")
+    if limit is not None:
+        limit = _whole(limit, f"{f}.lending.limit_gpus")
     lending = LendingTerms(
-        bool(ln.get("lend_idle", True)),
+        _flag(ln.get("lend_idle", True), f"{f}.lending.lend_idle"),
         limit,
         parse_duration(ln.get("reclaim_grace", "5m"), f"{f}.lending.reclaim_grace"),
     )
@@ -273,7 +290,7 @@ def parse_contract(tenant: str, raw: Any, f: str, default_start: int, capacity: 
         raise SpecError(f"{f}.isolation.rivals", "must be a list of tenant names")
     price = parse_price_terms(raw.get("price", {}), f"{f}.price") if "price" in raw else None
     prio = raw.get("priority", 0)
-    if not isinstance(prio, int):
+    if not isinstance(prio, int) or isinstance(prio, bool):
         raise SpecError(f"{f}.priority", f"must be an integer, got {prio!r}")
     kw: dict[str, Any] = {}
     if price is not None:
@@ -287,7 +304,7 @@ def parse_contract(tenant: str, raw: Any, f: str, default_start: int, capacity: 
         lending=lending,
         isolation=IsolationTerms(tuple(rivals), IsolationLevel(level)),
         priority=prio,
-        spares_backed=bool(raw.get("spares_backed", False)),
+        spares_backed=_flag(raw.get("spares_backed", False), f"{f}.spares_backed"),
         **kw,
     )
 
@@ -298,6 +315,19 @@ def validate_contracts(tenants: list[Tenant], cluster: ClusterSpec) -> None:
     capacity = cluster.total_gpus
     fixed = 0
     all_av = 0
+    per_kind: dict[str, int] = {}
+    for i, t in enumerate(tenants):
+        c = t.contract
+        if c is None or c.commitment.accelerator is None:
+            continue
+        k = c.commitment.accelerator
+        per_kind[k] = per_kind.get(k, 0) + c.commitment.gpus + c.commitment.reserve_gpus
+        have = sum(g.nodes * g.node_gpus for g in cluster.groups if g.accelerator == k)
+        if per_kind[k] > have:
+            raise SpecError(
+                f"tenants[{i}].contract.commitment.gpus",
+                f"commitments of {k} add up to {per_kind[k]} GPUs; the cluster has {have}",
+            )
     for i, t in enumerate(tenants):
         c = t.contract
         if c is None:
@@ -350,6 +380,18 @@ def parse_time(v: Any, f: str) -> int:
         dt = dt if dt.tzinfo else dt.replace(tzinfo=UTC)
         return int(dt.timestamp())
     raise SpecError(f, f"expected a date, got {v!r}")
+
+
+def _whole(v: Any, f: str) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+        raise SpecError(f, f"must be a whole number >= 0, got {v!r}")
+    return v
+
+
+def _flag(v: Any, f: str) -> bool:
+    if not isinstance(v, bool):
+        raise SpecError(f, f"must be true or false, got {v!r}")
+    return v
 
 
 def _no_unknown(raw: Any, allowed: set[str], f: str) -> None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from fractions import Fraction
+from itertools import pairwise
 
 import pytest
-from builders import DAY, T0, YEAR, contract
 
+from builders import DAY, T0, YEAR, contract
 from cotenant.contracts.entitlement import (
     effective_end,
     entitled_gpus,
@@ -153,7 +154,9 @@ def test_ramp_fraction(c: Contract, t: int, want: Fraction) -> None:
         pytest.param(OWNER, T0 + DAY, T0 + DAY, Fraction(0), id="empty-window"),
         pytest.param(OWNER, T0 + DAY, T0, Fraction(0), id="reversed-window"),
         pytest.param(LINEAR, G, G + P, Fraction(P, 2), id="linear-whole-ramp-is-half"),
-        pytest.param(LINEAR, G - 100, G + P + DAY, Fraction(P, 2) + 100, id="linear-flat-then-ramp"),
+        pytest.param(
+            LINEAR, G - 100, G + P + DAY, Fraction(P, 2) + 100, id="linear-flat-then-ramp"
+        ),
         pytest.param(LINEAR, G, G + P // 2, Fraction(3 * P, 8), id="linear-first-half"),
         pytest.param(LINEAR, G + P // 2, G + P, Fraction(P, 8), id="linear-second-half"),
         pytest.param(STEP, G - DAY, G + 2 * P, Fraction(P + DAY), id="step-full-until-end"),
@@ -169,7 +172,7 @@ def test_ramp_integral(c: Contract, t0: int, t1: int, want: Fraction) -> None:
 
 def test_ramp_integral_is_additive_over_a_partition() -> None:
     cuts = [G - DAY, G, G + 7, G + DAY, G + P // 3, G + P - 1, G + P + DAY]
-    parts = sum(ramp_integral(LINEAR, a, b) for a, b in zip(cuts, cuts[1:], strict=False))
+    parts = sum(ramp_integral(LINEAR, a, b) for a, b in pairwise(cuts))
     assert parts == ramp_integral(LINEAR, cuts[0], cuts[-1])
 
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
-from builders import cluster
 
+from builders import cluster
 from cotenant.cluster.state import Placement
 from cotenant.cluster.topology import Topology
 from cotenant.model.jobs import Constraint
@@ -173,7 +173,9 @@ def test_four_gpu_nodes_take_whole_nodes_of_four() -> None:
         pytest.param(72, BLOCK, 128, "72 GPUs cannot fit inside one block", id="block-too-small"),
     ],
 )
-def test_could_ever_fit(gpus: int, constraint: Constraint, capacity: int, reason: str | None) -> None:
+def test_could_ever_fit(
+    gpus: int, constraint: Constraint, capacity: int, reason: str | None
+) -> None:
     assert could_ever_fit(TOPO, gpus, constraint, capacity) == reason
 
 

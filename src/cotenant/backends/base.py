@@ -23,6 +23,7 @@ class StartRequest:
     start_s: int
     work_saved_s: int  # resume from here
     restart_s: int  # cost paid before useful work resumes
+    checkpoint_write_s: int = 0  # time each periodic checkpoint takes to write
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,8 +10,7 @@ from cotenant.backends.base import BackendEvent, JobEnded, StartRequest
 class SimBackend:
     name = "sim"
 
-    def __init__(self, checkpoint_write_s: int = 0) -> None:
-        self.checkpoint_write_s = checkpoint_write_s
+    def __init__(self) -> None:
         self._ends: list[tuple[int, str, int]] = []  # (end time, job id, attempt)
         self._live: dict[str, int] = {}  # job id -> attempt currently running
 
@@ -20,7 +19,7 @@ class SimBackend:
         left = max(0, req.spec.duration_s - req.work_saved_s)
         every = req.spec.checkpoint_interval_s
         writes = (left - 1) // every if every > 0 and left > 0 else 0
-        return req.restart_s + left + writes * self.checkpoint_write_s
+        return req.restart_s + left + writes * req.checkpoint_write_s
 
     def start(self, req: StartRequest) -> None:
         self._live[req.spec.id] = req.attempt

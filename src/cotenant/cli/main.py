@@ -26,7 +26,7 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console(width=None if sys.stdout.isatty() else 150)
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -139,6 +139,25 @@ def scenarios() -> None:
             s.policy,
         )
     console.print(t)
+
+
+from cotenant.cli.replay import replay_command  # noqa: E402
+
+app.command("replay")(replay_command)
+
+from cotenant.cli.client import (  # noqa: E402
+    audit_app,
+    cluster_command,
+    jobs_app,
+    usage_command,
+)
+from cotenant.cli.serve import serve_command  # noqa: E402
+
+app.command("serve")(serve_command)
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(audit_app, name="audit")
+app.command("usage")(usage_command)
+app.command("cluster")(cluster_command)
 
 
 def main() -> None:  # pragma: no cover - console entry point

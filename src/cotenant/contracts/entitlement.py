@@ -121,3 +121,44 @@ def next_change(contracts: Iterable[Contract], t: int) -> int | None:
 def _same_pool(a: Contract, b: Contract) -> bool:
     ka, kb = a.commitment.accelerator, b.commitment.accelerator
     return ka is None or kb is None or ka == kb
+
+
+def deliverable(
+    entitled: Mapping[str, int],
+    contracts: Mapping[str, Contract],
+    down_gpus: int,
+    capacity: int,
+) -> tuple[dict[str, int], dict[str, int]]:
+    """What can be delivered when ``down_gpus`` are out of service, and the deficit per tenant.
+
+    Failures come out of the spare pool first: capacity no entitlement covers. What the
+    spares do not cover is taken from tenants whose commitment is not backed by spares,
+    in proportion to their entitlement; only beyond that from spares-backed tenants
+    (again in proportion). The deficit is recorded as SLA shortfall where it leaves
+    entitled demand unserved.
+    """
+    spare = max(0, capacity - sum(entitled.values()))
+    uncovered = max(0, down_gpus - spare)
+    deficit = dict.fromkeys(entitled, 0)
+    if uncovered:
+        for backed in (False, True):
+            group = {
+                t: e
+                for t, e in entitled.items()
+                if e > 0 and (t in contracts and contracts[t].spares_backed) == backed
+            }
+            total = sum(group.values())
+            if not total:
+                continue
+            take = min(uncovered, total)
+            # Largest-remainder split so the parts add up exactly.
+            shares = {t: take * e // total for t, e in group.items()}
+            rest = take - sum(shares.values())
+            for t in sorted(group, key=lambda x: (-(take * group[x] % total), x))[:rest]:
+                shares[t] += 1
+            for t, v in shares.items():
+                deficit[t] += v
+            uncovered -= take
+            if not uncovered:
+                break
+    return {t: e - deficit[t] for t, e in entitled.items()}, deficit

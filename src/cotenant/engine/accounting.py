@@ -32,6 +32,8 @@ class TenantTotals:
     violation_jobs: int = 0
     useful_gpu_s: int = 0
     restart_gpu_s: int = 0
+    checkpoint_gpu_s: int = 0
+    shortfall_gpu_s: int = 0
 
 
 @dataclass(slots=True)

@@ -47,7 +47,9 @@ class WallClock:
         return self._sim0 + int((time.time() - self._wall0) * self.speed)
 
     def wait_until(self, t: int) -> int:
-        delay = (t - self.now()) / self.speed
+        # Wait for the wall instant of t itself, not from a rounded-down now(): otherwise
+        # every turn drifts by the time the turn took.
+        delay = self._wall0 + (t - self._sim0) / self.speed - time.time()
         if delay > 0:
             self._woken.wait(timeout=min(delay, 1.0))
             self._woken.clear()

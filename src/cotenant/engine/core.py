@@ -19,9 +19,10 @@ from typing import Any
 from cotenant.backends.base import Backend, JobEnded, NodeHealthChanged, StartRequest
 from cotenant.cluster.state import ClusterState, Health
 from cotenant.cluster.topology import Topology
-from cotenant.contracts.entitlement import entitlements, next_change
+from cotenant.contracts.entitlement import deliverable, entitlements, next_change
 from cotenant.engine.accounting import Accounting
 from cotenant.engine.clock import Clock
+from cotenant.engine.faults import FaultHandling
 from cotenant.engine.jobs import JobRun
 from cotenant.metering.ledger import UsageLedger, UsageRecord
 from cotenant.model.contracts import Contract
@@ -32,13 +33,13 @@ from cotenant.scheduler.placement import find_placement
 from cotenant.scheduler.policies import Policy
 from cotenant.scheduler.snapshot import RunningJob, Snapshot, blocked_nodes, rival_map
 
-# Event kinds, in the order they are handled at one instant.
-_DEADLINE, _SUBMIT, _CONTRACT, _TICK = 1, 2, 3, 4
+# Event kinds, in the order they are handled at one instant (0: scheduled callbacks).
+_CALLBACK, _DEADLINE, _SUBMIT, _CONTRACT, _TICK, _TICK_NOW = 0, 1, 2, 3, 4, 5
 
 DecisionSink = Callable[[dict[str, Any]], None]
 
 
-class Engine:
+class Engine(FaultHandling):
     def __init__(
         self,
         topo: Topology,
@@ -57,6 +58,8 @@ class Engine:
         self.state = ClusterState(topo)
         # Per contracted tenant: the cluster without other tenants' borrowed allocations.
         self._guarantee_views: dict[str, ClusterState] = {}
+        self._owed: dict[str, set[str]] = {}
+        self._promised: set[str] = set()
         self.guarantee_window = 64
         self.contracts: dict[str, Contract] = {}
         self.policy = policy
@@ -79,6 +82,8 @@ class Engine:
         self._running_views: list[RunningJob] = []
         self._running_by_tenant: dict[str, dict[str, None]] = defaultdict(dict)
         self._borrowed_sizes: dict[str, Counter[int]] = defaultdict(Counter)
+        self._borrowed_prio: dict[str, Counter[int]] = defaultdict(Counter)
+        self.owned_by_priority: dict[str, Counter[int]] = defaultdict(Counter)
         self.allocated: dict[str, int] = defaultdict(int)
         self.owned: dict[str, int] = defaultdict(int)
         self.borrowed: dict[str, int] = defaultdict(int)
@@ -87,6 +92,11 @@ class Engine:
         self._rivals: dict[str, Any] = {}
         self._open_usage: dict[str, tuple[int, bool]] = {}
         self._tenant_reason: dict[str, tuple[str, str]] = {}
+        self._node_jobs: dict[int, set[str]] = defaultdict(set)
+        self._callbacks: dict[str, Callable[[int], Any]] = {}
+        self._pending_gpus: dict[str, int] = defaultdict(int)
+        self.deficit: dict[str, int] = {}
+        self._init_faults()
         self._dirty = True
         self._cycle_no = 0
         self.cycles = 0
@@ -108,7 +118,7 @@ class Engine:
             self._push(nxt, _CONTRACT, "")
         if contract.notice.given_at is not None:
             self._push(max(now, contract.notice.given_at), _TICK, "")
-        self._dirty = True
+        self._wake()
         self._emit({"t": now, "event": "contract", "tenant": contract.tenant})
 
     def give_notice(self, tenant: str, at_s: int | None = None) -> Contract:
@@ -150,7 +160,7 @@ class Engine:
             raise Conflict(f"job {job_id!r} is already {run.state.value}")
         run.state = JobState.CANCELLED
         run.end_s = now
-        self._dirty = True
+        self._wake()
         self._emit({"t": now, "event": "cancel", "job": job_id, "tenant": run.tenant})
         return run
 
@@ -169,21 +179,23 @@ class Engine:
         progress: Callable[[int], None] | None = None,
         stop: Callable[[], bool] | None = None,
     ) -> None:
-        """Run until ``until_s`` (or until ``stop()`` says so)."""
+        """Run until ``until_s``; with ``stop``, keep running (live) until it says so or
+        ``until_s`` is reached. Simulated time ends at ``until_s`` exactly."""
         while stop is None or not stop():
-            t = self._next_time()
-            if t is None or t > until_s:
-                if stop is None:
+            nxt = self._next_time()
+            if nxt is None or nxt > until_s:
+                if stop is None or self.clock.now() >= until_s:
                     break
-                t = min(until_s, self.clock.now() + 1)
-            t = self.clock.wait_until(t)
-            if t > until_s:
-                break
-            self.step(t)
+                target = until_s  # live: sleep (the clock wakes on new work)
+            else:
+                target = nxt
+            now = min(self.clock.wait_until(target), until_s)
+            self.step(now)
             if progress is not None:
-                progress(t)
-        if stop is None:
-            self._advance(until_s)
+                progress(now)
+        if self.clock.now() < until_s and stop is None:
+            self.clock.wait_until(until_s)
+        self._advance(min(until_s, self.clock.now()))
 
     def step(self, t: int) -> None:
         self._advance(t)
@@ -191,12 +203,18 @@ class Engine:
             if isinstance(ev, JobEnded):
                 self._on_ended(ev)
             elif isinstance(ev, NodeHealthChanged):
-                self.set_node_health(ev.node, ev.health, ev.reason, t)
+                self.node_reported(ev.node, ev.health, ev.reason, t)
         while self._events and self._events[0][0] <= t:
             _, kind, _, key = heapq.heappop(self._events)
             self._on_event(kind, key, t)
         if self._dirty:
             self.cycle(t)
+
+    def _wake(self) -> None:
+        """Something changed outside an event (cancel, health, contract): cycle now."""
+        self._dirty = True
+        self._push(self.clock.now(), _TICK_NOW, "")
+        self.clock.wake()
 
     def _next_time(self) -> int | None:
         times = [self._events[0][0]] if self._events else []
@@ -209,7 +227,9 @@ class Engine:
         heapq.heappush(self._events, (t, kind, next(self._seq), key))
 
     def _on_event(self, kind: int, key: str, t: int) -> None:
-        if kind == _SUBMIT:
+        if kind == _CALLBACK:
+            self._callbacks.pop(key)(t)
+        elif kind == _SUBMIT:
             run = self.jobs[key]
             if run.state is JobState.PENDING and not self._in_queue(run):
                 run.queued_since_s = max(run.spec.submit_s, min(run.queued_since_s, t))
@@ -250,6 +270,7 @@ class Engine:
             contracts=self.contracts,
             entitlements=self.entitled,
             owned_gpus=self.owned,
+            owned_by_priority=self.owned_by_priority,
             borrowed_gpus=self.borrowed,
             rivals=self._rivals,
         )
@@ -258,7 +279,10 @@ class Engine:
         """One scheduling cycle: entitlements, ownership, decide, apply, check guarantees."""
         self._dirty = False
         self._cycle_no += 1
-        self.entitled = entitlements(self.contracts.values(), now, self._capacity)
+        full = entitlements(self.contracts.values(), now, self._capacity)
+        self.entitled, self.deficit = deliverable(
+            full, self.contracts, self.down_gpus(), self.topo.total_gpus
+        )
         self._rebalance(now)
         if not self._pending_keys:
             self._refresh_lenders()
@@ -333,6 +357,10 @@ class Engine:
         for w in d.waits:
             run = self.jobs[w.job_id]
             run.reason, run.reason_detail = w.reason.value, w.detail
+            if w.promise is None:
+                self._promised.discard(run.id)
+            else:
+                self._promised.add(run.id)
             if w.promise != run.promise:
                 if w.promise is None:
                     run.promised_since_s = None
@@ -349,7 +377,10 @@ class Engine:
         run.start_s = now
         run.restart_s = self.restart_cost_s if run.attempt > 0 else 0
         run.attempt += 1
+        run.write_s = self.checkpoint_write_s
         run.borrowed = borrowed
+        for n in placement.nodes:
+            self._node_jobs[n].add(run.id)
         run.reclaim_deadline_s = None
         run.reason, run.reason_detail = reason.value, ""
         run.touch()
@@ -365,6 +396,7 @@ class Engine:
                 tt.violation_jobs += 1
         run.entitled_since_s = None
         run.promise = run.promised_since_s = None
+        self._promised.discard(run.id)
         self._running_add(run)
         self._hold(run, +1)
         self._open_usage[run.id] = (now, borrowed)
@@ -378,6 +410,7 @@ class Engine:
                 now,
                 run.work_saved_s,
                 run.restart_s,
+                self.checkpoint_write_s,
             )
         )
         self._emit(
@@ -405,11 +438,11 @@ class Engine:
         self.allocated[run.tenant] += g
         if run.borrowed:
             self.borrowed[run.tenant] += g
-            self._borrowed_sizes[run.tenant][run.spec.gpus] += sign
-            if self._borrowed_sizes[run.tenant][run.spec.gpus] <= 0:
-                del self._borrowed_sizes[run.tenant][run.spec.gpus]
+            _count(self._borrowed_sizes[run.tenant], run.spec.gpus, sign)
+            _count(self._borrowed_prio[run.tenant], run.spec.priority, sign)
         else:
             self.owned[run.tenant] += g
+            _count(self.owned_by_priority[run.tenant], run.spec.priority, g)
         if sign > 0:
             self._running_by_tenant[run.tenant][run.id] = None
         else:
@@ -422,6 +455,11 @@ class Engine:
         self.state.release(run.tenant, run.placement)
         self._hold(run, -1)
         self._close_usage(run, now)
+        for n in run.placement.nodes:
+            self._node_jobs[n].discard(run.id)
+        tt = self.acct.tenants[run.tenant]
+        tt.restart_gpu_s += min(run.restart_s, now - run.start_s) * run.spec.gpus
+        tt.checkpoint_gpu_s += run.checkpoint_overhead_s(now) * run.spec.gpus
         run.attained_gpu_s += (now - run.start_s) * run.spec.gpus
         run.placement = None
         run.reclaim_deadline_s = None
@@ -504,7 +542,7 @@ class Engine:
         self.state.health[node] = int(health)
         for view in self._guarantee_views.values():
             view.health[node] = int(health)
-        self._dirty = True
+        self._wake()
         self._emit(
             {
                 "t": now,
@@ -517,10 +555,18 @@ class Engine:
 
     # -- ownership ------------------------------------------------------------------------
     def _rebalance(self, now: int) -> None:
-        """Keep each tenant's owned GPUs within its entitlement: demote its least important
-        runs to borrowed when the entitlement falls; promote borrowed runs when room opens."""
+        """Keep each tenant's owned GPUs within its entitlement, given to its most important
+        work: promote a borrowed run when room opens (or when lower-priority owned runs can
+        give it room), then demote the least important owned runs (lowest priority, latest
+        start) until the tenant owns no more than its entitlement. A tenant with a job
+        waiting for a reclaim promotes nothing: that room is promised."""
         for tenant in list(self._running_by_tenant):
             ent = self.entitled.get(tenant, 0)
+            sizes = self._borrowed_sizes.get(tenant)
+            if sizes and tenant not in self._promised_tenants():
+                top = max(self._borrowed_prio[tenant])
+                if ent - self.owned[tenant] + self.owned_below(tenant, top) >= min(sizes):
+                    self._promote(tenant, ent, now)
             if self.owned[tenant] > ent:
                 runs = [self.jobs[j] for j in self._running_by_tenant[tenant]]
                 runs = [r for r in runs if not r.borrowed]
@@ -529,14 +575,22 @@ class Engine:
                     if self.owned[tenant] <= ent:
                         break
                     self._retag(r, True, now)
-            sizes = self._borrowed_sizes.get(tenant)
-            if sizes and ent - self.owned[tenant] >= min(sizes):
-                runs = [self.jobs[j] for j in self._running_by_tenant[tenant]]
-                runs = [r for r in runs if r.borrowed and r.state is JobState.RUNNING]
-                runs.sort(key=lambda r: (-r.spec.priority, r.start_s, r.id))
-                for r in runs:
-                    if self.owned[tenant] + r.spec.gpus <= ent:
-                        self._retag(r, False, now)
+
+    def _promote(self, tenant: str, ent: int, now: int) -> None:
+        runs = [self.jobs[j] for j in self._running_by_tenant[tenant]]
+        runs = [r for r in runs if r.borrowed and r.state is JobState.RUNNING]
+        runs.sort(key=lambda r: (-r.spec.priority, r.start_s, r.id))
+        for r in runs:
+            room = ent - self.owned[tenant] + self.owned_below(tenant, r.spec.priority)
+            if r.spec.gpus <= room:
+                self._retag(r, False, now)
+
+    def owned_below(self, tenant: str, priority: int) -> int:
+        """GPUs the tenant owns in runs less important than ``priority``."""
+        return sum(g for p, g in self.owned_by_priority[tenant].items() if p < priority)
+
+    def _promised_tenants(self) -> set[str]:
+        return {self.jobs[j].tenant for j in self._promised}
 
     def _retag(self, run: JobRun, borrowed: bool, now: int) -> None:
         self._hold(run, -1)
@@ -576,6 +630,8 @@ class Engine:
             keys = self._by_tenant_pending.get(tenant)
             room = self.entitled.get(tenant, 0) - self.owned[tenant]
             if tenant not in self.contracts or room <= 0 or not keys:
+                for job_id in self._owed.pop(tenant, set()):
+                    self.jobs[job_id].entitled_since_s = None
                 continue
             trial = self._guarantee_view(tenant)
             here: list[tuple[str, Any]] = []
@@ -601,23 +657,41 @@ class Engine:
         usable = trial.usable()
         blocked = blocked_nodes(trial, tenant, self._rivals)
         elig = usable if blocked is None else usable & ~blocked
-        failed: dict[tuple[str, str | None], int] = {}
+        owed_now: set[str] = set()
+        try:
+            self._walk_prefix(tenant, keys, room, trial, elig, now, here, owed, owed_now)
+        finally:
+            # Jobs no longer owed (e.g. a job ahead of them is now held back) start afresh.
+            for job_id in self._owed.get(tenant, set()) - owed_now:
+                self.jobs[job_id].entitled_since_s = None
+            self._owed[tenant] = owed_now
+
+    def _walk_prefix(
+        self,
+        tenant: str,
+        keys: list[tuple[int, int, int, str]],
+        room: int,
+        trial: ClusterState,
+        elig: Any,
+        now: int,
+        here: list[tuple[str, Any]],
+        owed: list[tuple[str, Any]],
+        owed_now: set[str],
+    ) -> None:
         for n, key in enumerate(keys):
             run = self.jobs[key[3]]
             if run.spec.gpus > room or n >= self.guarantee_window:
                 break
             room -= run.spec.gpus
-            mkey = (run.spec.constraint.value, run.spec.accelerator)
-            p = None
-            if run.spec.gpus < failed.get(mkey, 1 << 30):
-                p = find_placement(self.topo, trial.free, elig, run.spec.gpus, run.spec.constraint)
+            p = find_placement(self.topo, trial.free, elig, run.spec.gpus, run.spec.constraint)
             if p is None:
-                failed[mkey] = min(failed.get(mkey, 1 << 30), run.spec.gpus)
-                run.entitled_since_s = None
-                continue
+                # Held back by the tenant's own work (or the topology): it is not owed yet,
+                # and neither is anything behind it in the tenant's own order.
+                break
             trial.apply(tenant, p)
             here.append((tenant, p))
             owed.append((tenant, p))
+            owed_now.add(run.id)
             if run.entitled_since_s is None:
                 run.entitled_since_s = now
 
@@ -642,6 +716,11 @@ class Engine:
         if t <= self.acct.last_s:
             return
         healthy = int(self.topo.node_gpus[self.state.health == Health.HEALTHY].sum())
+        dt = t - self.acct.last_s
+        for tenant, d in self.deficit.items():
+            if d > 0:
+                # Entitled demand the failures (beyond the spare pool) left unserved.
+                self.acct.tenants[tenant].shortfall_gpu_s += min(d, self._pending_gpus[tenant]) * dt
         self.acct.advance(
             t, self.allocated, self.owned, self.borrowed, self.entitled, self._lenders_idle, healthy
         )
@@ -655,6 +734,7 @@ class Engine:
         self._pending_keys.insert(i, key)
         self._pending_views.insert(i, run.pending_view())
         insort(self._by_tenant_pending[run.tenant], key)
+        self._pending_gpus[run.tenant] += run.spec.gpus
         self._dirty = True
 
     def _refresh_pending_view(self, run: JobRun) -> None:
@@ -677,6 +757,7 @@ class Engine:
             del self._pending_views[i]
             tl = self._by_tenant_pending[run.tenant]
             del tl[bisect_left(tl, key)]
+            self._pending_gpus[run.tenant] -= run.spec.gpus
 
     def _running_add(self, run: JobRun) -> None:
         key = (run.expected_end_s(), run.id)
@@ -713,3 +794,9 @@ class Engine:
 
     def entitlements_now(self) -> Mapping[str, int]:
         return dict(self.entitled)
+
+
+def _count(counter: Counter[int], key: int, delta: int) -> None:
+    counter[key] += delta
+    if counter[key] <= 0:
+        del counter[key]

@@ -24,6 +24,7 @@ class JobRun:
     reclaim_deadline_s: int | None = None
     checkpoint_at_notice_s: int | None = None
     attempt: int = 0
+    write_s: int = 0  # checkpoint write time in the current run
     # history
     first_start_s: int | None = None
     end_s: int | None = None
@@ -50,15 +51,31 @@ class JobRun:
         return max(0, self.spec.duration_s - self.work_saved_s)
 
     def progress_s(self, now: int) -> int:
-        """Work done by ``now`` in the current run, counting from the last checkpoint."""
+        """Work done by ``now`` in the current run. A run is: restart cost, then cycles of
+        ``checkpoint_interval`` of work followed by ``write_s`` writing the checkpoint
+        (the simulated backend times runs the same way)."""
         ran = max(0, now - self.start_s - self.restart_s)
+        every = self.spec.checkpoint_interval_s
+        if every > 0 and self.write_s > 0:
+            k, r = divmod(ran, every + self.write_s)
+            ran = k * every + min(r, every)
         return min(self.spec.duration_s, self.work_saved_s + ran)
 
     def saved_by_periodic_checkpoints_s(self, now: int) -> int:
+        """Work safe in the last checkpoint that has finished writing by ``now``."""
         ran = max(0, now - self.start_s - self.restart_s)
         every = self.spec.checkpoint_interval_s
-        done = (ran // every) * every if every > 0 else 0
+        done = (ran // (every + self.write_s)) * every if every > 0 else 0
         return min(self.spec.duration_s, self.work_saved_s + done)
+
+    def checkpoint_overhead_s(self, now: int) -> int:
+        """Time spent writing checkpoints in the current run up to ``now``."""
+        ran = max(0, now - self.start_s - self.restart_s)
+        every = self.spec.checkpoint_interval_s
+        if every <= 0 or self.write_s <= 0:
+            return 0
+        k, r = divmod(ran, every + self.write_s)
+        return k * self.write_s + max(0, r - every)
 
     def pending_view(self) -> PendingJob:
         if self._pending_view is None:
@@ -91,7 +108,9 @@ class JobRun:
     def expected_end_s(self) -> int:
         est = self.spec.runtime_estimate_s
         left = max(0, est - self.work_saved_s)
-        return self.start_s + self.restart_s + left
+        every = self.spec.checkpoint_interval_s
+        writes = (left - 1) // every if every > 0 and left > 0 else 0
+        return self.start_s + self.restart_s + left + writes * self.write_s
 
     def touch(self) -> None:
         """Drop cached views after a change."""

@@ -30,6 +30,7 @@ class Reason(StrEnum):
     # preemption rules
     RECLAIM_FOR_ENTITLEMENT = "reclaim-for-entitlement"  # a lender needs its capacity back
     PREEMPT_FOR_SERVICE = "preempt-for-service"  # a service scale-up inside the entitlement
+    PREEMPT_LOWER_PRIORITY = "preempt-lower-priority"  # the tenant's own less important work
     PREEMPT_LEAST_ATTAINED = "preempt-least-attained"  # LAS: a job with less service waits
 
 

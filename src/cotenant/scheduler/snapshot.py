@@ -64,6 +64,9 @@ class Snapshot:
     entitlements: Mapping[str, int]  # GPUs owed now
     owned_gpus: Mapping[str, int]  # GPUs each tenant holds inside its entitlement
     borrowed_gpus: Mapping[str, int]
+    # GPUs each tenant owns, by job priority: a more important job may take the room of
+    # less important owned work (the engine demotes that work to borrowed).
+    owned_by_priority: Mapping[str, Mapping[int, int]] = field(default_factory=dict)
     rivals: Mapping[str, tuple[frozenset[str], IsolationLevel]] = field(default_factory=dict)
     # Extra capacity the policy must leave alone (e.g. power headroom), in GPUs; None: no cap.
     power_headroom_gpus: int | None = None

@@ -44,4 +44,4 @@ def get_policy(name: str, field: str = "policy") -> Policy:
 
 def _load_builtins() -> None:
     # Imported for their @register side effect.
-    from cotenant.scheduler.policies import contract, fifo_backfill  # noqa: F401
+    from cotenant.scheduler.policies import contract, fifo_backfill, las, sjf  # noqa: F401

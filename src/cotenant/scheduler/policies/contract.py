@@ -55,7 +55,7 @@ class ContractPolicy:
         for pj in promised:
             job, p = pj.spec, pj.promise
             assert p is not None
-            if headroom.get(job.tenant, 0) < job.gpus:
+            if self._room(snap, headroom, job) < job.gpus:
                 continue
             if ws.still_fits(job, p, now=True):
                 ws.commit_now(job.tenant, p)
@@ -96,7 +96,7 @@ class ContractPolicy:
             queue = by_tenant[tenant]
             entitled = snap.entitlements.get(tenant, 0)
             if entitled <= 0:
-                to_borrow.extend(queue)
+                to_borrow.extend(pj for pj in queue if not reject_if_impossible(snap, pj.spec, out))
                 continue
             if served:
                 queue = [pj for pj in queue if pj.spec.id not in served]
@@ -108,12 +108,19 @@ class ContractPolicy:
                 if reject_if_impossible(snap, job, out):
                     continue
                 room = headroom.get(tenant, 0)
-                if job.gpus > room:
+                job_room = self._room(snap, headroom, job)
+                if job.gpus > job_room:
                     to_borrow.append(pj)
-                    if tenant not in reservation and job.gpus <= entitled:
+                    # A reservation among the tenant's own jobs, unless the job can start
+                    # now on borrowed room (then a reservation would only hold others back).
+                    if (
+                        tenant not in reservation
+                        and job.gpus <= entitled
+                        and ws.try_now(job) is None
+                    ):
                         own = (r for r in snap.running if r.tenant == tenant and not r.borrowed)
                         reservation[tenant] = shadow(snap.now, job.gpus, max(room, 0), own)
-                    if room < min_size:
+                    if job_room < min_size:
                         # No job of this tenant fits its headroom: the rest can only borrow.
                         to_borrow.extend(queue[queue.index(pj) + 1 :])
                         break
@@ -131,6 +138,13 @@ class ContractPolicy:
                     headroom[tenant] = room - job.gpus
         return to_borrow
 
+    @staticmethod
+    def _room(snap: Snapshot, headroom: dict[str, int], job: JobSpec) -> int:
+        """Headroom for this job: the tenant's free headroom plus what its less important
+        owned work holds (the entitlement goes to the tenant's most important work)."""
+        below = snap.owned_by_priority.get(job.tenant, {})
+        return headroom.get(job.tenant, 0) + sum(g for p, g in below.items() if p < job.priority)
+
     def _serve(
         self, snap: Snapshot, ws: Workspace, job: JobSpec, taken: set[str], out: Decisions
     ) -> bool:
@@ -147,7 +161,12 @@ class ContractPolicy:
                 Wait(job.id, Reason.WAITING_FOR_RECLAIM, "borrowers are checkpointing", p)
             )
             return True
-        victims, p = self._choose_victims(snap, ws, job, taken)
+        victims, p = self._choose_victims(snap, ws, job, taken, own_lower=False)
+        rule = Reason.RECLAIM_FOR_ENTITLEMENT
+        if p is None:
+            # Only the tenant's own less important work stands in the way: preempt it.
+            victims, p = self._choose_victims(snap, ws, job, taken, own_lower=True)
+            rule = Reason.PREEMPT_LOWER_PRIORITY
         if p is None:
             out.waits.append(
                 Wait(
@@ -161,9 +180,7 @@ class ContractPolicy:
         for v in victims:
             taken.add(v.spec.id)
             ws.release_future(v.tenant, v.placement)
-            out.reclaims.append(
-                Reclaim(v.spec.id, job.id, snap.now + grace, Reason.RECLAIM_FOR_ENTITLEMENT)
-            )
+            out.reclaims.append(Reclaim(v.spec.id, job.id, snap.now + grace, rule))
         ws.promise(job.tenant, p)
         out.waits.append(
             Wait(job.id, Reason.WAITING_FOR_RECLAIM, f"{len(victims)} borrower(s) reclaimed", p)
@@ -171,13 +188,18 @@ class ContractPolicy:
         return True
 
     def _choose_victims(
-        self, snap: Snapshot, ws: Workspace, job: JobSpec, taken: set[str]
+        self, snap: Snapshot, ws: Workspace, job: JobSpec, taken: set[str], own_lower: bool
     ) -> tuple[list[RunningJob], Placement | None]:
-        """Fewest borrowers, least work lost first, whose release makes the gang fit."""
+        """Victims whose release makes the gang fit, least work lost first: other tenants'
+        borrowed runs; with ``own_lower`` also the tenant's own runs of lower priority."""
         cands = [
             r
             for r in snap.running
-            if r.borrowed and r.spec.id not in taken and r.tenant != job.tenant
+            if r.spec.id not in taken
+            and (
+                (r.borrowed and r.tenant != job.tenant)
+                or (own_lower and r.tenant == job.tenant and r.spec.priority < job.priority)
+            )
         ]
         if not cands:
             return [], None

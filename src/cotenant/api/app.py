@@ -1,0 +1,137 @@
+"""``create_app(settings)``: the FastAPI application around a live ``Service``.
+
+The store must have been bootstrapped (``cotenant serve`` does it, printing the keys
+it issues); the app opens it, migrates it, rebuilds the engine from it and runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+from starlette.types import Receive, Scope, Send
+
+import cotenant
+from cotenant.api import admin, errors, fastpath, jobs, reports, tenants
+from cotenant.api.auth import READERS, Caller, Svc, require
+from cotenant.api.errors import ERROR_RESPONSES
+from cotenant.api.schemas import Health
+from cotenant.api.settings import Settings
+from cotenant.service import Service
+from cotenant.store.repo import Store
+
+
+class ServiceCollector(Collector):
+    """Prometheus metrics read from the service's status at scrape time."""
+
+    def __init__(self, svc: Service) -> None:
+        self.svc = svc
+
+    def collect(self) -> Iterable[Metric]:
+        svc = self.svc
+        st = svc.status
+        names = sorted(svc.tenant_names)
+        yield GaugeMetricFamily("cotenant_queue_depth", "Jobs pending in the engine", st.pending)
+        yield GaugeMetricFamily("cotenant_running_jobs", "Jobs holding GPUs", st.running)
+        yield GaugeMetricFamily("cotenant_free_gpus", "Free GPUs on healthy nodes", st.free_gpus)
+        for metric, help_, values in (
+            ("cotenant_allocated_gpus", "GPUs allocated per tenant", st.allocated),
+            ("cotenant_borrowed_gpus", "GPUs held beyond the entitlement", st.borrowed),
+            ("cotenant_entitled_gpus", "GPUs the contract owes the tenant now", st.entitled),
+        ):
+            g = GaugeMetricFamily(metric, help_, labels=["tenant"])
+            for t in names:
+                g.add_metric([t], values.get(t, 0))
+            yield g
+        yield CounterMetricFamily("cotenant_decisions", "Scheduling decisions made", st.decisions)
+        yield GaugeMetricFamily(
+            "cotenant_decisions_per_second",
+            "Decisions per second over the last minute",
+            st.decisions_per_s,
+        )
+        yield CounterMetricFamily("cotenant_scheduling_cycles", "Scheduling cycles", st.cycles)
+        yield CounterMetricFamily(
+            "cotenant_jobs_submitted", "Submissions accepted since start", svc.submitted
+        )
+        yield CounterMetricFamily(
+            "cotenant_store_commits", "Store transactions committed", svc.store.writer.commits
+        )
+
+
+class CotenantAPI(FastAPI):
+    """FastAPI, with job submissions taken by the fast path (``api/fastpath.py``) first."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        svc: Service | None = getattr(self.state, "service", None)
+        if svc is not None and fastpath.is_submission(scope):
+            scope["app"] = self
+            await fastpath.handle(svc, super().__call__, scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = Store(settings.db)
+        svc = Service(store, settings)
+        svc.start()
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(ServiceCollector(svc))
+        app.state.service = svc
+        app.state.registry = registry
+        try:
+            yield
+        finally:
+            svc.stop()
+            store.close()
+
+    app = CotenantAPI(
+        title="cotenant",
+        version=cotenant.__version__,
+        description="Control plane for a GPU cluster leased to rival labs at once.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    for r in (jobs.router, tenants.router, reports.router, admin.router):
+        app.include_router(r)
+
+    @app.get(
+        "/healthz",
+        response_model=Health,
+        tags=["meta"],
+        responses={503: {"model": Health, "description": "the engine has stopped"}},
+    )
+    def healthz(svc: Svc) -> Any:
+        h = Health(
+            status="ok" if svc.healthy() else "degraded", time_s=svc.clock.now(), error=svc.error
+        )
+        if h.status != "ok":
+            return JSONResponse(h.model_dump(), status_code=503)
+        return h
+
+    @app.get(
+        "/metrics",
+        tags=["meta"],
+        response_class=Response,
+        responses={
+            200: {
+                "description": "Prometheus text format (operator, auditor)",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            },
+            **ERROR_RESPONSES,
+        },
+    )
+    def metrics(p: Caller, svc: Svc) -> Response:
+        require(p, *READERS)
+        registry: CollectorRegistry = app.state.registry
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

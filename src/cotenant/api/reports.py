@@ -1,0 +1,109 @@
+"""/v1/cluster, /v1/usage, /v1/invoices: what is allocated, used and owed.
+
+A tenant key sees only its own tenant: its allocation and the cluster's aggregate free
+capacity, its own usage, its own invoices (tenant-admin). Operator and auditor see all.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+
+from cotenant.api.auth import READERS, Caller, Svc, require, tenant_visible
+from cotenant.api.errors import ERROR_RESPONSES
+from cotenant.api.keys import Role
+from cotenant.api.schemas import (
+    MAX_TIME,
+    ClusterView,
+    InvoiceOut,
+    TenantAllocation,
+    TenantName,
+    TenantUsage,
+    UsageOut,
+)
+from cotenant.model.errors import NotFound, SpecError
+
+router = APIRouter(prefix="/v1", tags=["cluster and usage"], responses=ERROR_RESPONSES)
+Time = Annotated[int | None, Query(ge=0, le=MAX_TIME)]
+
+
+@router.get("/cluster", response_model=ClusterView, summary="Cluster status")
+def cluster(p: Caller, svc: Svc) -> ClusterView:
+    st = svc.status
+    names = [p.tenant] if p.tenant is not None else sorted(svc.tenant_names)
+    counts = svc.store.job_counts()
+
+    def alloc(t: str) -> TenantAllocation:
+        return TenantAllocation(
+            tenant=t,
+            allocated_gpus=st.allocated.get(t, 0),
+            owned_gpus=st.owned.get(t, 0),
+            borrowed_gpus=st.borrowed.get(t, 0),
+            entitled_gpus=st.entitled.get(t, 0),
+            pending_jobs=counts.get((t, "pending"), 0),
+            running_jobs=counts.get((t, "running"), 0) + counts.get((t, "reclaiming"), 0),
+        )
+
+    topo = svc.topo
+    return ClusterView(
+        time_s=svc.clock.now(),
+        name=topo.spec.name,
+        total_gpus=topo.total_gpus,
+        free_gpus=st.free_gpus,
+        nodes=topo.n_nodes,
+        healthy_nodes=st.healthy_nodes,
+        accelerators={k: topo.capacity_of(k) for k in topo.kinds},
+        queue_depth=None if p.role.tenant_scoped else st.pending,
+        tenants=[alloc(t) for t in names],
+    )
+
+
+@router.get("/usage", response_model=UsageOut, summary="GPU-seconds used, from the usage ledger")
+def usage(
+    p: Caller,
+    svc: Svc,
+    tenant: TenantName | None = None,
+    start_s: Time = None,
+    end_s: Time = None,
+) -> UsageOut:
+    if start_s is not None and end_s is not None and end_s < start_s:
+        raise SpecError("end_s", f"ends before it starts ({end_s} < {start_s})")
+    if p.role.tenant_scoped:
+        if tenant is not None:
+            tenant_visible(p, tenant)
+        tenant = p.tenant
+    elif tenant is not None and tenant not in svc.tenant_names:
+        raise NotFound(f"no tenant {tenant!r}")
+    ledger = svc.ledger_now(tenant)
+    names = [tenant] if tenant is not None else sorted(svc.tenant_names)
+    out = []
+    for t in names:
+        own = ledger.gpu_seconds(t, start_s, end_s, borrowed=False)
+        borrowed = ledger.gpu_seconds(t, start_s, end_s, borrowed=True)
+        out.append(
+            TenantUsage(
+                tenant=t,
+                gpu_seconds=own + borrowed,
+                own_gpu_seconds=own,
+                borrowed_gpu_seconds=borrowed,
+                gpu_hours=(own + borrowed) / 3600,
+            )
+        )
+    return UsageOut(start_s=start_s, end_s=end_s, tenants=out)
+
+
+@router.get(
+    "/invoices/{tenant}/{month}",
+    response_model=InvoiceOut,
+    summary="A tenant's invoice for a UTC calendar month (operator, auditor, its tenant-admin)",
+)
+def invoice(
+    tenant: Annotated[str, Path(max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")],
+    month: Annotated[str, Path(pattern=r"^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])$")],
+    p: Caller,
+    svc: Svc,
+) -> InvoiceOut:
+    require(p, *READERS, Role.TENANT_ADMIN)
+    tenant_visible(p, tenant)
+    return InvoiceOut.model_validate(svc.invoice(tenant, month).to_json_dict())

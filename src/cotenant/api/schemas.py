@@ -1,0 +1,361 @@
+"""Pydantic schemas at the API edge. Every field is bounded, so any request either fits
+the core's types or is refused with a 422 naming the field; the core never sees junk."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from cotenant.api.keys import Role
+from cotenant.model.jobs import Constraint, JobKind, JobState
+
+MAX_S = 100 * 365 * 86_400  # a century of seconds bounds every duration
+MAX_TIME = 1 << 40  # Unix seconds (about 36,000 years)
+MAX_GPUS = 10_000_000
+
+# Names in URLs and keys: lower-case, digits, dot, dash, underscore.
+TenantName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")]
+# Free text: printable, no control characters (PostgreSQL refuses NUL in text).
+Text = Annotated[str, StringConstraints(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")]
+LongText = Annotated[str, StringConstraints(max_length=4096, pattern=r"^[^\x00-\x1f\x7f]*$")]
+# A duration as the scenario files write it: 90d, 12h, 30m, 45s, 2w, or seconds.
+Duration = (
+    Annotated[str, StringConstraints(pattern=r"^[0-9]{1,9}(\.[0-9]{1,6})?[smhdw]?$")]
+    | Annotated[int, Field(ge=0, le=MAX_S)]
+)
+# A time: ISO date or date-time, or Unix seconds.
+When = (
+    Annotated[str, StringConstraints(min_length=10, max_length=40, pattern=r"^[0-9T:.+Z -]+$")]
+    | Annotated[int, Field(ge=0, le=MAX_TIME)]
+)
+# Money as the scenario files write it: "1250000000", "2.345", 3.
+Amount = (
+    Annotated[str, StringConstraints(pattern=r"^[0-9]{1,15}(\.[0-9]{1,6})?$")]
+    | Annotated[int, Field(ge=0, le=10**15)]
+)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- errors -----------------------------------------------------------------------------------
+class FieldError(BaseModel):
+    field: str
+    problem: str
+
+
+class ErrorDetail(BaseModel):
+    status: int
+    message: str
+    field: str | None = None
+    problem: str
+    errors: list[FieldError] | None = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+# -- jobs -------------------------------------------------------------------------------------
+class JobSubmit(Strict):
+    tenant: TenantName | None = Field(
+        None, description="the tenant to run as; tenant keys may omit it (their own)"
+    )
+    name: Text = ""
+    gpus: int = Field(ge=1, le=MAX_GPUS, description="the gang: all or nothing")
+    duration_s: int = Field(ge=0, le=MAX_S, description="work at full size (simulated backend)")
+    kind: JobKind = JobKind.EXPERIMENT
+    constraint: Constraint = Constraint.AUTO
+    checkpoint_interval_s: int = Field(0, ge=0, le=MAX_S)
+    priority: int = Field(0, ge=-1000, le=1000, description="within the tenant; higher first")
+    estimate_s: int | None = Field(None, ge=0, le=MAX_S)
+    accelerator: Text | None = None
+    command: list[LongText] = Field(default_factory=list, max_length=256)
+
+
+class PlacementOut(BaseModel):
+    nodes: list[str]
+    gpus: list[int]
+
+
+class Job(BaseModel):
+    id: str
+    tenant: str
+    name: str
+    gpus: int
+    duration_s: int
+    kind: JobKind
+    constraint: Constraint
+    checkpoint_interval_s: int
+    priority: int
+    estimate_s: int | None
+    accelerator: str | None
+    command: list[str]
+    state: JobState
+    reason: str
+    reason_detail: str
+    submit_s: int
+    first_start_s: int | None
+    start_s: int | None
+    end_s: int | None
+    attempt: int
+    preemptions: int
+    borrowed: bool
+    placement: PlacementOut | None
+    idempotency_key: str | None
+    submitted_by: str
+
+
+class JobPage(BaseModel):
+    items: list[Job]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page")
+
+
+class Why(BaseModel):
+    job: str
+    state: str
+    reason: str
+    detail: str
+
+
+# -- tenants and contracts --------------------------------------------------------------------
+class CommitmentIn(Strict):
+    gpus: int = Field(0, ge=0, le=MAX_GPUS)
+    all_available: bool = False
+    reserve_gpus: int = Field(0, ge=0, le=MAX_GPUS)
+    accelerator: Text | None = None
+
+
+class TermIn(Strict):
+    start: When | None = None
+    end: When | None = None
+    length: Duration | None = None
+
+
+class NoticeTermsIn(Strict):
+    period: Duration | None = None
+    ramp: Literal["linear", "step"] | None = None
+    given_at: When | None = None
+
+
+class LendingIn(Strict):
+    lend_idle: bool | None = None
+    limit_gpus: int | None = Field(None, ge=0, le=MAX_GPUS)
+    reclaim_grace: Duration | None = None
+
+
+class IsolationIn(Strict):
+    rivals: list[TenantName] = Field(default_factory=list, max_length=100)
+    level: Literal["node", "rack"] | None = None
+
+
+class PriceIn(Strict):
+    kind: Literal["flat", "rate"] | None = None
+    currency: Literal["USD"] | None = None
+    flat_fee_per_month: Amount | None = None
+    committed_rate_per_gpu_hour: Amount | None = None
+    overage_rate_per_gpu_hour: Amount | None = None
+    sla_credit_per_gpu_hour: Amount | None = None
+    sla_credit_cap_percent: int | None = Field(None, ge=0, le=100)
+
+
+class ContractIn(Strict):
+    """As a scenario file's ``[tenants.contract]`` table."""
+
+    commitment: CommitmentIn = Field(default_factory=CommitmentIn)
+    term: TermIn = Field(default_factory=TermIn)
+    notice: NoticeTermsIn = Field(default_factory=NoticeTermsIn)
+    lending: LendingIn = Field(default_factory=LendingIn)
+    isolation: IsolationIn = Field(default_factory=IsolationIn)
+    price: PriceIn | None = None
+    priority: int = Field(0, ge=-1000, le=1000)
+    spares_backed: bool = False
+
+    def to_raw(self) -> dict[str, Any]:
+        """The scenario-file table ``scenario.parse_contract`` reads."""
+        return self.model_dump(exclude_none=True)
+
+
+class CommitmentOut(BaseModel):
+    gpus: int
+    all_available: bool
+    reserve_gpus: int
+    accelerator: str | None
+
+
+class PriceOut(BaseModel):
+    kind: str
+    currency: str
+    flat_fee_cents_per_month: int
+    committed_rate_micro_per_gpu_hour: int
+    overage_rate_micro_per_gpu_hour: int
+    sla_credit_micro_per_gpu_hour: int
+    sla_credit_cap_percent: int
+
+
+class NoticeOut(BaseModel):
+    period_s: int
+    ramp: str
+    given_at: int | None
+
+
+class LendingOut(BaseModel):
+    lend_idle: bool
+    limit_gpus: int | None
+    reclaim_grace_s: int
+
+
+class IsolationOut(BaseModel):
+    rivals: list[str]
+    level: str
+
+
+class ContractOut(BaseModel):
+    tenant: str
+    start_s: int
+    end_s: int
+    commitment: CommitmentOut
+    price: PriceOut
+    notice: NoticeOut
+    lending: LendingOut
+    isolation: IsolationOut
+    priority: int
+    spares_backed: bool
+    entitled_gpus_now: int | None = None
+
+
+class ContractVersion(BaseModel):
+    version: int
+    change: str
+    created_s: int
+    contract: ContractOut
+
+
+class TenantCreate(Strict):
+    name: TenantName
+    display_name: Text = ""
+    contract: ContractIn | None = None
+
+
+class TenantOut(BaseModel):
+    name: str
+    display_name: str
+    created_s: int
+    contract: ContractOut | None
+
+
+class NoticeIn(Strict):
+    at_s: int | None = Field(None, ge=0, le=MAX_TIME, description="default: now")
+
+
+# -- cluster, usage, invoices ---------------------------------------------------------------------
+class TenantAllocation(BaseModel):
+    tenant: str
+    allocated_gpus: int
+    owned_gpus: int
+    borrowed_gpus: int
+    entitled_gpus: int
+    pending_jobs: int
+    running_jobs: int
+
+
+class ClusterView(BaseModel):
+    """A tenant sees its own allocation and the cluster's aggregate free capacity only."""
+
+    time_s: int
+    name: str
+    total_gpus: int
+    free_gpus: int
+    nodes: int
+    healthy_nodes: int
+    accelerators: dict[str, int]
+    queue_depth: int | None = Field(None, description="operator and auditor only")
+    tenants: list[TenantAllocation]
+
+
+class TenantUsage(BaseModel):
+    tenant: str
+    gpu_seconds: int
+    own_gpu_seconds: int
+    borrowed_gpu_seconds: int
+    gpu_hours: float
+
+
+class UsageOut(BaseModel):
+    start_s: int | None
+    end_s: int | None
+    tenants: list[TenantUsage]
+
+
+class InvoiceLineOut(BaseModel):
+    description: str
+    quantity: str
+    unit_price: str
+    amount_cents: int
+    amount: str
+
+
+class InvoiceOut(BaseModel):
+    tenant: str
+    month: str
+    currency: str
+    lines: list[InvoiceLineOut]
+    subtotal_cents: int
+    credits_cents: int
+    total_cents: int
+    total: str
+    usage: dict[str, float]
+
+
+# -- audit, keys, meta -----------------------------------------------------------------------------
+class HeadOut(BaseModel):
+    seq: int
+    hash: str
+
+
+class VerdictOut(BaseModel):
+    ok: bool
+    entries: int
+    head: HeadOut
+    first_bad_seq: int | None
+    problem: str
+
+
+class KeyCreate(Strict):
+    role: Role
+    tenant: TenantName | None = None
+    name: Text = ""
+
+
+class KeyOut(BaseModel):
+    key_id: str
+    role: Role
+    tenant: str | None
+    name: str
+    created_s: int
+    created_by: str
+    revoked_s: int | None
+
+
+class KeyIssuedOut(KeyOut):
+    token: str = Field(description="shown once; store it now")
+
+
+class WhoAmI(BaseModel):
+    key_id: str
+    role: Role
+    tenant: str | None
+    name: str
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    time_s: int
+    error: str | None = None
+
+
+class Invariants(BaseModel):
+    ok: bool
+    problems: list[str]

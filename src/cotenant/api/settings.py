@@ -1,0 +1,66 @@
+"""Service settings: defaults, then a TOML config file, then command-line options.
+
+# cotenant.toml
+db = "sqlite:///cotenant.db"      # or postgresql+psycopg://user@host/db
+host = "127.0.0.1"
+port = 8080
+speed = 1.0                       # simulated seconds per wall second
+scenario = "small-lease"          # seeds an empty store: cluster, tenants, contracts
+cluster = "small-16"              # the cluster preset when there is no scenario
+min_step_s = 0.05                 # at most one engine step per this many wall seconds
+backend = "sim"                   # sim (the twin), local (processes here) or slurm
+state_dir = "cotenant-runs"       # local/slurm: job output, checkpoints, run records
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cotenant.model.errors import SpecError
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    db: str = "sqlite:///cotenant.db"
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    speed: float = Field(1.0, gt=0, le=1_000_000)
+    scenario: str | None = None  # seeds an empty store
+    cluster: str = "small-16"  # preset used when no scenario seeds the store
+    policy: str = "contract"
+    demo: bool = False  # seed from colossus-lease (or `scenario`) and issue one key per tenant
+    start: str | int | None = None  # service-clock start for a new store (default: see serve)
+    min_step_s: float = Field(0.05, ge=0, le=10)
+    log_level: str = "warning"
+    backend: str = "sim"  # sim, local or slurm (cotenant.backends); real ones need speed 1
+    state_dir: str = "cotenant-runs"  # local/slurm: output and checkpoints (shared for slurm)
+
+    @property
+    def seed_scenario(self) -> str | None:
+        if self.scenario is not None:
+            return self.scenario
+        return "colossus-lease" if self.demo else None
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """Defaults < config file < explicit overrides (None values are ignored)."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise SpecError("--config", f"no such file: {path}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise SpecError("--config", f"{path}: {e}") from None
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings(**raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(str(x) for x in err["loc"]) or "config"
+        raise SpecError(field, err["msg"], str(path) if path else None) from None

@@ -1,0 +1,578 @@
+"""The Slurm backend: cotenant stays the scheduler, Slurm runs the work.
+
+A placed job becomes one Slurm batch job pinned to exactly the nodes and GPU counts
+cotenant chose (``--nodelist``, ``--nodes``, ``--gres=gpu:N``), with cotenant's id and
+attempt in its comment (``cotenant:<job id>:<attempt>``) and ``--no-requeue`` (cotenant
+requeues, not Slurm). A gang whose nodes take different GPU counts (8 + 4) is a
+heterogeneous job, one component per count: exact, but Slurm starts heterogeneous jobs
+only from its backfill scheduler (``bf_interval``, 30 s by default). ``--exclusive`` is
+added, by default, when the job fills every node it is on (see ``exclusive``).
+
+The job's command runs as the batch script (on the first node; multi-node programs
+launch their ranks with ``srun``), with the ``COTENANT_*`` variables the local backend
+sets. ``checkpoint()`` signals the job (``scancel --signal=TERM --full``: the batch
+shell, its children and every step); ``stop()`` cancels it (``scancel``: SIGTERM, then
+SIGKILL after Slurm's KillWait). ``poll()`` reads ``squeue --json`` (``sacct`` for
+jobs Slurm no longer holds in memory) into ``JobEnded`` and ``sinfo --json`` into
+``NodeHealthChanged`` (DOWN -> down, DRAIN -> draining). Slurm's own start and end
+times are kept per run (``accounting()``) so they can be compared with the ledger.
+The comment is the whole record: a new backend adopts the Slurm jobs it finds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shlex
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from cotenant.backends.base import BackendEvent, JobEnded, NodeHealthChanged, StartRequest
+from cotenant.backends.local import EXIT_LOST, EXIT_NOT_STARTED, job_command, job_env, safe_name
+from cotenant.cluster.slurm_import import cluster_spec_from_scontrol
+from cotenant.cluster.state import Health
+from cotenant.cluster.topology import ClusterSpec, Topology
+from cotenant.model.errors import CotenantError, SpecError
+
+log = logging.getLogger("cotenant.backends.slurm")
+
+COMMENT_PREFIX = "cotenant:"
+TERMINAL = frozenset(
+    {
+        "COMPLETED",
+        "FAILED",
+        "CANCELLED",
+        "TIMEOUT",
+        "NODE_FAIL",
+        "OUT_OF_MEMORY",
+        "BOOT_FAIL",
+        "DEADLINE",
+        "PREEMPTED",
+        "REVOKED",
+        "SPECIAL_EXIT",
+    }
+)
+# Exit status for a failed state that carries none (cancelled by someone else, ...).
+_STATE_EXIT = {"CANCELLED": 128 + 15, "TIMEOUT": 124, "OUT_OF_MEMORY": 128 + 9}
+Exclusive = Literal["never", "full-nodes", "always"]
+
+
+class SlurmError(CotenantError):
+    """A Slurm command failed; the message carries its output."""
+
+    http_status = 502
+
+
+# -- what Slurm says ------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class SlurmJob:
+    """One job as squeue or sacct shows it (a heterogeneous job's components merged)."""
+
+    slurm_id: int
+    comment: str
+    state: str
+    exit_code: int  # decoded: the command's status, 128 + signal, or EXIT_LOST
+    start: int | None  # Unix seconds
+    end: int | None
+    nodes: tuple[str, ...]
+    gpus: tuple[int, ...]  # per node while running (empty once Slurm has let go)
+
+
+@dataclass(slots=True)
+class SlurmRun:
+    """One cotenant run in Slurm: what cotenant asked for and what Slurm reported."""
+
+    job_id: str
+    attempt: int
+    slurm_id: int
+    nodes: tuple[str, ...]  # as placed
+    gpus: tuple[int, ...]  # per placed node
+    submit_s: int  # engine time of the sbatch
+    submitted_wall: float = 0.0
+    state: str = "PENDING"
+    slurm_nodes: tuple[str, ...] = ()
+    slurm_gpus: tuple[int, ...] = ()  # per Slurm node, seen while running
+    slurm_start: int | None = None  # Unix seconds, Slurm's StartTime
+    slurm_end: int | None = None
+    started_s: int | None = None  # Slurm's start and end on the engine's clock
+    ended_s: int | None = None
+    end_s: int | None = None  # engine time of the JobEnded report
+    exit_code: int | None = None
+    signalled_s: int | None = None
+    signal_pending: bool = False  # checkpoint() came while Slurm had not started it
+    stopped: bool = False  # stop() cancelled it; no JobEnded is due
+    node_failed: int = 0  # 1: its node was reported down for it; 2: and one poll has passed
+    missing: int = 0  # polls in which neither squeue nor sacct knew it
+    adopted: bool = field(default=False, compare=False)
+
+
+def _num(v: Any) -> int | None:
+    """An integer field of squeue --json (a plain int, or {set, number} in newer Slurm)."""
+    if isinstance(v, dict):
+        return int(v["number"]) if v.get("set", True) and v.get("number") is not None else None
+    return None if v is None else int(v)
+
+
+def _state(v: Any) -> str:
+    return str(v[0] if isinstance(v, list) and v else v or "").upper()
+
+
+def exit_status(raw: Any, state: str) -> int:
+    """A job's exit status from squeue's exit_code (a wait status, or an object in newer
+    Slurm); a failed state with status 0 gets a failing code of its own."""
+    if isinstance(raw, dict):
+        sig = _num((raw.get("signal") or {}).get("id")) or 0
+        code = 128 + sig if sig else _num(raw.get("return_code")) or 0
+    else:
+        status = int(raw or 0)
+        code = 128 + (status & 0x7F) if status & 0x7F else (status >> 8) & 0xFF
+    if state != "COMPLETED" and code == 0:
+        return _STATE_EXIT.get(state, EXIT_LOST)
+    return code
+
+
+def expand_hostlist(expr: str) -> list[str]:
+    """Slurm's compact host list (``node[1-3,5],gpu-a[01-02]``) as names."""
+    out: list[str] = []
+    for item in re.findall(r"(?:[^,\[]|\[[^\]]*\])+", expr):
+        names = [""]
+        for text, ranges in re.findall(r"([^\[]*)(?:\[([^\]]*)\])?", item):
+            names = [n + text for n in names]
+            if ranges:
+                parts: list[str] = []
+                for r in ranges.split(","):
+                    lo, _, hi = r.partition("-")
+                    width = len(lo)
+                    parts += [f"{i:0{width}d}" for i in range(int(lo), int(hi or lo) + 1)]
+                names = [n + p for n in names for p in parts]
+        out += [n for n in names if n]
+    return out
+
+
+def _gres_gpus(detail: Sequence[str]) -> tuple[int, ...]:
+    counts = []
+    for d in detail:
+        m = re.search(r"gpu(?::[^:(]+)?:(\d+)", d)
+        counts.append(int(m[1]) if m else 0)
+    return tuple(counts)
+
+
+def parse_squeue(text: str, prefix: str = COMMENT_PREFIX) -> dict[int, SlurmJob]:
+    """Cotenant's jobs in ``squeue --json`` output, by Slurm id (a heterogeneous job by
+    its leader's id)."""
+    entries = [
+        j for j in json.loads(text).get("jobs", []) if str(j.get("comment", "")).startswith(prefix)
+    ]
+    comps: dict[int, list[dict[str, Any]]] = {}
+    for j in entries:
+        het = _num(j.get("het_job_id")) or 0
+        comps.setdefault(het or int(j["job_id"]), []).append(j)
+    jobs: dict[int, SlurmJob] = {}
+    for sid, parts in comps.items():
+        parts.sort(key=lambda j: _num(j.get("het_job_offset")) or 0)
+        lead = parts[0]
+        state = _state(lead.get("job_state"))
+        nodes: list[str] = []
+        gpus: list[int] = []
+        for p in parts:
+            names = expand_hostlist(str(p.get("nodes") or ""))
+            nodes += names
+            got = _gres_gpus(p.get("gres_detail") or ())
+            gpus += list(got) if len(got) == len(names) else []
+        jobs[sid] = SlurmJob(
+            sid,
+            str(lead.get("comment", "")),
+            state,
+            exit_status(lead.get("exit_code"), state),
+            _num(lead.get("start_time")) or None,
+            _num(lead.get("end_time")) or None,
+            tuple(nodes),
+            tuple(gpus) if len(gpus) == len(nodes) else (),
+        )
+    return jobs
+
+
+def parse_sinfo_health(text: str) -> dict[str, tuple[Health, str]]:
+    """Node name -> (health, reason) from ``sinfo --json``."""
+    out: dict[str, tuple[Health, str]] = {}
+    for n in json.loads(text).get("nodes", []):
+        raw = n.get("state")
+        words = {str(w).upper() for w in (raw if isinstance(raw, list) else [raw])}
+        words |= {str(f).upper() for f in n.get("state_flags") or ()}
+        if "DOWN" in words:
+            h = Health.DOWN
+        elif words & {"DRAIN", "DRAINING", "DRAINED", "FAIL", "FAILING"}:
+            h = Health.DRAINING
+        else:
+            h = Health.HEALTHY
+        state = "+".join(sorted(words - {""})).lower()
+        reason = str(n.get("reason") or "")
+        out[str(n["name"])] = (h, f"slurm: {state}" + (f" ({reason})" if reason else ""))
+    return out
+
+
+def _comment_id(comment: str) -> tuple[str, int] | None:
+    body = comment[len(COMMENT_PREFIX) :]
+    job_id, _, attempt = body.rpartition(":")
+    return (job_id, int(attempt)) if job_id and attempt.isdigit() else None
+
+
+def read_cluster_spec(env: Mapping[str, str] | None = None, **kw: Any) -> ClusterSpec:
+    """The cluster spec of the Slurm cluster the environment points at (``scontrol``)."""
+    out = _cli(["scontrol", "show", "nodes"], env)
+    return cluster_spec_from_scontrol(out, **kw)
+
+
+def _cli(argv: list[str], env: Mapping[str, str] | None, stdin: str | None = None) -> str:
+    try:
+        r = subprocess.run(
+            argv,
+            input=stdin,
+            env=None if env is None else dict(env),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise SlurmError(f"{argv[0]}: {e}") from e
+    if r.returncode != 0:
+        raise SlurmError(
+            f"{' '.join(argv[:3])} exited {r.returncode}: {(r.stderr or r.stdout).strip()}"
+        )
+    return r.stdout
+
+
+# -- the backend ----------------------------------------------------------------------------------
+class SlurmBackend:
+    name = "slurm"
+
+    def __init__(
+        self,
+        topo: Topology,
+        state_dir: str | Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        partition: str | None = None,
+        exclusive: Exclusive = "full-nodes",
+        extra_args: Sequence[str] = (),
+        poll_interval_s: int = 1,
+        adopt: bool = True,
+    ) -> None:
+        """``state_dir`` holds each run's output and checkpoint directory; on a real
+        cluster it must be on a filesystem the nodes share. ``env`` is the environment of
+        the Slurm commands (e.g. ``SLURM_CONF``; None: this process's). ``exclusive``:
+        ``full-nodes`` adds ``--exclusive`` when a job takes every GPU of its nodes;
+        ``always`` to every job (then Slurm will not put two of cotenant's jobs on one
+        node, so cotenant's packing and Slurm's disagree); ``never``. ``extra_args`` go
+        to every sbatch (account, QoS, CPUs or memory per GPU)."""
+        if exclusive not in ("never", "full-nodes", "always"):
+            raise SpecError(
+                "backend.exclusive", f"must be never, full-nodes or always, got {exclusive!r}"
+            )
+        if poll_interval_s < 1:
+            raise SpecError("backend.poll_interval_s", f"must be >= 1, got {poll_interval_s}")
+        self.topo = topo
+        self.state_dir = Path(state_dir).resolve()  # jobs run in their own directories
+        self.env = None if env is None else dict(env)
+        self.partition = partition
+        self.exclusive = exclusive
+        self.extra_args = tuple(extra_args)
+        self.poll_interval_s = poll_interval_s
+        self._index = {n: i for i, n in enumerate(topo.node_names)}
+        self._capacity = {n: int(g) for n, g in zip(topo.node_names, topo.node_gpus, strict=True)}
+        self._runs: dict[str, SlurmRun] = {}  # live, by cotenant job id
+        self._closing: dict[int, SlurmRun] = {}  # stopped or yielded, until Slurm ends them
+        self._done: list[SlurmRun] = []
+        self._health: dict[str, Health] = {}  # last reported per node
+        self._events: list[BackendEvent] = []  # submission failures, for the next poll
+        self._last_poll_s: int | None = None
+        self._last_poll_wall: float | None = None
+        self._sacct: list[str] | None = None  # the sacct form that works here
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        if adopt:
+            self._adopt()
+
+    # -- the Backend operations ------------------------------------------------------------
+    def start(self, req: StartRequest) -> None:
+        job_id = req.spec.id
+        old = self._runs.get(job_id)
+        if old is not None and old.adopted and old.attempt == req.attempt:
+            old.submit_s = req.start_s  # a restored engine restarting what Slurm still
+            return  # runs: re-attach to it
+        if old is not None:  # an earlier attempt still tracked: it must not run on
+            self.stop(job_id, req.start_s)
+        job_dir = self.state_dir / "jobs" / safe_name(job_id)
+        (job_dir / "checkpoint").mkdir(parents=True, exist_ok=True)
+        stem = job_dir / f"attempt-{req.attempt}"
+        try:
+            out = self._slurm(
+                "sbatch",
+                *self.sbatch_args(req, stem),
+                stdin=self.batch_script(req, job_dir / "checkpoint"),
+            )
+            slurm_id = int(out.strip().split(";")[0])
+        except (SlurmError, ValueError) as e:
+            log.warning("job %s attempt %d not submitted: %s", job_id, req.attempt, e)
+            Path(f"{stem}.err").write_text(f"cotenant: not submitted to Slurm: {e}\n")
+            self._events.append(JobEnded(job_id, req.attempt, req.start_s, EXIT_NOT_STARTED))
+            return
+        self._runs[job_id] = SlurmRun(
+            job_id,
+            req.attempt,
+            slurm_id,
+            tuple(req.node_names),
+            tuple(req.placement.gpus),
+            req.start_s,
+            time.time(),
+        )
+
+    def checkpoint(self, job_id: str, now: int) -> None:
+        run = self._runs.get(job_id)
+        if run is None or run.signalled_s is not None:
+            return
+        run.signalled_s = now
+        if not self._signal(run):
+            run.signal_pending = True  # not started in Slurm yet: signal it once it is
+
+    def stop(self, job_id: str, now: int) -> None:
+        run = self._runs.pop(job_id, None)
+        if run is None:
+            return
+        run.stopped = True
+        if run.state not in TERMINAL:
+            try:
+                self._slurm("scancel", str(run.slurm_id))
+            except SlurmError as e:
+                log.warning("cannot cancel Slurm job %d (%s): %s", run.slurm_id, job_id, e)
+        self._closing[run.slurm_id] = run
+
+    def poll(self, now: int) -> list[BackendEvent]:
+        wall = time.time()
+        events, self._events = self._events, []
+        try:
+            jobs = parse_squeue(self._slurm("squeue", "--json"))
+            health = parse_sinfo_health(self._slurm("sinfo", "--json"))
+        except (SlurmError, ValueError, KeyError) as e:
+            log.warning("cannot read Slurm's state: %s", e)
+            return events
+        for name, (h, reason) in sorted(health.items(), key=lambda kv: self._index.get(kv[0], -1)):
+            if name in self._index and self._health.get(name, Health.HEALTHY) is not h:
+                self._health[name] = h
+                events.append(NodeHealthChanged(self._index[name], h, reason))
+        ended: list[tuple[SlurmRun, SlurmJob]] = []
+        for run in [*self._runs.values(), *self._closing.values()]:
+            job = jobs.get(run.slurm_id) or self._from_sacct(run, wall)
+            if job is None:
+                continue
+            self._observe(run, job, now - wall)
+            if run.signal_pending and job.state == "RUNNING" and self._signal(run):
+                run.signal_pending = False
+            if job.state not in TERMINAL:
+                continue
+            if run.slurm_id in self._closing:
+                del self._closing[run.slurm_id]
+                self._done.append(run)
+            elif run.signalled_s is None:  # (else it yielded: preempted at the deadline)
+                ended.append((run, job))
+        events += self._node_failures(ended)
+        for run, job in ended:
+            if run.node_failed == 1 and run.job_id in self._runs:
+                run.node_failed = 2  # the engine interrupts it (stop()) on the report
+                continue
+            self._runs.pop(run.job_id, None)
+            end_s = self._engine_time(job.end, now, wall, run.submit_s)
+            run.end_s, run.exit_code = end_s, job.exit_code
+            self._done.append(run)
+            events.append(JobEnded(run.job_id, run.attempt, end_s, job.exit_code))
+        self._last_poll_s, self._last_poll_wall = now, wall
+        return events
+
+    def next_event_time(self) -> int | None:
+        """Slurm is asked every ``poll_interval_s`` (node health changes without notice)."""
+        if self._last_poll_s is None:
+            return 0
+        return self._last_poll_s + self.poll_interval_s
+
+    def _node_failures(self, ended: list[tuple[SlurmRun, SlurmJob]]) -> list[BackendEvent]:
+        """Nodes to report down for jobs Slurm ended with NODE_FAIL.
+
+        A node set DOWN kills its jobs, and Slurm may return it to service at once
+        (ReturnToService=2): sinfo may never show it down. The failed node is among the
+        job's nodes on which nothing of cotenant's still runs (a failure kills all there);
+        it is reported down now and, at the next poll, healthy again as sinfo shows it."""
+        failed = [run for run, job in ended if job.state == "NODE_FAIL" and not run.node_failed]
+        if not failed:
+            return []
+        busy = {n for r in self._runs.values() if r.state not in TERMINAL for n in r.slurm_nodes}
+        out: list[BackendEvent] = []
+        for run in failed:
+            suspects = [
+                n for n in run.slurm_nodes or run.nodes if n in self._index and n not in busy
+            ]
+            if not suspects:
+                continue
+            run.node_failed = 1
+            for n in suspects:
+                if self._health.get(n, Health.HEALTHY) is not Health.DOWN:
+                    self._health[n] = Health.DOWN
+                    reason = f"slurm: NODE_FAIL of job {run.slurm_id} ({run.job_id})"
+                    out.append(NodeHealthChanged(self._index[n], Health.DOWN, reason))
+        return out
+
+    # -- what is sent -----------------------------------------------------------------------
+    def sbatch_args(self, req: StartRequest, stem: Path) -> list[str]:
+        """sbatch's options for a run: one component per distinct GPU count."""
+        common = [
+            "--parsable",
+            f"--job-name={req.spec.id}",
+            f"--comment={COMMENT_PREFIX}{req.spec.id}:{req.attempt}",
+            "--no-requeue",
+            f"--output={stem}.out",
+            f"--error={stem}.err",
+            f"--chdir={stem.parent}",
+            *([f"--partition={self.partition}"] if self.partition else []),
+            *self.extra_args,
+        ]
+        groups: dict[int, list[str]] = {}
+        for node, gpus in zip(req.node_names, req.placement.gpus, strict=True):
+            groups.setdefault(gpus, []).append(node)
+        args = common
+        for i, (gpus, nodes) in enumerate(groups.items()):
+            full = all(self._capacity.get(n) == gpus for n in nodes)
+            exclusive = self.exclusive == "always" or (self.exclusive == "full-nodes" and full)
+            args = [
+                *args,
+                *([":"] if i else []),
+                f"--nodelist={','.join(nodes)}",
+                f"--nodes={len(nodes)}",
+                f"--gres=gpu:{gpus}",
+                *(["--exclusive"] if exclusive else []),
+            ]
+        return args
+
+    def batch_script(self, req: StartRequest, checkpoint_dir: Path) -> str:
+        env = job_env(req, checkpoint_dir)
+        lines = ["#!/bin/sh", f"# cotenant job {req.spec.id}, attempt {req.attempt}"]
+        lines += [f"export {k}={shlex.quote(v)}" for k, v in env.items()]
+        lines.append("exec " + shlex.join(job_command(req)))
+        return "\n".join(lines) + "\n"
+
+    # -- views ------------------------------------------------------------------------------
+    def accounting(self) -> list[SlurmRun]:
+        """Every run submitted (ended, stopped or live), in submission order."""
+        runs = [*self._done, *self._closing.values(), *self._runs.values()]
+        return sorted(runs, key=lambda r: (r.submit_s, r.slurm_id))
+
+    def runs(self) -> list[SlurmRun]:
+        """The runs cotenant still waits on (started here or adopted), by job id."""
+        return [self._runs[j] for j in sorted(self._runs)]
+
+    def log_paths(self, job_id: str, attempt: int) -> tuple[Path, Path]:
+        stem = self.state_dir / "jobs" / safe_name(job_id) / f"attempt-{attempt}"
+        return Path(f"{stem}.out"), Path(f"{stem}.err")
+
+    # -- internals ---------------------------------------------------------------------------
+    def _slurm(self, *argv: str, stdin: str | None = None) -> str:
+        return _cli(list(argv), self.env, stdin)
+
+    def _signal(self, run: SlurmRun) -> bool:
+        try:
+            self._slurm("scancel", "--signal=TERM", "--full", str(run.slurm_id))
+        except SlurmError as e:
+            log.info("Slurm job %d (%s) not signalled yet: %s", run.slurm_id, run.job_id, e)
+            return False
+        return True
+
+    def _observe(self, run: SlurmRun, job: SlurmJob, offset: float | None) -> None:
+        """Take what Slurm reports; ``offset`` maps its Unix times onto the engine clock."""
+        run.state = job.state
+        if job.nodes and job.state != "PENDING":
+            run.slurm_nodes = job.nodes
+        if job.gpus:
+            run.slurm_gpus = job.gpus
+        if job.start and job.state != "PENDING":
+            run.slurm_start = job.start
+            if offset is not None and run.started_s is None:
+                run.started_s = round(job.start + offset)
+        if job.end and job.state in TERMINAL:
+            run.slurm_end = job.end
+            if offset is not None and run.ended_s is None:
+                run.ended_s = round(job.end + offset)
+
+    def _engine_time(self, end: int | None, now: int, wall: float, floor: int) -> int:
+        """Engine time of a Slurm end: now if it ended since the last poll (Slurm's times
+        are whole seconds); else its wall time mapped onto the engine clock."""
+        if end is None or (self._last_poll_wall is not None and end >= self._last_poll_wall - 1):
+            return now
+        return max(floor, min(now, int(end + (now - wall))))
+
+    def sacct_job(self, slurm_id: int) -> SlurmJob | None:
+        """A job as accounting records it: ``sacct``, or ``sacct -c`` (the jobcomp file)
+        where accounting storage is off; None if neither knows it."""
+        forms = [["sacct"], ["sacct", "-c"]] if self._sacct is None else [self._sacct]
+        fields = "JobID,State,ExitCode,Start,End,NodeList"
+        for form in forms:
+            try:
+                out = self._slurm(*form, "-X", "-n", "-P", "-j", str(slurm_id), "-o", fields)
+            except SlurmError:
+                continue
+            self._sacct = form
+            for line in out.splitlines():
+                parts = line.split("|")
+                if len(parts) != 6 or parts[0] != str(slurm_id):
+                    continue
+                state = parts[1].split()[0].upper() if parts[1] else ""
+                code, _, sig = parts[2].partition(":")
+                status = 128 + int(sig) if sig.isdigit() and int(sig) else int(code or 0)
+                if state != "COMPLETED" and status == 0:
+                    status = _STATE_EXIT.get(state, EXIT_LOST)
+                nodes = tuple(expand_hostlist(parts[5]))
+                return SlurmJob(
+                    slurm_id, "", state, status, _epoch(parts[3]), _epoch(parts[4]), nodes, ()
+                )
+        return None
+
+    def _from_sacct(self, run: SlurmRun, wall: float) -> SlurmJob | None:
+        """A job squeue does not list: slurmctld forgot it (MinJobAge), so ask accounting.
+        Unknown there too for three polls (and not just submitted): lost."""
+        job = self.sacct_job(run.slurm_id)
+        if job is not None:
+            return job
+        run.missing += 1
+        if run.missing < 3 or (run.state == "PENDING" and wall - run.submitted_wall < 60):
+            return None
+        return SlurmJob(run.slurm_id, "", "FAILED", EXIT_LOST, None, None, (), ())
+
+    def _adopt(self) -> None:
+        """Take over cotenant's jobs that Slurm still holds (after a restart)."""
+        try:
+            jobs = parse_squeue(self._slurm("squeue", "--json"))
+        except (SlurmError, ValueError, KeyError) as e:
+            log.warning("cannot list Slurm jobs to adopt: %s", e)
+            return
+        latest: dict[str, SlurmRun] = {}
+        for job in sorted(jobs.values(), key=lambda j: j.slurm_id):
+            ident = _comment_id(job.comment)
+            if ident is None:
+                continue
+            run = SlurmRun(
+                ident[0], ident[1], job.slurm_id, job.nodes, job.gpus, 0, time.time(), adopted=True
+            )
+            self._observe(run, job, None)
+            old = latest.get(run.job_id)
+            if old is None or old.attempt <= run.attempt:
+                latest[run.job_id] = run
+        self._runs.update(latest)
+
+
+def _epoch(stamp: str) -> int | None:
+    try:
+        return int(time.mktime(time.strptime(stamp, "%Y-%m-%dT%H:%M:%S")))
+    except ValueError:
+        return None

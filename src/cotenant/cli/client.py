@@ -1,0 +1,356 @@
+"""CLI commands that talk to a running server over HTTP: ``cotenant jobs ...``,
+``cotenant usage``, ``cotenant cluster``, and ``cotenant audit verify|export``.
+
+The server is ``$COTENANT_URL`` (default http://127.0.0.1:8080) and the key
+``$COTENANT_API_KEY``; either may instead come from the client config file
+(``$COTENANT_CLIENT_CONFIG``, default ``~/.config/cotenant/client.toml``):
+
+    url = "http://control-plane:8080"
+    api_key = "ctk_..."
+
+Errors print one line (the server's message names the field) and exit with 2; a
+failed audit verification exits with 1.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import tomllib
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cotenant.model.errors import CotenantError
+from cotenant.model.time import parse_duration
+
+if TYPE_CHECKING:
+    import httpx
+
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+def fail(message: str, code: int = 2) -> None:
+    err_console.print("error: " + message, style="bold red", highlight=False, markup=False)
+    raise typer.Exit(code)
+
+
+def friendly(fn: F) -> F:
+    """Domain errors, unreachable servers and HTTP errors become one line and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import httpx
+
+        try:
+            return fn(*args, **kwargs)
+        except CotenantError as e:
+            fail(str(e))
+        except FileNotFoundError as e:
+            fail(f"file not found: {e.filename}")
+        except httpx.TransportError as e:
+            fail(f"cannot reach the server ({e.__class__.__name__}); is COTENANT_URL right?")
+
+    return wrapper  # type: ignore[return-value]
+
+
+# -- the connection --------------------------------------------------------------------------
+def client_config() -> dict[str, Any]:
+    path = Path(
+        os.environ.get("COTENANT_CLIENT_CONFIG", "~/.config/cotenant/client.toml")
+    ).expanduser()
+    if not path.exists():
+        return {}
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        fail(f"{path}: {e}")
+    return raw
+
+
+def connect() -> httpx.Client:
+    import httpx
+
+    cfg = client_config()
+    url = os.environ.get("COTENANT_URL") or cfg.get("url") or DEFAULT_URL
+    key = os.environ.get("COTENANT_API_KEY") or cfg.get("api_key")
+    if not key:
+        fail("no API key: set COTENANT_API_KEY or api_key in the client config file")
+    return httpx.Client(base_url=str(url), headers={"Authorization": f"Bearer {key}"}, timeout=30.0)
+
+
+def call(method: str, path: str, **kw: Any) -> Any:
+    with connect() as c:
+        r = c.request(method, path, **kw)
+    return answer(r)
+
+
+def answer(r: httpx.Response) -> Any:
+    if r.status_code >= 400:
+        try:
+            msg = r.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            msg = r.text.strip() or r.reason_phrase
+        if r.status_code == 401:
+            msg += " (check COTENANT_API_KEY)"
+        fail(f"{msg} (HTTP {r.status_code})")
+    return r.json()
+
+
+def when(t: int | None) -> str:
+    if t is None:
+        return "-"
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2))
+
+
+# -- jobs ------------------------------------------------------------------------------------
+jobs_app = typer.Typer(help="Submit and follow jobs on a running server.", no_args_is_help=True)
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
+
+
+def _job_table(jobs: list[dict[str, Any]]) -> Table:
+    t = Table("id", "tenant", "name", "GPUs", "state", "reason", "submitted", "started", "nodes")
+    for j in jobs:
+        p = j.get("placement")
+        nodes = ""
+        if p:
+            nodes = ", ".join(p["nodes"][:3]) + (
+                f" +{len(p['nodes']) - 3}" if len(p["nodes"]) > 3 else ""
+            )
+        t.add_row(
+            j["id"],
+            j["tenant"],
+            j["name"],
+            str(j["gpus"]),
+            j["state"],
+            j["reason"],
+            when(j["submit_s"]),
+            when(j["first_start_s"]),
+            nodes,
+        )
+    return t
+
+
+@jobs_app.command("submit")
+@friendly
+def jobs_submit(
+    gpus: Annotated[int, typer.Option(help="GPUs in the gang")],
+    duration: Annotated[str, typer.Option(help="work at full size: 90m, 12h, 3d, or seconds")],
+    name: Annotated[str, typer.Option(help="a name for people")] = "",
+    tenant: Annotated[str | None, typer.Option(help="tenant (operator keys must give it)")] = None,
+    kind: Annotated[str, typer.Option(help="training, experiment or service")] = "experiment",
+    constraint: Annotated[str, typer.Option(help="auto, node, rack, block or any")] = "auto",
+    priority: Annotated[int, typer.Option(help="within the tenant; higher first")] = 0,
+    checkpoint_interval: Annotated[
+        str | None, typer.Option(help="how often it checkpoints (e.g. 1h)")
+    ] = None,
+    estimate: Annotated[str | None, typer.Option(help="runtime estimate for backfill")] = None,
+    accelerator: Annotated[str | None, typer.Option(help="accelerator kind")] = None,
+    idempotency_key: Annotated[
+        str | None, typer.Option(help="retrying with the same key never submits twice")
+    ] = None,
+    command: Annotated[list[str] | None, typer.Argument(help="the command to run")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Submit a job; prints its id."""
+    body: dict[str, Any] = {
+        "gpus": gpus,
+        "duration_s": parse_duration(duration, "--duration"),
+        "name": name,
+        "kind": kind,
+        "constraint": constraint,
+        "priority": priority,
+        "command": list(command or []),
+    }
+    if tenant is not None:
+        body["tenant"] = tenant
+    if checkpoint_interval is not None:
+        body["checkpoint_interval_s"] = parse_duration(checkpoint_interval, "--checkpoint-interval")
+    if estimate is not None:
+        body["estimate_s"] = parse_duration(estimate, "--estimate")
+    if accelerator is not None:
+        body["accelerator"] = accelerator
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    job = call("POST", "/v1/jobs", json=body, headers=headers)
+    if as_json:
+        print_json(job)
+    else:
+        print(job["id"])
+
+
+@jobs_app.command("list")
+@friendly
+def jobs_list(
+    tenant: Annotated[str | None, typer.Option(help="only this tenant (operator)")] = None,
+    state: Annotated[list[str] | None, typer.Option(help="only these states (repeatable)")] = None,
+    limit: Annotated[int, typer.Option(help="jobs per page")] = 100,
+    all_pages: Annotated[bool, typer.Option("--all", help="follow every page")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """List jobs, oldest first."""
+    params: dict[str, Any] = {"limit": limit}
+    if tenant is not None:
+        params["tenant"] = tenant
+    if state:
+        params["state"] = state
+    jobs: list[dict[str, Any]] = []
+    with connect() as c:
+        while True:
+            page = answer(c.get("/v1/jobs", params=params))
+            jobs += page["items"]
+            if not all_pages or page["next_cursor"] is None:
+                break
+            params["cursor"] = page["next_cursor"]
+    if as_json:
+        print_json(jobs)
+    else:
+        console.print(_job_table(jobs))
+
+
+@jobs_app.command("get")
+@friendly
+def jobs_get(job_id: str, as_json: JsonOpt = False) -> None:
+    """Show one job."""
+    job = call("GET", f"/v1/jobs/{job_id}")
+    if as_json:
+        print_json(job)
+    else:
+        console.print(_job_table([job]))
+
+
+@jobs_app.command("cancel")
+@friendly
+def jobs_cancel(job_id: str) -> None:
+    """Cancel a pending or running job."""
+    job = call("POST", f"/v1/jobs/{job_id}/cancel")
+    print(f"{job['id']}: {job['state']}")
+
+
+@jobs_app.command("why")
+@friendly
+def jobs_why(job_id: str) -> None:
+    """Why a job is pending (or where it is)."""
+    w = call("GET", f"/v1/jobs/{job_id}/why")
+    print(f"{w['job']}: {w['state']}, {w['reason']}" + (f" ({w['detail']})" if w["detail"] else ""))
+
+
+# -- usage, cluster -----------------------------------------------------------------------------
+@friendly
+def usage_command(
+    tenant: Annotated[str | None, typer.Option(help="only this tenant")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """GPU-hours used per tenant (a tenant key: its own)."""
+    params = {"tenant": tenant} if tenant else {}
+    u = call("GET", "/v1/usage", params=params)
+    if as_json:
+        print_json(u)
+        return
+    t = Table("tenant", "GPU-hours", "own GPU-hours", "borrowed GPU-hours")
+    for x in u["tenants"]:
+        t.add_row(
+            x["tenant"],
+            f"{x['gpu_seconds'] / 3600:,.2f}",
+            f"{x['own_gpu_seconds'] / 3600:,.2f}",
+            f"{x['borrowed_gpu_seconds'] / 3600:,.2f}",
+        )
+    console.print(t)
+
+
+@friendly
+def cluster_command(as_json: JsonOpt = False) -> None:
+    """The cluster: capacity, free GPUs, and allocations (a tenant key: its own)."""
+    v = call("GET", "/v1/cluster")
+    if as_json:
+        print_json(v)
+        return
+    console.print(
+        f"{v['name']}: {v['total_gpus']:,} GPUs, {v['free_gpus']:,} free; "
+        f"{v['healthy_nodes']:,}/{v['nodes']:,} nodes healthy; time {when(v['time_s'])}"
+        + (f"; {v['queue_depth']:,} jobs queued" if v["queue_depth"] is not None else ""),
+        highlight=False,
+    )
+    t = Table("tenant", "entitled", "allocated", "owned", "borrowed", "running", "pending")
+    for a in v["tenants"]:
+        t.add_row(
+            a["tenant"],
+            f"{a['entitled_gpus']:,}",
+            f"{a['allocated_gpus']:,}",
+            f"{a['owned_gpus']:,}",
+            f"{a['borrowed_gpus']:,}",
+            str(a["running_jobs"]),
+            str(a["pending_jobs"]),
+        )
+    console.print(t)
+
+
+# -- audit --------------------------------------------------------------------------------------
+audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
+
+
+@audit_app.command("verify")
+@friendly
+def audit_verify(
+    db: Annotated[str | None, typer.Option(help="verify the store at this database URL")] = None,
+    file: Annotated[Path | None, typer.Option(help="verify an export (JSON lines)")] = None,
+    head: Annotated[
+        str | None, typer.Option(help="the head SEQ:HASH the chain must end on")
+    ] = None,
+) -> None:
+    """Check the chain: any edited, inserted, deleted or reordered entry is named. Exit 1 if bad."""
+    from cotenant.audit import Head, verify, verify_file
+
+    if (db is None) == (file is None):
+        fail("give exactly one of --db URL or --file EXPORT.jsonl")
+    expected = None
+    if head is not None:
+        try:
+            expected = Head.parse(head)
+        except ValueError as e:
+            fail(f"--head: {e}")
+    if file is not None:
+        verdict = verify_file(file, expected)
+    else:
+        from cotenant.store.repo import Store
+
+        assert db is not None
+        store = Store(db, read_only=True)
+        try:
+            verdict = verify(store.audit_entries(), expected or store.audit_head())
+        finally:
+            store.close()
+    if verdict.ok:
+        console.print(str(verdict), highlight=False)
+    else:
+        fail(str(verdict), code=1)
+
+
+@audit_app.command("export")
+@friendly
+def audit_export(
+    out: Annotated[Path, typer.Option(help="write the JSON lines here")],
+    after_seq: Annotated[int, typer.Option(help="only entries after this seq")] = 0,
+) -> None:
+    """Download the audit log (operator, auditor) and print its head."""
+    with connect() as c, c.stream("GET", "/v1/audit", params={"after_seq": after_seq}) as r:
+        if r.status_code >= 400:
+            r.read()
+            answer(r)
+        with out.open("w", encoding="utf-8") as f:
+            for chunk in r.iter_text():
+                f.write(chunk)
+        print(f"head {r.headers.get('X-Audit-Head', '?')}")

@@ -1,0 +1,273 @@
+"""``cotenant replay TRACE``: replay a real trace under several policies and compare.
+
+Registered in ``cli/main.py``. ``cotenant.cli.main`` is imported inside the command,
+not at the top: ``python -m cotenant.cli.main`` runs that module as ``__main__`` and
+imports this one at its end, so a top-level import back would be circular.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cotenant.model.errors import SpecError
+from cotenant.replay import comparison_rows, tenant_rows
+from cotenant.report import Report
+
+DEFAULT_POLICIES = "fifo-backfill,contract"
+SHOW_PROBLEMS = 5
+PHILLY_COLUMNS = {"timestamp", "duration", "num_gpus", "cluster"}
+CSV_COLUMNS = {"id", "tenant", "submit_s", "gpus", "duration_s"}
+
+
+def replay_command(
+    trace: Annotated[
+        Path, typer.Argument(help="trace file (Philly, cotenant CSV) or directory (Alibaba 2023)")
+    ],
+    fmt: Annotated[
+        str | None,
+        typer.Option("--format", help="philly, alibaba-2023 or csv (default: guess from the file)"),
+    ] = None,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            help="a preset, NxG (16x8: 16 nodes of 8 GPUs), pooled:N (N GPUs, no topology) or a "
+            "TOML file with a cluster table (default: the trace's nodes, or sized to the trace)"
+        ),
+    ] = None,
+    policy: Annotated[
+        str, typer.Option(help="comma-separated policies to compare (see `cotenant policies`)")
+    ] = DEFAULT_POLICIES,
+    tenants_from_trace: Annotated[
+        bool,
+        typer.Option(
+            "--tenants-from-trace",
+            help="the trace's quotas become fixed commitments (tenants without one only borrow)",
+        ),
+    ] = False,
+    limit: Annotated[int | None, typer.Option(help="replay only the first N jobs")] = None,
+    start: Annotated[
+        str | None, typer.Option(help="keep jobs submitted from this ISO date-time (UTC)")
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option(help="keep jobs submitted before this ISO date-time (UTC)")
+    ] = None,
+    max_gpus: Annotated[
+        int | None,
+        typer.Option(help="a job asking for more GPUs is a bad row (default: the cluster's size)"),
+    ] = None,
+    max_job_gpus: Annotated[
+        int | None,
+        typer.Option(help="keep only jobs of at most N GPUs (a filter; the rest are not bad rows)"),
+    ] = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="refuse the trace at its first bad row")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the comparison as JSON")] = False,
+    html: Annotated[
+        Path | None, typer.Option(help="also write a self-contained HTML report here")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="show a progress bar (on a terminal)")] = True,
+) -> None:
+    """Replay a real cluster trace under each policy and compare job completion time,
+    queueing, makespan, utilisation, preemptions and per-tenant figures."""
+    from cotenant.cli.main import friendly
+
+    friendly(_replay)(
+        trace,
+        fmt,
+        cluster,
+        policy,
+        tenants_from_trace,
+        limit,
+        start,
+        end,
+        max_gpus,
+        max_job_gpus,
+        strict,
+        as_json,
+        html,
+        progress,
+    )
+
+
+def _replay(
+    path: Path,
+    fmt: str | None,
+    cluster_arg: str | None,
+    policy: str,
+    tenants_from_trace: bool,
+    limit: int | None,
+    start: str | None,
+    end: str | None,
+    max_gpus: int | None,
+    max_job_gpus: int | None,
+    strict: bool,
+    as_json: bool,
+    html: Path | None,
+    progress: bool,
+) -> None:
+    from cotenant.cli.main import console, err_console
+    from cotenant.replay import default_cluster, parse_cluster_arg, replay, select_jobs
+    from cotenant.scenario import parse_time
+    from cotenant.scheduler.policies import get_policy
+    from cotenant.traces import load_trace
+
+    policies = [p.strip() for p in policy.split(",") if p.strip()]
+    if not policies:
+        raise SpecError("--policy", "give at least one policy")
+    for p in policies:
+        get_policy(p, "--policy")
+    kind = fmt or guess_format(path)
+    spec = parse_cluster_arg(cluster_arg) if cluster_arg is not None else None
+    if max_gpus is not None and max_gpus < 1:
+        raise SpecError("--max-gpus", f"must be at least 1, got {max_gpus}")
+    bound = max_gpus
+    if spec is not None:
+        bound = spec.total_gpus if bound is None else min(bound, spec.total_gpus)
+    t = load_trace(
+        kind,
+        path,
+        strict=strict,
+        start_s=parse_time(start, "--start") if start is not None else None,
+        end_s=parse_time(end, "--end") if end is not None else None,
+        max_gpus=bound,
+    )
+    t = select_jobs(t, max_job_gpus=max_job_gpus, limit=limit)
+    if t.problems:
+        lines = [
+            f"warning: {len(t.problems)} bad row(s) skipped in {t.source} (--strict refuses them):"
+        ]
+        lines += [f"  line {p.line}: {p.field}: {p.problem}" for p in t.problems[:SHOW_PROBLEMS]]
+        if len(t.problems) > SHOW_PROBLEMS:
+            lines.append(f"  and {len(t.problems) - SHOW_PROBLEMS} more")
+        err_console.print(
+            "\n".join(lines), style="yellow", markup=False, highlight=False, soft_wrap=True
+        )
+    if not t.jobs:
+        raise SpecError("trace", "no jobs left to replay (check --start, --end and --limit)")
+    spec = spec if spec is not None else default_cluster(t)
+    show = progress and not as_json and sys.stderr.isatty()
+    reports = _run_with_progress(
+        err_console,
+        show,
+        lambda cb: replay(t, spec, policies, tenants_from_trace=tenants_from_trace, progress=cb),
+    )
+    if html is not None:
+        from cotenant.htmlreport import write_html
+
+        write_html(reports, html, f"{t.name} replay: {len(t.jobs):,} jobs on {spec.name}")
+    if as_json:
+        out = {
+            "trace": {
+                "name": t.name,
+                "source": t.source,
+                "jobs": len(t.jobs),
+                "tenants": list(t.tenants),
+                "notes": list(t.notes),
+                "bad_rows": len(t.problems),
+                "problems": [
+                    {"line": p.line, "field": p.field, "problem": p.problem}
+                    for p in t.problems[:SHOW_PROBLEMS]
+                ],
+            },
+            "cluster": {"name": spec.name, "gpus": spec.total_gpus},
+            "reports": [r.to_json_dict() for r in reports],
+        }
+        print(json.dumps(out, indent=2))
+        return
+    console.print(
+        f"[bold]{t.name}[/bold]: {len(t.jobs):,} jobs, {len(t.tenants)} tenants, "
+        f"{t.gpu_seconds / 3600:,.0f} GPU-hours, on {spec.name} ({spec.total_gpus:,} GPUs); "
+        f"quotas as commitments: {'yes' if tenants_from_trace else 'no'}"
+    )
+    for note in t.notes:
+        console.print(f"  note: {note}", style="dim", markup=False, highlight=False)
+    render_comparison(console, reports)
+    if html is not None:
+        console.print(f"HTML report: {html}")
+
+
+def _run_with_progress(err: Console, show: bool, run: Any) -> list[Report]:
+    """Run the replay with a progress bar per policy (jobs ended, simulated day)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn(
+            "{task.completed:,.0f}/{task.total:,.0f} jobs ended, day {task.fields[day]:.1f}"
+        ),
+        TimeElapsedColumn(),
+        console=err,
+        disable=not show,
+    )
+    tasks: dict[str, Any] = {}
+    state = {"start": 0, "last": 0.0}
+
+    def tick(policy: str, now: int, ended: int, total: int) -> None:
+        task = tasks.get(policy)
+        if task is None:
+            task = tasks[policy] = bar.add_task(policy, total=total, day=0.0)
+            state["start"] = now
+        wall = time.monotonic()
+        if wall - state["last"] >= 0.1 or ended >= total:
+            state["last"] = wall
+            bar.update(task, completed=ended, day=(now - state["start"]) / 86_400)
+
+    with bar:
+        reports: list[Report] = run(tick if show else None)
+    return reports
+
+
+def guess_format(path: Path) -> str:
+    """A directory is Alibaba 2023; a file is told by its header."""
+    if path.is_dir():
+        return "alibaba-2023"
+    if not path.is_file():
+        raise SpecError("TRACE", f"trace file not found: {path}")
+    try:
+        with path.open(encoding="utf-8-sig", errors="replace") as f:
+            header = f.readline()
+    except OSError as e:
+        raise SpecError("TRACE", f"cannot read {path}: {e.strerror}") from None
+    cols = {c.strip() for c in header.split(",")}
+    if cols >= PHILLY_COLUMNS:
+        return "philly"
+    if cols >= CSV_COLUMNS:
+        return "csv"
+    raise SpecError(
+        "--format",
+        f"cannot tell the format of {path} from its header; give --format "
+        "(philly, alibaba-2023 or csv)",
+    )
+
+
+# -- tables -----------------------------------------------------------------------------------
+def _table(title: str, rows: list[dict[str, str]]) -> Table:
+    t = Table(title=title)
+    for i, col in enumerate(rows[0] if rows else {}):
+        t.add_column(col, justify="left" if i == 0 else "right", no_wrap=True)
+    for row in rows:
+        t.add_row(*row.values())
+    return t
+
+
+def render_comparison(console: Console, reports: Sequence[Report]) -> None:
+    console.print(
+        _table(
+            "Policies compared (JCT = end - submit; queue = first start - submit; "
+            "utilisation over the run and while jobs arrive)",
+            comparison_rows(reports, compact=True),
+        )
+    )
+    for r in reports:
+        console.print(_table(f"Per tenant under {r.policy}", tenant_rows(r)))

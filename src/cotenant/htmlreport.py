@@ -1,0 +1,249 @@
+"""One self-contained HTML file from one or more reports: matplotlib PNGs embedded as
+base64, and the comparison table. Used by ``replay --html``; ``write_html`` takes any
+list of :class:`~cotenant.report.Report` so ``simulate --html`` can reuse it.
+
+Figures (each only when the reports carry the data):
+1. Utilisation over time, one line per policy (``series``: allocated per tenant).
+2. Per-tenant allocation stacked against the total commitment (entitlement) and
+   the healthy capacity, for one policy (the first unless ``stack_policy`` says).
+3. CDFs of job completion time and of queueing delay, one line per policy
+   (``series["jct_s"]``, ``series["queue_delay_s"]`` from replays).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from cotenant.replay import comparison_rows, tenant_rows
+from cotenant.report import Report
+
+DPI = 110
+MAX_STACKED = 9  # tenants drawn one by one in the stacked plot; the rest are "others"
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 1.6em; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0 1em; }
+th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+th { background: #f2f2f2; }
+img { max-width: 100%; display: block; margin: 0.5em 0; }
+p.note { color: #555; font-size: 0.85em; }
+"""
+
+
+def write_html(
+    reports: Sequence[Report],
+    path: str | Path,
+    title: str,
+    *,
+    stack_policy: str | None = None,
+) -> Path:
+    """Write the report file and return its path."""
+    out = Path(path)
+    out.write_text(render_html(reports, title, stack_policy=stack_policy), encoding="utf-8")
+    return out
+
+
+def render_html(reports: Sequence[Report], title: str, *, stack_policy: str | None = None) -> str:
+    parts = [
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+    ]
+    if reports:
+        r0 = reports[0]
+        parts.append(
+            f"<p class='note'>{html.escape(r0.scenario)}: {r0.cluster_gpus:,} GPUs; "
+            f"{_days(r0.end_s - r0.start_s)} simulated under the first policy.</p>"
+        )
+        parts.append("<h2>Policies compared</h2>")
+        parts.append(_html_table(_comparison_rows(reports)))
+    figures = [
+        ("Utilisation over time", utilisation_figure(reports)),
+        (
+            "Allocation per tenant against commitment",
+            stacked_figure(_pick(reports, stack_policy)) if reports else None,
+        ),
+        ("Job completion time and queueing delay (CDF)", cdf_figure(reports)),
+    ]
+    for caption, png in figures:
+        if png is not None:
+            parts.append(f"<h2>{html.escape(caption)}</h2>")
+            parts.append(f'<img src="data:image/png;base64,{png}" alt="{html.escape(caption)}">')
+    for r in reports:
+        parts.append(f"<h2>Per tenant under {html.escape(r.policy)}</h2>")
+        parts.append(_html_table(tenant_rows(r)))
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+# -- figures ----------------------------------------------------------------------------------
+def _png(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _aligned(series: dict[str, Any], key: str) -> dict[str, np.ndarray]:
+    """Per-tenant samples aligned with ``series["times"]``: a tenant first seen after the
+    start has fewer samples, all at the end, so it is padded with zeros in front."""
+    n = len(series.get("times", []))
+    out: dict[str, np.ndarray] = {}
+    for name, values in series.get(key, {}).items():
+        v = np.asarray(values[-n:] if n else values, dtype=np.float64)
+        out[name] = np.concatenate([np.zeros(n - v.size), v]) if v.size < n else v
+    return out
+
+
+def _hours(r: Report) -> np.ndarray:
+    return (np.asarray(r.series.get("times", []), dtype=np.float64) - r.start_s) / 3600.0
+
+
+def _time_axis(span_h: float) -> str:
+    return "days since start" if span_h > 72 else "hours since start"
+
+
+def _scale(span_h: float) -> float:
+    return 24.0 if span_h > 72 else 1.0
+
+
+def utilisation_figure(reports: Sequence[Report]) -> str | None:
+    """One panel per policy (lines of several policies hide each other), shared axes."""
+    drawn = [r for r in reports if len(r.series.get("times", [])) > 1]
+    if not drawn:
+        return None
+    span = max(float(_hours(r)[-1]) for r in drawn)
+    k = _scale(span)
+    fig, axes = plt.subplots(
+        len(drawn), 1, figsize=(10, 0.6 + 1.7 * len(drawn)), sharex=True, squeeze=False
+    )
+    cmap = plt.get_cmap("tab10")
+    for i, (ax, r) in enumerate(zip(axes[:, 0], drawn, strict=True)):
+        alloc = _aligned(r.series, "allocated")
+        total = sum(alloc.values(), np.zeros(len(r.series["times"])))
+        pct = 100.0 * total / r.cluster_gpus
+        ax.fill_between(_hours(r) / k, pct, step="post", color=cmap(i % 10), alpha=0.75, lw=0)
+        ax.set_ylim(0, 105)
+        ax.set_yticks([0, 50, 100])
+        ax.grid(alpha=0.3)
+        ax.set_title(f"{r.policy}: {r.utilization:.1%} over the run", loc="left", fontsize=9)
+    axes[len(drawn) // 2, 0].set_ylabel("GPUs allocated (%)")
+    axes[-1, 0].set_xlabel(_time_axis(span))
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _pick(reports: Sequence[Report], policy: str | None) -> Report:
+    if policy is not None:
+        for r in reports:
+            if r.policy == policy:
+                return r
+    return reports[0]
+
+
+def stacked_figure(r: Report) -> str | None:
+    times = r.series.get("times", [])
+    if len(times) < 2:
+        return None
+    alloc = _aligned(r.series, "allocated")
+    ent = _aligned(r.series, "entitled")
+    order = sorted(alloc, key=lambda t: -float(alloc[t].sum()))
+    shown = order[:MAX_STACKED]
+    layers = [alloc[t] for t in shown]
+    labels = list(shown)
+    rest = order[MAX_STACKED:]
+    if rest:
+        layers.append(sum((alloc[t] for t in rest), np.zeros(len(times))))
+        labels.append(f"{len(rest)} others")
+    hours = _hours(r)
+    span = float(hours[-1])
+    x = hours / _scale(span)
+    fig, ax = plt.subplots(figsize=(10, 4.2))
+    cmap = plt.get_cmap("tab10")
+    colours = [cmap(i % 10) for i in range(len(layers))]
+    ax.stackplot(x, *layers, labels=labels, colors=colours, alpha=0.85, step="post")
+    committed = sum(ent.values(), np.zeros(len(times)))
+    if committed.any():
+        ax.step(
+            x, committed, where="post", c="black", lw=1.5, ls="--", label="commitments", zorder=4
+        )
+    healthy = r.series.get("healthy_gpus")
+    if healthy is not None and len(healthy) == len(times):
+        ax.step(x, healthy, where="post", color="grey", lw=4, alpha=0.4, label="healthy GPUs")
+    ax.set_ylim(0, r.cluster_gpus * 1.05)
+    ax.set_ylabel("GPUs")
+    ax.set_xlabel(_time_axis(span))
+    ax.set_title(f"under {r.policy}", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    return _png(fig)
+
+
+def cdf_figure(reports: Sequence[Report]) -> str | None:
+    if not any(r.series.get("jct_s") for r in reports):
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for ax, key, label in (
+        (axes[0], "jct_s", "job completion time"),
+        (axes[1], "queue_delay_s", "queueing delay"),
+    ):
+        for r in reports:
+            v = np.sort(np.asarray(r.series.get(key, []), dtype=np.float64))
+            if v.size == 0:
+                continue
+            # On a log axis a zero is drawn at 1 s; the title says how many there are.
+            y = np.arange(1, v.size + 1) / v.size
+            ax.step(np.maximum(v, 1.0) / 3600.0, y, where="post", lw=1.3, label=r.policy)
+        ax.set_xscale("log")
+        ax.set_xlabel(f"{label} (hours, log scale)")
+        ax.set_ylabel("fraction of jobs")
+        ax.set_ylim(0, 1.01)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(loc="lower right", fontsize=8)
+    axes[1].set_title("zero delays are drawn at 1 s", fontsize=9)
+    fig.tight_layout()
+    return _png(fig)
+
+
+# -- tables -----------------------------------------------------------------------------------
+def _comparison_rows(reports: Sequence[Report]) -> list[dict[str, str]]:
+    if all("jct_s" in r.extra for r in reports):
+        return comparison_rows(reports)
+    return [
+        {
+            "policy": r.policy,
+            "utilisation": f"{r.utilization:.1%}",
+            "guarantee violations": f"{r.guarantee_violation_s():,} s",
+            "wall": f"{r.engine.get('wall_s', 0.0):.1f} s",
+        }
+        for r in reports
+    ]
+
+
+def _html_table(rows: list[dict[str, str]]) -> str:
+    if not rows:
+        return "<p class='note'>(nothing to show)</p>"
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row.values()) + "</tr>"
+        for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _days(s: int) -> str:
+    return f"{s / 86_400:.1f} days" if s >= 86_400 else f"{s / 3600:.1f} hours"

@@ -1,0 +1,469 @@
+"""Replay a real trace on the digital twin under several policies and compare them.
+
+A :class:`~cotenant.traces.Trace` becomes a :class:`~cotenant.scenario.Scenario`:
+
+- the cluster: ``--cluster`` (a preset name, ``NxG`` nodes, ``pooled:N`` GPUs
+  with no topology, or a TOML file with a ``[cluster]`` table as in scenario
+  files); without one, the trace's own node list (Alibaba: nodes grouped by
+  accelerator kind and size) or, failing that, 8-GPU nodes sized to the trace
+  (:func:`default_cluster`);
+- tenants: every tenant of the trace; with ``tenants_from_trace`` each quota
+  becomes a fixed commitment for the whole replay (tenants without a quota get
+  no contract and only borrow; no isolation);
+- start: the first submission; horizon: until every job has ended (or was
+  rejected), with a safety cap.
+
+Each policy runs in the same process on the same jobs, one engine after the
+other, and gets a :class:`~cotenant.report.Report` with replay figures in
+``extra`` (job completion time, queueing delay, makespan) and the per-job
+values for plots in ``series``. See docs/design/0003-replay.md.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+import tomllib
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cotenant.cluster.presets import PRESETS, preset
+from cotenant.cluster.topology import ClusterSpec, NodeGroup, Topology
+from cotenant.engine.core import Engine
+from cotenant.model.contracts import Commitment, Contract, Tenant
+from cotenant.model.errors import SpecError
+from cotenant.model.jobs import JobSpec, JobState
+from cotenant.model.time import DAY
+from cotenant.report import Report, build_report
+from cotenant.runtime import build_sim_engine
+from cotenant.scenario import Scenario, parse_cluster
+from cotenant.scheduler.policies import get_policy
+from cotenant.traces import Trace, TraceNode
+
+# The kind that names a trace-sized or pooled cluster. Replays compare scheduling, not
+# energy, so the kind only names the pool; jobs in these traces ask for no kind.
+POOL_KIND = "H100-SXM-80GB"
+NODE_GPUS = 8
+NODES_PER_RACK = 8
+RACKS_PER_BLOCK = 8
+# Without quotas, the trace-sized cluster holds this multiple of the trace's mean demand.
+HEADROOM = 1.25
+
+ProgressFn = Callable[[str, int, int, int], None]  # (policy, now_s, ended jobs, total jobs)
+
+
+# -- the cluster ------------------------------------------------------------------------------
+def pooled_cluster(gpus: int, name: str | None = None) -> ClusterSpec:
+    """``gpus`` GPUs with no topology: 1-GPU nodes, all in one rack and one block, so a
+    gang of g GPUs fits exactly when g GPUs are free, wherever they are."""
+    if gpus < 1:
+        raise SpecError("cluster", f"a pooled cluster needs at least 1 GPU, got {gpus}")
+    return ClusterSpec(name or f"pooled-{gpus}", (NodeGroup(POOL_KIND, gpus, gpus, 1, 1),))
+
+
+def nodes_cluster(nodes: int, gpus_per_node: int, name: str | None = None) -> ClusterSpec:
+    spec = ClusterSpec(
+        name or f"{nodes}x{gpus_per_node}",
+        (NodeGroup(POOL_KIND, nodes, NODES_PER_RACK, RACKS_PER_BLOCK, gpus_per_node),),
+    )
+    spec.validate("--cluster")
+    return spec
+
+
+def cluster_from_nodes(nodes: Sequence[TraceNode], name: str) -> ClusterSpec:
+    """The trace's own nodes, one node group per (accelerator kind, GPUs per node), in the
+    order the kinds first appear. The trace has no racks: 8 nodes to a rack, 8 racks to a
+    block, within each group."""
+    groups: dict[tuple[str, int], list[str]] = {}
+    for n in nodes:
+        groups.setdefault((n.accelerator, n.gpus), []).append(n.name)
+    spec = ClusterSpec(
+        name,
+        tuple(
+            NodeGroup(kind, len(names), NODES_PER_RACK, RACKS_PER_BLOCK, gpus)
+            for (kind, gpus), names in groups.items()
+        ),
+        tuple(name for names in groups.values() for name in names),
+    )
+    spec.validate("trace nodes")
+    return spec
+
+
+def default_cluster(trace: Trace) -> ClusterSpec:
+    """The cluster a trace implies when none is given.
+
+    1. Its own node list, if it has one (Alibaba 2023).
+    2. Else 8-GPU nodes adding up to the sum of its quotas (Philly: the virtual
+       clusters' node quotas describe the cluster), and at least its largest job.
+    3. Else 8-GPU nodes holding ``HEADROOM`` times its mean demand (GPU-seconds over
+       the submission span plus the mean duration), and at least its largest job.
+    """
+    if trace.nodes:
+        return cluster_from_nodes(trace.nodes, f"{trace.name}-nodes")
+    biggest = max((j.gpus for j in trace.jobs), default=1)
+    if trace.quotas_gpus:
+        gpus = max(sum(trace.quotas_gpus.values()), biggest)
+        how = "quotas"
+    else:
+        jobs = trace.jobs
+        span = (jobs[-1].submit_s - jobs[0].submit_s) if jobs else 0
+        mean_dur = sum(j.duration_s for j in jobs) / len(jobs) if jobs else 1.0
+        demand = trace.gpu_seconds / max(1.0, span + mean_dur)
+        gpus = max(math.ceil(HEADROOM * demand), biggest)
+        how = "demand"
+    nodes = max(1, -(-gpus // NODE_GPUS))
+    return nodes_cluster(nodes, NODE_GPUS, f"{trace.name}-{how}-{nodes}x{NODE_GPUS}")
+
+
+_NXG = re.compile(r"^(\d+)x(\d+)$")
+_POOLED = re.compile(r"^pooled:(\d+)$")
+
+
+def parse_cluster_arg(text: str) -> ClusterSpec:
+    """``--cluster``: a preset name, ``NxG`` (N nodes of G GPUs), ``pooled:N`` (N GPUs, no
+    topology) or a TOML file with a ``[cluster]`` table (``preset`` or ``[[cluster.groups]]``)."""
+    text = text.strip()
+    if text in PRESETS:
+        return preset(text, "--cluster")
+    if m := _NXG.match(text):
+        return nodes_cluster(int(m[1]), int(m[2]))
+    if m := _POOLED.match(text):
+        return pooled_cluster(int(m[1]))
+    path = Path(text)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise SpecError("--cluster", f"cluster file not found: {path}")
+        try:
+            raw = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise SpecError("toml", str(e), str(path)) from None
+        except UnicodeDecodeError:
+            raise SpecError("toml", "not a UTF-8 text file", str(path)) from None
+        if "cluster" not in raw:
+            raise SpecError("cluster", "the file has no [cluster] table", str(path))
+        try:
+            return parse_cluster(raw["cluster"], "cluster")
+        except SpecError as e:
+            raise SpecError(e.field, e.problem, str(path)) from None
+    raise SpecError(
+        "--cluster",
+        f"cannot read {text!r}: give a preset ({', '.join(sorted(PRESETS))}), "
+        "NxG (e.g. 16x8), pooled:N (e.g. pooled:128) or a TOML file with [cluster]",
+    )
+
+
+# -- the jobs ---------------------------------------------------------------------------------
+def select_jobs(
+    trace: Trace, *, max_job_gpus: int | None = None, limit: int | None = None
+) -> Trace:
+    """Keep jobs of at most ``max_job_gpus`` GPUs (a filter: the others are not wanted,
+    unlike the loaders' ``max_gpus``, which makes them bad rows), then the first ``limit``."""
+    jobs = trace.jobs
+    notes = list(trace.notes)
+    if max_job_gpus is not None:
+        if max_job_gpus < 1:
+            raise SpecError("--max-job-gpus", f"must be at least 1, got {max_job_gpus}")
+        kept = tuple(j for j in jobs if j.gpus <= max_job_gpus)
+        if len(kept) < len(jobs):
+            notes.append(f"{len(jobs) - len(kept)} jobs of more than {max_job_gpus} GPUs dropped")
+        jobs = kept
+    if limit is not None:
+        if limit < 0:
+            raise SpecError("--limit", f"must not be negative, got {limit}")
+        if len(jobs) > limit:
+            notes.append(f"kept the first {limit} of {len(jobs)} jobs (limit)")
+            jobs = jobs[:limit]
+    return replace(trace, jobs=jobs, notes=tuple(notes))
+
+
+# -- the scenario -----------------------------------------------------------------------------
+def safety_cap_s(jobs: Sequence[JobSpec], restart_cost_s: int) -> int:
+    """A horizon no sane replay reaches: the last submission plus twice the jobs' serial
+    run time (each with a restart) plus a day. Reaching it means jobs were stuck."""
+    if not jobs:
+        return DAY
+    serial = sum(j.duration_s + restart_cost_s for j in jobs)
+    return jobs[-1].submit_s - jobs[0].submit_s + 2 * serial + DAY
+
+
+def replay_scenario(
+    trace: Trace,
+    cluster: ClusterSpec,
+    *,
+    tenants_from_trace: bool = False,
+    restart_cost_s: int = 600,
+    checkpoint_write_s: int = 60,
+) -> Scenario:
+    """The scenario a replay runs: the trace's tenants on ``cluster`` from the first
+    submission; with ``tenants_from_trace``, each quota is a fixed commitment."""
+    if not trace.jobs:
+        raise SpecError("trace", "no jobs to replay (check --start/--end/--limit)")
+    start = trace.jobs[0].submit_s
+    cap = safety_cap_s(trace.jobs, restart_cost_s)
+    quotas = trace.quotas_gpus if tenants_from_trace else {}
+    if tenants_from_trace and not quotas:
+        raise SpecError("--tenants-from-trace", f"the {trace.name} trace has no quotas")
+    committed = sum(quotas.values())
+    if committed > cluster.total_gpus:
+        raise SpecError(
+            "--tenants-from-trace",
+            f"the trace's quotas add up to {committed:,} GPUs, more than the cluster's "
+            f"{cluster.total_gpus:,}; give a larger --cluster or leave the quotas out",
+        )
+    tenants = []
+    for name in sorted(set(trace.tenants) | set(quotas)):
+        q = quotas.get(name)
+        contract = None
+        if q is not None:
+            contract = Contract(name, start, start + cap + 1, Commitment(gpus=q))
+        tenants.append(Tenant(name, name, contract))
+    return Scenario(
+        name=trace.name,
+        start_s=start,
+        duration_s=cap,
+        seed=0,
+        policy="contract",
+        cluster=cluster,
+        tenants=tuple(tenants),
+        restart_cost_s=restart_cost_s,
+        checkpoint_write_s=checkpoint_write_s,
+    )
+
+
+# -- running ----------------------------------------------------------------------------------
+class _Progress:
+    """Counts jobs that ended (completed, failed, rejected, cancelled) and runs that are
+    held, from the engine's event stream; decides when the replay is over."""
+
+    def __init__(self, total: int, last_submit_s: int, cap_s: int) -> None:
+        self.total = total
+        self.last_submit_s = last_submit_s
+        self.cap_s = cap_s
+        self.ended = 0
+        self.running = 0
+        self.stepped_s = -1
+
+    def sink(self, e: dict[str, Any]) -> None:
+        kind = e["event"]
+        if kind == "place":
+            self.running += 1
+        elif kind == "end":
+            self.running -= 1
+            self.ended += 1
+        elif kind == "preempt":
+            self.running -= 1
+        elif kind in ("reject", "cancel"):
+            self.ended += 1
+
+    def over(self) -> bool:
+        """Every job ended; or nothing runs, nothing more arrives and a cycle found nothing
+        to start: the rest can never run (no event will come to change that); or the
+        safety cap is reached (``Engine.run`` with a stop condition does not stop at its
+        horizon by itself)."""
+        if self.ended >= self.total or self.stepped_s >= self.cap_s:
+            return True
+        return self.running == 0 and self.stepped_s >= self.last_submit_s
+
+
+def run_policy(
+    scenario: Scenario,
+    jobs: Sequence[JobSpec],
+    policy: str,
+    progress: ProgressFn | None = None,
+    hook: Callable[[Engine], None] | None = None,
+) -> tuple[Engine, Report]:
+    """Replay ``jobs`` under one policy until all have ended; report with replay figures.
+    ``hook`` sees the engine before the jobs are submitted (e.g. to add an event sink)."""
+    topo = Topology(scenario.cluster)
+    engine = build_sim_engine(scenario, policy, topo)
+    if hook is not None:
+        hook(engine)
+    track = _Progress(len(jobs), jobs[-1].submit_s if jobs else scenario.start_s, scenario.end_s)
+    engine.sinks.append(track.sink)
+    for spec in jobs:
+        engine.submit(spec)
+    every = getattr(engine.policy, "wake_every_s", None)
+    if isinstance(every, int) and every > 0:
+        # A policy whose decisions change with time alone (LAS) asks for a cycle at a fixed
+        # interval; the engine itself runs one only on events.
+        def wake(t: int) -> None:
+            if track.ended < track.total:
+                engine.at(t + every, wake)
+
+        engine.at(scenario.start_s + every, wake)
+
+    def step(t: int) -> None:
+        track.stepped_s = t
+        if progress is not None:
+            progress(policy, t, track.ended, track.total)
+
+    t0 = time.perf_counter()
+    engine.run(scenario.end_s, progress=step, stop=track.over)
+    wall = time.perf_counter() - t0
+    end = max(engine.clock.now(), scenario.start_s + 1)
+    report = build_report(engine, scenario.name, scenario.start_s, end, wall)
+    extra, per_job = job_figures(engine, scenario.start_s)
+    report.extra.update(extra)
+    report.extra["cluster"] = {"name": scenario.cluster.name, "gpus": topo.total_gpus}
+    # Over the whole run a trace's long tail (a few week-long jobs) dilutes utilisation;
+    # while jobs still arrive it shows how busy the policy kept the cluster.
+    last_submit = jobs[-1].submit_s if jobs else scenario.start_s
+    window = last_submit - scenario.start_s
+    report.extra["utilization_arrivals"] = (
+        engine.ledger.gpu_seconds(start_s=scenario.start_s, end_s=last_submit)
+        / (topo.total_gpus * window)
+        if window > 0
+        else report.utilization
+    )
+    report.series.update(per_job)
+    return engine, report
+
+
+def replay(
+    trace: Trace,
+    cluster: ClusterSpec,
+    policies: Sequence[str],
+    *,
+    tenants_from_trace: bool = False,
+    restart_cost_s: int = 600,
+    progress: ProgressFn | None = None,
+) -> list[Report]:
+    """Replay the trace under each policy, in order, on the same jobs and cluster."""
+    if not policies:
+        raise SpecError("--policy", "give at least one policy")
+    for i, name in enumerate(policies):
+        get_policy(name, "--policy")  # unknown names fail before anything runs
+        if name in policies[:i]:
+            raise SpecError("--policy", f"{name!r} is given twice")
+    scenario = replay_scenario(
+        trace, cluster, tenants_from_trace=tenants_from_trace, restart_cost_s=restart_cost_s
+    )
+    reports = []
+    for name in policies:
+        _, report = run_policy(scenario, trace.jobs, name, progress)
+        report.extra["trace"] = {
+            "name": trace.name,
+            "source": trace.source,
+            "jobs": len(trace.jobs),
+            "tenants": len(trace.tenants),
+            "bad_rows": len(trace.problems),
+            "tenants_from_trace": tenants_from_trace,
+        }
+        reports.append(report)
+    return reports
+
+
+# -- figures ----------------------------------------------------------------------------------
+def _stats(values: list[int]) -> dict[str, float]:
+    if not values:
+        return {"avg": 0.0, "p50": 0.0, "p99": 0.0}
+    a = np.asarray(values, dtype=np.float64)
+    return {
+        "avg": float(a.mean()),
+        "p50": float(np.percentile(a, 50)),
+        "p99": float(np.percentile(a, 99)),
+    }
+
+
+def job_figures(engine: Engine, start_s: int) -> tuple[dict[str, Any], dict[str, list[int]]]:
+    """Job completion time (end - submit, completed jobs), queueing delay (first start -
+    submit, jobs that started), makespan (last end - start) and job counts; and the
+    per-job values (in job-id order) for CDFs."""
+    jct: list[int] = []
+    queue: list[int] = []
+    states: Counter[str] = Counter()
+    last_end = start_s
+    preemptions = 0
+    for run in engine.jobs.values():
+        states[run.state.value] += 1
+        preemptions += run.preemptions
+        if run.first_start_s is not None:
+            queue.append(run.first_start_s - run.spec.submit_s)
+        if run.end_s is not None:
+            last_end = max(last_end, run.end_s)
+            if run.state is JobState.COMPLETED:
+                jct.append(run.end_s - run.spec.submit_s)
+    ended = sum(states[s.value] for s in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED))
+    extra: dict[str, Any] = {
+        "jobs": {
+            "total": len(engine.jobs),
+            "completed": states[JobState.COMPLETED.value],
+            "rejected_or_failed": states[JobState.FAILED.value],
+            "unfinished": len(engine.jobs) - ended,
+        },
+        "jct_s": _stats(jct),
+        "queue_delay_s": _stats(queue),
+        "makespan_s": last_end - start_s,
+        "preemptions": preemptions,
+        "guarantee_violation_s": sum(tt.violation_s for tt in engine.acct.tenants.values()),
+    }
+    return extra, {"jct_s": jct, "queue_delay_s": queue}
+
+
+# -- tables -----------------------------------------------------------------------------------
+def dur(s: float) -> str:
+    """Seconds as a short human duration."""
+    if s < 120:
+        return f"{s:.0f}s"
+    if s < 7200:
+        return f"{s / 60:.0f}m"
+    if s < 4 * 86_400:
+        return f"{s / 3600:.1f}h"
+    return f"{s / 86_400:.1f}d"
+
+
+def comparison_rows(reports: Sequence[Report], compact: bool = False) -> list[dict[str, str]]:
+    """One row of formatted figures per policy; ``compact`` joins avg/p50/p99 in one cell
+    (for a terminal), otherwise one column each (HTML)."""
+    rows = []
+    for r in reports:
+        e = r.extra
+        jobs = e["jobs"]
+        row = {"policy": r.policy, "jobs done": f"{jobs['completed']:,}/{jobs['total']:,}"}
+        for key, label in (("jct_s", "JCT"), ("queue_delay_s", "queue")):
+            st = e[key]
+            if compact:
+                row[f"{label} avg/p50/p99"] = "/".join(dur(st[k]) for k in ("avg", "p50", "p99"))
+            else:
+                row.update({f"{label} {k}": dur(st[k]) for k in ("avg", "p50", "p99")})
+        row["makespan"] = dur(e["makespan_s"])
+        util = f"{r.utilization:.1%}"
+        arrivals = f"{e.get('utilization_arrivals', r.utilization):.1%}"
+        if compact:
+            row["util. run/arrivals"] = f"{util}/{arrivals}"
+        else:
+            row["utilisation (run)"] = util
+            row["utilisation (arrivals)"] = arrivals
+        row["preemptions"] = f"{e['preemptions']:,}"
+        row["guarantee violations" if not compact else "violations"] = (
+            f"{e['guarantee_violation_s']:,} s"
+        )
+        row["wall"] = f"{r.engine['wall_s']:.1f} s"
+        rows.append(row)
+    return rows
+
+
+def tenant_rows(report: Report) -> list[dict[str, str]]:
+    rows = []
+    for name, t in report.tenants.items():
+        hours = (report.end_s - report.start_s) / 3600
+        commit = t["entitled_gpu_h"] / hours if hours > 0 else 0.0
+        rows.append(
+            {
+                "tenant": name,
+                "commitment": f"{commit:,.0f}" if commit else "-",
+                "GPU-hours": f"{t['used_gpu_h']:,.0f}",
+                "queue p50": dur(t["queue_p50_s"]),
+                "queue p99": dur(t["queue_p99_s"]),
+                "borrowed GPU-h": f"{t['borrowed_gpu_h']:,.0f}",
+                "lent GPU-h": f"{t['lent_gpu_h']:,.0f}",
+                "done/submitted": f"{t['completed']:,}/{t['submitted']:,}",
+            }
+        )
+    return rows

@@ -1,0 +1,215 @@
+"""Domain objects <-> stored values, in one place (the boundary of rule 5)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from cotenant.audit import canonical_json
+from cotenant.cluster.state import Placement
+from cotenant.cluster.topology import ClusterSpec, NodeGroup
+from cotenant.metering.ledger import UsageRecord
+from cotenant.model.contracts import (
+    Commitment,
+    Contract,
+    IsolationLevel,
+    IsolationTerms,
+    LendingTerms,
+    NoticeTerms,
+    PriceKind,
+    PriceTerms,
+    Ramp,
+)
+from cotenant.model.jobs import Constraint, JobKind, JobSpec
+
+
+# -- cluster ---------------------------------------------------------------------------------
+def cluster_to_json(spec: ClusterSpec) -> str:
+    return canonical_json(
+        {
+            "name": spec.name,
+            "groups": [
+                {
+                    "accelerator": g.accelerator,
+                    "nodes": g.nodes,
+                    "nodes_per_rack": g.nodes_per_rack,
+                    "racks_per_block": g.racks_per_block,
+                    "gpus_per_node": g.gpus_per_node,
+                }
+                for g in spec.groups
+            ],
+            "node_names": list(spec.node_names),
+        }
+    )
+
+
+def cluster_from_json(text: str) -> ClusterSpec:
+    raw = json.loads(text)
+    groups = tuple(
+        NodeGroup(
+            g["accelerator"],
+            g["nodes"],
+            g["nodes_per_rack"],
+            g["racks_per_block"],
+            g["gpus_per_node"],
+        )
+        for g in raw["groups"]
+    )
+    return ClusterSpec(raw["name"], groups, tuple(raw.get("node_names", ())))
+
+
+# -- contracts -------------------------------------------------------------------------------
+def contract_to_dict(c: Contract) -> dict[str, Any]:
+    return {
+        "tenant": c.tenant,
+        "start_s": c.start_s,
+        "end_s": c.end_s,
+        "commitment": {
+            "gpus": c.commitment.gpus,
+            "all_available": c.commitment.all_available,
+            "reserve_gpus": c.commitment.reserve_gpus,
+            "accelerator": c.commitment.accelerator,
+        },
+        "price": {
+            "kind": c.price.kind.value,
+            "currency": c.price.currency,
+            "flat_fee_cents_per_month": c.price.flat_fee_cents_per_month,
+            "committed_rate_micro_per_gpu_hour": c.price.committed_rate_micro_per_gpu_hour,
+            "overage_rate_micro_per_gpu_hour": c.price.overage_rate_micro_per_gpu_hour,
+            "sla_credit_micro_per_gpu_hour": c.price.sla_credit_micro_per_gpu_hour,
+            "sla_credit_cap_percent": c.price.sla_credit_cap_percent,
+        },
+        "notice": {
+            "period_s": c.notice.period_s,
+            "ramp": c.notice.ramp.value,
+            "given_at": c.notice.given_at,
+        },
+        "lending": {
+            "lend_idle": c.lending.lend_idle,
+            "limit_gpus": c.lending.limit_gpus,
+            "reclaim_grace_s": c.lending.reclaim_grace_s,
+        },
+        "isolation": {"rivals": list(c.isolation.rivals), "level": c.isolation.level.value},
+        "priority": c.priority,
+        "spares_backed": c.spares_backed,
+    }
+
+
+def contract_from_dict(raw: Mapping[str, Any]) -> Contract:
+    cm, pr, nt, ln, iso = (
+        raw["commitment"],
+        raw["price"],
+        raw["notice"],
+        raw["lending"],
+        raw["isolation"],
+    )
+    return Contract(
+        tenant=raw["tenant"],
+        start_s=raw["start_s"],
+        end_s=raw["end_s"],
+        commitment=Commitment(
+            cm["gpus"], cm["all_available"], cm["reserve_gpus"], cm["accelerator"]
+        ),
+        price=PriceTerms(
+            PriceKind(pr["kind"]),
+            pr["currency"],
+            pr["flat_fee_cents_per_month"],
+            pr["committed_rate_micro_per_gpu_hour"],
+            pr["overage_rate_micro_per_gpu_hour"],
+            pr["sla_credit_micro_per_gpu_hour"],
+            pr["sla_credit_cap_percent"],
+        ),
+        notice=NoticeTerms(nt["period_s"], Ramp(nt["ramp"]), nt["given_at"]),
+        lending=LendingTerms(ln["lend_idle"], ln["limit_gpus"], ln["reclaim_grace_s"]),
+        isolation=IsolationTerms(tuple(iso["rivals"]), IsolationLevel(iso["level"])),
+        priority=raw["priority"],
+        spares_backed=raw["spares_backed"],
+    )
+
+
+def contract_to_json(c: Contract) -> str:
+    return canonical_json(contract_to_dict(c))
+
+
+def contract_from_json(text: str) -> Contract:
+    return contract_from_dict(json.loads(text))
+
+
+# -- jobs ------------------------------------------------------------------------------------
+def spec_columns(spec: JobSpec) -> dict[str, Any]:
+    """The columns of a job row that hold its spec."""
+    return {
+        "id": spec.id,
+        "tenant": spec.tenant,
+        "name": spec.name,
+        "gpus": spec.gpus,
+        "duration_s": spec.duration_s,
+        "submit_s": spec.submit_s,
+        "kind": spec.kind.value,
+        "constraint": spec.constraint.value,
+        "checkpoint_interval_s": spec.checkpoint_interval_s,
+        "priority": spec.priority,
+        "estimate_s": spec.estimate_s,
+        "accelerator": spec.accelerator,
+        "command": canonical_json(list(spec.command)),
+    }
+
+
+def spec_from_row(row: Mapping[str, Any]) -> JobSpec:
+    return JobSpec(
+        id=row["id"],
+        tenant=row["tenant"],
+        gpus=row["gpus"],
+        duration_s=row["duration_s"],
+        submit_s=row["submit_s"],
+        kind=JobKind(row["kind"]),
+        constraint=Constraint(row["constraint"]),
+        checkpoint_interval_s=row["checkpoint_interval_s"],
+        priority=row["priority"],
+        estimate_s=row["estimate_s"],
+        accelerator=row["accelerator"],
+        name=row["name"],
+        command=tuple(json.loads(row["command"])),
+    )
+
+
+def placement_columns(p: Placement | None) -> dict[str, Any]:
+    if p is None:
+        return {"nodes": None, "node_gpus": None}
+    return {"nodes": canonical_json(list(p.nodes)), "node_gpus": canonical_json(list(p.gpus))}
+
+
+def placement_from_row(row: Mapping[str, Any]) -> Placement | None:
+    if row["nodes"] is None or row["node_gpus"] is None:
+        return None
+    return Placement(tuple(json.loads(row["nodes"])), tuple(json.loads(row["node_gpus"])))
+
+
+# -- ledger ----------------------------------------------------------------------------------
+def record_columns(r: UsageRecord) -> dict[str, Any]:
+    return {
+        "job_id": r.job_id,
+        "tenant": r.tenant,
+        "gpus": r.gpus,
+        "accelerator": r.accelerator,
+        "nodes": canonical_json(list(r.nodes)),
+        "start_s": r.start_s,
+        "end_s": r.end_s,
+        "borrowed": r.borrowed,
+        "kind": r.kind,
+    }
+
+
+def record_from_row(row: Mapping[str, Any]) -> UsageRecord:
+    return UsageRecord(
+        row["job_id"],
+        row["tenant"],
+        row["gpus"],
+        row["accelerator"],
+        tuple(json.loads(row["nodes"])),
+        row["start_s"],
+        row["end_s"],
+        bool(row["borrowed"]),
+        row["kind"],
+    )
