@@ -79,6 +79,54 @@ class Report:
                 f"{r['guarantee_violation_s']:,} s, {r['guarantee_violation_jobs']} jobs",
             )
         console.print(t)
+        faults = self.extra.get("faults")
+        if faults and faults.get("enabled"):
+            ft = Table(title="Faults (GPU-hours)", show_lines=False)
+            for col in (
+                "tenant",
+                "interruptions (planned)",
+                "top causes",
+                "lost to failures",
+                "restart + checkpoint",
+                "goodput",
+                "SLA shortfall",
+            ):
+                ft.add_column(col, justify="left" if col in ("tenant", "top causes") else "right")
+            for name, r in faults["tenants"].items():
+                top = sorted(r["by_cause"].items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+                ft.add_row(
+                    name,
+                    f"{r['interruptions']:,} ({r['planned']:,})",
+                    ", ".join(f"{c} {n:,}" for c, n in top) or "-",
+                    f"{r['failure_lost_gpu_h']:,.0f}",
+                    f"{r['restart_gpu_h'] + r['checkpoint_gpu_h']:,.0f}",
+                    "-" if r["goodput"] is None else f"{r['goodput']:.1%}",
+                    f"{r['sla_shortfall_gpu_h']:,.0f}",
+                )
+            console.print(ft)
+            st = Table(title="Interruptions by job size", show_lines=False)
+            for col in ("GPUs", "interruptions", "mean time between", "suggested checkpoint"):
+                st.add_column(col, justify="right")
+            for size, b in faults["by_job_size"].items():
+                every = b.get("suggested_checkpoint_interval_s")
+                st.add_row(
+                    size,
+                    f"{b['interruptions']:,}",
+                    "-" if b["mtbi_h"] is None else _dur(b["mtbi_h"] * H),
+                    "-" if every is None else f"every {_dur(every)}",
+                )
+            console.print(st)
+            goodput = faults["cluster_goodput"]
+            console.print(
+                f"{sum(faults['node_failures_by_cause'].values()):,} node or rack failures; "
+                f"cluster goodput {'-' if goodput is None else f'{goodput:.1%}'}"
+            )
+        metering = self.extra.get("metering")
+        if metering:
+            from cotenant.metering.run import metering_text
+
+            for line in metering_text(metering):
+                console.print(line, highlight=False, markup=False)
         e = self.engine
         console.print(
             f"{e['cycles']:,} scheduling cycles, {e['decisions']:,} decisions, "

@@ -14,6 +14,7 @@ from cotenant.engine.clock import SimClock
 from cotenant.engine.core import Engine
 from cotenant.faults.injector import install as install_failures
 from cotenant.faults.injector import parse_failure_settings
+from cotenant.metering.run import UsageProbe, metering_report, parse_metering_settings
 from cotenant.model.jobs import JobSpec
 from cotenant.report import Report, build_report, fault_report
 from cotenant.scenario import Scenario
@@ -56,6 +57,8 @@ def simulate(
 ) -> tuple[Engine, Report]:
     """Run the scenario in simulated time and report."""
     engine = build_sim_engine(scenario, policy)
+    metering = parse_metering_settings(scenario.sections.get("energy"))
+    engine.site = metering.site  # its power cap binds the scheduler
     if engine_hook is not None:
         engine_hook(engine)
     failures = parse_failure_settings(scenario.sections.get("failures"), failure_scale)
@@ -69,9 +72,12 @@ def simulate(
         )
     for spec in jobs if jobs is not None else workload_of(scenario):
         engine.submit(spec)
+    probe = UsageProbe(engine)
     t0 = time.perf_counter()
-    engine.run(scenario.end_s, progress=progress)
+    engine.run(scenario.end_s, progress=probe.progress(progress))
     wall = time.perf_counter() - t0
     report = build_report(engine, scenario.name, scenario.start_s, scenario.end_s, wall)
     report.extra["faults"] = fault_report(engine, failures)
+    report.extra["metering"] = metering_report(engine, scenario, metering, probe)
+    report.series["facility_power_mw"] = report.extra["metering"]["power"]["facility_mw"]
     return engine, report

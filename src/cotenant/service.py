@@ -627,20 +627,21 @@ class Service:
         return rate_month(contract, month, self.ledger_now(tenant), cap, self.contracts.values())
 
     def invariants(self) -> list[str]:
-        """Problems with the allocation: GPUs given twice, engine and store disagreeing."""
+        """Problems with the allocation: GPUs given twice, engine and store disagreeing.
+        Holds the engine lock throughout, so both are read at the same step."""
         problems: list[str] = []
         with self.lock:
             self._drain_inbox()
             fut = self._flush()
+            if fut is not None:
+                fut.result(60)
             try:
                 self.engine.state.check_invariants()
             except InvariantBroken as e:
                 problems.append(f"engine: {e}")
             engine_running = {r.spec.id: r.placement for r in self.engine.running()}
-        if fut is not None:
-            fut.result(60)
+            stored = self.store.jobs(None, RUNNING_STATES, limit=1 << 30)
         held: dict[int, int] = {}
-        stored = self.store.jobs(None, RUNNING_STATES, limit=1 << 30)
         for r in stored:
             p = placement_from_row(r)
             if p is None:

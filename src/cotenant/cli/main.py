@@ -65,9 +65,17 @@ def simulate(
     ] = None,
     days: Annotated[float | None, typer.Option(help="simulate only this many days")] = None,
     why: Annotated[list[str] | None, typer.Option(help="explain a job's state at the end")] = None,
+    invoice: Annotated[
+        bool, typer.Option("--invoice", help="print the invoices after the report (text)")
+    ] = False,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+    failure_scale: Annotated[
+        float | None,
+        typer.Option(help="multiply the scenario's failure rates (0: no failures)"),
+    ] = None,
 ) -> None:
     """Run a scenario on the digital twin (simulated time) and report."""
+    import math
     from dataclasses import replace
 
     from cotenant.runtime import simulate as run_sim
@@ -81,6 +89,8 @@ def simulate(
         if days <= 0:
             fail("--days: must be > 0")
         sc = replace(sc, duration_s=int(days * 86_400))
+    if failure_scale is not None and not (math.isfinite(failure_scale) and failure_scale >= 0):
+        fail(f"--failure-scale: must be a finite number >= 0, got {failure_scale}")
     show = progress and not as_json and sys.stderr.isatty()
     bar = Progress(
         TextColumn("[bold]{task.description}"),
@@ -97,7 +107,7 @@ def simulate(
         def tick(t: int) -> None:
             bar.update(task, completed=t - sc.start_s, day=(t - sc.start_s) / 86_400)
 
-        engine, report = run_sim(sc, policy=policy, progress=tick)
+        engine, report = run_sim(sc, policy=policy, progress=tick, failure_scale=failure_scale)
         bar.update(task, completed=sc.duration_s, day=sc.duration_s / 86_400)
     if out is not None:
         out.write_text(json.dumps(report.to_json_dict(with_series=True), indent=2))
@@ -105,6 +115,10 @@ def simulate(
         print(json.dumps(report.to_json_dict(), indent=2))
     else:
         report.render(console)
+        if invoice:
+            from cotenant.cli.invoice import print_invoices
+
+            print_invoices(report.extra["metering"])
     for job in why or []:
         state, detail = engine.why(job)
         console.print(f"{job}: {state}" + (f" ({detail})" if detail else ""))
@@ -144,6 +158,10 @@ def scenarios() -> None:
 from cotenant.cli.replay import replay_command  # noqa: E402
 
 app.command("replay")(replay_command)
+
+from cotenant.cli.invoice import invoice_command  # noqa: E402
+
+app.command("invoice")(invoice_command)
 
 from cotenant.cli.client import (  # noqa: E402
     audit_app,

@@ -24,6 +24,7 @@ from cotenant.engine.accounting import Accounting
 from cotenant.engine.clock import Clock
 from cotenant.engine.faults import FaultHandling
 from cotenant.engine.jobs import JobRun
+from cotenant.metering.energy import SiteEnergy, topology_power_headroom
 from cotenant.metering.ledger import UsageLedger, UsageRecord
 from cotenant.model.contracts import Contract
 from cotenant.model.errors import Conflict, NotFound, SpecError
@@ -70,6 +71,7 @@ class Engine(FaultHandling):
         self.tick_s = tick_s
         self.jobs: dict[str, JobRun] = {}
         self.ledger = UsageLedger()
+        self.site: SiteEnergy | None = None  # set by the composition root; its power cap binds
         self.sinks: list[DecisionSink] = []
         self.acct = Accounting(clock.now(), topo.total_gpus, sample_step_s)
         self._capacity = topo.capacity_by_kind()
@@ -273,6 +275,7 @@ class Engine(FaultHandling):
             owned_by_priority=self.owned_by_priority,
             borrowed_gpus=self.borrowed,
             rivals=self._rivals,
+            power_headroom_gpus=topology_power_headroom(self.site, self.topo, self.state),
         )
 
     def cycle(self, now: int) -> Decisions:

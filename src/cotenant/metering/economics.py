@@ -131,7 +131,35 @@ def deal_economics(
         revenue[inv.tenant] = revenue.get(inv.tenant, 0) + inv.total_cents
         used[inv.tenant] = used.get(inv.tenant, 0) + inv.used_gpu_seconds
         entitled[inv.tenant] = entitled.get(inv.tenant, 0) + inv.entitled_gpu_seconds
+    return economics_from_totals(
+        revenue,
+        used,
+        entitled,
+        energy,
+        site,
+        cluster_gpus_by_kind,
+        catalogue,
+        fixed_cost_micro_per_gpu_hour,
+    )
 
+
+def economics_from_totals(
+    revenue: Mapping[str, int],
+    used: Mapping[str, int],
+    entitled: Mapping[str, int],
+    energy: EnergyReport,
+    site: SiteEnergy,
+    cluster_gpus_by_kind: Mapping[str, int],
+    catalogue: Mapping[str, AcceleratorKind] = CATALOGUE,
+    fixed_cost_micro_per_gpu_hour: int = 0,
+) -> DealEconomics:
+    """``deal_economics`` from per-tenant totals over the energy report's horizon: revenue
+    in cents, used and entitled GPU-seconds (keys of ``revenue``; the others default to 0).
+    For a run that covers part of a month, pass the revenue accrued over the run."""
+    if fixed_cost_micro_per_gpu_hour < 0:
+        raise SpecError("fixed_cost_micro_per_gpu_hour", "must be >= 0")
+    used = {t: used.get(t, 0) for t in revenue}
+    entitled = {t: entitled.get(t, 0) for t in revenue}
     tenants = tuple(
         TenantEconomics(
             tenant=t,

@@ -27,7 +27,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from fractions import Fraction
-from typing import TypeVar, overload
+from typing import TYPE_CHECKING, TypeVar, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -36,6 +36,10 @@ from cotenant.metering.ledger import UsageLedger, clip
 from cotenant.metering.money import micro_to_cents
 from cotenant.model.accelerators import CATALOGUE, AcceleratorKind
 from cotenant.model.errors import SpecError
+
+if TYPE_CHECKING:
+    from cotenant.cluster.state import ClusterState
+    from cotenant.cluster.topology import Topology
 
 OWNER_UNALLOCATED = "unallocated"
 J_PER_KWH = 3_600_000
@@ -131,6 +135,65 @@ def gpu_hour_power_cost_micro(kind: AcceleratorKind, site: SiteEnergy, busy: boo
     micro-dollars: ``(W_gpu + overhead / gpus_per_node) / 1000 * PUE * price``."""
     watts = _per_gpu_watts(kind, site, busy)
     return watts / 1000 * _exact(site.pue) * site.power_price_micro_per_kwh
+
+
+def busy_gpu_headroom(
+    site: SiteEnergy, kind: AcceleratorKind, busy_gpus: int, total_gpus: int, nodes: int
+) -> int | None:
+    """How many more GPUs of one kind may turn busy before facility power passes the
+    site cap: the largest ``n >= 0`` with
+    ``PUE * ((busy + n) * busy_watts + (total - busy - n) * idle_watts
+    + nodes * node_overhead_watts) <= cap``. Every node counts as powered on. Exact
+    (``Fraction``); None when the site has no cap."""
+    return power_headroom_gpus(
+        site, {kind.name: (total_gpus, nodes)}, {kind.name: busy_gpus}, {kind.name: kind}
+    )
+
+
+def power_headroom_gpus(
+    site: SiteEnergy,
+    installed: Mapping[str, tuple[int, int]],
+    busy_by_kind: Mapping[str, int],
+    catalogue: Mapping[str, AcceleratorKind] = CATALOGUE,
+) -> int | None:
+    """``busy_gpu_headroom`` for a cluster of several kinds: ``installed`` maps a kind to
+    its (GPUs, nodes), ``busy_by_kind`` to its busy GPUs. The headroom is counted in GPUs
+    of the kind whose busy step (busy - idle watts) is largest, so it is safe whichever
+    kind the next GPUs are (conservative on a mixed cluster). None when there is no cap."""
+    if site.power_cap_mw is None:
+        return None
+    base = Fraction(0)  # IT watts now: every GPU idle, every node on, plus the busy steps
+    step = 0
+    for name, (gpus, nodes) in sorted(installed.items()):
+        kind = _kind(catalogue, name, f"installed[{name!r}]")
+        busy = busy_by_kind.get(name, 0)
+        base += gpus * kind.idle_watts + nodes * site.node_overhead_watts
+        base += busy * (kind.busy_watts - kind.idle_watts)
+        if gpus > 0:
+            step = max(step, kind.busy_watts - kind.idle_watts)
+    room = _exact(site.power_cap_mw) * 1_000_000 / _exact(site.pue) - base
+    if room < 0:
+        return 0
+    if step <= 0:
+        return sum(g for g, _ in installed.values()) - sum(busy_by_kind.values())
+    return math.floor(room / step)
+
+
+def topology_power_headroom(
+    site: SiteEnergy | None, topo: Topology, state: ClusterState
+) -> int | None:
+    """``power_headroom_gpus`` for a live cluster: GPUs held in ``state`` are busy (the
+    engine's snapshot hook; design doc 0005, "Site power cap"). None without a site or cap."""
+    if site is None or site.power_cap_mw is None:
+        return None
+    held = state.tenant_gpus.sum(axis=0)
+    installed: dict[str, tuple[int, int]] = {}
+    busy: dict[str, int] = {}
+    for k, name in enumerate(topo.kinds):
+        mask = topo.node_kind == k
+        installed[name] = (int(topo.node_gpus[mask].sum()), int(mask.sum()))
+        busy[name] = int(held[mask].sum())
+    return power_headroom_gpus(site, installed, busy)
 
 
 @dataclass(frozen=True, slots=True)

@@ -103,6 +103,12 @@ def parse_price_terms(mapping: Mapping[str, object], field: str = "price") -> Pr
     )
 
 
+def parse_usd(value: object, field: str, places: int) -> int:
+    """A non-negative USD amount, exact, scaled by ``10**places`` (2: cents, 6:
+    micro-dollars); read like the price terms, never rounded. ``SpecError`` names ``field``."""
+    return _parse_amount(value, field, places)
+
+
 def _parse_kind(mapping: Mapping[str, object], field: str) -> PriceKind:
     raw = mapping.get("kind")
     if raw is None:

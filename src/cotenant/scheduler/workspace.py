@@ -35,6 +35,7 @@ class Workspace:
         self._kind_mask: dict[str | None, np.ndarray] = {}
         self._blocked: dict[tuple[int, str], np.ndarray | None] = {}
         self._failed: dict[tuple[int, str, str | None, int, int], int] = {}
+        self.cache: dict[str, object] = {}  # per-cycle memos a policy may keep here
         for tenant, p in reclaiming:
             self.release_future(tenant, p)
 

@@ -1,13 +1,15 @@
-"""Steps shared by policies: rejecting the impossible, backfill shadows."""
+"""Steps shared by policies: rejecting the impossible, backfill shadows, the power budget."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+from cotenant.cluster.state import Placement
 from cotenant.model.jobs import JobSpec
-from cotenant.scheduler.decisions import Decisions, Reason, Reject
+from cotenant.scheduler.decisions import Decisions, Reason, Reject, Wait
 from cotenant.scheduler.placement import could_ever_fit
 from cotenant.scheduler.snapshot import RunningJob, Snapshot
+from cotenant.scheduler.workspace import Workspace
 
 
 def reject_if_impossible(snap: Snapshot, job: JobSpec, out: Decisions) -> bool:
@@ -36,3 +38,41 @@ def shadow(
 
 def capacity_by_kind(snap: Snapshot) -> dict[str | None, int]:
     return snap.state.topo.capacity_by_kind()
+
+
+class PowerBudget:
+    """The snapshot's power headroom (``Snapshot.power_headroom_gpus``) as a budget of GPUs
+    that may start this cycle; ``left`` is None when the site has no power cap.
+
+    Before a placement a policy asks ``allows(gpus)``; after it, ``spend(gpus)``; a job that
+    does not fit the budget is not placed and waits with ``HELD_FOR_POWER`` (``hold``).
+    ``held`` counts those jobs this cycle."""
+
+    __slots__ = ("held", "left")
+
+    def __init__(self, headroom_gpus: int | None) -> None:
+        self.left = headroom_gpus
+        self.held = 0
+
+    def allows(self, gpus: int) -> bool:
+        return self.left is None or gpus <= self.left
+
+    def spend(self, gpus: int) -> None:
+        if self.left is not None:
+            self.left -= gpus
+
+    def hold(self, job_id: str, out: Decisions, promise: Placement | None = None) -> None:
+        self.held += 1
+        out.waits.append(Wait(job_id, Reason.HELD_FOR_POWER, self.detail(), promise))
+
+    def detail(self) -> str:
+        return f"{max(0, self.left or 0):,} GPUs of power headroom under the site cap"
+
+
+def power_budget(ws: Workspace) -> PowerBudget:
+    """This cycle's power budget, kept with the policy's workspace (one per ``decide``)."""
+    got = ws.cache.get("power-budget")
+    if not isinstance(got, PowerBudget):
+        got = PowerBudget(ws.snap.power_headroom_gpus)
+        ws.cache["power-budget"] = got
+    return got

@@ -13,6 +13,9 @@ The cycle, in order:
    no contract covers is lent to the remaining jobs, tenants taking turns in
    proportion to their commitment (the least served, relative to commitment, next).
    Borrowed GPUs can be taken back at any time with the grace period.
+Under a site power cap (``Snapshot.power_headroom_gpus``) every start spends the
+cycle's power budget; a job that would exceed it waits (held-for-power), keeping
+any promised room, and once entitled demand is held for power nothing is lent.
 """
 
 from __future__ import annotations
@@ -20,13 +23,15 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import defaultdict
+from collections.abc import Callable, Iterator
+from typing import cast
 
 from cotenant.cluster.state import Placement
 from cotenant.model.jobs import JobSpec
 from cotenant.scheduler.decisions import Decisions, Place, Reason, Reclaim, Wait
-from cotenant.scheduler.placement import find_placement
+from cotenant.scheduler.placement import find_placement, level_range
 from cotenant.scheduler.policies import register
-from cotenant.scheduler.policies.common import reject_if_impossible, shadow
+from cotenant.scheduler.policies.common import power_budget, reject_if_impossible, shadow
 from cotenant.scheduler.snapshot import PendingJob, RunningJob, Snapshot, blocked_nodes
 from cotenant.scheduler.workspace import Workspace
 
@@ -57,8 +62,12 @@ class ContractPolicy:
             assert p is not None
             if self._room(snap, headroom, job) < job.gpus:
                 continue
-            if ws.still_fits(job, p, now=True):
+            if ws.still_fits(job, p, now=True) and not power_budget(ws).allows(job.gpus):
+                ws.promise(job.tenant, p)
+                power_budget(ws).hold(job.id, out, p)
+            elif ws.still_fits(job, p, now=True):
                 ws.commit_now(job.tenant, p)
+                power_budget(ws).spend(job.gpus)
                 out.places.append(Place(job.id, p, Reason.PLACED_OWN, borrowed=False))
             elif ws.still_fits(job, p, now=False):
                 ws.promise(job.tenant, p)
@@ -150,8 +159,12 @@ class ContractPolicy:
     ) -> bool:
         """Start or promise room for a job inside its entitlement. True if room is held."""
         p = ws.try_now(job)
+        if p is not None and not power_budget(ws).allows(job.gpus):
+            power_budget(ws).hold(job.id, out)
+            return False
         if p is not None:
             ws.commit_now(job.tenant, p)
+            power_budget(ws).spend(job.gpus)
             out.places.append(Place(job.id, p, Reason.PLACED_OWN, borrowed=False))
             return True
         p = ws.try_future(job)
@@ -192,45 +205,62 @@ class ContractPolicy:
     ) -> tuple[list[RunningJob], Placement | None]:
         """Victims whose release makes the gang fit, least work lost first: other tenants'
         borrowed runs; with ``own_lower`` also the tenant's own runs of lower priority."""
-        cands = [
-            r
-            for r in snap.running
-            if r.spec.id not in taken
-            and (
-                (r.borrowed and r.tenant != job.tenant)
-                or (own_lower and r.tenant == job.tenant and r.spec.priority < job.priority)
-            )
-        ]
-        if not cands:
+        lo, hi = level_range(snap.state.topo, job.gpus, job.constraint)
+        memo = cast(dict[tuple[object, ...], int], ws.cache.setdefault("victim-fail", {}))
+        mkey = (job.tenant, job.accelerator, own_lower, int(lo), int(hi), job.priority)
+        if job.gpus >= memo.get(mkey, 1 << 60):
             return [], None
-        cands.sort(
-            key=lambda r: (r.work_since_checkpoint_s(snap.now) * r.gpus, -r.start_s, r.spec.id)
+        borrowed, own = self._victim_pools(snap, ws)
+        # Upper bound first (O(1)): free room plus every candidate's GPUs.
+        bound = ws.free_gpus(job.tenant, job.accelerator) + sum(
+            g for t, g in snap.borrowed_gpus.items() if t != job.tenant
         )
+        if own_lower:
+            below = snap.owned_by_priority.get(job.tenant, {})
+            extra = sum(g for prio, g in below.items() if prio < job.priority)
+            if not extra:
+                return [], None
+            bound += extra
+        if bound < job.gpus:
+            memo[mkey] = min(memo.get(mkey, 1 << 60), job.gpus)
+            return [], None
+        others = (r for r in borrowed if r.tenant != job.tenant and r.spec.id not in taken)
+        pool: Iterator[RunningJob] = others
+        if own_lower:
+            mine = (
+                r
+                for r in own.get(job.tenant, ())
+                if r.spec.priority < job.priority and r.spec.id not in taken
+            )
+            pool = heapq.merge(others, mine, key=self._victim_key(snap.now))
         base = ws.future if ws.future is not None else ws.now
         scratch = base.copy()
         rivals = snap.rivals
         usable = ws._base(job.accelerator)  # healthy, right kind; rivals are re-checked below
-        released = 0
+        cands: list[RunningJob] = []
         batch = 1
         p: Placement | None = None
-        while released < len(cands):
-            for v in cands[released : released + batch]:
-                scratch.release(v.tenant, v.placement)
-            released = min(len(cands), released + batch)
+        while True:
+            chunk = list(itertools.islice(pool, batch))
+            if not chunk:
+                break
+            scratch.release_many([(v.tenant, v.placement) for v in chunk])
+            cands.extend(chunk)
             batch *= 2
             blocked = blocked_nodes(scratch, job.tenant, rivals)
             elig = usable if blocked is None else usable & ~blocked
             p = find_placement(scratch.topo, scratch.free, elig, job.gpus, job.constraint)
             if p is not None:
                 break
+        released = len(cands)
         if p is None:
+            memo[mkey] = min(memo.get(mkey, 1 << 60), job.gpus)
             return [], None
         chosen_nodes = set(p.nodes)
         needed = [v for v in cands[:released] if chosen_nodes.intersection(v.placement.nodes)]
         # Re-check with only the overlapping victims (rack isolation may need more).
         trial = base.copy()
-        for v in needed:
-            trial.release(v.tenant, v.placement)
+        trial.release_many([(v.tenant, v.placement) for v in needed])
         blocked = blocked_nodes(trial, job.tenant, rivals)
         elig = usable if blocked is None else usable & ~blocked
         q = find_placement(trial.topo, trial.free, elig, job.gpus, job.constraint)
@@ -238,6 +268,27 @@ class ContractPolicy:
             return cands[:released], p
         # Overlapping victims suffice; keep placement consistent with the trial view.
         return needed, q
+
+    @staticmethod
+    def _victim_key(now: int) -> Callable[[RunningJob], tuple[int, int, str]]:
+        return lambda r: (r.work_since_checkpoint_s(now) * r.gpus, -r.start_s, r.spec.id)
+
+    def _victim_pools(
+        self, snap: Snapshot, ws: Workspace
+    ) -> tuple[list[RunningJob], dict[str, list[RunningJob]]]:
+        """Borrowed runs, and owned runs per tenant, sorted by the victim order; built once
+        per cycle."""
+        got = ws.cache.get("victim-pools")
+        if got is None:
+            key = self._victim_key(snap.now)
+            live = [r for r in snap.running if not r.reclaiming]
+            borrowed = sorted((r for r in live if r.borrowed), key=key)
+            own: dict[str, list[RunningJob]] = defaultdict(list)
+            for r in sorted((r for r in live if not r.borrowed), key=key):
+                own[r.tenant].append(r)
+            got = (borrowed, own)
+            ws.cache["victim-pools"] = got
+        return cast(tuple[list[RunningJob], dict[str, list[RunningJob]]], got)
 
     # -- step 2 ---------------------------------------------------------------------------
     def _lend(
@@ -280,6 +331,12 @@ class ContractPolicy:
             acc = list(itertools.accumulate((pj.spec.gpus for pj in reversed(q)), min))
             suffix_min[t] = [*acc[::-1], 0]
         free_total = int(ws._free(0)[ws.now.usable()].sum())
+        power = power_budget(ws)
+        if power.held or not power.allows(1):
+            # Entitled demand waits for power, or none is left: nothing is lent this cycle.
+            for t in queues:
+                out.tenant_waits[t] = Wait("", Reason.HELD_FOR_POWER, power.detail())
+            return
         while heap:
             _, t = heapq.heappop(heap)
             q = queues[t]
@@ -311,11 +368,15 @@ class ContractPolicy:
                 if job.gpus > free_total or ws.known_not_to_fit(job):
                     out.waits.append(Wait(job.id, Reason.OVER_ENTITLEMENT, "no lendable room fits"))
                     continue
+                if not power.allows(job.gpus):
+                    power.hold(job.id, out)
+                    continue
                 p = ws.try_now(job)
                 if p is None:
                     out.waits.append(Wait(job.id, Reason.OVER_ENTITLEMENT, "no lendable room fits"))
                     continue
                 ws.commit_now(job.tenant, p)
+                power.spend(job.gpus)
                 out.places.append(Place(job.id, p, Reason.PLACED_BORROWED, borrowed=True))
                 budget -= job.gpus
                 free_total -= job.gpus

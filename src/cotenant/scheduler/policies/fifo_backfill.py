@@ -5,13 +5,15 @@
    jobs are expected to end (by GPU count).
 3. Later jobs start only if they fit now and either end before that time or use
    only GPUs the reserved job will not need.
+Under a site power cap a job that fits but would exceed the power budget waits
+(held-for-power); the first such job takes the reservation, counted in power.
 """
 
 from __future__ import annotations
 
 from cotenant.scheduler.decisions import Decisions, Place, Reason, Wait
 from cotenant.scheduler.policies import register
-from cotenant.scheduler.policies.common import reject_if_impossible, shadow
+from cotenant.scheduler.policies.common import PowerBudget, reject_if_impossible, shadow
 from cotenant.scheduler.snapshot import Snapshot
 from cotenant.scheduler.workspace import Workspace
 
@@ -25,6 +27,7 @@ class FifoBackfill:
     def decide(self, snap: Snapshot) -> Decisions:
         out = Decisions()
         ws = Workspace(snap)
+        power = PowerBudget(snap.power_headroom_gpus)
         free_total = int(ws.now.free[ws.now.usable()].sum())
         reserve_until: int | None = None
         reserved = False
@@ -49,8 +52,15 @@ class FifoBackfill:
                     continue
             cannot = job.gpus > free_total or ws.known_not_to_fit(job)
             p = None if cannot else ws.try_now(job)
+            if p is not None and not power.allows(job.gpus):
+                power.hold(job.id, out)
+                if not reserved:
+                    reserved = True
+                    reserve_until, extra = shadow(snap.now, job.gpus, power.left or 0, snap.running)
+                continue
             if p is not None:
                 ws.commit_now(job.tenant, p)
+                power.spend(job.gpus)
                 free_total -= job.gpus
                 out.places.append(
                     Place(job.id, p, Reason.BACKFILLED if reserved else Reason.PLACED)

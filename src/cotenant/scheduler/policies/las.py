@@ -38,7 +38,9 @@ same queue never preempt each other (two jobs cannot take turns forever).
 The policy sees only the snapshot, so the checkpoint write time is a constructor
 argument whose default (60 s) matches the engine's default.
 
-Contracts are ignored except isolation (rivals never share a node).
+Contracts are ignored except isolation (rivals never share a node). Under a site
+power cap a job that would exceed the power budget waits (held-for-power) and
+keeps any promised room; LAS does not preempt for power.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ from cotenant.model.jobs import JobSpec
 from cotenant.scheduler.decisions import Decisions, Place, Reason, Reclaim, Wait
 from cotenant.scheduler.placement import find_placement, level_range
 from cotenant.scheduler.policies import register
-from cotenant.scheduler.policies.common import reject_if_impossible
+from cotenant.scheduler.policies.common import PowerBudget, reject_if_impossible
 from cotenant.scheduler.snapshot import PendingJob, RunningJob, Snapshot, blocked_nodes
 from cotenant.scheduler.workspace import Workspace
 
@@ -111,6 +113,7 @@ class LeastAttainedService:
         reclaiming = [r for r in snap.running if r.reclaiming]
         ws = Workspace(snap, ((r.tenant, r.placement) for r in reclaiming))
         victims = _Victims(self, snap)
+        power = PowerBudget(snap.power_headroom_gpus)
         done: set[str] = set()
         # 1. Promises are kept while the room is still there.
         promised = sorted(
@@ -120,8 +123,12 @@ class LeastAttainedService:
         for pj in promised:
             job, p = pj.spec, pj.promise
             assert p is not None
-            if ws.still_fits(job, p, now=True):
+            if ws.still_fits(job, p, now=True) and not power.allows(job.gpus):
+                ws.promise(job.tenant, p)
+                power.hold(job.id, out, p)
+            elif ws.still_fits(job, p, now=True):
                 ws.commit_now(job.tenant, p)
+                power.spend(job.gpus)
                 out.places.append(Place(job.id, p, Reason.PLACED))
             elif ws.still_fits(job, p, now=False):
                 ws.promise(job.tenant, p)
@@ -148,8 +155,12 @@ class LeastAttainedService:
                 break
             if free_total > 0 and job.gpus <= free_total and not ws.known_not_to_fit(job):
                 p = ws.try_now(job)
+                if p is not None and not power.allows(job.gpus):
+                    power.hold(job.id, out)
+                    continue
                 if p is not None:
                     ws.commit_now(job.tenant, p)
+                    power.spend(job.gpus)
                     free_total -= job.gpus
                     out.places.append(Place(job.id, p, Reason.PLACED))
                     continue

@@ -12,14 +12,15 @@ optimistic reference point for a non-preemptive policy, not something to deploy.
 
 Short-cuts shared with ``fifo-backfill``: stop when no GPU is free, and skip a
 gang no smaller than one that already failed this cycle (``Workspace``).
-Contracts are ignored except isolation (rivals never share a node).
+Contracts are ignored except isolation (rivals never share a node). Under a site
+power cap a job that would exceed the power budget waits (held-for-power).
 """
 
 from __future__ import annotations
 
 from cotenant.scheduler.decisions import Decisions, Place, Reason, Wait
 from cotenant.scheduler.policies import register
-from cotenant.scheduler.policies.common import reject_if_impossible
+from cotenant.scheduler.policies.common import PowerBudget, reject_if_impossible
 from cotenant.scheduler.snapshot import PendingJob, Snapshot
 from cotenant.scheduler.workspace import Workspace
 
@@ -39,6 +40,7 @@ class ShortestJobFirst:
     def decide(self, snap: Snapshot) -> Decisions:
         out = Decisions()
         ws = Workspace(snap)
+        power = PowerBudget(snap.power_headroom_gpus)
         free_total = int(ws.now.free[ws.now.usable()].sum())
         for pj in sorted(snap.pending, key=sjf_key):
             job = pj.spec
@@ -55,7 +57,11 @@ class ShortestJobFirst:
             if p is None:
                 out.waits.append(Wait(job.id, Reason.NO_CAPACITY, "shorter jobs first"))
                 continue
+            if not power.allows(job.gpus):
+                power.hold(job.id, out)
+                continue
             ws.commit_now(job.tenant, p)
+            power.spend(job.gpus)
             free_total -= job.gpus
             out.places.append(Place(job.id, p, Reason.PLACED))
         return out
