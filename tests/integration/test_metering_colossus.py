@@ -2,7 +2,7 @@
 facility power against the 150 MW cap.
 
 Three days from 2026-10-01 on the full 100,000-GPU cluster, with the scenario's own
-contracts, failures, energy figures and workload generators, the small experiments
+contracts, failure settings, energy figures and workload generators, the small experiments
 thinned tenfold (the full stream of 19,000 takes minutes to schedule; none of the
 figures checked here depends on how many small jobs there are).
 

@@ -64,12 +64,12 @@ from cotenant.model.accelerators import CATALOGUE
 from cotenant.model.contracts import Contract, PriceKind
 from cotenant.model.errors import SpecError
 from cotenant.model.jobs import JobState
+from cotenant.scheduler.decisions import Reason
 
 if TYPE_CHECKING:
     from cotenant.engine.core import Engine
     from cotenant.scenario import Scenario
 
-HELD_FOR_POWER = "held-for-power"  # scheduler.decisions.Reason.HELD_FOR_POWER
 _MICRO_PLACES = 6
 
 
@@ -356,7 +356,7 @@ def metering_report(
     held = sorted(
         r.id
         for r in engine.jobs.values()
-        if r.state is JobState.PENDING and r.reason == HELD_FOR_POWER
+        if r.state is JobState.PENDING and r.reason == Reason.HELD_FOR_POWER.value
     )
     return {
         "start_s": h0,
