@@ -8,6 +8,9 @@ Figures (each only when the reports carry the data):
    the healthy capacity, for one policy (the first unless ``stack_policy`` says).
 3. CDFs of job completion time and of queueing delay, one line per policy
    (``series["jct_s"]``, ``series["queue_delay_s"]`` from replays).
+4. Facility power over time against the site cap, one line per policy
+   (``extra["metering"]["power"]``: metered runs, i.e. ``simulate`` and a replay with
+   ``--html`` or ``--invoice``); the caption gives each peak against the cap.
 """
 
 from __future__ import annotations
@@ -78,6 +81,7 @@ def render_html(reports: Sequence[Report], title: str, *, stack_policy: str | No
             stacked_figure(_pick(reports, stack_policy)) if reports else None,
         ),
         ("Job completion time and queueing delay (CDF)", cdf_figure(reports)),
+        (power_caption(reports), power_figure(reports)),
     ]
     for caption, png in figures:
         if png is not None:
@@ -217,6 +221,61 @@ def cdf_figure(reports: Sequence[Report]) -> str | None:
     axes[1].set_title("zero delays are drawn at 1 s", fontsize=9)
     fig.tight_layout()
     return _png(fig)
+
+
+def _power(r: Report) -> dict[str, Any] | None:
+    """The metering section's power table, if it has a series to draw."""
+    p = (r.extra.get("metering") or {}).get("power")
+    return p if p and len(p.get("facility_mw", [])) > 1 else None
+
+
+def power_caption(reports: Sequence[Report]) -> str:
+    """The power figure's heading, with each policy's exact peak against the cap."""
+    peaks = []
+    for r in reports:
+        p = _power(r)
+        if p is None:
+            continue
+        cap = p["cap_mw"]
+        against = "no cap" if cap is None else f"cap {cap:g} MW, {p['peak_share_of_cap']:.0%}"
+        peaks.append(f"{r.policy}: peak {p['peak_facility_mw']:.4g} MW ({against})")
+    return "Facility power against the site cap" + (f" ({'; '.join(peaks)})" if peaks else "")
+
+
+def power_figure(reports: Sequence[Report]) -> str | None:
+    fig = power_plot(reports)
+    return None if fig is None else _png(fig)
+
+
+def power_plot(reports: Sequence[Report]) -> Any:
+    """Facility power at the report's sample times (dots joined by lines: samples, not
+    the exact step function; the caption has the exact peak), one line per policy, and
+    the site cap as a dashed red line (none when the site has no cap). A matplotlib
+    figure, or None when no report has a power series."""
+    drawn = [(r, p) for r in reports if (p := _power(r)) is not None]
+    if not drawn:
+        return None
+    span = max((p["series_times"][-1] - r.start_s) / 3600.0 for r, p in drawn)
+    k = _scale(span)
+    fig, ax = plt.subplots(figsize=(10, 3.6))
+    top = 0.0
+    for r, p in drawn:
+        x = (np.asarray(p["series_times"], dtype=np.float64) - r.start_s) / 3600.0 / k
+        ax.plot(x, p["facility_mw"], lw=1.3, marker=".", ms=3, label=r.policy)
+        top = max(top, float(p["peak_facility_mw"]))
+    caps = sorted({float(p["cap_mw"]) for _, p in drawn if p["cap_mw"] is not None})
+    for cap in caps:
+        ax.axhline(cap, color="red", ls="--", lw=1.5, label=f"site cap {cap:g} MW")
+        top = max(top, cap)
+    ax.set_ylim(0, top * 1.1 if top > 0 else 1.0)
+    step = drawn[0][0].series.get("step_s")
+    ax.set_ylabel("facility power (MW)" + (f", sampled every {step / 3600:g} h" if step else ""))
+    ax.set_xlabel(_time_axis(span))
+    if not caps:
+        ax.set_title("no power cap set for the site", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    return fig
 
 
 # -- tables -----------------------------------------------------------------------------------

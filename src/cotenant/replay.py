@@ -11,7 +11,14 @@ A :class:`~cotenant.traces.Trace` becomes a :class:`~cotenant.scenario.Scenario`
   becomes a fixed commitment for the whole replay (tenants without a quota get
   no contract and only borrow; no isolation);
 - start: the first submission; horizon: until every job has ended (or was
-  rejected), with a safety cap.
+  rejected), with a safety cap;
+- prices (for invoices; they do not change a decision): a trace carries none, so each
+  commitment gets :data:`REPLAY_PRICE` unless a price-terms file
+  (:func:`load_price_terms`) says otherwise.
+
+Metered on request (``meter``): the report gets the ``metering`` section a simulated
+run has (invoices per tenant and month, energy, power over time, economics), with each
+commitment billed from the first submission to the end of the replay.
 
 Each policy runs in the same process on the same jobs, one engine after the
 other, and gets a :class:`~cotenant.report.Report` with replay figures in
@@ -26,8 +33,8 @@ import re
 import time
 import tomllib
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +43,9 @@ import numpy as np
 from cotenant.cluster.presets import PRESETS, preset
 from cotenant.cluster.topology import ClusterSpec, NodeGroup, Topology
 from cotenant.engine.core import Engine
-from cotenant.model.contracts import Commitment, Contract, Tenant
+from cotenant.metering.run import MeteringSettings, UsageProbe, metering_report
+from cotenant.metering.terms import parse_price_terms
+from cotenant.model.contracts import Commitment, Contract, PriceKind, PriceTerms, Tenant
 from cotenant.model.errors import SpecError
 from cotenant.model.jobs import JobSpec, JobState
 from cotenant.model.time import DAY
@@ -56,6 +65,17 @@ RACKS_PER_BLOCK = 8
 HEADROOM = 1.25
 
 ProgressFn = Callable[[str, int, int, int], None]  # (policy, now_s, ended jobs, total jobs)
+
+# What a commitment costs when the trace has no prices (Philly's virtual clusters were
+# internal teams and paid nothing per hour). Illustrative 2025-26 H100 rental prices from
+# ../shared/data/README.md ("about $2-4 per GPU-hour on demand, one-year reservations
+# 35-40% lower"): overage at the on-demand midpoint, $3.00; the commitment at a one-year
+# reservation, 37.5% (the midpoint of 35-40%) below it, $1.875. No SLA credit.
+REPLAY_PRICE = PriceTerms(
+    kind=PriceKind.RATE,
+    committed_rate_micro_per_gpu_hour=1_875_000,
+    overage_rate_micro_per_gpu_hour=3_000_000,
+)
 
 
 # -- the cluster ------------------------------------------------------------------------------
@@ -182,6 +202,62 @@ def select_jobs(
     return replace(trace, jobs=jobs, notes=tuple(notes))
 
 
+# -- prices -----------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ReplayPrices:
+    """The price terms of a replay's commitments: ``default`` for every tenant with a
+    commitment, unless ``tenants`` has terms of its own (which replace the default whole;
+    they are not merged with it). ``source`` names where they came from."""
+
+    default: PriceTerms = REPLAY_PRICE
+    tenants: Mapping[str, PriceTerms] = field(default_factory=dict)
+    source: str = "built-in (REPLAY_PRICE)"
+
+    def of(self, tenant: str) -> PriceTerms:
+        return self.tenants.get(tenant, self.default)
+
+
+_PRICE_FILE_KEYS = ("price", "tenants")
+
+
+def load_price_terms(path: str | Path) -> ReplayPrices:
+    """A price-terms file for a replay (TOML)::
+
+        [price]                       # every commitment without a table of its own
+        committed_rate_per_gpu_hour = "1.95"
+        overage_rate_per_gpu_hour = "3.20"
+        [tenants.6214e9]              # this tenant's terms, in full (not merged)
+        flat_fee_per_month = 250000
+
+    Each table takes the keys of a scenario's ``price`` table (``metering/terms.py``); an
+    absent ``[price]`` keeps :data:`REPLAY_PRICE`. Errors name the file and the field,
+    e.g. ``tenants.6214e9.flat_fee_per_month``."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError("--price-terms", f"price-terms file not found: {path}")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError("toml", str(e), str(path)) from None
+    except UnicodeDecodeError:
+        raise SpecError("toml", "not a UTF-8 text file", str(path)) from None
+    try:
+        for key in raw:
+            if key not in _PRICE_FILE_KEYS:
+                raise SpecError(key, f"unknown table; valid: {', '.join(_PRICE_FILE_KEYS)}")
+        default = parse_price_terms(raw["price"], "price") if "price" in raw else REPLAY_PRICE
+        tables = raw.get("tenants", {})
+        if not isinstance(tables, dict):
+            raise SpecError("tenants", "expected tables [tenants.<name>] of price terms")
+        tenants = {
+            str(name): parse_price_terms(table, f"tenants.{name}")
+            for name, table in sorted(tables.items())
+        }
+    except SpecError as e:
+        raise SpecError(e.field, e.problem, str(path)) from None
+    return ReplayPrices(default, tenants, str(path))
+
+
 # -- the scenario -----------------------------------------------------------------------------
 def safety_cap_s(jobs: Sequence[JobSpec], restart_cost_s: int) -> int:
     """A horizon no sane replay reaches: the last submission plus twice the jobs' serial
@@ -199,9 +275,11 @@ def replay_scenario(
     tenants_from_trace: bool = False,
     restart_cost_s: int = 600,
     checkpoint_write_s: int = 60,
+    prices: ReplayPrices | None = None,
 ) -> Scenario:
     """The scenario a replay runs: the trace's tenants on ``cluster`` from the first
-    submission; with ``tenants_from_trace``, each quota is a fixed commitment."""
+    submission; with ``tenants_from_trace``, each quota is a fixed commitment at the
+    price terms ``prices`` gives it (default :data:`REPLAY_PRICE`)."""
     if not trace.jobs:
         raise SpecError("trace", "no jobs to replay (check --start/--end/--limit)")
     start = trace.jobs[0].submit_s
@@ -216,12 +294,23 @@ def replay_scenario(
             f"the trace's quotas add up to {committed:,} GPUs, more than the cluster's "
             f"{cluster.total_gpus:,}; give a larger --cluster or leave the quotas out",
         )
+    prices = prices or ReplayPrices()
+    for name in prices.tenants:
+        if name not in quotas:
+            with_one = ", ".join(sorted(quotas)) or "none (give --tenants-from-trace)"
+            raise SpecError(
+                f"tenants.{name}",
+                f"no commitment in this replay to price; tenants with one: {with_one}",
+                prices.source,
+            )
     tenants = []
     for name in sorted(set(trace.tenants) | set(quotas)):
         q = quotas.get(name)
         contract = None
         if q is not None:
-            contract = Contract(name, start, start + cap + 1, Commitment(gpus=q))
+            contract = Contract(
+                name, start, start + cap + 1, Commitment(gpus=q), price=prices.of(name)
+            )
         tenants.append(Tenant(name, name, contract))
     return Scenario(
         name=trace.name,
@@ -277,13 +366,19 @@ def run_policy(
     policy: str,
     progress: ProgressFn | None = None,
     hook: Callable[[Engine], None] | None = None,
+    meter: MeteringSettings | None = None,
 ) -> tuple[Engine, Report]:
     """Replay ``jobs`` under one policy until all have ended; report with replay figures.
-    ``hook`` sees the engine before the jobs are submitted (e.g. to add an event sink)."""
+    ``hook`` sees the engine before the jobs are submitted (e.g. to add an event sink).
+    With ``meter`` the report has a ``metering`` section, as a simulated run's."""
     topo = Topology(scenario.cluster)
     engine = build_sim_engine(scenario, policy, topo)
     if hook is not None:
         hook(engine)
+    probe = None
+    if meter is not None:
+        engine.site = meter.site  # as in a simulated run: a power cap binds the scheduler
+        probe = UsageProbe(engine)
     track = _Progress(len(jobs), jobs[-1].submit_s if jobs else scenario.start_s, scenario.end_s)
     engine.sinks.append(track.sink)
     for spec in jobs:
@@ -300,6 +395,8 @@ def run_policy(
 
     def step(t: int) -> None:
         track.stepped_s = t
+        if probe is not None:
+            probe.observe(t)
         if progress is not None:
             progress(policy, t, track.ended, track.total)
 
@@ -322,6 +419,15 @@ def run_policy(
         else report.utilization
     )
     report.series.update(per_job)
+    if meter is not None:
+        report.extra["metering"] = metering_report(
+            engine,
+            replace(scenario, duration_s=end - scenario.start_s),
+            meter,
+            probe,
+            # The commitments are billed until the replay ends, not to the safety cap.
+            [replace(c, end_s=min(c.end_s, end)) for c in engine.contracts.values()],
+        )
     return engine, report
 
 
@@ -333,8 +439,11 @@ def replay(
     tenants_from_trace: bool = False,
     restart_cost_s: int = 600,
     progress: ProgressFn | None = None,
+    prices: ReplayPrices | None = None,
+    meter: MeteringSettings | None = None,
 ) -> list[Report]:
-    """Replay the trace under each policy, in order, on the same jobs and cluster."""
+    """Replay the trace under each policy, in order, on the same jobs and cluster; with
+    ``meter``, meter each run (invoices at ``prices``)."""
     if not policies:
         raise SpecError("--policy", "give at least one policy")
     for i, name in enumerate(policies):
@@ -342,11 +451,15 @@ def replay(
         if name in policies[:i]:
             raise SpecError("--policy", f"{name!r} is given twice")
     scenario = replay_scenario(
-        trace, cluster, tenants_from_trace=tenants_from_trace, restart_cost_s=restart_cost_s
+        trace,
+        cluster,
+        tenants_from_trace=tenants_from_trace,
+        restart_cost_s=restart_cost_s,
+        prices=prices,
     )
     reports = []
     for name in policies:
-        _, report = run_policy(scenario, trace.jobs, name, progress)
+        _, report = run_policy(scenario, trace.jobs, name, progress, meter=meter)
         report.extra["trace"] = {
             "name": trace.name,
             "source": trace.source,
@@ -355,6 +468,8 @@ def replay(
             "bad_rows": len(trace.problems),
             "tenants_from_trace": tenants_from_trace,
         }
+        if "metering" in report.extra:
+            report.extra["metering"]["price_terms"] = (prices or ReplayPrices()).source
         reports.append(report)
     return reports
 

@@ -3,8 +3,8 @@ node outages and notices, and checks the scheduler's invariants after every step
 
 - no GPU is given twice (free + held == capacity, and the running placements add up to
   what the cluster state says each tenant holds);
-- gangs are all-or-nothing and stay inside their constraint's domain (AUTO: the smallest
-  domain that can hold the gang);
+- gangs are all-or-nothing and stay inside their constraint's domain (AUTO: a gang of one
+  node's size stays on one node);
 - rivals never hold GPUs on the same node;
 - nothing new is placed on a node that is not healthy;
 - entitlements never exceed capacity in sum;
@@ -182,7 +182,10 @@ class SchedulerMachine(RuleBasedStateMachine):
             assert len(set(p.nodes)) == len(p.nodes) and all(g > 0 for g in p.gpus)
             assert (np.asarray(p.gpus) <= TOPO.node_gpus[nodes]).all()
             if spec.constraint is Constraint.AUTO:
+                # AUTO prefers the smallest domain but may widen; only one-node gangs are
+                # held to their domain.
                 level = smallest_level(TOPO, spec.gpus)
+                level = level if level is Level.NODE else Level.ANY
             else:
                 level = {Constraint.NODE: Level.NODE, Constraint.RACK: Level.RACK,
                          Constraint.BLOCK: Level.BLOCK, Constraint.ANY: Level.ANY}[spec.constraint]

@@ -348,12 +348,12 @@ def why_waiting_for_reclaim() -> tuple[Engine, str]:
 def why_over_entitlement() -> tuple[Engine, str]:
     """A fills its 8 GPUs on node 0 and asks for 12 more, beyond its headroom. B borrows 4 GPUs
     on node 1 and all of node 2: 12 GPUs are free and lendable, but no rack holds a whole node
-    plus a 4-GPU remainder."""
+    plus a 4-GPU remainder (the job requires one rack)."""
     eng = engine(SMALL, [contract("A", 8)], tenants=["B"])
     eng.submit(job("a", "A", 8))
     eng.submit(job("b1", "B", 4, submit_s=T0 + 1))
     eng.submit(job("b2", "B", 8, submit_s=T0 + 2))
-    eng.submit(job("x", "A", 12, submit_s=T0 + 3))
+    eng.submit(job("x", "A", 12, submit_s=T0 + 3, constraint=Constraint.RACK))
     return eng, "x"
 
 

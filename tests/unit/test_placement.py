@@ -73,11 +73,16 @@ CASES = {
     ),
     # -- domains --------------------------------------------------------------------------
     "rack/no-rack-has-three-free-nodes": Case(24, RACK, free=SCATTERED, want=None),
-    "auto/does-not-widen-to-a-block": Case(24, AUTO, free=SCATTERED, want=None),
+    # AUTO prefers the smallest domain but widens when none has room (Kueue "preferred").
+    "auto/widens-to-a-block-when-no-rack-has-room": Case(
+        24, AUTO, free=SCATTERED, want=((0, 1, 4), (8, 8, 8))
+    ),
     "block/spans-racks-inside-one-block": Case(
         24, BLOCK, free=SCATTERED, want=((0, 1, 4), (8, 8, 8))
     ),
-    "auto/40-gpus-needs-one-block-none-has-five-nodes": Case(40, AUTO, free=SCATTERED, want=None),
+    "auto/40-gpus-widen-across-blocks": Case(
+        40, AUTO, free=SCATTERED, want=((0, 1, 4, 8, 9), (8, 8, 8, 8, 8))
+    ),
     "any/spans-blocks-when-allowed": Case(
         40, ANY, free=SCATTERED, want=((0, 1, 4, 8, 9), (8, 8, 8, 8, 8))
     ),
@@ -87,6 +92,7 @@ CASES = {
         4, RACK, free=dict.fromkeys(range(16), 2), want=((0, 1), (2, 2))
     ),
     "node/small-gang-not-spread": Case(4, NODE, free=dict.fromkeys(range(16), 2), want=None),
+    "auto/one-node-gang-never-spread": Case(4, AUTO, free=dict.fromkeys(range(16), 2), want=None),
     "any/too-few-free-gpus": Case(20, ANY, free=dict.fromkeys(range(16), 1), want=None),
     # -- eligibility masks ----------------------------------------------------------------
     "mask/best-fit-node-ineligible": Case(
@@ -126,13 +132,21 @@ def test_a_placement_is_a_valid_gang(case: Case) -> None:
     assert sum(g < TOPO.node_gpus[n] for n, g in zip(p.nodes, p.gpus, strict=True)) <= (
         1 if case.gpus > 8 else len(p.nodes)
     )
-    level = smallest_level(TOPO, case.gpus) if case.constraint is AUTO else None
-    if case.constraint is NODE or level is Level.NODE:
+    if case.constraint is NODE or (
+        case.constraint is AUTO and smallest_level(TOPO, case.gpus) is Level.NODE
+    ):
         assert len(p.nodes) == 1
-    if case.constraint is RACK or level is Level.RACK:
+    if case.constraint is RACK:
         assert len(set(TOPO.node_rack[nodes])) == 1
-    if case.constraint is BLOCK or level is Level.BLOCK:
+    if case.constraint is BLOCK:
         assert len(set(TOPO.node_block[nodes])) == 1
+    if case.constraint is AUTO:
+        # The smallest domain is preferred: when one has room, AUTO takes that placement.
+        level = smallest_level(TOPO, case.gpus)
+        strict = {Level.NODE: NODE, Level.RACK: RACK, Level.BLOCK: BLOCK, Level.ANY: ANY}[level]
+        inside = find_placement(TOPO, free, eligible, case.gpus, strict)
+        if inside is not None:
+            assert p == inside
 
 
 def test_find_placement_does_not_modify_its_inputs() -> None:

@@ -202,7 +202,9 @@ def test_cli_replay_prints_the_comparison_and_writes_html(tmp_path: Path) -> Non
         assert f"Per tenant under {name}" in p.stdout
     assert "Traceback" not in p.stderr
     text = out.read_text()
-    assert text.count('<img src="data:image/png;base64,') == 3
+    # Utilisation, allocation against commitment, CDFs, and (--html meters) power.
+    assert text.count('<img src="data:image/png;base64,') == 4
+    assert "<h2>Facility power against the site cap (fifo: peak " in text
     assert "<table>" in text and "las" in text
 
 

@@ -14,54 +14,26 @@ failed audit verification exits with 1.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sys
 import tomllib
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from cotenant.model.errors import CotenantError
+from cotenant.cli.common import fail, friendly
 from cotenant.model.time import parse_duration
 
 if TYPE_CHECKING:
     import httpx
 
 console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True)
-F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_URL = "http://127.0.0.1:8080"
-
-
-def fail(message: str, code: int = 2) -> None:
-    err_console.print("error: " + message, style="bold red", highlight=False, markup=False)
-    raise typer.Exit(code)
-
-
-def friendly(fn: F) -> F:
-    """Domain errors, unreachable servers and HTTP errors become one line and exit code 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        import httpx
-
-        try:
-            return fn(*args, **kwargs)
-        except CotenantError as e:
-            fail(str(e))
-        except FileNotFoundError as e:
-            fail(f"file not found: {e.filename}")
-        except httpx.TransportError as e:
-            fail(f"cannot reach the server ({e.__class__.__name__}); is COTENANT_URL right?")
-
-    return wrapper  # type: ignore[return-value]
 
 
 # -- the connection --------------------------------------------------------------------------

@@ -1,8 +1,7 @@
 """``cotenant invoice``: one tenant's invoice for one calendar month, from a run on the
 digital twin or from a JSON report saved by ``cotenant simulate --out``.
 
-Registered in ``cli/main.py``. As in ``cli/replay.py``, ``cotenant.cli.main`` is imported
-inside the functions: ``python -m cotenant.cli.main`` imports this module at its end.
+Registered in ``cli/main.py``.
 """
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
+from cotenant.cli.common import console, fail, friendly
 from cotenant.metering.rating import Invoice
 from cotenant.model.errors import SpecError
 
@@ -41,8 +41,6 @@ def invoice_command(
     The invoice is for the whole calendar month of the contract (the flat fee or the
     committed GPU-hours are owed for the month); usage and SLA credits come from the run.
     """
-    from cotenant.cli.main import friendly
-
     friendly(_invoice)(tenant, month, scenario, report, days, as_json, as_csv)
 
 
@@ -55,7 +53,6 @@ def _invoice(
     as_json: bool,
     as_csv: bool,
 ) -> None:
-    from cotenant.cli.main import fail
     from cotenant.metering.rating import month_bounds
     from cotenant.metering.run import find_invoice
 
@@ -73,8 +70,6 @@ def _invoice(
 
 
 def _saved_metering(path: Path) -> dict[str, Any]:
-    from cotenant.cli.main import fail
-
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as e:
@@ -82,12 +77,10 @@ def _saved_metering(path: Path) -> dict[str, Any]:
     metering = data.get("metering") if isinstance(data, dict) else None
     if not isinstance(metering, dict):
         fail(f"--report: {path} has no metering section (save one with `simulate --out`)")
-    assert isinstance(metering, dict)
     return metering
 
 
 def _run(scenario: str, days: float | None) -> dict[str, Any]:
-    from cotenant.cli.main import fail
     from cotenant.runtime import simulate
     from cotenant.scenario import load_scenario
 
@@ -102,8 +95,6 @@ def _run(scenario: str, days: float | None) -> dict[str, Any]:
 
 
 def _print(inv: Invoice, as_json: bool, as_csv: bool) -> None:
-    from cotenant.cli.main import console
-
     if as_json:
         print(json.dumps(inv.to_json_dict(), indent=2))
     elif as_csv:
@@ -113,8 +104,7 @@ def _print(inv: Invoice, as_json: bool, as_csv: bool) -> None:
 
 
 def print_invoices(metering: dict[str, Any]) -> None:
-    """Every invoice of a run's metering section, as text (``simulate --invoice``)."""
-    from cotenant.cli.main import console
+    """Every invoice of a run's metering section, as text (``simulate``, ``replay --invoice``)."""
     from cotenant.metering.run import invoice_from_json
 
     for d in metering["invoices"]:

@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from cotenant.model.errors import CotenantError
+from cotenant.cli.common import console, err_console, fail, friendly
 
 app = typer.Typer(
     name="cotenant",
@@ -25,31 +23,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console(width=None if sys.stdout.isatty() else 150)
-err_console = Console(stderr=True, soft_wrap=True)
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def fail(message: str, code: int = 2) -> None:
-    err_console.print("error: " + message, style="bold red", highlight=False, markup=False)
-    raise typer.Exit(code)
-
-
-def friendly(fn: F) -> F:
-    """Turn domain errors into one clear line and exit code 2."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except CotenantError as e:
-            fail(str(e))
-        except FileNotFoundError as e:
-            fail(f"file not found: {e.filename}")
-
-    return wrapper  # type: ignore[return-value]
 
 
 @app.command()
@@ -68,6 +41,13 @@ def simulate(
     invoice: Annotated[
         bool, typer.Option("--invoice", help="print the invoices after the report (text)")
     ] = False,
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            help="also write a self-contained HTML report here (utilisation, allocation "
+            "against commitment, power against the cap)"
+        ),
+    ] = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
     failure_scale: Annotated[
         float | None,
@@ -91,6 +71,8 @@ def simulate(
         sc = replace(sc, duration_s=int(days * 86_400))
     if failure_scale is not None and not (math.isfinite(failure_scale) and failure_scale >= 0):
         fail(f"--failure-scale: must be a finite number >= 0, got {failure_scale}")
+    if html is not None and not html.parent.is_dir():
+        fail(f"--html: no directory {html.parent} to write {html.name} in")
     show = progress and not as_json and sys.stderr.isatty()
     bar = Progress(
         TextColumn("[bold]{task.description}"),
@@ -111,6 +93,11 @@ def simulate(
         bar.update(task, completed=sc.duration_s, day=sc.duration_s / 86_400)
     if out is not None:
         out.write_text(json.dumps(report.to_json_dict(with_series=True), indent=2))
+    if html is not None:
+        from cotenant.htmlreport import write_html
+
+        days_run = (report.end_s - report.start_s) / 86_400
+        write_html([report], html, f"{sc.name} under {report.policy}: {days_run:g} days simulated")
     if as_json:
         print(json.dumps(report.to_json_dict(), indent=2))
     else:
@@ -122,6 +109,8 @@ def simulate(
     for job in why or []:
         state, detail = engine.why(job)
         console.print(f"{job}: {state}" + (f" ({detail})" if detail else ""))
+    if html is not None and not as_json:
+        console.print(f"HTML report: {html}")
 
 
 @app.command()

@@ -1,8 +1,14 @@
 """``cotenant replay TRACE``: replay a real trace under several policies and compare.
 
-Registered in ``cli/main.py``. ``cotenant.cli.main`` is imported inside the command,
-not at the top: ``python -m cotenant.cli.main`` runs that module as ``__main__`` and
-imports this one at its end, so a top-level import back would be circular.
+Registered in ``cli/main.py``; like every command module it imports ``cli.common``, never
+``cli.main`` (``python -m cotenant.cli.main`` runs that module as ``__main__`` and imports
+this one at its end, so an import back would load it twice).
+
+``--invoice`` and ``--html`` meter every policy's run (``replay.run_policy(meter=...)``):
+``--invoice`` prints, per policy, the metering summary (energy, power against the cap,
+economics) and each tenant's invoice per calendar month; ``--json`` then carries the
+``metering`` section in every report. Commitments are priced by ``--price-terms`` or,
+without it, at ``replay.REPLAY_PRICE`` (design doc 0005, "Metering a replay").
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cotenant.cli.common import console, err_console, friendly
 from cotenant.model.errors import SpecError
 from cotenant.replay import comparison_rows, tenant_rows
 from cotenant.report import Report
@@ -73,14 +80,28 @@ def replay_command(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the comparison as JSON")] = False,
     html: Annotated[
-        Path | None, typer.Option(help="also write a self-contained HTML report here")
+        Path | None,
+        typer.Option(help="also write a self-contained HTML report here (with power over time)"),
+    ] = None,
+    invoice: Annotated[
+        bool,
+        typer.Option(
+            "--invoice",
+            help="meter each policy's run and print its invoices per tenant and month "
+            "(needs --tenants-from-trace; with --json they are in each report's metering)",
+        ),
+    ] = False,
+    price_terms: Annotated[
+        Path | None,
+        typer.Option(
+            help="TOML price terms for the commitments ([price], [tenants.NAME]); default: "
+            "$1.875/GPU-h committed, $3.00/GPU-h overage, no SLA credit"
+        ),
     ] = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar (on a terminal)")] = True,
 ) -> None:
     """Replay a real cluster trace under each policy and compare job completion time,
     queueing, makespan, utilisation, preemptions and per-tenant figures."""
-    from cotenant.cli.main import friendly
-
     friendly(_replay)(
         trace,
         fmt,
@@ -95,6 +116,8 @@ def replay_command(
         strict,
         as_json,
         html,
+        invoice,
+        price_terms,
         progress,
     )
 
@@ -113,10 +136,18 @@ def _replay(
     strict: bool,
     as_json: bool,
     html: Path | None,
+    invoice: bool,
+    price_terms: Path | None,
     progress: bool,
 ) -> None:
-    from cotenant.cli.main import console, err_console
-    from cotenant.replay import default_cluster, parse_cluster_arg, replay, select_jobs
+    from cotenant.metering.run import MeteringSettings
+    from cotenant.replay import (
+        default_cluster,
+        load_price_terms,
+        parse_cluster_arg,
+        replay,
+        select_jobs,
+    )
     from cotenant.scenario import parse_time
     from cotenant.scheduler.policies import get_policy
     from cotenant.traces import load_trace
@@ -126,6 +157,15 @@ def _replay(
         raise SpecError("--policy", "give at least one policy")
     for p in policies:
         get_policy(p, "--policy")
+    for flag, given in (("--invoice", invoice), ("--price-terms", price_terms is not None)):
+        if given and not tenants_from_trace:
+            raise SpecError(
+                flag,
+                "only commitments are billed, and without --tenants-from-trace no tenant has "
+                "one; give --tenants-from-trace (the trace's quotas become commitments)",
+            )
+    prices = load_price_terms(price_terms) if price_terms is not None else None
+    meter = MeteringSettings() if invoice or html is not None else None
     kind = fmt or guess_format(path)
     spec = parse_cluster_arg(cluster_arg) if cluster_arg is not None else None
     if max_gpus is not None and max_gpus < 1:
@@ -159,7 +199,15 @@ def _replay(
     reports = _run_with_progress(
         err_console,
         show,
-        lambda cb: replay(t, spec, policies, tenants_from_trace=tenants_from_trace, progress=cb),
+        lambda cb: replay(
+            t,
+            spec,
+            policies,
+            tenants_from_trace=tenants_from_trace,
+            progress=cb,
+            prices=prices,
+            meter=meter,
+        ),
     )
     if html is not None:
         from cotenant.htmlreport import write_html
@@ -192,6 +240,8 @@ def _replay(
     for note in t.notes:
         console.print(f"  note: {note}", style="dim", markup=False, highlight=False)
     render_comparison(console, reports)
+    if invoice:
+        render_invoices(console, reports)
     if html is not None:
         console.print(f"HTML report: {html}")
 
@@ -271,3 +321,23 @@ def render_comparison(console: Console, reports: Sequence[Report]) -> None:
     )
     for r in reports:
         console.print(_table(f"Per tenant under {r.policy}", tenant_rows(r)))
+
+
+def render_invoices(console: Console, reports: Sequence[Report]) -> None:
+    """Per policy: the metering summary, then every invoice (tenant by month)."""
+    from rich.markup import escape
+
+    from cotenant.cli.invoice import print_invoices
+    from cotenant.metering.run import metering_text
+
+    for r in reports:
+        m = r.extra["metering"]
+        console.print("")
+        console.print(
+            f"[bold]Metering under {escape(r.policy)}[/bold] "
+            f"(price terms: {escape(str(m['price_terms']))})",
+            highlight=False,
+        )
+        for line in metering_text(m):
+            console.print(line, highlight=False, markup=False)
+        print_invoices(m)

@@ -15,7 +15,8 @@ from typing import Annotated
 
 import typer
 
-from cotenant.cli.client import console, friendly
+from cotenant.cli.client import console
+from cotenant.cli.common import friendly
 
 
 @friendly

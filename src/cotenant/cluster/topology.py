@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 
@@ -107,6 +108,8 @@ class Topology:
         self.block_nodes = np.bincount(self.node_block, minlength=self.n_blocks)
         self.max_rack_nodes = int(self.rack_nodes.max())
         self.max_block_nodes = int(self.block_nodes.max())
+        # Memo for scheduler.placement.level_range: asked millions of times per run.
+        self.level_memo: dict[tuple[int, object], Any] = {}
 
     @cached_property
     def node_names(self) -> tuple[str, ...]:

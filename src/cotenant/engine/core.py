@@ -16,8 +16,10 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import numpy as np
+
 from cotenant.backends.base import Backend, JobEnded, NodeHealthChanged, StartRequest
-from cotenant.cluster.state import ClusterState, Health
+from cotenant.cluster.state import ClusterState, Health, Placement
 from cotenant.cluster.topology import Topology
 from cotenant.contracts.entitlement import deliverable, entitlements, next_change
 from cotenant.engine.accounting import Accounting
@@ -61,6 +63,7 @@ class Engine(FaultHandling):
         self._guarantee_views: dict[str, ClusterState] = {}
         self._owed: dict[str, set[str]] = {}
         self._promised: set[str] = set()
+        self._demotions = 0  # owned runs retagged as borrowed, ever
         self.guarantee_window = 64
         self.contracts: dict[str, Contract] = {}
         self.policy = policy
@@ -295,7 +298,13 @@ class Engine(FaultHandling):
         self.cycles += 1
         self.decisions_made += len(d)
         self._apply(d, now)
+        demoted = self._demotions
         self._rebalance(now)
+        if self._demotions != demoted:
+            # Work just became borrowed (a more important job of its tenant started): other
+            # tenants may reclaim it now, so decide again at this instant, not next event.
+            self._dirty = True
+            self._push(now, _TICK_NOW, "")
         self._check_guarantees(now)
         self._refresh_lenders()
         return d
@@ -600,6 +609,7 @@ class Engine(FaultHandling):
         self._running_remove(run)
         self._close_usage(run, now)
         run.borrowed = borrowed
+        self._demotions += borrowed
         run.touch()
         self._open_usage[run.id] = (now, borrowed)
         self._running_add(run)
@@ -629,6 +639,7 @@ class Engine(FaultHandling):
         ``guarantee_window`` jobs of each prefix are placed each cycle; later ones keep
         their state (a bound on the work per cycle; see docs/design/0001-core.md)."""
         owed: list[tuple[str, Any]] = []
+        promises = self._entitled_promises()
         for tenant in self._tenant_order():
             keys = self._by_tenant_pending.get(tenant)
             room = self.entitled.get(tenant, 0) - self.owned[tenant]
@@ -639,6 +650,11 @@ class Engine(FaultHandling):
             trial = self._guarantee_view(tenant)
             here: list[tuple[str, Any]] = []
             try:
+                for other, p in promises:
+                    q = _clip_to_free(trial, p) if other != tenant else None
+                    if q is not None:
+                        trial.apply(other, q)
+                        here.append((other, q))
                 for other, p in owed:
                     trial.apply(other, p, check=False)
                     here.append((other, p))
@@ -697,6 +713,32 @@ class Engine(FaultHandling):
             owed_now.add(run.id)
             if run.entitled_since_s is None:
                 run.entitled_since_s = now
+
+    def _entitled_promises(self) -> list[tuple[str, Placement]]:
+        """Room being reclaimed for jobs inside their tenant's entitlement (counting the
+        room of the tenant's less important owned work, which such a job may take): it is
+        spoken for, so other tenants are not owed it. Checked here against the contracts,
+        not taken on the policy's word."""
+        out: list[tuple[str, Placement]] = []
+        spent: Counter[str] = Counter()
+        runs = sorted(
+            (self.jobs[j] for j in self._promised),
+            key=lambda r: (r.promised_since_s or 0, r.id),
+        )
+        for run in runs:
+            t, p = run.tenant, run.promise
+            if p is None or t not in self.contracts:
+                continue
+            room = (
+                self.entitled.get(t, 0)
+                - self.owned[t]
+                + self.owned_below(t, run.spec.priority)
+                - spent[t]
+            )
+            if run.spec.gpus <= room:
+                spent[t] += run.spec.gpus
+                out.append((t, p))
+        return out
 
     def _guarantee_view(self, tenant: str) -> ClusterState:
         view = self._guarantee_views.get(tenant)
@@ -803,3 +845,13 @@ def _count(counter: Counter[int], key: int, delta: int) -> None:
     counter[key] += delta
     if counter[key] <= 0:
         del counter[key]
+
+
+def _clip_to_free(state: ClusterState, p: Placement) -> Placement | None:
+    """The part of a placement that is free in ``state`` (None if nothing is)."""
+    nodes = np.asarray(p.nodes, dtype=np.int64)
+    take = np.minimum(np.asarray(p.gpus), state.free[nodes])
+    keep = take > 0
+    if not keep.any():
+        return None
+    return Placement(tuple(int(n) for n in nodes[keep]), tuple(int(g) for g in take[keep]))

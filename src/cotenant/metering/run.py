@@ -15,8 +15,9 @@ report's ``metering`` section (design doc 0005, "Metering a run"):
   by month; the engine counts a violation when the late job starts.
 * **Energy** (MWh, litres, t CO2e, power cost) per tenant, per job and per month over
   the run; idle GPUs belong to ``"unallocated"`` (the owner).
-* **Power**: peak facility power (an exact sweep over the ledger) against the site cap,
-  and facility power at the report's sample times.
+* **Power** (``power.py``): peak facility power (an exact sweep over the ledger) against
+  the site cap, facility power at the report's sample times, and the work held for
+  power over the whole run (``UsageProbe.power``).
 * **Economics** over the run: revenue *accrued* over the run (the month's fixed charge
   prorated to the part of the month the run covers, plus overage and credits), power
   cost, implied price per used GPU-hour, the tenant's utilization of its entitlement,
@@ -52,6 +53,7 @@ from cotenant.metering.money import (
     gpu_seconds_cost_micro,
     micro_to_cents,
 )
+from cotenant.metering.power import PowerHolds, power_section, power_series_w
 from cotenant.metering.rating import (
     Invoice,
     InvoiceLine,
@@ -63,8 +65,6 @@ from cotenant.metering.terms import parse_usd
 from cotenant.model.accelerators import CATALOGUE
 from cotenant.model.contracts import Contract, PriceKind
 from cotenant.model.errors import SpecError
-from cotenant.model.jobs import JobState
-from cotenant.scheduler.decisions import Reason
 
 if TYPE_CHECKING:
     from cotenant.engine.core import Engine
@@ -171,10 +171,14 @@ class UsageProbe:
 
     Attach before the run: ``engine.sinks`` gets ``on_event``; pass ``progress(...)`` to
     ``Engine.run``. Without per-step observations a step's shortfall is split in
-    proportion to time, which is exact only if the rate was constant."""
+    proportion to time, which is exact only if the rate was constant.
+
+    It also counts the work held for power over the run (``power``, a ``PowerHolds``,
+    which wraps ``engine.policy``)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.power = PowerHolds(engine)
         self.last_s = engine.acct.last_s
         self.shortfall: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.late: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -278,8 +282,11 @@ def metering_report(
     scenario: Scenario,
     settings: MeteringSettings | None = None,
     probe: UsageProbe | None = None,
+    contracts: Iterable[Contract] | None = None,
 ) -> dict[str, Any]:
-    """The report's ``metering`` section for a finished run of ``scenario``."""
+    """The report's ``metering`` section for a finished run of ``scenario`` (its start and
+    end are the metered horizon). ``contracts`` replaces the engine's for billing (a
+    replay bills its commitments only until the replay ends)."""
     settings = settings or MeteringSettings()
     site = settings.site
     h0, h1 = scenario.start_s, scenario.end_s
@@ -292,7 +299,9 @@ def metering_report(
         for k, name in enumerate(topo.kinds)
     }
     gpus_by_kind = {k: g for k, (g, _) in installed.items()}
-    contracts = sorted(engine.contracts.values(), key=lambda c: c.tenant)
+    contracts = sorted(
+        engine.contracts.values() if contracts is None else contracts, key=lambda c: c.tenant
+    )
     months = months_between(h0, h1)
 
     invoices: list[dict[str, Any]] = []
@@ -350,14 +359,10 @@ def metering_report(
         settings.fixed_cost_micro_per_gpu_hour,
     )
 
-    times = list(engine.acct.series.times)
-    series = power_series_w(ledger, site, installed, times)
-    cap = site.power_cap_mw
-    held = sorted(
-        r.id
-        for r in engine.jobs.values()
-        if r.state is JobState.PENDING and r.reason == Reason.HELD_FOR_POWER.value
-    )
+    holds = None
+    if probe is not None:
+        probe.power.finish(h1)
+        holds = probe.power
     return {
         "start_s": h0,
         "end_s": h1,
@@ -373,16 +378,7 @@ def metering_report(
             "by_month": by_month,
             "per_job": {j: _energy_json(u, brief=True) for j, u in energy.per_job.items()},
         },
-        "power": {
-            "cap_mw": cap,
-            "peak_facility_mw": energy.peak_facility_w / 1e6,
-            "peak_it_mw": energy.peak_it_w / 1e6,
-            "over_cap": energy.over_power_cap,
-            "peak_share_of_cap": None if cap is None else energy.peak_facility_w / (cap * 1e6),
-            "jobs_held_for_power_at_end": len(held),
-            "series_times": times,
-            "facility_mw": [round(w / 1e6, 6) for w in series],
-        },
+        "power": power_section(engine, ledger, site, installed, energy, holds),
         "economics": econ.to_json_dict(),
     }
 
@@ -401,41 +397,6 @@ def _energy_json(u: EnergyUse, brief: bool = False) -> dict[str, Any]:
             "cost": format_usd(u.cost_cents),
         }
     return out
-
-
-def power_series_w(
-    ledger: UsageLedger,
-    site: SiteEnergy,
-    installed: Mapping[str, tuple[int, int]],
-    times: Iterable[int],
-) -> list[float]:
-    """Facility power (W) at each of ``times``: every node on, every installed GPU idle,
-    plus the busy step of each GPU the ledger shows allocated at that instant."""
-    at = np.asarray(list(times), dtype=np.int64)
-    it_w = np.zeros(at.size, dtype=np.float64)
-    for name, (gpus, nodes) in sorted(installed.items()):
-        kind = CATALOGUE[name]
-        it_w += gpus * kind.idle_watts + nodes * site.node_overhead_watts
-        recs = [r for r in ledger.records() if r.accelerator == name]
-        if not recs:
-            continue
-        g = np.asarray([r.gpus for r in recs], dtype=np.float64)
-        starts = np.asarray([r.start_s for r in recs], dtype=np.int64)
-        ends = np.asarray([r.end_s for r in recs], dtype=np.int64)
-        busy = _running_sum(starts, g, at) - _running_sum(ends, g, at)
-        it_w += busy * (kind.busy_watts - kind.idle_watts)
-    return [float(w) for w in it_w * site.pue]
-
-
-def _running_sum(
-    keys: np.ndarray[Any, np.dtype[np.int64]],
-    values: np.ndarray[Any, np.dtype[np.float64]],
-    at: np.ndarray[Any, np.dtype[np.int64]],
-) -> np.ndarray[Any, np.dtype[np.float64]]:
-    """``sum(values[keys <= t])`` for each t in ``at``."""
-    order = np.argsort(keys, kind="stable")
-    csum = np.concatenate(([0.0], np.cumsum(values[order])))
-    return np.asarray(csum[np.searchsorted(keys[order], at, side="right")], dtype=np.float64)
 
 
 # -- reading a saved report --------------------------------------------------------------
@@ -520,9 +481,16 @@ def metering_text(m: Mapping[str, Any]) -> list[str]:
     cap = p["cap_mw"]
     cap_text = "no cap" if cap is None else f"cap {_mw(cap)} ({p['peak_share_of_cap']:.0%})"
     over = " OVER THE CAP" if p["over_cap"] else ""
+    held = p.get("held_for_power")
+    during = (
+        ""
+        if held is None
+        else f"{held['jobs']:,} jobs held for power during the run "
+        f"({held['held_gpu_h']:,.1f} GPU-h waited), "
+    )
     out.append(
         f"  power: peak facility {_mw(p['peak_facility_mw'])}, {cap_text}{over}; "
-        f"{p['jobs_held_for_power_at_end']} jobs held for power at the end"
+        f"{during}{p['jobs_held_for_power_at_end']} held at the end"
     )
     top = float(cap) if cap is not None else max(p["facility_mw"], default=0.0)
     line = sparkline(p["facility_mw"], top)

@@ -13,7 +13,8 @@ class JobKind(StrEnum):
 
 
 class Constraint(StrEnum):
-    """The topology domain a gang must fit inside. AUTO picks the smallest that can hold it."""
+    """The topology domain a gang must fit inside. AUTO prefers the smallest that can hold
+    it and widens when none has room; a gang of one node's size stays on one node."""
 
     AUTO = "auto"
     NODE = "node"

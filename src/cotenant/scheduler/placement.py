@@ -3,7 +3,7 @@
 A gang that fits in one node takes one node (best fit: the fullest node that
 still holds it). A larger gang takes whole free nodes plus at most one partial
 node for the remainder, inside the smallest domain (rack, fabric block, or the
-whole cluster) its constraint allows, choosing the domain with the least free
+whole cluster) with room among those its constraint allows, choosing the domain with the least free
 capacity that holds it (best fit limits fragmentation). Across blocks it takes
 the fewest blocks.
 
@@ -15,6 +15,7 @@ call is a handful of NumPy operations over the node arrays.
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import cast
 
 import numpy as np
 
@@ -54,10 +55,23 @@ def smallest_level(topo: Topology, gpus: int, per_node: int | None = None) -> Le
 
 
 def level_range(topo: Topology, gpus: int, constraint: Constraint) -> tuple[Level, Level]:
-    """(first level to try, last level allowed). AUTO allows only the smallest domain."""
-    lo = smallest_level(topo, gpus)
-    hi = lo if constraint is Constraint.AUTO else _MAX_LEVEL[constraint]
-    return lo, hi
+    """(first level to try, last level allowed).
+
+    AUTO prefers the smallest domain that can hold the gang and widens only when none
+    has room (Kueue's "preferred" topology): requiring it would starve block-sized gangs
+    on a busy cluster, where one down node spoils a whole block. A gang that fits one
+    node stays on one node: splitting it would move NVLink traffic onto the network.
+    """
+    key = (gpus, constraint)
+    got = topo.level_memo.get(key)
+    if got is None:
+        lo = smallest_level(topo, gpus)
+        if constraint is Constraint.AUTO:
+            hi = Level.NODE if lo is Level.NODE else Level.ANY
+        else:
+            hi = _MAX_LEVEL[constraint]
+        got = topo.level_memo[key] = (lo, hi)
+    return cast(tuple[Level, Level], got)
 
 
 def could_ever_fit(topo: Topology, gpus: int, constraint: Constraint, capacity: int) -> str | None:

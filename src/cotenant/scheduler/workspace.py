@@ -36,6 +36,8 @@ class Workspace:
         self._blocked: dict[tuple[int, str], np.ndarray | None] = {}
         self._failed: dict[tuple[int, str, str | None, int, int], int] = {}
         self.cache: dict[str, object] = {}  # per-cycle memos a policy may keep here
+        self.version = 0  # bumped by every change, so memos can tell they are stale
+        self._room_upper: dict[str | None, tuple[int, int]] = {}
         for tenant, p in reclaiming:
             self.release_future(tenant, p)
 
@@ -123,6 +125,7 @@ class Workspace:
                 self._blocked.pop((_FUTURE, r), None)
 
     def commit_now(self, tenant: str, p: Placement) -> None:
+        self.version += 1
         self.now.apply(tenant, p)
         if self.future is not None:
             self.future.apply(tenant, p)
@@ -130,12 +133,14 @@ class Workspace:
 
     def promise(self, tenant: str, p: Placement) -> None:
         """Hold GPUs that are being reclaimed for a waiting job."""
+        self.version += 1
         if self.future is None:
             self.future = self.now.copy()
         self.future.apply(tenant, p)
         self._touched(tenant)
 
     def release_future(self, tenant: str, p: Placement) -> None:
+        self.version += 1
         if self.future is None:
             self.future = self.now.copy()
         self.future.release(tenant, p)
@@ -145,11 +150,24 @@ class Workspace:
 
     def release_now(self, tenant: str, p: Placement) -> None:
         """Free GPUs immediately (a preemption with no grace)."""
+        self.version += 1
         self.now.release(tenant, p)
         if self.future is not None:
             self.future.release(tenant, p)
         self._blocked.clear()
         self._failed.clear()
+
+    def free_upper_bound(self, kind: str | None) -> int:
+        """GPUs of this kind free on healthy nodes in the view victims are released from
+        (``future`` if any, else ``now``), ignoring isolation: an upper bound on the free
+        room any tenant can find there. Cached until the workspace changes."""
+        got = self._room_upper.get(kind)
+        if got is not None and got[0] == self.version:
+            return got[1]
+        base = self.future if self.future is not None else self.now
+        value = int(base.free[self._base(kind)].sum())
+        self._room_upper[kind] = (self.version, value)
+        return value
 
     def free_gpus(self, tenant: str, kind: str | None) -> int:
         return int(self._free(_NOW)[self.eligible(tenant, kind)].sum())

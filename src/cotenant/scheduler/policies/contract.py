@@ -210,9 +210,9 @@ class ContractPolicy:
         mkey = (job.tenant, job.accelerator, own_lower, int(lo), int(hi), job.priority)
         if job.gpus >= memo.get(mkey, 1 << 60):
             return [], None
-        borrowed, own = self._victim_pools(snap, ws)
-        # Upper bound first (O(1)): free room plus every candidate's GPUs.
-        bound = ws.free_gpus(job.tenant, job.accelerator) + sum(
+        # Upper bound first (cheap): free room plus every candidate's GPUs. Isolation is
+        # ignored here: releasing a rival's borrowers can unblock a node's free GPUs too.
+        bound = ws.free_upper_bound(job.accelerator) + sum(
             g for t, g in snap.borrowed_gpus.items() if t != job.tenant
         )
         if own_lower:
@@ -224,6 +224,7 @@ class ContractPolicy:
         if bound < job.gpus:
             memo[mkey] = min(memo.get(mkey, 1 << 60), job.gpus)
             return [], None
+        borrowed, own = self._victim_pools(snap, ws)
         others = (r for r in borrowed if r.tenant != job.tenant and r.spec.id not in taken)
         pool: Iterator[RunningJob] = others
         if own_lower:
