@@ -343,3 +343,25 @@ def test_spares_absorb_failures_then_the_unbacked_tenant_takes_the_shortfall(
     assert eng.acct.tenants["A"].shortfall_gpu_s == 0
     assert eng.acct.tenants["B"].shortfall_gpu_s == 8 * (repaired - b_waits_from)
     assert eng.acct.tenants["A"].violation_s == eng.acct.tenants["B"].violation_s == 0
+
+
+def test_no_shortfall_while_the_tenant_wants_no_more_than_its_deliverable_entitlement() -> None:
+    """B cancels B2 and A borrows B's idle node for A3. A1's and A2's nodes fail and they
+    restart on the spares; at 3 h B1's node fails: 24 GPUs down, 8 beyond the pool, so B's
+    deliverable entitlement is 8, which is all B wants. B1 waits out the 5-minute grace while
+    A3 is reclaimed: an ordinary reclaim inside what can be delivered, not SLA shortfall."""
+    ev: list[dict[str, Any]] = []
+    eng = spares_engine(ev)
+    eng.cancel("B2")
+    eng.submit(job("A3", "A", 8, submit_s=T0 + 1, duration_s=10 * DAY))
+    eng.run(T0 + 1)
+    assert eng.jobs["A3"].state is JobState.RUNNING and eng.jobs["A3"].borrowed
+    a1, a2 = node_of(eng, "A1"), node_of(eng, "A2")
+    inject(eng, node_down(HOUR, a1), node_down(2 * HOUR, a2))
+    eng.run(T0 + 3 * HOUR - 1)
+    inject(eng, node_down(3 * HOUR, node_of(eng, "B1")))
+    eng.run(T0 + DAY)
+    assert eng.deficit == {"A": 0, "B": 8}
+    assert [e["t"] - T0 for e in of(ev, "place", "B1")] == [0, 3 * HOUR + 300]
+    assert eng.acct.tenants["B"].shortfall_gpu_s == 0
+    assert eng.acct.tenants["A"].shortfall_gpu_s == 0

@@ -764,8 +764,12 @@ class Engine(FaultHandling):
         dt = t - self.acct.last_s
         for tenant, d in self.deficit.items():
             if d > 0:
-                # Entitled demand the failures (beyond the spare pool) left unserved.
-                self.acct.tenants[tenant].shortfall_gpu_s += min(d, self._pending_gpus[tenant]) * dt
+                # Demand the full entitlement covers but the deliverable one (failures beyond
+                # the spare pool taken out) does not.
+                ent = self.entitled.get(tenant, 0)
+                want = self.owned[tenant] + self._pending_gpus[tenant]
+                short = max(0, min(ent + d, want) - ent)
+                self.acct.tenants[tenant].shortfall_gpu_s += short * dt
         self.acct.advance(
             t, self.allocated, self.owned, self.borrowed, self.entitled, self._lenders_idle, healthy
         )
