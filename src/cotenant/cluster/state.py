@@ -38,7 +38,8 @@ class ClusterState:
     def __init__(self, topo: Topology, tenants: tuple[str, ...] = ()) -> None:
         self.topo = topo
         self.free = topo.node_gpus.astype(np.int16).copy()
-        self.health = np.zeros(topo.n_nodes, dtype=np.int8)
+        self.health = np.zeros(topo.n_nodes, dtype=np.int8)  # change it with set_health
+        self._usable: np.ndarray | None = None
         self.tenants: list[str] = []
         self._tenant_index: dict[str, int] = {}
         self.tenant_gpus = np.zeros((0, topo.n_nodes), dtype=np.int32)
@@ -67,6 +68,7 @@ class ClusterState:
         new.topo = self.topo
         new.free = self.free.copy()
         new.health = self.health.copy()
+        new._usable = self._usable
         new.tenants = list(self.tenants)
         new._tenant_index = dict(self._tenant_index)
         new.tenant_gpus = self.tenant_gpus.copy()
@@ -76,6 +78,14 @@ class ClusterState:
     # -- allocation ----------------------------------------------------------------------
     def apply(self, tenant: str, p: Placement, check: bool = True) -> None:
         t = self.tenant_index(tenant)
+        if len(p.nodes) == 1:  # most gangs: plain scalar updates, no array round trips
+            n, g = p.nodes[0], p.gpus[0]
+            if check and (self.free[n] < g or g <= 0):
+                raise InvariantBroken(f"placement of {tenant} over-commits nodes {[n]}")
+            self.free[n] -= g
+            self.tenant_gpus[t, n] += g
+            self.rack_tenant[t, self.topo.node_rack[n]] += g
+            return
         nodes = np.asarray(p.nodes, dtype=np.int64)
         gpus = np.asarray(p.gpus, dtype=np.int32)
         if check and (np.any(self.free[nodes] < gpus) or np.any(gpus <= 0)):
@@ -87,6 +97,14 @@ class ClusterState:
 
     def release(self, tenant: str, p: Placement) -> None:
         t = self.tenant_index(tenant)
+        if len(p.nodes) == 1:
+            n, g = p.nodes[0], p.gpus[0]
+            if self.tenant_gpus[t, n] < g:
+                raise InvariantBroken(f"release of GPUs {tenant} does not hold")
+            self.free[n] += g
+            self.tenant_gpus[t, n] -= g
+            self.rack_tenant[t, self.topo.node_rack[n]] -= g
+            return
         nodes = np.asarray(p.nodes, dtype=np.int64)
         gpus = np.asarray(p.gpus, dtype=np.int32)
         if np.any(self.tenant_gpus[t, nodes] < gpus):
@@ -111,9 +129,17 @@ class ClusterState:
             raise InvariantBroken("release of GPUs a tenant does not hold")
 
     # -- views ---------------------------------------------------------------------------
+    def set_health(self, node: int, health: Health) -> None:
+        self.health[node] = int(health)
+        self._usable = None
+
     def usable(self) -> np.ndarray:
-        """Nodes that may take new work."""
-        return np.asarray(self.health == Health.HEALTHY, dtype=bool)
+        """Nodes that may take new work (read-only; cached until health changes)."""
+        if self._usable is None:
+            mask = np.asarray(self.health == Health.HEALTHY, dtype=bool)
+            mask.setflags(write=False)
+            self._usable = mask
+        return self._usable
 
     def allocated_gpus(self) -> int:
         return int(self.tenant_gpus.sum())

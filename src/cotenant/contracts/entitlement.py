@@ -92,7 +92,19 @@ def entitled_gpus(
     if contract is None or not in_term(contract, t):
         return 0
     base = base_commitment(contract, capacity, others, t)
+    if not _in_linear_ramp(contract, t):
+        return base  # the ramp fraction is exactly 1
     return int(base * ramp_fraction(contract, t))
+
+
+def _in_linear_ramp(contract: Contract, t: int) -> bool:
+    n = contract.notice
+    return (
+        n.given_at is not None
+        and n.ramp is Ramp.LINEAR
+        and n.period_s > 0
+        and n.given_at <= t < n.given_at + n.period_s
+    )
 
 
 def entitlements(
@@ -113,6 +125,20 @@ def next_change(contracts: Iterable[Contract], t: int) -> int | None:
     candidates: list[int] = []
     for c in contracts:
         for x in (c.start_s, effective_end(c)):
+            if x > t:
+                candidates.append(x)
+    return min(candidates) if candidates else None
+
+
+def stable_until(contracts: Iterable[Contract], t: int) -> int | None:
+    """A time until which (exclusive) every entitlement stays what it is at t; None if they
+    never change again. During a linear ramp that is t + 1: re-read every second."""
+    candidates: list[int] = []
+    for c in contracts:
+        if in_term(c, t) and _in_linear_ramp(c, t):
+            return t + 1
+        given = c.notice.given_at
+        for x in (c.start_s, effective_end(c), given if given is not None else t):
             if x > t:
                 candidates.append(x)
     return min(candidates) if candidates else None

@@ -75,15 +75,24 @@ class Accounting:
             s = self.series
             s.times.append(self._next_sample)
             s.healthy_gpus.append(healthy_gpus)
+            n = len(s.times) - 1
             for name in set(allocated) | set(entitled):
-                s.allocated[name].append(allocated.get(name, 0))
-                s.entitled[name].append(entitled.get(name, 0))
-                s.borrowed[name].append(borrowed.get(name, 0))
+                for series, values in (
+                    (s.allocated, allocated),
+                    (s.entitled, entitled),
+                    (s.borrowed, borrowed),
+                ):
+                    column = series[name]
+                    if len(column) < n:  # a tenant first seen now: zeros before
+                        column.extend([0] * (n - len(column)))
+                    column.append(values.get(name, 0))
             self._next_sample += s.step_s
         dt = t - self.last_s
         if dt <= 0:
             return
         for name, g in allocated.items():
+            if not g:
+                continue  # nothing held: nothing owned or borrowed either
             tt = self.tenants[name]
             tt.used_gpu_s += g * dt
             tt.own_gpu_s += owned.get(name, 0) * dt

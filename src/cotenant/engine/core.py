@@ -21,7 +21,7 @@ import numpy as np
 from cotenant.backends.base import Backend, JobEnded, NodeHealthChanged, StartRequest
 from cotenant.cluster.state import ClusterState, Health, Placement
 from cotenant.cluster.topology import Topology
-from cotenant.contracts.entitlement import deliverable, entitlements, next_change
+from cotenant.contracts.entitlement import deliverable, entitlements, next_change, stable_until
 from cotenant.engine.accounting import Accounting
 from cotenant.engine.clock import Clock
 from cotenant.engine.faults import FaultHandling
@@ -64,6 +64,12 @@ class Engine(FaultHandling):
         self._owed: dict[str, set[str]] = {}
         self._promised: set[str] = set()
         self._demotions = 0  # owned runs retagged as borrowed, ever
+        self._health_changes = 0  # node health changes, ever (for the down-GPU cache)
+        self._down_gpus, self._down_gpus_at = 0, -1
+        # Entitlements at [_ent_from, _ent_until) and the key of what was delivered of them.
+        self._ent_full: dict[str, int] = {}
+        self._ent_from, self._ent_until = 0, -1
+        self._deliverable_key: tuple[int, int] | None = None
         self.guarantee_window = 64
         self.contracts: dict[str, Contract] = {}
         self.policy = policy
@@ -115,6 +121,7 @@ class Engine(FaultHandling):
     def set_contract(self, contract: Contract) -> None:
         """Add or amend a contract; entitlements are re-read at the next cycle."""
         self.contracts[contract.tenant] = contract
+        self._ent_until = -1  # re-read entitlements at the next cycle
         self.state.tenant_index(contract.tenant)
         self._rivals = rival_map(self.contracts)
         now = self.clock.now()
@@ -285,10 +292,7 @@ class Engine(FaultHandling):
         """One scheduling cycle: entitlements, ownership, decide, apply, check guarantees."""
         self._dirty = False
         self._cycle_no += 1
-        full = entitlements(self.contracts.values(), now, self._capacity)
-        self.entitled, self.deficit = deliverable(
-            full, self.contracts, self.down_gpus(), self.topo.total_gpus
-        )
+        self._read_entitlements(now)
         self._rebalance(now)
         if not self._pending_keys:
             self._refresh_lenders()
@@ -308,6 +312,22 @@ class Engine(FaultHandling):
         self._check_guarantees(now)
         self._refresh_lenders()
         return d
+
+    def _read_entitlements(self, now: int) -> None:
+        """Entitlements and what can be delivered of them, recomputed only when a contract
+        changes, its term or notice reaches a boundary, or node health changes."""
+        if not (self._ent_from <= now < self._ent_until):
+            self._ent_full = entitlements(self.contracts.values(), now, self._capacity)
+            until = stable_until(self.contracts.values(), now)
+            self._ent_from, self._ent_until = now, (until if until is not None else 1 << 62)
+            self._deliverable_key = None
+        down = self.down_gpus()
+        key = (id(self._ent_full), down)
+        if key != self._deliverable_key:
+            self.entitled, self.deficit = deliverable(
+                self._ent_full, self.contracts, down, self.topo.total_gpus
+            )
+            self._deliverable_key = key
 
     def _apply(self, d: Decisions, now: int) -> None:
         self._tenant_reason = {t: (w.reason.value, w.detail) for t, w in d.tenant_waits.items()}
@@ -551,9 +571,10 @@ class Engine(FaultHandling):
 
     # -- node health ----------------------------------------------------------------------
     def set_node_health(self, node: int, health: Health, reason: str, now: int) -> None:
-        self.state.health[node] = int(health)
+        self.state.set_health(node, health)
+        self._health_changes += 1
         for view in self._guarantee_views.values():
-            view.health[node] = int(health)
+            view.set_health(node, health)
         self._wake()
         self._emit(
             {
@@ -572,10 +593,11 @@ class Engine(FaultHandling):
         give it room), then demote the least important owned runs (lowest priority, latest
         start) until the tenant owns no more than its entitlement. A tenant with a job
         waiting for a reclaim promotes nothing: that room is promised."""
+        promised = self._promised_tenants()
         for tenant in list(self._running_by_tenant):
             ent = self.entitled.get(tenant, 0)
             sizes = self._borrowed_sizes.get(tenant)
-            if sizes and tenant not in self._promised_tenants():
+            if sizes and tenant not in promised:
                 top = max(self._borrowed_prio[tenant])
                 if ent - self.owned[tenant] + self.owned_below(tenant, top) >= min(sizes):
                     self._promote(tenant, ent, now)
@@ -760,7 +782,7 @@ class Engine(FaultHandling):
     def _advance(self, t: int) -> None:
         if t <= self.acct.last_s:
             return
-        healthy = int(self.topo.node_gpus[self.state.health == Health.HEALTHY].sum())
+        healthy = self.topo.total_gpus - self.down_gpus()
         dt = t - self.acct.last_s
         for tenant, d in self.deficit.items():
             if d > 0:
