@@ -383,16 +383,6 @@ def run_policy(
     engine.sinks.append(track.sink)
     for spec in jobs:
         engine.submit(spec)
-    every = getattr(engine.policy, "wake_every_s", None)
-    if isinstance(every, int) and every > 0:
-        # A policy whose decisions change with time alone (LAS) asks for a cycle at a fixed
-        # interval; the engine itself runs one only on events.
-        def wake(t: int) -> None:
-            if track.ended < track.total:
-                engine.at(t + every, wake)
-
-        engine.at(scenario.start_s + every, wake)
-
     def step(t: int) -> None:
         track.stepped_s = t
         if probe is not None:

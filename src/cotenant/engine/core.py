@@ -37,7 +37,7 @@ from cotenant.scheduler.policies import Policy
 from cotenant.scheduler.snapshot import RunningJob, Snapshot, blocked_nodes, rival_map
 
 # Event kinds, in the order they are handled at one instant (0: scheduled callbacks).
-_CALLBACK, _DEADLINE, _SUBMIT, _CONTRACT, _TICK, _TICK_NOW = 0, 1, 2, 3, 4, 5
+_CALLBACK, _DEADLINE, _SUBMIT, _CONTRACT, _TICK, _TICK_NOW, _POLICY_WAKE = 0, 1, 2, 3, 4, 5, 6
 
 DecisionSink = Callable[[dict[str, Any]], None]
 
@@ -65,6 +65,7 @@ class Engine(FaultHandling):
         self._promised: set[str] = set()
         self._demotions = 0  # owned runs retagged as borrowed, ever
         self._health_changes = 0  # node health changes, ever (for the down-GPU cache)
+        self._policy_wake_s = -1  # the cycle a time-driven policy asked for
         self._down_gpus, self._down_gpus_at = 0, -1
         # Entitlements at [_ent_from, _ent_until) and the key of what was delivered of them.
         self._ent_full: dict[str, int] = {}
@@ -311,7 +312,19 @@ class Engine(FaultHandling):
             self._push(now, _TICK_NOW, "")
         self._check_guarantees(now)
         self._refresh_lenders()
+        self._schedule_policy_wake(now)
         return d
+
+    def _schedule_policy_wake(self, now: int) -> None:
+        """A policy whose decisions change with time alone (LAS demotes a job once it has
+        had its quantum) sets ``wake_every_s``: while work waits and work runs, the engine
+        cycles at that interval, not only on events."""
+        every = getattr(self.policy, "wake_every_s", None)
+        if not isinstance(every, int) or every <= 0 or self._policy_wake_s > now:
+            return
+        if self._pending_keys and self._running_views:
+            self._policy_wake_s = now + every
+            self._push(self._policy_wake_s, _POLICY_WAKE, "")
 
     def _read_entitlements(self, now: int) -> None:
         """Entitlements and what can be delivered of them, recomputed only when a contract

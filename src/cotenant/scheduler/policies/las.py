@@ -28,7 +28,7 @@ The cycle, in order:
 
 Time alone changes LAS decisions (service grows, a run's protection expires) while
 the engine runs a cycle only on events, so the policy asks to be woken every
-``wake_every_s`` (default 5 minutes); ``cotenant.replay`` does that.
+``wake_every_s`` (default 5 minutes); the engine does that while work waits and runs.
 
 No thrashing: a run can be preempted only after it has done ``min_run_s`` of
 work since its restart cost (default 10 minutes), so every run makes progress;
