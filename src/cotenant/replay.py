@@ -383,6 +383,7 @@ def run_policy(
     engine.sinks.append(track.sink)
     for spec in jobs:
         engine.submit(spec)
+
     def step(t: int) -> None:
         track.stepped_s = t
         if probe is not None:

@@ -43,8 +43,10 @@ from cotenant.engine.clock import WallClock
 from cotenant.engine.core import Engine
 from cotenant.engine.jobs import JobRun
 from cotenant.engine.restore import SavedJob, restore_jobs
+from cotenant.metering.energy import SiteEnergy, topology_facility_power_w
 from cotenant.metering.ledger import UsageLedger, UsageRecord
 from cotenant.metering.rating import Invoice, rate_month
+from cotenant.metering.run import parse_metering_settings
 from cotenant.model.accelerators import CATALOGUE
 from cotenant.model.contracts import Contract, Tenant
 from cotenant.model.errors import Conflict, InvariantBroken, NotFound, SpecError
@@ -65,6 +67,7 @@ from cotenant.store.writer import Tx
 log = logging.getLogger("cotenant.service")
 FOREVER = 1 << 62
 CLOCK_META = "clock"
+ENERGY_META = "site-energy"  # the seeding scenario's [energy] table, as JSON
 RUNNING_STATES = ("running", "reclaiming")
 TERMINAL = (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
 # Engine decisions that are audited (submissions and contract changes are audited by the
@@ -142,6 +145,8 @@ class Status:
     decisions: int = 0
     cycles: int = 0
     decisions_per_s: float = 0.0
+    power_w: float = 0.0  # facility power now (the cap's model)
+    power_cap_w: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +186,12 @@ class Service:
             self.clock,
             tenants=sorted(self.tenant_names),
         )
+        # The site's energy figures (the seeding scenario's [energy]): its power cap binds
+        # the live scheduler exactly as it binds the twin.
+        raw_energy = store.meta(ENERGY_META)
+        self.engine.site = parse_metering_settings(
+            json.loads(raw_energy) if raw_energy else None
+        ).site
         self.keys = KeyRing(store.active_keys())
         self.status = Status()
         self.error: str | None = None
@@ -336,6 +347,7 @@ class Service:
             self._rates.popleft()
         w0, d0 = self._rates[0]
         rate = (e.decisions_made - d0) / (wall - w0) if wall > w0 else 0.0
+        site = e.site or SiteEnergy()
         self.status = Status(
             t=t,
             allocated={k: v for k, v in e.allocated.items() if v},
@@ -349,6 +361,8 @@ class Service:
             decisions=e.decisions_made,
             cycles=e.cycles,
             decisions_per_s=rate,
+            power_w=topology_facility_power_w(site, e.topo, e.state),
+            power_cap_w=None if site.power_cap_mw is None else site.power_cap_mw * 1e6,
         )
 
     def _engine_call(self, fn: Callable[[], Any]) -> Any:
@@ -759,6 +773,8 @@ def bootstrap(store: Store, settings: Settings) -> list[IssuedKey]:
     def op(tx: Tx) -> None:
         repo.put_cluster(tx, spec)
         repo.put_meta(tx, CLOCK_META, anchor)
+        if sc is not None and "energy" in sc.sections:
+            repo.put_meta(tx, ENERGY_META, canonical_json(dict(sc.sections["energy"])))
         tx.audit(
             start,
             "cluster-created",

@@ -421,3 +421,52 @@ def test_a_restart_rebuilds_the_engine_from_the_store(tmp_path: Path) -> None:
         # the pending job still runs once the big one is cancelled
         api.post(LESSEE, f"/v1/jobs/{running['id']}/cancel")
         assert api.wait_state(LESSEE, waiting["id"], "running")["state"] == "running"
+
+
+# -- site power cap ------------------------------------------------------------------------------
+def test_the_live_server_holds_work_beyond_the_seeding_scenarios_power_cap(tmp_path: Path) -> None:
+    """A scenario whose [energy] cap leaves room for 16 busy GPUs seeds the store; after a
+    restart the server still reads the cap from the store: an 8-GPU job runs, a 16-GPU job
+    waits held-for-power, and /metrics shows the facility power under the cap."""
+    from importlib import resources
+
+    from cotenant.metering.energy import SiteEnergy, power_headroom_gpus
+
+    def room(cap_mw: float) -> int:
+        got = power_headroom_gpus(SiteEnergy(power_cap_mw=cap_mw), {"H100-SXM-80GB": (128, 16)}, {})
+        assert got is not None
+        return got
+
+    lo, hi = 0.0, 1.0  # bisect the cap (MW) that leaves room for exactly 16 busy GPUs
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if room(mid) < 16 else (lo, mid)
+    cap_mw = hi
+    assert room(cap_mw) == 16
+    text = (resources.files("cotenant.scenarios") / "small-lease.toml").read_text()
+    scenario = tmp_path / "capped.toml"
+    scenario.write_text(
+        text.replace('name = "small-lease"', 'name = "capped"')
+        + (f"\n[energy]\npower_cap_mw = {cap_mw!r}\n")
+    )
+    db = tmp_path / "cap.db"
+    s = Settings(db=f"sqlite:///{db}", demo=True, scenario=str(scenario), speed=60, min_step_s=0.01)
+    store = Store(s.db)
+    keys = key_map(bootstrap(store, s))
+    store.close()
+    restarted = Settings(db=f"sqlite:///{db}", speed=60, min_step_s=0.01)  # no scenario now
+    with TestClient(create_app(restarted)) as c:
+        api = Api(c, keys)
+        small = api.submit(OWNER, gpus=8)
+        assert api.wait_state(OWNER, small["id"], "running")["state"] == "running"
+        big = api.submit(OWNER, gpus=16)
+        deadline = time.monotonic() + 5
+        why = api.get(OWNER, f"/v1/jobs/{big['id']}/why").json()
+        while why["reason"] != "held-for-power" and time.monotonic() < deadline:
+            time.sleep(0.02)
+            why = api.get(OWNER, f"/v1/jobs/{big['id']}/why").json()
+        assert why["state"] == "pending" and why["reason"] == "held-for-power"
+        metrics = api.get("operator", "/metrics").text
+        lines = dict(ln.rsplit(" ", 1) for ln in metrics.splitlines() if ln.startswith("cotenant_"))
+        assert float(lines["cotenant_power_cap_watts"]) == pytest.approx(cap_mw * 1e6)
+        assert 0 < float(lines["cotenant_facility_power_watts"]) <= cap_mw * 1e6

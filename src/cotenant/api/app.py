@@ -41,6 +41,11 @@ class ServiceCollector(Collector):
         yield GaugeMetricFamily("cotenant_queue_depth", "Jobs pending in the engine", st.pending)
         yield GaugeMetricFamily("cotenant_running_jobs", "Jobs holding GPUs", st.running)
         yield GaugeMetricFamily("cotenant_free_gpus", "Free GPUs on healthy nodes", st.free_gpus)
+        yield GaugeMetricFamily(
+            "cotenant_facility_power_watts", "Facility power now (busy/idle x PUE)", st.power_w
+        )
+        if st.power_cap_w is not None:
+            yield GaugeMetricFamily("cotenant_power_cap_watts", "Site power cap", st.power_cap_w)
         for metric, help_, values in (
             ("cotenant_allocated_gpus", "GPUs allocated per tenant", st.allocated),
             ("cotenant_borrowed_gpus", "GPUs held beyond the entitlement", st.borrowed),

@@ -196,6 +196,19 @@ def topology_power_headroom(
     return power_headroom_gpus(site, installed, busy)
 
 
+def topology_facility_power_w(site: SiteEnergy, topo: Topology, state: ClusterState) -> float:
+    """Facility watts drawn now: GPUs held in ``state`` busy, the rest idle, every node on,
+    times PUE (the same model the power cap is checked against)."""
+    held = state.tenant_gpus.sum(axis=0)
+    it_w = 0.0
+    for k, name in enumerate(topo.kinds):
+        mask = topo.node_kind == k
+        busy = int(held[mask].sum())
+        idle = int(topo.node_gpus[mask].sum()) - busy
+        it_w += it_power_watts(busy, idle, int(mask.sum()), CATALOGUE[name], site)
+    return float(facility_power_w(it_w, site))
+
+
 @dataclass(frozen=True, slots=True)
 class EnergyUse:
     gpu_seconds: int
