@@ -34,9 +34,9 @@ def slurm_cluster() -> Iterator[LocalSlurm]:
     reason = slurm_available()
     if reason is not None:
         _unavailable(reason)
-    # Each pytest-xdist worker gets its own cluster, so its own munged as well.
-    worker = os.environ.get("PYTEST_XDIST_WORKER")
-    socket = MUNGE_SOCKET.with_name(f"cotenant-{worker}.socket") if worker else MUNGE_SOCKET
+    # Each test process (and pytest-xdist worker) owns its munged on a private socket: a
+    # second run on the same host must not share, or stop, this run's munged.
+    socket = MUNGE_SOCKET.with_name(f"cotenant-{os.getpid()}.socket")
     with LocalSlurm(n_nodes=3, gpus_per_node=8, munge_socket=socket) as cluster:
         yield cluster
 
