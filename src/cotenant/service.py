@@ -31,12 +31,19 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from cotenant.api.keys import KeyRing, Principal, Role, hash_token, new_token
+from cotenant.api.keys import KeyRing, Principal, Role
 from cotenant.api.settings import Settings
 from cotenant.audit import canonical_json
 from cotenant.backends import BACKENDS, get_backend
 from cotenant.backends.base import Backend
-from cotenant.cluster.presets import preset
+from cotenant.bootstrap import (
+    CLOCK_META,
+    ENERGY_META,
+    IssuedKey,
+    make_key,
+    store_contract,
+    store_key,
+)
 from cotenant.cluster.state import Health
 from cotenant.cluster.topology import Topology
 from cotenant.engine.clock import WallClock
@@ -51,11 +58,10 @@ from cotenant.model.accelerators import CATALOGUE
 from cotenant.model.contracts import Contract, Tenant
 from cotenant.model.errors import Conflict, InvariantBroken, NotFound, SpecError
 from cotenant.model.jobs import Constraint, JobKind, JobSpec, JobState
-from cotenant.scenario import load_scenario, parse_contract, parse_time, validate_contracts
+from cotenant.scenario import parse_contract, validate_contracts
 from cotenant.scheduler.policies import get_policy
 from cotenant.store import repo
 from cotenant.store.mapping import (
-    contract_to_dict,
     placement_columns,
     placement_from_row,
     spec_columns,
@@ -66,8 +72,6 @@ from cotenant.store.writer import Tx
 
 log = logging.getLogger("cotenant.service")
 FOREVER = 1 << 62
-CLOCK_META = "clock"
-ENERGY_META = "site-energy"  # the seeding scenario's [energy] table, as JSON
 RUNNING_STATES = ("running", "reclaiming")
 TERMINAL = (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
 # Engine decisions that are audited (submissions and contract changes are audited by the
@@ -147,15 +151,6 @@ class Status:
     decisions_per_s: float = 0.0
     power_w: float = 0.0  # facility power now (the cap's model)
     power_cap_w: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class IssuedKey:
-    key_id: str
-    role: Role
-    tenant: str | None
-    name: str
-    token: str  # shown once
 
 
 def new_job_id() -> str:
@@ -696,106 +691,3 @@ def _saved_job(row: Row) -> SavedJob:
         preemptions=row["preemptions"],
         reason=row["reason"],
     )
-
-
-def store_contract(tx: Tx, by: str, contract: Contract, change: str, now: int) -> None:
-    version = repo.add_contract_version(tx, contract, change, now)
-    payload = {
-        "tenant": contract.tenant,
-        "version": version,
-        "by": by,
-        "contract": contract_to_dict(contract),
-    }
-    tx.audit(now, f"contract-{change}", payload)
-
-
-def make_key(role: Role, tenant: str | None, name: str) -> tuple[IssuedKey, str]:
-    """A new key and its token's hash."""
-    key_id, token = new_token()
-    return IssuedKey(key_id, role, tenant, name, token), hash_token(token)
-
-
-def store_key(tx: Tx, key: IssuedKey, digest: str, by: str, now: int) -> None:
-    repo.add_key(
-        tx,
-        {
-            "id": key.key_id,
-            "hash": digest,
-            "role": key.role.value,
-            "tenant": key.tenant,
-            "name": key.name,
-            "created_s": now,
-            "created_by": by,
-            "revoked_s": None,
-        },
-    )
-    tx.audit(
-        now,
-        "key-issued",
-        {
-            "key_id": key.key_id,
-            "role": key.role.value,
-            "tenant": key.tenant,
-            "name": key.name,
-            "by": by,
-        },
-    )
-
-
-def bootstrap(store: Store, settings: Settings) -> list[IssuedKey]:
-    """Seed an empty store: cluster, tenants and contracts (from the scenario, if any), the
-    clock anchor, and keys (an operator key; with ``demo`` also an auditor key and one
-    tenant-admin key per tenant). A store that holds a cluster already is left alone and
-    no key is issued: keys are shown once, when they are made."""
-    if store.cluster_spec() is not None:
-        return []
-    name = settings.seed_scenario
-    sc = load_scenario(name) if name is not None else None
-    if settings.backend == "slurm":  # the nodes Slurm has (a scenario gives tenants only)
-        from cotenant.backends.slurm import read_cluster_spec
-
-        spec = read_cluster_spec()
-    else:
-        spec = sc.cluster if sc is not None else preset(settings.cluster, "cluster")
-    if settings.start is not None:
-        start = parse_time(settings.start, "start")
-    elif sc is not None:
-        start = sc.start_s
-    else:
-        start = int(time.time())
-    tenants = list(sc.tenants) if sc is not None else []
-    anchor = canonical_json({"sim0": start, "wall0": time.time(), "speed": settings.speed})
-    keys = [make_key(Role.OPERATOR, None, "operator")]
-    if settings.demo:
-        keys.append(make_key(Role.AUDITOR, None, "auditor"))
-        keys += [make_key(Role.TENANT_ADMIN, t.name, f"{t.name} admin") for t in tenants]
-
-    def op(tx: Tx) -> None:
-        repo.put_cluster(tx, spec)
-        repo.put_meta(tx, CLOCK_META, anchor)
-        if sc is not None and "energy" in sc.sections:
-            repo.put_meta(tx, ENERGY_META, canonical_json(dict(sc.sections["energy"])))
-        tx.audit(
-            start,
-            "cluster-created",
-            {
-                "cluster": spec.name,
-                "gpus": spec.total_gpus,
-                "scenario": sc.name if sc is not None else None,
-            },
-        )
-        for t in tenants:
-            repo.add_tenant(tx, t.name, t.display_name or t.name, start)
-            tx.audit(
-                start,
-                "tenant-created",
-                {"tenant": t.name, "display_name": t.display_name, "by": "bootstrap"},
-            )
-        for t in tenants:
-            if t.contract is not None:
-                store_contract(tx, "bootstrap", t.contract, "create", start)
-        for key, digest in keys:
-            store_key(tx, key, digest, "bootstrap", start)
-
-    store.writer.call(op)
-    return [k for k, _ in keys]

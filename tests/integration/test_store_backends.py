@@ -20,9 +20,10 @@ from alembic.runtime.migration import MigrationContext
 from cotenant.api.keys import Principal, Role
 from cotenant.api.settings import Settings
 from cotenant.audit import verify
+from cotenant.bootstrap import bootstrap
 from cotenant.metering.ledger import UsageRecord
 from cotenant.model.contracts import Commitment, Contract, IsolationTerms, NoticeTerms
-from cotenant.service import Service, bootstrap
+from cotenant.service import Service
 from cotenant.store import repo
 from cotenant.store.db import head_revision, schema_revision
 from cotenant.store.mapping import contract_from_json, contract_to_json

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from cotenant.api.app import create_app
 from cotenant.api.settings import Settings
-from cotenant.service import IssuedKey, bootstrap
+from cotenant.bootstrap import IssuedKey, bootstrap
 from cotenant.store.repo import Store
 
 OWNER, LESSEE = "owner-lab", "lessee-lab"

@@ -64,7 +64,7 @@ def serve_command(
 
     from cotenant.api.app import create_app
     from cotenant.api.settings import load_settings
-    from cotenant.service import bootstrap
+    from cotenant.bootstrap import bootstrap
     from cotenant.store.repo import Store
 
     settings = load_settings(
