@@ -101,8 +101,46 @@ def engine(
     """A simulated engine; if ``events`` is given, every emitted event is appended to it."""
     contracts = list(contracts)
     names = list(dict.fromkeys([*(c.tenant for c in contracts), *tenants]))
-    eng = Engine(topo, contracts, get_policy(policy), SimBackend(),
-                 SimClock(start), tenants=names, checkpoint_write_s=checkpoint_write_s, **kw)
+    eng = Engine(
+        topo,
+        contracts,
+        get_policy(policy),
+        SimBackend(),
+        SimClock(start),
+        tenants=names,
+        checkpoint_write_s=checkpoint_write_s,
+        **kw,
+    )
     if events is not None:
         eng.sinks.append(events.append)
     return eng
+
+
+# Two tenants of small experiments on 32 GPUs under a 22 kW cap: power binds, not GPUs.
+TIGHT_POWER_SCENARIO = """
+name = "tight-power"
+duration = "12h"
+policy = "contract"
+[cluster]
+groups = [{ accelerator = "H100-SXM-80GB", nodes = 4, nodes_per_rack = 2 }]
+[[tenants]]
+name = "alpha"
+[tenants.contract]
+commitment = { gpus = 16 }
+[tenants.workload]
+pretraining_runs = 0
+rl_runs = 0
+experiments = 30
+experiment_gpus = [1, 8]
+experiment_median_hours = 1.0
+[[tenants]]
+name = "beta"
+[tenants.workload]
+pretraining_runs = 0
+rl_runs = 0
+experiments = 30
+experiment_gpus = [1, 8]
+experiment_median_hours = 1.0
+[energy]
+power_cap_mw = 0.022
+"""

@@ -31,7 +31,6 @@ from __future__ import annotations
 import math
 import re
 import time
-import tomllib
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -51,7 +50,7 @@ from cotenant.model.jobs import JobSpec, JobState
 from cotenant.model.time import DAY
 from cotenant.report import Report, build_report
 from cotenant.runtime import build_sim_engine
-from cotenant.scenario import Scenario, parse_cluster
+from cotenant.scenario import Scenario, parse_cluster, read_toml
 from cotenant.scheduler.policies import get_policy
 from cotenant.traces import Trace, TraceNode
 
@@ -159,12 +158,7 @@ def parse_cluster_arg(text: str) -> ClusterSpec:
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
             raise SpecError("--cluster", f"cluster file not found: {path}")
-        try:
-            raw = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise SpecError("toml", str(e), str(path)) from None
-        except UnicodeDecodeError:
-            raise SpecError("toml", "not a UTF-8 text file", str(path)) from None
+        raw = read_toml(path)
         if "cluster" not in raw:
             raise SpecError("cluster", "the file has no [cluster] table", str(path))
         try:
@@ -235,12 +229,7 @@ def load_price_terms(path: str | Path) -> ReplayPrices:
     path = Path(path)
     if not path.is_file():
         raise SpecError("--price-terms", f"price-terms file not found: {path}")
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise SpecError("toml", str(e), str(path)) from None
-    except UnicodeDecodeError:
-        raise SpecError("toml", "not a UTF-8 text file", str(path)) from None
+    raw = read_toml(path)
     try:
         for key in raw:
             if key not in _PRICE_FILE_KEYS:

@@ -105,14 +105,28 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
             )
         source = str(path)
         text = path.read_text()
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise SpecError("toml", str(e), source) from None
+    raw = parse_toml(text, source)
     try:
         return parse_scenario(raw)
     except SpecError as e:
         raise SpecError(e.field, e.problem, source) from None
+
+
+def parse_toml(text: str, source: str) -> dict[str, Any]:
+    """TOML text to a table; a syntax error names the source and the line."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError("toml", str(e), source) from None
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file (UTF-8) to a table; errors name the file."""
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise SpecError("toml", "not a UTF-8 text file", str(path)) from None
+    return parse_toml(text, str(path))
 
 
 def parse_scenario(raw: Mapping[str, Any]) -> Scenario:

@@ -13,7 +13,7 @@ import tomllib
 import numpy as np
 import pytest
 
-from builders import H100, HOUR, MIN, T0, cluster, contract, engine, job
+from builders import H100, HOUR, MIN, T0, TIGHT_POWER_SCENARIO, cluster, contract, engine, job
 from cotenant.engine.core import Engine
 from cotenant.metering.energy import (
     SiteEnergy,
@@ -124,35 +124,6 @@ def test_facility_power_never_exceeds_the_cap(policy: str, seed: int) -> None:
     assert any(e.get("event") == "place" for e in events)
 
 
-SCENARIO = """
-name = "tight-power"
-duration = "12h"
-policy = "contract"
-[cluster]
-groups = [{ accelerator = "H100-SXM-80GB", nodes = 4, nodes_per_rack = 2 }]
-[[tenants]]
-name = "alpha"
-[tenants.contract]
-commitment = { gpus = 16 }
-[tenants.workload]
-pretraining_runs = 0
-rl_runs = 0
-experiments = 30
-experiment_gpus = [1, 8]
-experiment_median_hours = 1.0
-[[tenants]]
-name = "beta"
-[tenants.workload]
-pretraining_runs = 0
-rl_runs = 0
-experiments = 30
-experiment_gpus = [1, 8]
-experiment_median_hours = 1.0
-[energy]
-power_cap_mw = 0.022
-"""
-
-
 class RecordingPolicy:
     """The same interface as a policy: delegates, and keeps every wait reason it gave."""
 
@@ -170,7 +141,7 @@ class RecordingPolicy:
 
 
 def test_a_scenario_with_a_low_cap_holds_jobs_and_stays_under_it() -> None:
-    sc = parse_scenario(tomllib.loads(SCENARIO))
+    sc = parse_scenario(tomllib.loads(TIGHT_POWER_SCENARIO))
     recorder: list[RecordingPolicy] = []
 
     def hook(eng: Engine) -> None:

@@ -20,7 +20,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from builders import HOUR, MIN, T0, cluster, engine, job
+from builders import HOUR, MIN, T0, TIGHT_POWER_SCENARIO, cluster, engine, job
 from cotenant.cli.main import app
 from cotenant.htmlreport import power_plot, render_html
 from cotenant.metering.energy import SiteEnergy
@@ -31,33 +31,6 @@ from cotenant.runtime import simulate
 from cotenant.scenario import parse_scenario
 
 CAP_MW = 0.022
-SCENARIO = """
-name = "tight-power"
-duration = "12h"
-policy = "contract"
-[cluster]
-groups = [{ accelerator = "H100-SXM-80GB", nodes = 4, nodes_per_rack = 2 }]
-[[tenants]]
-name = "alpha"
-[tenants.contract]
-commitment = { gpus = 16 }
-[tenants.workload]
-pretraining_runs = 0
-rl_runs = 0
-experiments = 30
-experiment_gpus = [1, 8]
-experiment_median_hours = 1.0
-[[tenants]]
-name = "beta"
-[tenants.workload]
-pretraining_runs = 0
-rl_runs = 0
-experiments = 30
-experiment_gpus = [1, 8]
-experiment_median_hours = 1.0
-[energy]
-power_cap_mw = 0.022
-"""
 
 
 def facility_mw(busy_gpus: float) -> float:
@@ -66,7 +39,7 @@ def facility_mw(busy_gpus: float) -> float:
 
 @pytest.fixture(scope="module")
 def tight() -> Report:
-    _, report = simulate(parse_scenario(tomllib.loads(SCENARIO)))
+    _, report = simulate(parse_scenario(tomllib.loads(TIGHT_POWER_SCENARIO)))
     return report
 
 
@@ -116,7 +89,9 @@ def test_held_for_power_by_hand() -> None:
     assert dict(holds.jobs) == {"a": {"second"}}
     assert holds.held_gpu_s["a"] == 8 * (HOUR - MIN)
     assert eng.jobs["second"].first_start_s == T0 + HOUR
-    sc = replace(parse_scenario(tomllib.loads(SCENARIO)), start_s=T0, duration_s=3 * HOUR)
+    sc = replace(
+        parse_scenario(tomllib.loads(TIGHT_POWER_SCENARIO)), start_s=T0, duration_s=3 * HOUR
+    )
     m = metering_report(eng, sc, MeteringSettings(eng.site), probe)
     assert m["power"]["held_for_power"]["jobs"] == 1
     assert m["power"]["held_for_power"]["held_gpu_h"] == pytest.approx(8 * 59 / 60)
@@ -169,7 +144,7 @@ def test_no_power_series_no_power_plot(tight: Report) -> None:
 
 def test_cli_simulate_html_is_a_self_contained_report(tmp_path: Path) -> None:
     scenario = tmp_path / "tight.toml"
-    scenario.write_text(SCENARIO)
+    scenario.write_text(TIGHT_POWER_SCENARIO)
     out = tmp_path / "r.html"
     saved = tmp_path / "r.json"
     r = CliRunner().invoke(
