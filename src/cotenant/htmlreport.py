@@ -11,6 +11,8 @@ Figures (each only when the reports carry the data):
 4. Facility power over time against the site cap, one line per policy
    (``extra["metering"]["power"]``: metered runs, i.e. ``simulate`` and a replay with
    ``--html`` or ``--invoice``); the caption gives each peak against the cap.
+5. Serving against training GPUs per tenant with inference services, over the run and
+   over its first two days (``extra["services"]["series"]``, first report).
 """
 
 from __future__ import annotations
@@ -82,6 +84,7 @@ def render_html(reports: Sequence[Report], title: str, *, stack_policy: str | No
         ),
         ("Job completion time and queueing delay (CDF)", cdf_figure(reports)),
         (power_caption(reports), power_figure(reports)),
+        (serving_caption(reports), serving_figure(reports)),
     ]
     for caption, png in figures:
         if png is not None:
@@ -276,6 +279,60 @@ def power_plot(reports: Sequence[Report]) -> Any:
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     return fig
+
+
+def _services(reports: Sequence[Report]) -> tuple[Report, dict[str, Any]] | None:
+    for r in reports:
+        sec = r.extra.get("services")
+        if sec and len(sec.get("series", {}).get("times", [])) > 1:
+            return r, sec
+    return None
+
+
+def serving_caption(reports: Sequence[Report]) -> str:
+    found = _services(reports)
+    if found is None:
+        return "Serving and training GPUs"
+    slo = "; ".join(
+        f"{name}: SLO attainment {m['slo_attainment']:.3%}"
+        for name, m in found[1]["services"].items()
+    )
+    return f"Serving and training GPUs per tenant ({slo})"
+
+
+def serving_figure(reports: Sequence[Report]) -> str | None:
+    """Per tenant with services: GPUs of its service replicas and of everything else it
+    runs, stacked, over the run (left) and its first 48 hours (right)."""
+    found = _services(reports)
+    if found is None:
+        return None
+    r, sec = found
+    series = sec["series"]
+    hours = (np.asarray(series["times"], dtype=np.float64) - r.start_s) / 3600.0
+    tenants = list(series["serving_gpus"])
+    fig, axes = plt.subplots(
+        len(tenants), 2, figsize=(11, 0.8 + 2.4 * len(tenants)), squeeze=False,
+        gridspec_kw={"width_ratios": [2, 1]},
+    )  # fmt: skip
+    span = float(hours[-1])
+    for row, name in zip(axes, tenants, strict=True):
+        serving = np.asarray(series["serving_gpus"][name], dtype=np.float64)
+        training = np.asarray(series["training_gpus"][name], dtype=np.float64)
+        for ax, window in ((row[0], span), (row[1], min(span, 48.0))):
+            keep = hours <= window
+            k = _scale(window)
+            x = hours[keep] / k
+            ax.stackplot(
+                x, serving[keep], training[keep], labels=["serving", "training and experiments"],
+                colors=["tab:orange", "tab:blue"], alpha=0.85, step="post",
+            )  # fmt: skip
+            ax.set_xlabel(_time_axis(window))
+            ax.grid(alpha=0.3)
+        row[0].set_ylabel(f"{name}\nGPUs")
+        row[1].set_title("first 48 h", fontsize=9)
+    axes[0, 0].legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    return _png(fig)
 
 
 # -- tables -----------------------------------------------------------------------------------

@@ -127,6 +127,12 @@ class Report:
 
             for line in metering_text(metering):
                 console.print(line, highlight=False, markup=False)
+        services = self.extra.get("services")
+        if services:
+            from cotenant.serving.measure import services_text
+
+            for line in services_text(services):
+                console.print(line, highlight=False, markup=False)
         e = self.engine
         console.print(
             f"{e['cycles']:,} scheduling cycles, {e['decisions']:,} decisions, "

@@ -19,6 +19,9 @@ from cotenant.model.jobs import JobSpec
 from cotenant.report import Report, build_report, fault_report
 from cotenant.scenario import Scenario
 from cotenant.scheduler.policies import get_policy
+from cotenant.serving.autoscaler import Autoscaler
+from cotenant.serving.measure import services_report
+from cotenant.serving.services import parse_services
 
 
 def workload_of(scenario: Scenario) -> list[JobSpec]:
@@ -70,14 +73,36 @@ def simulate(
             scenario.start_s,
             scenario.end_s,
         )
+    scaler = install_services(engine, scenario)
     for spec in jobs if jobs is not None else workload_of(scenario):
         engine.submit(spec)
     probe = UsageProbe(engine)
     t0 = time.perf_counter()
-    engine.run(scenario.end_s, progress=probe.progress(progress))
+    engine.run(
+        scenario.end_s,
+        progress=probe.progress(progress if scaler is None else scaler.progress(progress)),
+    )
     wall = time.perf_counter() - t0
     report = build_report(engine, scenario.name, scenario.start_s, scenario.end_s, wall)
     report.extra["faults"] = fault_report(engine, failures)
     report.extra["metering"] = metering_report(engine, scenario, metering, probe)
     report.series["facility_power_mw"] = report.extra["metering"]["power"]["facility_mw"]
+    if scaler is not None:
+        report.extra["services"] = services_report(scaler)
     return engine, report
+
+
+def install_services(engine: Engine, scenario: Scenario) -> Autoscaler | None:
+    """The scenario's ``[[services]]`` with an autoscaler each, on the engine's tick."""
+    services = parse_services(
+        scenario.sections.get("services"),
+        [t.name for t in scenario.tenants],
+        scenario.seed,
+        scenario.base_dir,
+    )
+    if not services:
+        return None
+    scaler = Autoscaler(
+        engine, services, scenario.start_s, scenario.end_s, engine.acct.series.step_s
+    )
+    return scaler.install()

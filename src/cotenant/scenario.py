@@ -46,7 +46,8 @@ class Scenario:
     workloads: tuple[FrontierLabWorkload, ...] = ()
     restart_cost_s: int = 600
     checkpoint_write_s: int = 60
-    sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # failures, energy...
+    sections: Mapping[str, Any] = field(default_factory=dict)  # failures, energy, services...
+    base_dir: Path | None = None  # the scenario file's directory: relative paths start here
 
     @property
     def end_s(self) -> int:
@@ -56,7 +57,7 @@ class Scenario:
         return [t.contract for t in self.tenants if t.contract is not None]
 
 
-BUILTIN = ("colossus-lease", "small-lease")
+BUILTIN = ("colossus-lease", "small-lease", "alibaba-serving")
 _TOP = {
     "name",
     "start",
@@ -92,6 +93,7 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
     """A built-in scenario by name, or a TOML file by path."""
     text: str
     source: str
+    base_dir: Path | None = None
     if str(name_or_path) in BUILTIN:
         source = f"scenario {name_or_path}"
         text = resources.files("cotenant.scenarios").joinpath(f"{name_or_path}.toml").read_text()
@@ -105,9 +107,10 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
             )
         source = str(path)
         text = path.read_text()
+        base_dir = path.resolve().parent
     raw = parse_toml(text, source)
     try:
-        return parse_scenario(raw)
+        return parse_scenario(raw, base_dir)
     except SpecError as e:
         raise SpecError(e.field, e.problem, source) from None
 
@@ -129,7 +132,7 @@ def read_toml(path: Path) -> dict[str, Any]:
     return parse_toml(text, str(path))
 
 
-def parse_scenario(raw: Mapping[str, Any]) -> Scenario:
+def parse_scenario(raw: Mapping[str, Any], base_dir: Path | None = None) -> Scenario:
     _no_unknown(raw, _TOP, "")
     start = parse_time(raw.get("start", "2026-10-01T00:00:00Z"), "start")
     duration = parse_duration(raw.get("duration", "30d"), "duration")
@@ -177,6 +180,10 @@ def parse_scenario(raw: Mapping[str, Any]) -> Scenario:
         from cotenant.faults.injector import parse_failure_settings
 
         parse_failure_settings(raw["failures"])  # fail early, naming the field
+    if "services" in raw:
+        from cotenant.serving.services import parse_services
+
+        parse_services(raw["services"], [t.name for t in tenants], seed, base_dir)
     sections = {k: raw[k] for k in ("failures", "energy", "services") if k in raw}
     return Scenario(
         name=str(raw.get("name", "scenario")),
@@ -190,6 +197,7 @@ def parse_scenario(raw: Mapping[str, Any]) -> Scenario:
         restart_cost_s=restart,
         checkpoint_write_s=write,
         sections=sections,
+        base_dir=base_dir,
     )
 
 

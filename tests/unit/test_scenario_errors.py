@@ -153,7 +153,8 @@ ACCEPTED_BUT_WRONG = {
         "tenants[0].contract.lending.lend_idle",
     ),
     "priority-as-boolean": (
-        CLUSTER + tenant("a", "priority = true"), "tenants[0].contract.priority"
+        CLUSTER + tenant("a", "priority = true"),
+        "tenants[0].contract.priority",
     ),
     "limit-gpus-as-boolean": (
         CLUSTER + tenant("a", "lending = { limit_gpus = true }"),
@@ -205,6 +206,7 @@ def test_commitments_are_checked_per_accelerator_kind(tmp_path: Path) -> None:
     [
         pytest.param("small-lease", 128, ("owner-lab", "lessee-lab"), id="small-lease"),
         pytest.param("colossus-lease", 100_000, ("owner-lab", "lessee-lab"), id="colossus-lease"),
+        pytest.param("alibaba-serving", 512, ("serving-lab", "training-lab"), id="alibaba-serving"),
     ],
 )
 def test_builtin_scenarios_parse(name: str, gpus: int, tenants: tuple[str, ...]) -> None:
@@ -234,7 +236,11 @@ def run_cli(path: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
     return subprocess.run(
         [sys.executable, "-m", "cotenant.cli.main", "simulate", str(path)],
-        capture_output=True, text=True, timeout=60, env=env, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
     )
 
 

@@ -30,7 +30,7 @@ from cotenant.metering.energy import SiteEnergy, topology_power_headroom
 from cotenant.metering.ledger import UsageLedger, UsageRecord
 from cotenant.model.contracts import Contract
 from cotenant.model.errors import Conflict, NotFound, SpecError
-from cotenant.model.jobs import JobSpec, JobState
+from cotenant.model.jobs import JobKind, JobSpec, JobState
 from cotenant.scheduler.decisions import Decisions, Reason
 from cotenant.scheduler.placement import find_placement
 from cotenant.scheduler.policies import Policy
@@ -154,7 +154,8 @@ class Engine(FaultHandling):
         run = JobRun(spec, queued_since_s=spec.submit_s)
         self.jobs[spec.id] = run
         self.state.tenant_index(spec.tenant)
-        self.acct.tenants[spec.tenant].submitted += 1
+        if spec.kind is not JobKind.SERVICE:  # replicas come and go with demand; the
+            self.acct.tenants[spec.tenant].submitted += 1  # services report counts them
         at = max(spec.submit_s, self.clock.now())
         self._push(at, _SUBMIT, spec.id)
         self.clock.wake()
@@ -538,7 +539,7 @@ class Engine(FaultHandling):
         if ev.exit_code == 0:
             run.state = JobState.COMPLETED
             run.work_saved_s = run.spec.duration_s
-            tt.completed += 1
+            tt.completed += run.spec.kind is not JobKind.SERVICE
             tt.useful_gpu_s += run.spec.duration_s * run.spec.gpus
         else:
             run.state = JobState.FAILED
@@ -586,6 +587,17 @@ class Engine(FaultHandling):
     def set_node_health(self, node: int, health: Health, reason: str, now: int) -> None:
         self.state.set_health(node, health)
         self._health_changes += 1
+        if health is not Health.HEALTHY:
+            # Room promised on this node is lost to a fault, not to the scheduler: a job
+            # waiting for it is owed afresh from now (the shortfall is the fault report's).
+            for job_id in self._promised:
+                run = self.jobs[job_id]
+                if (
+                    run.entitled_since_s is not None
+                    and run.promise is not None
+                    and node in run.promise.nodes
+                ):
+                    run.entitled_since_s = now
         for view in self._guarantee_views.values():
             view.set_health(node, health)
         self._wake()
@@ -869,6 +881,10 @@ class Engine(FaultHandling):
     # -- views ----------------------------------------------------------------------------
     def pending_count(self) -> int:
         return len(self._pending_keys)
+
+    def pending_gpus(self, tenant: str) -> int:
+        """GPUs asked for by the tenant's queued jobs."""
+        return self._pending_gpus.get(tenant, 0)
 
     def running(self) -> list[RunningJob]:
         return list(self._running_views)

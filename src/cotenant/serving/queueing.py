@@ -16,6 +16,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+from numpy.typing import NDArray
+
 from cotenant.model.errors import SpecError
 
 _BISECTION_STEPS = 200
@@ -259,6 +262,101 @@ def replicas_needed(
         else:
             bad = mid
     return good
+
+
+def replicas_needed_many(
+    arrival_rates: NDArray[np.float64],
+    service_rate_per_replica: float,
+    latency_target_s: float,
+    quantile: float = 0.99,
+    min_replicas: int = 1,
+    limit: int | None = None,
+    servers_per_replica: int = 1,
+) -> NDArray[np.int64]:
+    """:func:`replicas_needed` for many arrival rates at once (an autoscaler's whole demand
+    curve, or every piece of a run when measuring SLO attainment).
+
+    One Erlang-B recursion ``B(k) = a B(k-1) / (k + a B(k-1))`` runs over the array of
+    offered loads, the same arithmetic as :func:`erlang_b`; at every replica boundary
+    ``k = n * servers_per_replica`` the rates whose response-time tail at the target is
+    within ``1 - quantile`` (and that are stable and at or above ``min_replicas``) take
+    ``n`` and leave the array. The cost is O(c_max) NumPy steps instead of O(c) Python
+    steps per rate. A zero rate needs ``min_replicas``. Rates that ``limit`` replicas
+    cannot serve within the target get ``limit + 1`` ("more than the limit"); without a
+    limit the search goes on until every rate is met (it ends: the target is checked
+    against the service-time quantile first, as in :func:`replicas_needed`).
+    """
+    lam_all = np.asarray(arrival_rates, dtype=np.float64)
+    if lam_all.ndim != 1:
+        raise SpecError("arrival_rates", f"must be one-dimensional, got shape {lam_all.shape}")
+    if isinstance(servers_per_replica, bool) or servers_per_replica < 1:
+        raise SpecError("servers_per_replica", f"must be >= 1, got {servers_per_replica!r}")
+    if not (service_rate_per_replica > 0.0 and math.isfinite(service_rate_per_replica)):
+        raise SpecError(
+            "service_rate_per_replica", f"must be finite and > 0, got {service_rate_per_replica!r}"
+        )
+    _check_quantile(quantile)
+    if min_replicas < 0:
+        raise SpecError("min_replicas", f"must be >= 0, got {min_replicas}")
+    if limit is not None and limit < max(min_replicas, 1):
+        raise SpecError("limit", f"must be >= min_replicas and >= 1, got {limit}")
+    if lam_all.size and not bool(np.all(np.isfinite(lam_all) & (lam_all >= 0.0))):
+        raise SpecError("arrival_rate", "every rate must be finite and >= 0")
+    s = servers_per_replica
+    mu = service_rate_per_replica / s
+    tail = 1.0 - quantile
+    service_quantile = -math.log(tail) / mu
+    out = np.full(lam_all.size, min_replicas, dtype=np.int64)
+    busy = np.flatnonzero(lam_all > 0.0)
+    if busy.size == 0:
+        return out
+    if latency_target_s <= service_quantile:
+        raise SpecError(
+            "latency_target_s",
+            f"{latency_target_s:g} s cannot be met: the p{quantile * 100:g} of the service "
+            f"time alone is {service_quantile:g} s at {mu:g} requests/s per server",
+        )
+    if limit is None:
+        limit = replicas_needed(
+            float(lam_all[busy].max()), service_rate_per_replica, latency_target_s,
+            quantile, max(min_replicas, 1), None, s,
+        )  # fmt: skip
+    out[busy] = limit + 1
+    lam = lam_all[busy]
+    a = lam / mu
+    floor_n = np.maximum(np.floor(a / s).astype(np.int64) + 1, max(min_replicas, 1))
+    idx = busy
+    b = np.ones(lam.size)
+    e_mu = math.exp(-mu * latency_target_s)
+    t = latency_target_s
+    for n in range(1, limit + 1):
+        k0 = (n - 1) * s
+        for k in range(k0 + 1, k0 + s + 1):
+            ab = a * b
+            b = ab / (k + ab)
+        c = n * s
+        cand = floor_n <= n
+        if not cand.any():
+            continue
+        ac, bc, lc = a[cand], b[cand], lam[cand]
+        wait = c * bc / (c - ac * (1.0 - bc))
+        theta = c * mu - lc
+        r1 = np.minimum(theta, mu)
+        r2 = np.maximum(theta, mu)
+        x = (r2 - r1) * t
+        with np.errstate(divide="ignore", invalid="ignore"):
+            phi = np.where(x < 1e-8, 1.0 - x / 2.0, -np.expm1(-x) / np.where(x > 0, x, 1.0))
+        hypo = np.exp(-r1 * t) * (1.0 + r1 * t * phi)
+        meets = (1.0 - wait) * e_mu + wait * hypo <= tail
+        if meets.any():
+            done = np.flatnonzero(cand)[meets]
+            out[idx[done]] = n
+            keep = np.ones(lam.size, dtype=bool)
+            keep[done] = False
+            a, b, lam, floor_n, idx = a[keep], b[keep], lam[keep], floor_n[keep], idx[keep]
+            if lam.size == 0:
+                break
+    return out
 
 
 @dataclass(frozen=True, slots=True)

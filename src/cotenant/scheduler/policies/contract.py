@@ -203,8 +203,9 @@ class ContractPolicy:
     def _choose_victims(
         self, snap: Snapshot, ws: Workspace, job: JobSpec, taken: set[str], own_lower: bool
     ) -> tuple[list[RunningJob], Placement | None]:
-        """Victims whose release makes the gang fit, least work lost first: other tenants'
-        borrowed runs; with ``own_lower`` also the tenant's own runs of lower priority."""
+        """Victims whose release makes the gang fit: other tenants' borrowed runs, least
+        work lost first; with ``own_lower`` then the tenant's own runs of lower priority,
+        lowest priority first (an inference replica takes experiments before training)."""
         lo, hi = level_range(snap.state.topo, job.gpus, job.constraint)
         memo = cast(dict[tuple[object, ...], int], ws.cache.setdefault("victim-fail", {}))
         mkey = (job.tenant, job.accelerator, own_lower, int(lo), int(hi), job.priority)
@@ -233,7 +234,8 @@ class ContractPolicy:
                 for r in own.get(job.tenant, ())
                 if r.spec.priority < job.priority and r.spec.id not in taken
             )
-            pool = heapq.merge(others, mine, key=self._victim_key(snap.now))
+            # Other tenants' borrowers first, then the tenant's own least important work.
+            pool = itertools.chain(others, mine)
         base = ws.future if ws.future is not None else ws.now
         scratch = base.copy()
         rivals = snap.rivals
@@ -285,7 +287,11 @@ class ContractPolicy:
             live = [r for r in snap.running if not r.reclaiming]
             borrowed = sorted((r for r in live if r.borrowed), key=key)
             own: dict[str, list[RunningJob]] = defaultdict(list)
-            for r in sorted((r for r in live if not r.borrowed), key=key):
+            # Own runs lowest priority first (then least work lost): a tenant's own
+            # work makes room for its more important work in priority order.
+            for r in sorted(
+                (r for r in live if not r.borrowed), key=lambda r: (r.spec.priority, *key(r))
+            ):
                 own[r.tenant].append(r)
             got = (borrowed, own)
             ws.cache["victim-pools"] = got
