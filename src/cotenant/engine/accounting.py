@@ -90,28 +90,33 @@ class Accounting:
         dt = t - self.last_s
         if dt <= 0:
             return
+        tenants = self.tenants
+        total_alloc = 0
         for name, g in allocated.items():
             if not g:
                 continue  # nothing held: nothing owned or borrowed either
-            tt = self.tenants[name]
+            total_alloc += g
+            tt = tenants[name]
             tt.used_gpu_s += g * dt
             tt.own_gpu_s += owned.get(name, 0) * dt
             tt.borrowed_gpu_s += borrowed.get(name, 0) * dt
+        total_entitled = 0
         for name, e in entitled.items():
-            self.tenants[name].entitled_gpu_s += e * dt
-        total_alloc = sum(allocated.values())
+            total_entitled += e
+            tenants[name].entitled_gpu_s += e * dt
         self.allocated_gpu_s += total_alloc * dt
         self.capacity_gpu_s += self.capacity * dt
         self.healthy_gpu_s += healthy_gpus * dt
         # Borrowed GPUs come first from capacity no contract covers, then from lenders'
         # idle entitlement in proportion to it.
-        uncovered = max(0, self.capacity - sum(entitled.values()))
-        from_lenders = max(0, sum(borrowed.values()) - uncovered)
-        idle_total = sum(lenders_idle.values())
-        if from_lenders and idle_total:
-            share = min(1.0, from_lenders / idle_total)
-            for name, idle in lenders_idle.items():
-                self.tenants[name].lent_gpu_s += idle * share * dt
+        borrowed_total = sum(borrowed.values())
+        if borrowed_total:
+            from_lenders = borrowed_total - max(0, self.capacity - total_entitled)
+            idle_total = sum(lenders_idle.values()) if from_lenders > 0 else 0
+            if idle_total:
+                share = min(1.0, from_lenders / idle_total)
+                for name, idle in lenders_idle.items():
+                    tenants[name].lent_gpu_s += idle * share * dt
         self.last_s = t
 
     def utilization(self) -> float:

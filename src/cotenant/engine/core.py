@@ -66,6 +66,8 @@ class Engine(FaultHandling):
         self._demotions = 0  # owned runs retagged as borrowed, ever
         self._health_changes = 0  # node health changes, ever (for the down-GPU cache)
         self._policy_wake_s = -1  # the cycle a time-driven policy asked for
+        self._order: list[str] = []  # tenants by contract priority (see _tenant_order)
+        self._order_for = -1
         self._down_gpus, self._down_gpus_at = 0, -1
         # Entitlements at [_ent_from, _ent_until) and the key of what was delivered of them.
         self._ent_full: dict[str, int] = {}
@@ -123,6 +125,7 @@ class Engine(FaultHandling):
         """Add or amend a contract; entitlements are re-read at the next cycle."""
         self.contracts[contract.tenant] = contract
         self._ent_until = -1  # re-read entitlements at the next cycle
+        self._order_for = -1  # and the tenants' order
         self.state.tenant_index(contract.tenant)
         self._rivals = rival_map(self.contracts)
         now = self.clock.now()
@@ -685,8 +688,10 @@ class Engine(FaultHandling):
         incrementally and undoes its placements: no copies. Only the first
         ``guarantee_window`` jobs of each prefix are placed each cycle; later ones keep
         their state (a bound on the work per cycle; see docs/design/0001-core.md)."""
+        if not self._pending_keys and not any(self._owed.values()):
+            return  # nothing waits, nothing was owed
         owed: list[tuple[str, Any]] = []
-        promises = self._entitled_promises()
+        promises = self._entitled_promises() if self._promised else []
         for tenant in self._tenant_order():
             keys = self._by_tenant_pending.get(tenant)
             room = self.entitled.get(tenant, 0) - self.owned[tenant]
@@ -798,10 +803,14 @@ class Engine(FaultHandling):
         return view
 
     def _tenant_order(self) -> list[str]:
-        return sorted(
-            self._by_tenant_pending,
-            key=lambda t: (-(self.contracts[t].priority if t in self.contracts else -(1 << 30)), t),
-        )
+        """Tenants with a queue, in contract-priority order (then name)."""
+        if len(self._by_tenant_pending) != self._order_for:
+            self._order = sorted(self._by_tenant_pending, key=self._tenant_rank)
+            self._order_for = len(self._by_tenant_pending)
+        return self._order
+
+    def _tenant_rank(self, t: str) -> tuple[int, str]:
+        return (-(self.contracts[t].priority if t in self.contracts else -(1 << 30)), t)
 
     # -- bookkeeping ----------------------------------------------------------------------
     def _advance(self, t: int) -> None:
