@@ -5,7 +5,8 @@ Every time is an integer Unix second; ``T0`` is 2026-10-01T00:00:00Z.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from cotenant.backends.sim import SimBackend
@@ -21,7 +22,7 @@ from cotenant.model.contracts import (
     NoticeTerms,
     Ramp,
 )
-from cotenant.model.jobs import JobSpec
+from cotenant.model.jobs import JobSpec, JobState
 from cotenant.scheduler.policies import get_policy
 
 T0 = 1_790_812_800  # 2026-10-01T00:00:00Z
@@ -114,6 +115,36 @@ def engine(
     if events is not None:
         eng.sinks.append(events.append)
     return eng
+
+
+# -- driving real backends (local processes, Slurm) in wall-clock time -----------------------
+def submit_command(
+    eng: Engine, id: str, gpus: int, command: str, tenant: str = "B", duration_s: int = 2
+) -> None:
+    eng.submit(
+        job(
+            id,
+            tenant,
+            gpus,
+            duration_s=duration_s,
+            submit_s=eng.clock.now(),
+            command=("sh", "-c", command),
+        )
+    )
+
+
+def drive(eng: Engine, done: Callable[[], bool], timeout_s: float) -> None:
+    """Run a wall-clock engine until ``done()``; fail with the jobs' states after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    eng.run(
+        eng.clock.now() + int(timeout_s) + 2, stop=lambda: done() or time.monotonic() > deadline
+    )
+    assert done(), {j: (r.state.value, r.reason) for j, r in eng.jobs.items()}
+
+
+def finished(eng: Engine) -> Callable[[], bool]:
+    terminal = (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
+    return lambda: all(r.state in terminal for r in eng.jobs.values())
 
 
 # Two tenants of small experiments on 32 GPUs under a 22 kW cap: power binds, not GPUs.

@@ -62,9 +62,9 @@ from cotenant.scenario import parse_contract, validate_contracts
 from cotenant.scheduler.policies import get_policy
 from cotenant.store import repo
 from cotenant.store.mapping import (
+    pending_job_row,
     placement_columns,
     placement_from_row,
-    spec_columns,
     spec_from_row,
 )
 from cotenant.store.repo import Row, Store
@@ -412,26 +412,7 @@ class Service:
                             f"submission (job {prev['id']})"
                         )
                     return prev, False
-            row = {
-                **spec_columns(spec),
-                "idempotency_key": idempotency_key,
-                "fingerprint": fingerprint,
-                "submitted_by": by.key_id,
-                "state": "pending",
-                "reason": "queued",
-                "reason_detail": "",
-                "nodes": None,
-                "node_gpus": None,
-                "borrowed": False,
-                "start_s": None,
-                "first_start_s": None,
-                "usage_since_s": None,
-                "end_s": None,
-                "attempt": 0,
-                "work_saved_s": 0,
-                "preemptions": 0,
-                "updated_s": now,
-            }
+            row = pending_job_row(spec, idempotency_key, fingerprint, by.key_id, now)
             repo.insert_job(tx, row)
             tx.audit(
                 now,

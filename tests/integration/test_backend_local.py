@@ -14,13 +14,15 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from builders import cluster, contract, job
+from builders import cluster, contract, finished, job, submit_command
+from builders import drive as drive_until
 from cotenant.backends import backend_names, get_backend
 from cotenant.backends.base import JobEnded, StartRequest
 from cotenant.backends.local import EXIT_NOT_STARTED, LocalBackend
@@ -32,6 +34,9 @@ from cotenant.model.contracts import Contract
 from cotenant.model.errors import Conflict, SpecError
 from cotenant.model.jobs import JobSpec, JobState
 from cotenant.scheduler.policies import get_policy
+
+# Local processes start at once.
+drive = partial(drive_until, timeout_s=20.0)
 
 ONE_NODE = cluster(nodes=1, per_rack=1, racks_per_block=1)  # 8 GPUs
 TWO_NODES = cluster(nodes=2, per_rack=2, racks_per_block=1)
@@ -60,35 +65,6 @@ def live_engine(
     return eng
 
 
-def submit(
-    eng: Engine, id: str, gpus: int, command: str, tenant: str = "B", duration_s: int = 2
-) -> None:
-    eng.submit(
-        job(
-            id,
-            tenant,
-            gpus,
-            duration_s=duration_s,
-            submit_s=eng.clock.now(),
-            command=("sh", "-c", command),
-        )
-    )
-
-
-def drive(eng: Engine, done: Callable[[], bool], timeout_s: float = 20.0) -> None:
-    """Run the engine until ``done()``; fail with the jobs' states after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    eng.run(
-        eng.clock.now() + int(timeout_s) + 2, stop=lambda: done() or time.monotonic() > deadline
-    )
-    assert done(), {j: (r.state.value, r.reason) for j, r in eng.jobs.items()}
-
-
-def finished(eng: Engine) -> Callable[[], bool]:
-    terminal = (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
-    return lambda: all(r.state in terminal for r in eng.jobs.values())
-
-
 @pytest.fixture
 def backend(tmp_path: Path) -> Iterable[LocalBackend]:
     b = LocalBackend(ONE_NODE, tmp_path / "state")
@@ -105,7 +81,7 @@ def test_a_job_sees_its_gpus_and_identity_and_its_output_is_kept(
     backend: LocalBackend, tmp_path: Path
 ) -> None:
     eng = live_engine(ONE_NODE, backend)
-    submit(
+    submit_command(
         eng,
         "j1",
         3,
@@ -131,7 +107,7 @@ def test_a_relative_state_dir_is_taken_from_where_the_server_starts(
     monkeypatch.chdir(tmp_path)
     b = LocalBackend(ONE_NODE, "runs")
     eng = live_engine(ONE_NODE, b)
-    submit(eng, "rel", 1, "echo here")
+    submit_command(eng, "rel", 1, "echo here")
 
     drive(eng, finished(eng))
     b.close()
@@ -143,7 +119,7 @@ def test_a_relative_state_dir_is_taken_from_where_the_server_starts(
 def test_two_jobs_on_one_node_get_disjoint_gpus(backend: LocalBackend) -> None:
     eng = live_engine(ONE_NODE, backend)
     for name in ("a", "b"):
-        submit(eng, name, 4, 'echo "$CUDA_VISIBLE_DEVICES"; sleep 1')
+        submit_command(eng, name, 4, 'echo "$CUDA_VISIBLE_DEVICES"; sleep 1')
 
     drive(eng, finished(eng))
 
@@ -154,10 +130,10 @@ def test_two_jobs_on_one_node_get_disjoint_gpus(backend: LocalBackend) -> None:
 
 def test_indices_freed_by_one_job_go_to_the_next(backend: LocalBackend) -> None:
     eng = live_engine(ONE_NODE, backend)
-    submit(eng, "first", 6, 'echo "$CUDA_VISIBLE_DEVICES"')
-    submit(eng, "short", 2, 'echo "$CUDA_VISIBLE_DEVICES"; sleep 2')
+    submit_command(eng, "first", 6, 'echo "$CUDA_VISIBLE_DEVICES"')
+    submit_command(eng, "short", 2, 'echo "$CUDA_VISIBLE_DEVICES"; sleep 2')
     drive(eng, lambda: eng.jobs["first"].state is JobState.COMPLETED)
-    submit(eng, "next", 5, 'echo "$CUDA_VISIBLE_DEVICES"')
+    submit_command(eng, "next", 5, 'echo "$CUDA_VISIBLE_DEVICES"')
 
     drive(eng, finished(eng))
 
@@ -179,7 +155,7 @@ def test_exit_codes_become_job_states(
 ) -> None:
     ev: list[dict[str, Any]] = []
     eng = live_engine(ONE_NODE, backend, events=ev)
-    submit(eng, "x", 1, command)
+    submit_command(eng, "x", 1, command)
 
     drive(eng, finished(eng))
 
@@ -229,9 +205,9 @@ def test_a_preempted_job_gets_sigterm_then_sigkill_after_the_grace_and_runs_agai
     log = tmp_path / "b1.log"
     ev: list[dict[str, Any]] = []
     eng = live_engine(ONE_NODE, backend, [contract("A", 8, grace=2)], ("B",), "contract", ev)
-    submit(eng, "b1", 8, TRAPS_TERM.format(log=log), duration_s=30)
+    submit_command(eng, "b1", 8, TRAPS_TERM.format(log=log), duration_s=30)
     drive(eng, lambda: log.exists())
-    submit(eng, "a1", 8, "sleep 1", tenant="A")
+    submit_command(eng, "a1", 8, "sleep 1", tenant="A")
 
     drive(eng, finished(eng))
 
@@ -260,7 +236,7 @@ def test_a_job_that_exits_on_the_cue_is_requeued_not_completed(
     deadline and runs again, rather than counting as done."""
     ev: list[dict[str, Any]] = []
     eng = live_engine(ONE_NODE, backend, [contract("A", 8, grace=2)], ("B",), "contract", ev)
-    submit(
+    submit_command(
         eng,
         "b1",
         8,
@@ -268,7 +244,7 @@ def test_a_job_that_exits_on_the_cue_is_requeued_not_completed(
         duration_s=30,
     )
     drive(eng, lambda: eng.jobs["b1"].state is JobState.RUNNING)
-    submit(eng, "a1", 8, "sleep 1", tenant="A")
+    submit_command(eng, "a1", 8, "sleep 1", tenant="A")
 
     drive(eng, finished(eng))
 

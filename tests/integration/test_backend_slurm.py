@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from builders import contract, job
+from builders import contract, finished, job, submit_command
+from builders import drive as drive_until
 from cotenant.backends.base import JobEnded, StartRequest
 from cotenant.backends.slurm import SlurmBackend, expand_hostlist, read_cluster_spec
 from cotenant.cluster.state import Health, Placement
@@ -26,6 +28,9 @@ from cotenant.model.contracts import Contract
 from cotenant.model.jobs import JobState
 from cotenant.scheduler.policies import get_policy
 from harness.slurm import LocalSlurm
+
+# Slurm dispatches on a 1 s tick and notices a dead slurmd late.
+drive = partial(drive_until, timeout_s=30.0)
 
 
 @pytest.fixture
@@ -62,35 +67,6 @@ def slurm_engine(
     events: list[dict[str, Any]] = []
     eng.sinks.append(events.append)
     return eng, backend, events
-
-
-def submit(
-    eng: Engine, id: str, gpus: int, command: str, tenant: str = "B", duration_s: int = 2
-) -> None:
-    eng.submit(
-        job(
-            id,
-            tenant,
-            gpus,
-            duration_s=duration_s,
-            submit_s=eng.clock.now(),
-            command=("sh", "-c", command),
-        )
-    )
-
-
-def drive(eng: Engine, done: Callable[[], bool], timeout_s: float = 30.0) -> None:
-    """Run the engine until ``done()``; fail with the jobs' states after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    eng.run(
-        eng.clock.now() + int(timeout_s) + 2, stop=lambda: done() or time.monotonic() > deadline
-    )
-    assert done(), {j: (r.state.value, r.reason) for j, r in eng.jobs.items()}
-
-
-def finished(eng: Engine) -> Callable[[], bool]:
-    terminal = (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
-    return lambda: all(r.state in terminal for r in eng.jobs.values())
 
 
 def slurm_state(backend: SlurmBackend, job_id: str, attempt: int = 1) -> str:
@@ -136,9 +112,9 @@ def three_jobs(
     """a (8 GPUs) fills node1; b (3) and c (5) share node2, best fit; c exits 3."""
     topo = Topology(read_cluster_spec(slurm_cluster.env))
     eng, backend, ev = slurm_engine(slurm_cluster, topo, tmp_path_factory.mktemp("three"))
-    submit(eng, "a", 8, CVD)
-    submit(eng, "b", 3, CVD)
-    submit(eng, "c", 5, CVD + "; exit 3")
+    submit_command(eng, "a", 8, CVD)
+    submit_command(eng, "b", 3, CVD)
+    submit_command(eng, "c", 5, CVD + "; exit 3")
     drive(eng, finished(eng))
     yield eng, backend, ev
     slurm_cluster.reset()
@@ -209,7 +185,7 @@ def test_a_two_node_gang_starts_as_one_unit(
 ) -> None:
     eng, backend, _ = slurm_engine(cluster, topo, tmp_path)
     each = 'echo "$(date +%s.%N) $SLURMD_NODENAME $CUDA_VISIBLE_DEVICES"'
-    submit(eng, "gang", 16, f"srun -l sh -c '{each}'; sleep 2")
+    submit_command(eng, "gang", 16, f"srun -l sh -c '{each}'; sleep 2")
 
     drive(eng, finished(eng))
 
@@ -266,9 +242,9 @@ def test_a_preempted_job_gets_the_signal_and_its_grace_then_is_requeued(
     eng, backend, ev = slurm_engine(
         cluster, topo, tmp_path / "state", [contract("A", 24, grace=3)], ("B",), "contract"
     )
-    submit(eng, "b1", 24, TRAPS_TERM.format(log=log), duration_s=60)
+    submit_command(eng, "b1", 24, TRAPS_TERM.format(log=log), duration_s=60)
     drive(eng, lambda: log.exists())
-    submit(eng, "a1", 8, "sleep 1", tenant="A")
+    submit_command(eng, "a1", 8, "sleep 1", tenant="A")
 
     drive(eng, finished(eng), timeout_s=40)
 
@@ -298,9 +274,9 @@ def test_a_node_set_down_in_slurm_requeues_its_job_elsewhere(
     takes node3 back when Slurm does. A DRAIN in Slurm makes the node draining in
     cotenant; the job on it runs on."""
     eng, backend, ev = slurm_engine(cluster, topo, tmp_path)
-    submit(eng, "fa", 8, "sleep 60", duration_s=60)
-    submit(eng, "fb", 8, "sleep 1", duration_s=1)
-    submit(eng, "v", 8, "sleep 60", duration_s=60)
+    submit_command(eng, "fa", 8, "sleep 60", duration_s=60)
+    submit_command(eng, "fb", 8, "sleep 1", duration_s=1)
+    submit_command(eng, "v", 8, "sleep 60", duration_s=60)
     drive(
         eng,
         lambda: (

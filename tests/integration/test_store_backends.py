@@ -23,10 +23,11 @@ from cotenant.audit import verify
 from cotenant.bootstrap import bootstrap
 from cotenant.metering.ledger import UsageRecord
 from cotenant.model.contracts import Commitment, Contract, IsolationTerms, NoticeTerms
+from cotenant.model.jobs import JobSpec
 from cotenant.service import Service
 from cotenant.store import repo
 from cotenant.store.db import head_revision, schema_revision
-from cotenant.store.mapping import contract_from_json, contract_to_json
+from cotenant.store.mapping import contract_from_json, contract_to_json, pending_job_row
 from cotenant.store.repo import Store
 from cotenant.store.tables import Base
 from harness.postgres import LocalPostgres
@@ -83,38 +84,8 @@ def test_contracts_round_trip_exactly(store: Store) -> None:
 
 
 def _job(i: int, tenant: str = "lab-a", key: str | None = None) -> dict[str, object]:
-    return {
-        "id": f"job-{i:04d}",
-        "tenant": tenant,
-        "name": f"n{i}",
-        "gpus": 8,
-        "duration_s": 60,
-        "submit_s": T0 + i,
-        "kind": "experiment",
-        "constraint": "auto",
-        "checkpoint_interval_s": 0,
-        "priority": 0,
-        "estimate_s": None,
-        "accelerator": None,
-        "command": "[]",
-        "idempotency_key": key,
-        "fingerprint": "f" * 64,
-        "submitted_by": "k",
-        "state": "pending",
-        "reason": "",
-        "reason_detail": "",
-        "nodes": None,
-        "node_gpus": None,
-        "borrowed": False,
-        "start_s": None,
-        "first_start_s": None,
-        "usage_since_s": None,
-        "end_s": None,
-        "attempt": 0,
-        "work_saved_s": 0,
-        "preemptions": 0,
-        "updated_s": T0,
-    }
+    spec = JobSpec(f"job-{i:04d}", tenant, 8, 60, T0 + i, name=f"n{i}")
+    return pending_job_row(spec, key, "f" * 64, "k", T0, reason="")
 
 
 def test_jobs_insert_update_page_and_keep_idempotency_keys_unique(store: Store) -> None:

@@ -39,7 +39,8 @@ class ClusterState:
         self.topo = topo
         self.free = topo.node_gpus.astype(np.int16).copy()
         self.health = np.zeros(topo.n_nodes, dtype=np.int8)  # change it with set_health
-        self._usable: np.ndarray | None = None
+        self._usable: np.ndarray | None = None  # health-derived, cleared by set_health
+        self._down_gpus: int | None = None
         self.tenants: list[str] = []
         self._tenant_index: dict[str, int] = {}
         self.tenant_gpus = np.zeros((0, topo.n_nodes), dtype=np.int32)
@@ -69,6 +70,7 @@ class ClusterState:
         new.free = self.free.copy()
         new.health = self.health.copy()
         new._usable = self._usable
+        new._down_gpus = self._down_gpus
         new.tenants = list(self.tenants)
         new._tenant_index = dict(self._tenant_index)
         new.tenant_gpus = self.tenant_gpus.copy()
@@ -131,7 +133,7 @@ class ClusterState:
     # -- views ---------------------------------------------------------------------------
     def set_health(self, node: int, health: Health) -> None:
         self.health[node] = int(health)
-        self._usable = None
+        self._usable = self._down_gpus = None
 
     def usable(self) -> np.ndarray:
         """Nodes that may take new work (read-only; cached until health changes)."""
@@ -140,6 +142,12 @@ class ClusterState:
             mask.setflags(write=False)
             self._usable = mask
         return self._usable
+
+    def down_gpus(self) -> int:
+        """GPUs on nodes out of service (down or draining); cached until health changes."""
+        if self._down_gpus is None:
+            self._down_gpus = int(self.topo.node_gpus[~self.usable()].sum())
+        return self._down_gpus
 
     def allocated_gpus(self) -> int:
         return int(self.tenant_gpus.sum())

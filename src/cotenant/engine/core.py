@@ -64,15 +64,13 @@ class Engine(FaultHandling):
         self._owed: dict[str, set[str]] = {}
         self._promised: set[str] = set()
         self._demotions = 0  # owned runs retagged as borrowed, ever
-        self._health_changes = 0  # node health changes, ever (for the down-GPU cache)
         self._policy_wake_s = -1  # the cycle a time-driven policy asked for
         self._order: list[str] = []  # tenants by contract priority (see _tenant_order)
         self._order_for = -1
-        self._down_gpus, self._down_gpus_at = 0, -1
         # Entitlements at [_ent_from, _ent_until) and the key of what was delivered of them.
         self._ent_full: dict[str, int] = {}
         self._ent_from, self._ent_until = 0, -1
-        self._deliverable_key: tuple[int, int] | None = None
+        self._delivered_for_down: int | None = None  # down GPUs `entitled` was derived for
         self.guarantee_window = 64
         self.contracts: dict[str, Contract] = {}
         self.policy = policy
@@ -337,14 +335,13 @@ class Engine(FaultHandling):
             self._ent_full = entitlements(self.contracts.values(), now, self._capacity)
             until = stable_until(self.contracts.values(), now)
             self._ent_from, self._ent_until = now, (until if until is not None else 1 << 62)
-            self._deliverable_key = None
+            self._delivered_for_down = None
         down = self.down_gpus()
-        key = (id(self._ent_full), down)
-        if key != self._deliverable_key:
+        if down != self._delivered_for_down:
             self.entitled, self.deficit = deliverable(
                 self._ent_full, self.contracts, down, self.topo.total_gpus
             )
-            self._deliverable_key = key
+            self._delivered_for_down = down
 
     def _apply(self, d: Decisions, now: int) -> None:
         self._tenant_reason = {t: (w.reason.value, w.detail) for t, w in d.tenant_waits.items()}
@@ -589,7 +586,6 @@ class Engine(FaultHandling):
     # -- node health ----------------------------------------------------------------------
     def set_node_health(self, node: int, health: Health, reason: str, now: int) -> None:
         self.state.set_health(node, health)
-        self._health_changes += 1
         if health is not Health.HEALTHY:
             # Room promised on this node is lost to a fault, not to the scheduler: a job
             # waiting for it is owed afresh from now (the shortfall is the fault report's).

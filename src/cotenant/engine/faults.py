@@ -165,12 +165,7 @@ class FaultHandling:
             self._e._set_health(node, t, reason)
 
     def down_gpus(self) -> int:
-        """GPUs on nodes out of service (down or draining); cached until health changes."""
-        e = self._e
-        if e._down_gpus_at != e._health_changes:
-            e._down_gpus = int(e.topo.node_gpus[e.state.health != Health.HEALTHY].sum())
-            e._down_gpus_at = e._health_changes
-        return e._down_gpus
+        return self._e.state.down_gpus()
 
     def at(self, t: int, fn: Callable[[int], Any]) -> None:
         """Run ``fn(t)`` when the clock reaches ``t`` (before that instant's cycle)."""

@@ -156,6 +156,37 @@ def spec_columns(spec: JobSpec) -> dict[str, Any]:
     }
 
 
+def pending_job_row(
+    spec: JobSpec,
+    idempotency_key: str | None,
+    fingerprint: str,
+    submitted_by: str,
+    now: int,
+    reason: str = "queued",
+) -> dict[str, Any]:
+    """A whole job row for a submission not yet run."""
+    return {
+        **spec_columns(spec),
+        "idempotency_key": idempotency_key,
+        "fingerprint": fingerprint,
+        "submitted_by": submitted_by,
+        "state": "pending",
+        "reason": reason,
+        "reason_detail": "",
+        "nodes": None,
+        "node_gpus": None,
+        "borrowed": False,
+        "start_s": None,
+        "first_start_s": None,
+        "usage_since_s": None,
+        "end_s": None,
+        "attempt": 0,
+        "work_saved_s": 0,
+        "preemptions": 0,
+        "updated_s": now,
+    }
+
+
 def spec_from_row(row: Mapping[str, Any]) -> JobSpec:
     return JobSpec(
         id=row["id"],
