@@ -13,7 +13,9 @@ Rules (design doc 0005):
 * Either kind: borrowed GPU-hours are billed at the overage rate when it is non-zero.
 * SLA credit: shortfall GPU-hours (entitled demand not served; computed by the
   engine) times the credit rate, capped at ``sla_credit_cap_percent`` of the
-  month's charges; a negative line.
+  month's charges (``sla_credit_cap_base = "subtotal"``, the default) or of the
+  committed charge alone (``"committed"``: the flat fee or the committed-capacity
+  line, overage excluded); a negative line.
 
 Each line is rounded once, half up, by ``money.micro_to_cents``; subtotal, credits
 and total are sums of lines. ``credits_cents`` is the sum of credit lines (<= 0) and
@@ -46,7 +48,7 @@ from cotenant.metering.money import (
     gpu_seconds_cost_micro,
     micro_to_cents,
 )
-from cotenant.model.contracts import Contract, PriceKind, Ramp
+from cotenant.model.contracts import Contract, CreditCapBase, PriceKind, Ramp
 from cotenant.model.errors import InvariantBroken, SpecError
 
 _MONTH = re.compile(r"(\d{4})-(\d{2})")
@@ -317,10 +319,13 @@ def rate_month(
     if shortfall_gpu_seconds > 0 and credit_rate > 0:
         raw = gpu_seconds_cost_micro(shortfall_gpu_seconds, credit_rate)
         cap_percent = price.sla_credit_cap_percent
-        cap = Fraction(subtotal * MICRO_PER_CENT * cap_percent, 100)
+        committed_only = price.sla_credit_cap_base is CreditCapBase.COMMITTED
+        base = charges[0].amount_cents if committed_only else subtotal
+        cap = Fraction(base * MICRO_PER_CENT * cap_percent, 100)
         desc = "SLA credit (shortfall GPU-hours)"
         if raw > cap:
-            desc = f"SLA credit (shortfall GPU-hours, capped at {cap_percent}% of charges)"
+            of = "the committed charge" if committed_only else "charges"
+            desc = f"SLA credit (shortfall GPU-hours, capped at {cap_percent}% of {of})"
         credits.append(
             InvoiceLine(
                 desc,
