@@ -24,9 +24,11 @@ from cotenant.replay import (
     default_cluster,
     nodes_cluster,
     parse_cluster_arg,
+    parse_quota_scale,
     replay,
     replay_scenario,
     run_policy,
+    scale_quotas,
     select_jobs,
 )
 from cotenant.traces import Trace, TraceNode, load_trace
@@ -71,6 +73,45 @@ def test_quotas_become_commitments_and_the_rest_only_borrow(philly: Trace) -> No
     assert sc.start_s == philly.jobs[0].submit_s
     plain = replay_scenario(philly, cluster)
     assert plain.contracts() == []
+
+
+def test_quota_scale_rounds_each_quota_and_sizes_the_default_cluster(philly: Trace) -> None:
+    scaled = scale_quotas(philly, parse_quota_scale("96/352"), None)
+    # each quota in GPUs is 8 x its nodes; x 96/352, rounded half up (hand-checked rows)
+    assert scaled.quotas_gpus["6214e9"] == 140  # 512 x 96/352 = 139.6
+    assert scaled.quotas_gpus["ed69ec"] == 17  # 64 x 96/352 = 17.45
+    assert scaled.quotas_gpus["11cb48"] == 35  # 128 x 96/352 = 34.9
+    expected = {t: int(q * 96 / 352 + 0.5) for t, q in philly.quotas_gpus.items()}
+    assert scaled.quotas_gpus == {t: q for t, q in expected.items() if q > 0}
+    assert default_cluster(scaled).total_gpus == -(-sum(expected.values()) // 8) * 8
+    assert any("scaled by 3/11" in n for n in scaled.notes)
+    assert philly.quotas_gpus["6214e9"] == 512  # the original trace is untouched
+
+
+def test_quota_scale_fit_shares_out_the_cluster_exactly(philly: Trace) -> None:
+    scaled = scale_quotas(philly, parse_quota_scale("fit"), 128)
+    assert sum(scaled.quotas_gpus.values()) == 128
+    # the largest quota (512 of 2,816) gets about 23.3: 23 or 24, never more
+    assert scaled.quotas_gpus["6214e9"] in (23, 24)
+    sc = replay_scenario(scaled, nodes_cluster(16, 8), tenants_from_trace=True)
+    assert sum(c.commitment.gpus for c in sc.contracts()) == 128
+
+
+def test_quota_scale_drops_quotas_that_round_to_zero(philly: Trace) -> None:
+    scaled = scale_quotas(philly, parse_quota_scale("0.01"), None)
+    # 64 GPUs x 0.01 = 0.64 -> 1; 512 x 0.01 = 5.12 -> 5; none of these is 0 ...
+    assert all(q >= 1 for q in scaled.quotas_gpus.values())
+    tiny = scale_quotas(philly, parse_quota_scale("1/200"), None)
+    # ... but 64 x 1/200 = 0.32 -> 0: that tenant only borrows, and the note says so
+    small = [t for t, q in philly.quotas_gpus.items() if q * 2 < 200]
+    assert small and all(t not in tiny.quotas_gpus for t in small)
+    assert any("rounded to 0" in n for n in tiny.notes)
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "abc", "1/0", ""])
+def test_quota_scale_refuses_bad_values(text: str) -> None:
+    with pytest.raises(SpecError, match="--quota-scale"):
+        parse_quota_scale(text)
 
 
 def test_quotas_larger_than_the_cluster_are_refused(philly: Trace) -> None:
@@ -239,6 +280,13 @@ def test_cli_replay_skips_bad_rows_with_their_line_numbers(tmp_path: Path) -> No
         pytest.param(["--cluster", "lots"], "pooled:N", id="cluster"),
         pytest.param(["--start", "yesterday"], "--start", id="start"),
         pytest.param(["--tenants-from-trace", "--cluster", "2x8"], "no quotas", id="no-quotas"),
+        pytest.param(["--quota-scale", "0.5"], "--tenants-from-trace", id="scale-no-quotas"),
+        pytest.param(
+            ["--tenants-from-trace", "--quota-scale", "fit"], "give one", id="fit-no-cluster"
+        ),
+        pytest.param(
+            ["--tenants-from-trace", "--quota-scale", "-2"], "greater than 0", id="scale-neg"
+        ),
     ],
 )
 def test_cli_replay_errors_are_one_line(args: list[str], message: str) -> None:
@@ -247,6 +295,31 @@ def test_cli_replay_errors_are_one_line(args: list[str], message: str) -> None:
     assert message in r.stderr.replace("\n", " ")
     assert r.stderr.startswith("error: ")
     assert r.exception is None or isinstance(r.exception, SystemExit)
+
+
+def test_cli_quota_scale_fit_replays_loaded_quotas(tmp_path: Path) -> None:
+    (tmp_path / "jobs.csv").write_bytes(PHILLY.read_bytes())
+    (tmp_path / "vc_quota_nodes.csv").write_bytes(QUOTA.read_bytes())
+    r = cli_here(
+        tmp_path / "jobs.csv",
+        "--tenants-from-trace",
+        "--quota-scale",
+        "fit",
+        "--cluster",
+        "8x8",
+        "--policy",
+        "contract",
+        "--json",
+        "--limit",
+        "60",
+    )
+    assert r.exit_code == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert any("fitted to 64 GPUs" in n for n in data["trace"]["notes"])
+    (rep,) = data["reports"]
+    assert rep["guarantee_violation_s"] == 0
+    entitled = sum(t["entitled_gpu_h"] for t in rep["tenants"].values())
+    assert entitled > 0  # the scaled quotas are commitments
 
 
 def test_cli_replay_cannot_guess_an_unknown_header(tmp_path: Path) -> None:
