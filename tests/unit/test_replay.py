@@ -77,34 +77,35 @@ def test_quotas_become_commitments_and_the_rest_only_borrow(philly: Trace) -> No
 
 def test_quota_scale_rounds_each_quota_and_sizes_the_default_cluster(philly: Trace) -> None:
     scaled = scale_quotas(philly, parse_quota_scale("96/352"), None)
-    # each quota in GPUs is 8 x its nodes; x 96/352, rounded half up (hand-checked rows)
-    assert scaled.quotas_gpus["6214e9"] == 140  # 512 x 96/352 = 139.6
-    assert scaled.quotas_gpus["ed69ec"] == 17  # 64 x 96/352 = 17.45
-    assert scaled.quotas_gpus["11cb48"] == 35  # 128 x 96/352 = 34.9
-    expected = {t: int(q * 96 / 352 + 0.5) for t, q in philly.quotas_gpus.items()}
+    # Philly's quotas are whole 8-GPU nodes; each node count x 96/352, rounded half up
+    assert scaled.quotas_gpus["6214e9"] == 17 * 8  # 64 nodes x 96/352 = 17.45 -> 17
+    assert scaled.quotas_gpus["11cb48"] == 4 * 8  # 16 x 96/352 = 4.36 -> 4
+    assert scaled.quotas_gpus["7f04ca"] == 9 * 8  # 32 x 96/352 = 8.73 -> 9
+    nodes = {t: q // 8 for t, q in philly.quotas_gpus.items()}
+    expected = {t: int(n * 96 / 352 + 0.5) * 8 for t, n in nodes.items()}
     assert scaled.quotas_gpus == {t: q for t, q in expected.items() if q > 0}
-    assert default_cluster(scaled).total_gpus == -(-sum(expected.values()) // 8) * 8
-    assert any("scaled by 3/11" in n for n in scaled.notes)
+    assert default_cluster(scaled).total_gpus == sum(expected.values())
+    assert any("scaled by 3/11 in units of 8 GPUs" in n for n in scaled.notes)
     assert philly.quotas_gpus["6214e9"] == 512  # the original trace is untouched
 
 
 def test_quota_scale_fit_shares_out_the_cluster_exactly(philly: Trace) -> None:
     scaled = scale_quotas(philly, parse_quota_scale("fit"), 128)
     assert sum(scaled.quotas_gpus.values()) == 128
-    # the largest quota (512 of 2,816) gets about 23.3: 23 or 24, never more
-    assert scaled.quotas_gpus["6214e9"] in (23, 24)
+    assert all(q % 8 == 0 for q in scaled.quotas_gpus.values())  # whole nodes
+    # the largest quota (64 of 352 nodes) gets about 2.9 of the 16 nodes: 2 or 3
+    assert scaled.quotas_gpus["6214e9"] in (16, 24)
     sc = replay_scenario(scaled, nodes_cluster(16, 8), tenants_from_trace=True)
     assert sum(c.commitment.gpus for c in sc.contracts()) == 128
 
 
 def test_quota_scale_drops_quotas_that_round_to_zero(philly: Trace) -> None:
-    scaled = scale_quotas(philly, parse_quota_scale("0.01"), None)
-    # 64 GPUs x 0.01 = 0.64 -> 1; 512 x 0.01 = 5.12 -> 5; none of these is 0 ...
-    assert all(q >= 1 for q in scaled.quotas_gpus.values())
-    tiny = scale_quotas(philly, parse_quota_scale("1/200"), None)
-    # ... but 64 x 1/200 = 0.32 -> 0: that tenant only borrows, and the note says so
-    small = [t for t, q in philly.quotas_gpus.items() if q * 2 < 200]
+    tiny = scale_quotas(philly, parse_quota_scale("1/20"), None)
+    # 8 nodes x 1/20 = 0.4 -> 0: that tenant only borrows, and the note says so;
+    # 64 nodes x 1/20 = 3.2 -> 3 nodes
+    small = [t for t, q in philly.quotas_gpus.items() if q // 8 * 2 < 20]
     assert small and all(t not in tiny.quotas_gpus for t in small)
+    assert tiny.quotas_gpus["6214e9"] == 24
     assert any("rounded to 0" in n for n in tiny.notes)
 
 
