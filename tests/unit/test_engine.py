@@ -565,3 +565,25 @@ def test_a_job_served_by_a_reclaim_runs_inside_the_entitlement() -> None:
     assert at(ev, "place", "big") == [301]
     assert of(ev, "place", "big")[0]["borrowed"] is False
     assert (eng.owned["A"], eng.borrowed["A"]) == (16, 4)  # today: (4, 16)
+
+
+def test_a_promise_keeps_its_free_gpus_from_a_later_reclaim() -> None:
+    """Found replaying Philly with loaded quotas (issue 14). One node of 8 GPUs: borrower B
+    holds 7, one is free. E (entitled to 4) needs 3 reclaimed and the free one: promised at
+    10 s, due by 310 s. F (entitled to 1) reclaims one more at 50 s (due 350 s). At the next
+    cycle F must not start on the free GPU (E's), trading it for the GPU F's own reclaim
+    frees at 350 s: E would start at 350 s, 40 s past its grace."""
+    ev: list[dict[str, Any]] = []
+    one_node = cluster(nodes=1, per_rack=1, racks_per_block=1)
+    eng = engine(one_node, [contract("E", 4), contract("F", 1)], tenants=["B"], events=ev)
+    for i in range(7):
+        eng.submit(job(f"b{i}", "B", 1, duration_s=DAY, submit_s=T0 + i))
+    eng.submit(job("e", "E", 4, duration_s=HOUR, submit_s=T0 + 10))
+    eng.submit(job("f", "F", 1, duration_s=HOUR, submit_s=T0 + 50))
+    eng.submit(job("b-late", "B", 1, duration_s=HOUR, submit_s=T0 + 60))  # another cycle
+    eng.run(T0 + HOUR)
+    assert len(of(ev, "reclaim")) == 4
+    assert at(ev, "place", "e") == [310]
+    assert at(ev, "place", "f") == [350]  # its own reclaim: 300 s after it was owed
+    assert eng.acct.tenants["E"].violation_s == 0  # before: 40
+    assert eng.acct.tenants["F"].violation_s == 0

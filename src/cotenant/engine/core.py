@@ -16,8 +16,6 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-import numpy as np
-
 from cotenant.backends.base import Backend, JobEnded, NodeHealthChanged, StartRequest
 from cotenant.cluster.state import ClusterState, Health, Placement
 from cotenant.cluster.topology import Topology
@@ -699,7 +697,7 @@ class Engine(FaultHandling):
             here: list[tuple[str, Any]] = []
             try:
                 for other, p in promises:
-                    q = _clip_to_free(trial, p) if other != tenant else None
+                    q = trial.free_part(p) if other != tenant else None
                     if q is not None:
                         trial.apply(other, q)
                         here.append((other, q))
@@ -905,13 +903,3 @@ def _count(counter: Counter[int], key: int, delta: int) -> None:
     counter[key] += delta
     if counter[key] <= 0:
         del counter[key]
-
-
-def _clip_to_free(state: ClusterState, p: Placement) -> Placement | None:
-    """The part of a placement that is free in ``state`` (None if nothing is)."""
-    nodes = np.asarray(p.nodes, dtype=np.int64)
-    take = np.minimum(np.asarray(p.gpus), state.free[nodes])
-    keep = take > 0
-    if not keep.any():
-        return None
-    return Placement(tuple(int(n) for n in nodes[keep]), tuple(int(g) for g in take[keep]))
