@@ -18,6 +18,7 @@ from cotenant.engine.core import Engine
 from cotenant.model.contracts import Ramp
 from cotenant.model.errors import Conflict
 from cotenant.model.jobs import Constraint, JobState
+from cotenant.report import build_report
 from cotenant.runtime import simulate
 from cotenant.scenario import load_scenario
 
@@ -587,3 +588,26 @@ def test_a_promise_keeps_its_free_gpus_from_a_later_reclaim() -> None:
     assert at(ev, "place", "f") == [350]  # its own reclaim: 300 s after it was owed
     assert eng.acct.tenants["E"].violation_s == 0  # before: 40
     assert eng.acct.tenants["F"].violation_s == 0
+
+
+def test_the_report_accounts_for_every_submitted_job() -> None:
+    """submitted = done + running + pending + rejected + failed + cancelled, per tenant;
+    a job cancelled mid-run and one too large to ever fit are counted where they are."""
+    eng = engine(SMALL, [contract("A", 16)], tenants=["B"])
+    eng.submit(job("done", "A", 8, duration_s=HOUR))
+    eng.submit(job("running", "A", 8, duration_s=DAY))
+    eng.submit(job("waits", "A", 32, duration_s=HOUR, submit_s=T0 + 1))  # all 32
+    eng.submit(job("huge", "B", 64))  # more than the cluster: rejected
+    eng.submit(job("gone", "B", 8, duration_s=DAY))
+    eng.run(T0 + 2 * HOUR)
+    eng.cancel("gone")
+    eng.run(T0 + 3 * HOUR)
+    books = build_report(eng, "t", T0, T0 + 3 * HOUR, 1.0).tenants
+    assert books["A"]["jobs"] == {
+        "submitted": 3, "completed": 1, "running": 1, "pending": 1,
+        "rejected": 0, "failed": 0, "cancelled": 0, "lost": 0,
+    }  # fmt: skip
+    assert books["B"]["jobs"] == {
+        "submitted": 2, "completed": 0, "running": 0, "pending": 0,
+        "rejected": 1, "failed": 0, "cancelled": 1, "lost": 0,
+    }  # fmt: skip
