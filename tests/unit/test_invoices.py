@@ -283,9 +283,7 @@ def test_sla_shortfall_credit(shortfall_h: int, credit_cents: int, capped: bool)
         # subtotal base, cap 10%: 143,200 < 200,000: credit -143,200
         pytest.param(CreditCapBase.SUBTOTAL, -143_200, "of charges", id="subtotal"),
         # committed base, cap 10%: 115,200 (overage excluded): credit -115,200
-        pytest.param(
-            CreditCapBase.COMMITTED, -115_200, "of the committed charge", id="committed"
-        ),
+        pytest.param(CreditCapBase.COMMITTED, -115_200, "of the committed charge", id="committed"),
     ],
 )
 def test_sla_credit_cap_base(base: CreditCapBase, credit_cents: int, of: str) -> None:
@@ -322,6 +320,23 @@ def test_flat_lease_credit_capped_at_the_fee_share() -> None:
     inv = bill(lease, "2026-10", ledger, shortfall=200_000_000 * HOUR)
     assert inv.subtotal_cents == 125_000_000_000 + 300_000
     assert inv.credits_cents == -1_250_000_000
+
+
+def test_late_service_and_shortfall_share_one_capped_credit() -> None:
+    # 8 GPUs at $2.00 in November: 1,152,000 cents; credit $10/GPU-h, cap 10%: 115,200.
+    deal = rate_deal(gpus=8, credit_micro=10_000_000, cap_percent=10)
+    # 3 GPU-h late + 2 GPU-h shortfall = 5 GPU-h * 1,000 cents = 5,000 cents, under the cap
+    inv = rate_month(deal, "2026-11", UsageLedger(), 100_000, (deal,), 2 * HOUR, 3 * HOUR)
+    assert inv.credits_cents == -5_000
+    assert inv.lines[-1].description == "SLA credit (shortfall + late GPU-hours)"
+    assert inv.lines[-1].quantity == "5.0 GPU-h"
+    assert (inv.shortfall_gpu_seconds, inv.violation_gpu_seconds) == (2 * HOUR, 3 * HOUR)
+    late_only = rate_month(deal, "2026-11", UsageLedger(), 100_000, (deal,), 0, 30 * HOUR)
+    assert late_only.credits_cents == -30_000
+    assert late_only.lines[-1].description == "SLA credit (late GPU-hours)"
+    # 200 GPU-h late: 200,000 cents > cap: 115,200
+    capped = rate_month(deal, "2026-11", UsageLedger(), 100_000, (deal,), 0, 200 * HOUR)
+    assert capped.credits_cents == -115_200
 
 
 def test_no_credit_without_a_credit_rate() -> None:
