@@ -704,7 +704,10 @@ class Engine(FaultHandling):
                 for other, p in owed:
                     trial.apply(other, p, check=False)
                     here.append((other, p))
-                self._check_prefix(tenant, keys, room, trial, now, here, owed)
+                # The site's power cap limits what is deliverable as much as the GPUs do;
+                # other tenants' borrowers are gone in this view, so their power counts.
+                power = topology_power_headroom(self.site, self.topo, trial)
+                self._check_prefix(tenant, keys, room, power, trial, now, here, owed)
             finally:
                 for other, p in reversed(here):
                     trial.release(other, p)
@@ -714,6 +717,7 @@ class Engine(FaultHandling):
         tenant: str,
         keys: list[tuple[int, int, int, str]],
         room: int,
+        power: int | None,
         trial: ClusterState,
         now: int,
         here: list[tuple[str, Any]],
@@ -723,8 +727,11 @@ class Engine(FaultHandling):
         blocked = blocked_nodes(trial, tenant, self._rivals)
         elig = usable if blocked is None else usable & ~blocked
         owed_now: set[str] = set()
+        power_room = (1 << 62) if power is None else power
         try:
-            self._walk_prefix(tenant, keys, room, trial, elig, now, here, owed, owed_now)
+            self._walk_prefix(
+                tenant, keys, room, power_room, trial, elig, now, here, owed, owed_now
+            )
         finally:
             # Jobs no longer owed (e.g. a job ahead of them is now held back) start afresh.
             for job_id in self._owed.get(tenant, set()) - owed_now:
@@ -736,6 +743,7 @@ class Engine(FaultHandling):
         tenant: str,
         keys: list[tuple[int, int, int, str]],
         room: int,
+        power_room: int,
         trial: ClusterState,
         elig: Any,
         now: int,
@@ -747,7 +755,10 @@ class Engine(FaultHandling):
             run = self.jobs[key[3]]
             if run.spec.gpus > room or n >= self.guarantee_window:
                 break
+            if run.spec.gpus > power_room:
+                break  # held for power by the site's cap: not deliverable, not owed
             room -= run.spec.gpus
+            power_room -= run.spec.gpus
             p = find_placement(self.topo, trial.free, elig, run.spec.gpus, run.spec.constraint)
             if p is None:
                 # Held back by the tenant's own work (or the topology): it is not owed yet,
