@@ -19,6 +19,7 @@ per decision. The store is therefore a consistent prefix of the engine's history
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -49,6 +50,7 @@ from cotenant.cluster.topology import Topology
 from cotenant.engine.clock import WallClock
 from cotenant.engine.core import Engine
 from cotenant.engine.jobs import JobRun
+from cotenant.engine.keepup import KeepUp
 from cotenant.engine.restore import SavedJob, restore_jobs
 from cotenant.metering.energy import SiteEnergy, topology_facility_power_w
 from cotenant.metering.ledger import UsageLedger, UsageRecord
@@ -146,9 +148,11 @@ class Status:
     running: int = 0
     free_gpus: int = 0
     healthy_nodes: int = 0
-    decisions: int = 0
+    decisions: int = 0  # places, reclaims, preempts, rejects, ends, ...: not waits
+    waits: int = 0  # "still waiting" verdicts, counted apart
     cycles: int = 0
     decisions_per_s: float = 0.0
+    next_due_s: int = FOREVER  # the engine's next event after this step
     power_w: float = 0.0  # facility power now (the cap's model)
     power_cap_w: float | None = None
 
@@ -169,7 +173,7 @@ class Service:
         self.lock = threading.Lock()
         self.inbox: deque[JobSpec] = deque()
         self.clock = LiveClock(
-            self._anchor_clock(), settings.speed, self.lock, self._drain_inbox, settings.min_step_s
+            self._anchor_clock(), settings.speed, self.lock, self._step_begins, settings.min_step_s
         )
         self.contracts: dict[str, Contract] = store.contracts()
         self.tenant_names: set[str] = {r["name"] for r in store.tenants()}
@@ -188,7 +192,10 @@ class Service:
             json.loads(raw_energy) if raw_energy else None
         ).site
         self.keys = KeyRing(store.active_keys())
-        self.status = Status()
+        self.status = Status(t=self.clock.now())
+        self.keepup = KeepUp()
+        self._step_began = time.monotonic()
+        self._lag_at_start = 0.0
         self.error: str | None = None
         self.submitted = 0
         self._stopping = False
@@ -272,9 +279,31 @@ class Service:
         while self.inbox:
             self.engine.submit(self.inbox.popleft())
 
+    def _step_begins(self) -> None:
+        """The clock woke the engine (lock held): note how late, then take submissions."""
+        self._step_began = time.monotonic()
+        now = self.clock.now()
+        due = self.engine.lag_s(now)
+        if self.inbox:
+            due = max(due, now - self.inbox[0].submit_s)
+        self._lag_at_start = max(0, due) / self.settings.speed
+        self._drain_inbox()
+
     def _after_step(self, t: int) -> None:
+        self.keepup.stepped(self._lag_at_start, time.monotonic() - self._step_began)
         self._flush()
         self._refresh_status(t)
+
+    def lag_s(self) -> float:
+        """Wall seconds the engine is behind its clock now: clock time minus the time of the
+        oldest event due and not yet handled (a submission waiting in the inbox, a deadline,
+        a job's end); 0 when nothing is due. Read without the lock: a stalled engine shows
+        a lag that grows."""
+        now = self.clock.now()
+        due = self.status.next_due_s
+        with contextlib.suppress(IndexError):  # the engine may drain it meanwhile
+            due = min(due, self.inbox[0].submit_s)
+        return max(0, now - due) / self.settings.speed
 
     # -- persistence of decisions -------------------------------------------------------------
     def _on_decision(self, ev: dict[str, Any]) -> None:
@@ -288,6 +317,7 @@ class Service:
             elif kind in ("end", "preempt", "cancel", "reject", "interrupt"):
                 self._usage_since.pop(job, None)
         if kind in AUDITED:
+            self.keepup.decisions[kind] += 1
             payload = {k: v for k, v in ev.items() if k not in ("t", "event")}
             self._audit_buf.append((t, kind, payload))
 
@@ -337,11 +367,13 @@ class Service:
         e = self.engine
         usable = e.state.usable()
         wall = time.monotonic()
-        self._rates.append((wall, e.decisions_made))
+        decided = sum(self.keepup.decisions.values())
+        self._rates.append((wall, decided))
         while len(self._rates) > 2 and wall - self._rates[0][0] > 60:
             self._rates.popleft()
         w0, d0 = self._rates[0]
-        rate = (e.decisions_made - d0) / (wall - w0) if wall > w0 else 0.0
+        rate = (decided - d0) / (wall - w0) if wall > w0 else 0.0
+        nxt = e.next_event_time()
         site = e.site or SiteEnergy()
         self.status = Status(
             t=t,
@@ -353,9 +385,11 @@ class Service:
             running=len(e.running()),
             free_gpus=int(e.state.free[usable].sum()),
             healthy_nodes=int(usable.sum()),
-            decisions=e.decisions_made,
+            decisions=decided,
+            waits=e.waits,
             cycles=e.cycles,
             decisions_per_s=rate,
+            next_due_s=FOREVER if nxt is None else nxt,
             power_w=topology_facility_power_w(site, e.topo, e.state),
             power_cap_w=None if site.power_cap_mw is None else site.power_cap_mw * 1e6,
         )

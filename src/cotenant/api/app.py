@@ -13,7 +13,12 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 from starlette.types import Receive, Scope, Send
@@ -55,13 +60,47 @@ class ServiceCollector(Collector):
             for t in names:
                 g.add_metric([t], values.get(t, 0))
             yield g
-        yield CounterMetricFamily("cotenant_decisions", "Scheduling decisions made", st.decisions)
+        ku = svc.keepup
+        by_kind = CounterMetricFamily(
+            "cotenant_decisions",
+            "Decisions acted on, by kind (place, reclaim, preempt, reject, end, ...; not waits)",
+            labels=["kind"],
+        )
+        for kind, n in sorted(dict(ku.decisions).items()):
+            by_kind.add_metric([kind], n)
+        yield by_kind
+        yield CounterMetricFamily(
+            "cotenant_wait_verdicts",
+            "Cycle verdicts that a pending job keeps waiting (one per job per cycle)",
+            st.waits,
+        )
         yield GaugeMetricFamily(
             "cotenant_decisions_per_second",
-            "Decisions per second over the last minute",
+            "Decisions (not waits) per second over the last minute",
             st.decisions_per_s,
         )
         yield CounterMetricFamily("cotenant_scheduling_cycles", "Scheduling cycles", st.cycles)
+        yield GaugeMetricFamily(
+            "cotenant_engine_lag_seconds",
+            "Wall seconds the engine is behind its clock: now minus the oldest due event",
+            svc.lag_s(),
+        )
+        yield GaugeMetricFamily(
+            "cotenant_engine_time_seconds", "The engine's time after its last step", st.t
+        )
+        for name, help_, h in (
+            (
+                "cotenant_engine_step_lag_seconds",
+                "How late each engine step began (wall seconds after its oldest due event)",
+                ku.lag_s,
+            ),
+            (
+                "cotenant_engine_step_duration_seconds",
+                "Wall time of each engine step (events and scheduling cycle)",
+                ku.step_s,
+            ),
+        ):
+            yield HistogramMetricFamily(name, help_, buckets=h.buckets(), sum_value=h.sum)
         yield CounterMetricFamily(
             "cotenant_jobs_submitted", "Submissions accepted since start", svc.submitted
         )

@@ -47,7 +47,7 @@ def cluster(p: Caller, svc: Svc) -> ClusterView:
 
     topo = svc.topo
     return ClusterView(
-        time_s=svc.clock.now(),
+        time_s=st.t,  # the engine's time as of its last step, not the wall clock
         name=topo.spec.name,
         total_gpus=topo.total_gpus,
         free_gpus=st.free_gpus,

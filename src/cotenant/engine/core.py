@@ -112,7 +112,8 @@ class Engine(FaultHandling):
         self._dirty = True
         self._cycle_no = 0
         self.cycles = 0
-        self.decisions_made = 0
+        self.decisions_made = 0  # every verdict of every cycle, waits included
+        self.waits = 0  # of which "still waiting" verdicts
         for t in tenants:
             self.state.tenant_index(t)
         for c in contracts:
@@ -244,6 +245,10 @@ class Engine(FaultHandling):
         self._push(self.clock.now(), _TICK_NOW, "")
         self.clock.wake()
 
+    def next_event_time(self) -> int | None:
+        """The time of the next event, the engine's own or the backend's (None: none)."""
+        return self._next_time()
+
     def _next_time(self) -> int | None:
         times = [self._events[0][0]] if self._events else []
         b = self.backend.next_event_time()
@@ -322,6 +327,7 @@ class Engine(FaultHandling):
         d = self.policy.decide(snap)
         self.cycles += 1
         self.decisions_made += len(d)
+        self.waits += len(d.waits)
         self._apply(d, now)
         demoted = self._demotions
         self._rebalance(now)
