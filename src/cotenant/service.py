@@ -146,6 +146,8 @@ class Status:
     entitled: Mapping[str, int] = field(default_factory=dict)
     pending: int = 0
     running: int = 0
+    pending_by_tenant: Mapping[str, int] = field(default_factory=dict)  # queued in the engine
+    running_by_tenant: Mapping[str, int] = field(default_factory=dict)  # running, reclaiming
     free_gpus: int = 0
     healthy_nodes: int = 0
     decisions: int = 0  # places, reclaims, preempts, rejects, ends, ...: not waits
@@ -153,6 +155,10 @@ class Status:
     cycles: int = 0
     decisions_per_s: float = 0.0
     next_due_s: int = FOREVER  # the engine's next event after this step
+    # The engine's own guarantee check: jobs inside an entitlement that started later than
+    # the grace period allows, and by how many seconds in all, per tenant.
+    violation_jobs: Mapping[str, int] = field(default_factory=dict)
+    violation_s: Mapping[str, int] = field(default_factory=dict)
     power_w: float = 0.0  # facility power now (the cap's model)
     power_cap_w: float | None = None
 
@@ -383,6 +389,8 @@ class Service:
             entitled=dict(e.entitled),
             pending=e.pending_count(),
             running=len(e.running()),
+            pending_by_tenant=e.pending_jobs_by_tenant(),
+            running_by_tenant=e.running_jobs_by_tenant(),
             free_gpus=int(e.state.free[usable].sum()),
             healthy_nodes=int(usable.sum()),
             decisions=decided,
@@ -390,6 +398,8 @@ class Service:
             cycles=e.cycles,
             decisions_per_s=rate,
             next_due_s=FOREVER if nxt is None else nxt,
+            violation_jobs={k: v.violation_jobs for k, v in e.acct.tenants.items()},
+            violation_s={k: v.violation_s for k, v in e.acct.tenants.items()},
             power_w=topology_facility_power_w(site, e.topo, e.state),
             power_cap_w=None if site.power_cap_mw is None else site.power_cap_mw * 1e6,
         )

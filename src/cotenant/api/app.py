@@ -6,6 +6,7 @@ it issues); the app opens it, migrates it, rebuilds the engine from it and runs.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -51,6 +52,22 @@ class ServiceCollector(Collector):
         )
         if st.power_cap_w is not None:
             yield GaugeMetricFamily("cotenant_power_cap_watts", "Site power cap", st.power_cap_w)
+        for metric, help_, counts in (
+            (
+                "cotenant_guarantee_violations",
+                "Jobs inside their entitlement that started later than the grace period",
+                st.violation_jobs,
+            ),
+            (
+                "cotenant_guarantee_violation_seconds",
+                "Seconds such jobs waited beyond the grace period",
+                st.violation_s,
+            ),
+        ):
+            c = CounterMetricFamily(metric, help_, labels=["tenant"])
+            for t in names:
+                c.add_metric([t], counts.get(t, 0))
+            yield c
         for metric, help_, values in (
             ("cotenant_allocated_gpus", "GPUs allocated per tenant", st.allocated),
             ("cotenant_borrowed_gpus", "GPUs held beyond the entitlement", st.borrowed),
@@ -110,7 +127,17 @@ class ServiceCollector(Collector):
 
 
 class CotenantAPI(FastAPI):
-    """FastAPI, with job submissions taken by the fast path (``api/fastpath.py``) first."""
+    """FastAPI, with job submissions taken by the fast path (``api/fastpath.py``) first,
+    and reads through a gate.
+
+    The engine shares the interpreter with the API: every thread running Python takes
+    its turn at the one lock, so 32 readers at once would leave the engine a thirty-third
+    of it. Reads (``GET /v1/...``) pass a gate of ``read_concurrency`` slots; a read
+    waiting for a slot is an idle coroutine. Reads take neither the engine's lock nor
+    its time: they are served from the status the engine publishes after each step and
+    from the store. Audit exports (long streams) and probes do not queue."""
+
+    read_gate: asyncio.Semaphore | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         svc: Service | None = getattr(self.state, "service", None)
@@ -118,7 +145,21 @@ class CotenantAPI(FastAPI):
             scope["app"] = self
             await fastpath.handle(svc, super().__call__, scope, receive, send)
             return
+        if self.read_gate is not None and _gated(scope):
+            async with self.read_gate:
+                await super().__call__(scope, receive, send)
+            return
         await super().__call__(scope, receive, send)
+
+
+def _gated(scope: Scope) -> bool:
+    path = scope.get("path", "")
+    return (
+        scope["type"] == "http"
+        and scope["method"] == "GET"
+        and path.startswith("/v1/")
+        and not path.startswith("/v1/audit")
+    )
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -143,6 +184,7 @@ def create_app(settings: Settings) -> FastAPI:
         description="Control plane for a GPU cluster leased to rival labs at once.",
         lifespan=lifespan,
     )
+    app.read_gate = asyncio.Semaphore(settings.read_concurrency)
     errors.install(app)
     for r in (jobs.router, tenants.router, reports.router, admin.router):
         app.include_router(r)

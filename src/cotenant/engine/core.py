@@ -915,6 +915,12 @@ class Engine(FaultHandling):
         """GPUs asked for by the tenant's queued jobs."""
         return self._pending_gpus.get(tenant, 0)
 
+    def pending_jobs_by_tenant(self) -> dict[str, int]:
+        return {t: len(keys) for t, keys in self._by_tenant_pending.items() if keys}
+
+    def running_jobs_by_tenant(self) -> dict[str, int]:
+        return {t: len(runs) for t, runs in self._running_by_tenant.items() if runs}
+
     def running(self) -> list[RunningJob]:
         return list(self._running_views)
 
