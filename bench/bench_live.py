@@ -8,8 +8,9 @@ cluster, reproducibly from ``--seed``:
   experiments of 1-64 GPUs with log-normal durations (median 1.5 h); a quarter for the
   owner, the rest for the lessee. Submitted at ``--rate`` (40/s) for 80% of them, then a
   burst of 15% at once, then a trickle of the last 5% spread over the rest of the run.
-- readers: ``--readers`` (32) concurrent clients, each in a closed loop reading a
-  100-job page (walking the cursor), one job, and the cluster; switched on and off
+- readers: ``--readers`` (32) concurrent clients, each in a loop reading a 100-job
+  page (walking the cursor), one job, and the cluster, pausing ``--think`` s between
+  rounds (0: a closed loop, where latency is queueing); switched on and off
   every ``--window`` seconds (off first), so that cycles per second with and without
   readers are measured under the same submissions.
 - a monitor scrapes ``/metrics`` twice a second (lag, cycles) and the server's RSS.
@@ -196,7 +197,14 @@ async def writer(
 
 
 async def reader(
-    n: int, port: int, who: str, token: str, rec: Record, on: asyncio.Event, stop: asyncio.Event
+    n: int,
+    port: int,
+    who: str,
+    token: str,
+    think_s: float,
+    rec: Record,
+    on: asyncio.Event,
+    stop: asyncio.Event,
 ) -> None:
     conn = Conn(port, token)
     rng = random.Random(n)
@@ -220,6 +228,8 @@ async def reader(
             s = time.perf_counter()
             code, _ = await conn.request("GET", "/v1/cluster")
             rec.note("GET /v1/cluster", s, code)
+            if think_s:
+                await asyncio.sleep(think_s * (0.5 + rng.random()))
     finally:
         conn.close()
 
@@ -263,7 +273,9 @@ async def drive(args: argparse.Namespace, port: int, keys: dict[str, str], pid: 
         ),
         asyncio.create_task(monitor(port, keys["operator"], pid, t0, rec, on, stop)),
         *(
-            asyncio.create_task(reader(n, port, who[n % 3], keys[who[n % 3]], rec, on, stop))
+            asyncio.create_task(
+                reader(n, port, who[n % 3], keys[who[n % 3]], args.think, rec, on, stop)
+            )
             for n in range(args.readers)
         ),
     ]
@@ -498,6 +510,12 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=40.0, help="steady submissions per second")
     ap.add_argument("--readers", type=int, default=32)
     ap.add_argument("--window", type=float, default=15.0, help="readers on/off period (s)")
+    ap.add_argument(
+        "--think",
+        type=float,
+        default=0.0,
+        help="mean pause of a reader between its rounds (s); 0: a closed loop, the worst case",
+    )
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--keep", type=Path, default=None, help="keep the database here")
     args = ap.parse_args()
@@ -558,7 +576,8 @@ def report(
     print(
         f"bench_live: {args.seconds:g} s wall at speed {args.speed:g} (seed {args.seed}), "
         f"{submitted:,} jobs submitted of {args.jobs:,} planned, readers {args.readers} "
-        f"(on/off every {args.window:g} s), {os.cpu_count()} CPUs, SQLite"
+        f"(on/off every {args.window:g} s, think {args.think:g} s), {os.cpu_count()} CPUs, "
+        "SQLite"
     )
     print(
         f"engine time {cluster['time_s']}, free GPUs {cluster['free_gpus']:,}, "

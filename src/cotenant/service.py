@@ -202,6 +202,7 @@ class Service:
         self.keepup = KeepUp()
         self._step_began = time.monotonic()
         self._lag_at_start = 0.0
+        self.stepping = False  # the engine is in a step: readers let it finish first
         self.error: str | None = None
         self.submitted = 0
         self._stopping = False
@@ -277,6 +278,7 @@ class Service:
             log.exception("engine stopped")
             self.error = f"engine stopped: {e!r}"
         finally:
+            self.stepping = False
             self._flush()
             self.lock.release()
 
@@ -287,6 +289,7 @@ class Service:
 
     def _step_begins(self) -> None:
         """The clock woke the engine (lock held): note how late, then take submissions."""
+        self.stepping = True
         self._step_began = time.monotonic()
         now = self.clock.now()
         due = self.engine.lag_s(now)
@@ -299,6 +302,7 @@ class Service:
         self.keepup.stepped(self._lag_at_start, time.monotonic() - self._step_began)
         self._flush()
         self._refresh_status(t)
+        self.stepping = False
 
     def lag_s(self) -> float:
         """Wall seconds the engine is behind its clock now: clock time minus the time of the
@@ -513,12 +517,15 @@ class Service:
     def why(self, job_id: str) -> tuple[str, str, str]:
         """(state, reason code, detail)."""
         row = self.job(job_id)
-        with self.lock:
-            self._drain_inbox()
-            run = self.engine.jobs.get(job_id)
-            if run is not None:
-                reason, detail = self.engine.why(job_id)
-                return run.state.value, reason, detail
+        # A read: without the engine's lock. Each field read is atomic under the
+        # interpreter lock, and the engine sets a job's reason as of its last cycle; a job
+        # still in the inbox (not yet seen by the engine) answers from its stored row.
+        run = self.engine.jobs.get(job_id)
+        if run is not None:
+            reason, detail = self.engine.why(job_id)
+            return run.state.value, reason, detail
+        if row["state"] == JobState.PENDING.value and not row["reason"]:
+            return row["state"], "queued", "accepted; the engine has not considered it yet"
         return row["state"], row["reason"], row["reason_detail"]
 
     # -- tenants and contracts ----------------------------------------------------------------

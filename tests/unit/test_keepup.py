@@ -4,6 +4,7 @@ file, speed 60): engine lag, step histograms, decisions by kind, the engine's ti
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,25 @@ def test_decisions_are_counted_by_kind_and_waits_apart(live: Live) -> None:
     assert all('kind="' in k for k in kinds)
     assert not any("wait" in k for k in kinds)
     assert "cotenant_wait_verdicts_total" in m
+
+
+def test_reads_are_answered_while_the_engine_holds_its_lock(live: Live) -> None:
+    """Reads never wait for the engine: with its lock held (a long cycle), every read
+    endpoint still answers."""
+    job = live.submit().json()
+    wait_for(lambda: live.get(LESSEE, f"/v1/jobs/{job['id']}").json()["state"] == "running")
+    paths = [
+        (LESSEE, "/v1/jobs?limit=100"),
+        (LESSEE, f"/v1/jobs/{job['id']}"),
+        (LESSEE, f"/v1/jobs/{job['id']}/why"),
+        (LESSEE, "/v1/cluster"),
+        ("operator", "/v1/tenants"),
+        ("operator", "/metrics"),
+    ]
+    with live.svc.lock, ThreadPoolExecutor(1) as pool:
+        for who, path in paths:
+            r = pool.submit(live.get, who, path).result(timeout=10)
+            assert r.status_code == 200, (path, r.text)
 
 
 @pytest.mark.parametrize(

@@ -133,9 +133,10 @@ class CotenantAPI(FastAPI):
     The engine shares the interpreter with the API: every thread running Python takes
     its turn at the one lock, so 32 readers at once would leave the engine a thirty-third
     of it. Reads (``GET /v1/...``) pass a gate of ``read_concurrency`` slots; a read
-    waiting for a slot is an idle coroutine. Reads take neither the engine's lock nor
-    its time: they are served from the status the engine publishes after each step and
-    from the store. Audit exports (long streams) and probes do not queue."""
+    waiting for a slot is an idle coroutine, and a read does not start while the engine
+    is in a step. Reads take neither the engine's lock nor its time: they are served
+    from the status the engine publishes after each step and from the store. Audit
+    exports (long streams) and probes do not queue."""
 
     read_gate: asyncio.Semaphore | None = None
 
@@ -145,11 +146,20 @@ class CotenantAPI(FastAPI):
             scope["app"] = self
             await fastpath.handle(svc, super().__call__, scope, receive, send)
             return
-        if self.read_gate is not None and _gated(scope):
+        if svc is not None and self.read_gate is not None and _gated(scope):
             async with self.read_gate:
+                # Engine first: a read does not start while the engine is in a step
+                # (a few ms; at most ENGINE_FIRST_S, so a stuck engine cannot stall reads).
+                waited = 0.0
+                while svc.stepping and waited < ENGINE_FIRST_S:
+                    await asyncio.sleep(0.002)
+                    waited += 0.002
                 await super().__call__(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
+
+
+ENGINE_FIRST_S = 0.05
 
 
 def _gated(scope: Scope) -> bool:
