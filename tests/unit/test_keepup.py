@@ -4,8 +4,8 @@ file, speed 60): engine lag, step histograms, decisions by kind, the engine's ti
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
