@@ -56,9 +56,7 @@ def test_every_deadline_is_honoured_within_the_lag(
     )
     eng.sinks.append(ev.append)
     for i, (tenant, gpus, duration, at, every) in enumerate(jobs):
-        eng.submit(
-            job(f"j{i}", tenant, gpus, duration, T0 + at, checkpoint_interval_s=every)
-        )
+        eng.submit(job(f"j{i}", tenant, gpus, duration, T0 + at, checkpoint_interval_s=every))
     eng.run(T0 + 30 * DAY)
 
     deadline: dict[str, int] = {}
