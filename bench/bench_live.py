@@ -383,10 +383,16 @@ def reclaims(entries: list[tuple[int, str, dict[str, Any]]], end_t: int) -> dict
 
 
 def stranded(
-    entries: list[tuple[int, str, dict[str, Any]]], n_nodes: int, step_s: int, slack_s: int
-) -> dict[str, float]:
+    entries: list[tuple[int, str, dict[str, Any]]],
+    n_nodes: int,
+    entitled: dict[str, int],
+    step_s: int,
+    slack_s: int,
+) -> dict[str, Any]:
     """GPUs free while demand that would fit on them has waited beyond the grace period
-    (plus ``slack_s``, one cycle's worth of lag), sampled every ``step_s``. Node isolation
+    (plus ``slack_s``, one cycle's worth of lag), sampled every ``step_s``. A job counts
+    if its tenant may take the GPUs (within its entitlement, or borrowing what the other
+    tenant leaves idle of its own) and they are free on nodes it may use: node isolation
     between the two rival tenants is honoured (a node holding one tenant's work is not
     free for the other); the topology beyond a node is not (an upper bound)."""
     free = [GPUS_PER_NODE] * n_nodes
@@ -396,6 +402,7 @@ def stranded(
     gpus: dict[str, int] = {}
     out: list[int] = []
     frees: list[int] = []
+    worst: dict[str, Any] = {}
     i = 0
     if not entries:
         return {}
@@ -448,8 +455,20 @@ def stranded(
             for job, (since, tenant, g) in pending.items()
             if t - since > GRACE_S + slack_s
         )
+        held = defaultdict(int)
+        for n in range(n_nodes):
+            for k, v in holder[n].items():
+                held[k] += v
+        idle = {k: max(0, e - held[k]) for k, e in entitled.items()}
+        may = {
+            k: entitled.get(k, 0) - held[k] + sum(v for o, v in idle.items() if o != k)
+            for k in (OWNER, LESSEE)
+        }
         s = 0
-        for _, _, tenant, g in waiting:
+        fits: list[tuple[str, str, int, int]] = []
+        for since, job, tenant, g in waiting:
+            if g > may[tenant]:
+                continue  # beyond what its contract lets it take now
             h = hist[tenant]
             if g <= GPUS_PER_NODE:
                 f = next((f for f in range(g, GPUS_PER_NODE + 1) if h[f]), None)
@@ -468,6 +487,10 @@ def stranded(
                         h[f - take] += 1
                         need -= take
             s += g
+            may[tenant] -= g
+            fits.append((job, tenant, g, t - since))
+        if s > max(out, default=0):
+            worst = {"t": t, "jobs": fits[:5], "held": dict(held), "free": total_free}
         out.append(s)
         frees.append(total_free)
         t += step_s
@@ -477,6 +500,7 @@ def stranded(
         "max": max(out),
         "share_nonzero": sum(1 for x in out if x) / len(out),
         "free_mean": sum(frees) / len(frees),
+        "worst": worst,
     }
 
 
@@ -560,7 +584,8 @@ def report(
     slack = max(1, math.ceil(max(lag_p99, 1.0) * args.speed))  # one cycle / the lag
     rc = reclaims(entries, int(cluster["time_s"]))
     beyond = [x for x in rc["late_s"] if x > slack]
-    st = stranded(entries, cluster["nodes"], max(1, int(args.speed)), slack)
+    entitled = {t["tenant"]: int(t["entitled_gpus"]) for t in cluster["tenants"]}
+    st = stranded(entries, cluster["nodes"], entitled, max(1, int(args.speed)), slack)
     rates = cycle_rates(rec.samples, args.window)
     viol = sum(
         float(v)
@@ -589,6 +614,12 @@ def report(
         f"{st.get('share_nonzero', 0):.0%} of {st.get('samples', 0)} samples "
         f"(free GPUs mean {st.get('free_mean', 0):,.0f})  target: none beyond one cycle"
     )
+    if st.get("worst"):
+        w = st["worst"]
+        print(
+            f"  worst sample at {w['t']}: {w['free']:,} free, held {w['held']}, waiting that "
+            f"fit (job, tenant, GPUs, waited s): {w['jobs']}"
+        )
     print(f"guarantee violations: {viol:.0f} jobs, {viol_s:.0f} s  target 0")
     print(
         f"reclaims: {rc['total']:,}; preempted or stopped {len(rc['late_s']):,} (late p50 "
