@@ -19,7 +19,6 @@ per decision. The store is therefore a consistent prefix of the engine's history
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -202,6 +201,7 @@ class Service:
         self.keepup = KeepUp()
         self._step_began = time.monotonic()
         self._lag_at_start = 0.0
+        self._inbox_since: float | None = None
         self.stepping = False  # the engine is in a step: readers let it finish first
         self.error: str | None = None
         self.submitted = 0
@@ -284,6 +284,7 @@ class Service:
 
     def _drain_inbox(self) -> None:
         """Hand committed submissions to the engine (lock held)."""
+        self._inbox_since = None
         while self.inbox:
             self.engine.submit(self.inbox.popleft())
 
@@ -291,11 +292,12 @@ class Service:
         """The clock woke the engine (lock held): note how late, then take submissions."""
         self.stepping = True
         self._step_began = time.monotonic()
-        now = self.clock.now()
-        due = self.engine.lag_s(now)
-        if self.inbox:
-            due = max(due, now - self.inbox[0].submit_s)
-        self._lag_at_start = max(0, due) / self.settings.speed
+        now = self.clock.now_exact()
+        due: float | None = self.engine.next_event_time()
+        first = self._inbox_since
+        if first is not None:
+            due = first if due is None else min(due, first)
+        self._lag_at_start = 0.0 if due is None else max(0.0, now - due) / self.settings.speed
         self._drain_inbox()
 
     def _after_step(self, t: int) -> None:
@@ -309,11 +311,12 @@ class Service:
         oldest event due and not yet handled (a submission waiting in the inbox, a deadline,
         a job's end); 0 when nothing is due. Read without the lock: a stalled engine shows
         a lag that grows."""
-        now = self.clock.now()
-        due = self.status.next_due_s
-        with contextlib.suppress(IndexError):  # the engine may drain it meanwhile
-            due = min(due, self.inbox[0].submit_s)
-        return max(0, now - due) / self.settings.speed
+        now = self.clock.now_exact()
+        due: float = self.status.next_due_s
+        first = self._inbox_since
+        if first is not None:
+            due = min(due, first)
+        return max(0.0, now - due) / self.settings.speed
 
     # -- persistence of decisions -------------------------------------------------------------
     def _on_decision(self, ev: dict[str, Any]) -> None:
@@ -493,6 +496,8 @@ class Service:
     def _enqueue(self, spec: JobSpec) -> None:
         self.submitted += 1
         self.inbox.append(spec)
+        if self._inbox_since is None:  # the oldest submission the engine has not taken
+            self._inbox_since = self.clock.now_exact()
         self.clock.wake()
 
     def job(self, job_id: str) -> Row:

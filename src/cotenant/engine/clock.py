@@ -64,6 +64,10 @@ class WallClock:
     def now(self) -> int:
         return self._sim0 + int((time.time() - self._wall0) * self.speed)
 
+    def now_exact(self) -> float:
+        """Simulated time with its fraction (for measuring lag finer than one second)."""
+        return self._sim0 + (time.time() - self._wall0) * self.speed
+
     def wait_until(self, t: int) -> int:
         # Wait for the wall instant of t itself, not from a rounded-down now(): otherwise
         # every turn drifts by the time the turn took.
