@@ -310,10 +310,16 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
-def start_server(workdir: Path, port: int, speed: float) -> tuple[subprocess.Popen[bytes], Any]:
+def start_server(
+    workdir: Path, port: int, speed: float, read_concurrency: int | None = None
+) -> tuple[subprocess.Popen[bytes], Any]:
     import httpx
 
     keys = workdir / "keys.json"
+    config = workdir / "serve.toml"
+    config.write_text(
+        "" if read_concurrency is None else f"read_concurrency = {read_concurrency}\n"
+    )
     argv = [
         sys.executable,
         "-m",
@@ -330,6 +336,8 @@ def start_server(workdir: Path, port: int, speed: float) -> tuple[subprocess.Pop
         str(speed),
         "--keys-out",
         str(keys),
+        "--config",
+        str(config),
     ]
     log = (workdir / "server.log").open("wb")
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
@@ -541,6 +549,9 @@ def main() -> None:
         help="mean pause of a reader between its rounds (s); 0: a closed loop, the worst case",
     )
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument(
+        "--read-concurrency", type=int, default=None, help="the server's read gate (default 2)"
+    )
     ap.add_argument("--keep", type=Path, default=None, help="keep the database here")
     args = ap.parse_args()
 
@@ -548,7 +559,7 @@ def main() -> None:
         workdir = args.keep or Path(d)
         workdir.mkdir(parents=True, exist_ok=True)
         port = free_port()
-        proc, keys = start_server(workdir, port, args.speed)
+        proc, keys = start_server(workdir, port, args.speed, args.read_concurrency)
         try:
             rec = asyncio.run(drive(args, port, keys, proc.pid))
             import httpx
@@ -601,8 +612,8 @@ def report(
     print(
         f"bench_live: {args.seconds:g} s wall at speed {args.speed:g} (seed {args.seed}), "
         f"{submitted:,} jobs submitted of {args.jobs:,} planned, readers {args.readers} "
-        f"(on/off every {args.window:g} s, think {args.think:g} s), {os.cpu_count()} CPUs, "
-        "SQLite"
+        f"(on/off every {args.window:g} s, think {args.think:g} s), read gate "
+        f"{args.read_concurrency or 'default'}, {os.cpu_count()} CPUs, SQLite"
     )
     print(
         f"engine time {cluster['time_s']}, free GPUs {cluster['free_gpus']:,}, "
