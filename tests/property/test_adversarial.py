@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import os
 
-from hypothesis import HealthCheck, given, settings
-
 from adversarial import World, run_world, worlds
+from hypothesis import HealthCheck, given, settings
 
 EXAMPLES = int(os.environ.get("COTENANT_ADVERSARIAL_EXAMPLES", "200"))
 

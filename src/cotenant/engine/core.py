@@ -393,7 +393,12 @@ class Engine(FaultHandling):
             self._start(run, pl.placement, borrowed, now, pl.reason)
         for rc in d.reclaims:
             run = self.jobs[rc.victim_id]
-            if run.state is not JobState.RUNNING:
+            hastened = (
+                run.state is JobState.RECLAIMING
+                and run.reclaim_deadline_s is not None
+                and rc.deadline_s < run.reclaim_deadline_s
+            )
+            if run.state is not JobState.RUNNING and not hastened:
                 continue
             self._running_remove(run)
             run.state = JobState.RECLAIMING
@@ -420,6 +425,7 @@ class Engine(FaultHandling):
                     "beneficiary_tenant": self.jobs[rc.beneficiary_id].tenant,
                     "deadline": rc.deadline_s,
                     "rule": rc.rule.value,
+                    **({"hastened": True} if hastened else {}),
                 }
             )
         for w in d.waits:

@@ -99,6 +99,7 @@ class JobRun:
                 expected_end_s=self.expected_end_s(),
                 borrowed=self.borrowed,
                 reclaiming=self.reclaim_deadline_s is not None,
+                reclaim_deadline_s=self.reclaim_deadline_s,
                 work_at_start_s=self.work_saved_s,
                 restart_s=self.restart_s,
                 attained_gpu_s=self.attained_gpu_s,

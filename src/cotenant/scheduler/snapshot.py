@@ -38,6 +38,7 @@ class RunningJob:
     work_at_start_s: int  # work already saved when this run began
     restart_s: int  # restart cost paid at the start of this run
     attained_gpu_s: int = 0
+    reclaim_deadline_s: int | None = None  # when it stops, if it is being reclaimed
 
     @property
     def tenant(self) -> str:

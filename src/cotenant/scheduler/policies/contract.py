@@ -23,7 +23,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import cast
 
 from cotenant.cluster.state import Placement
@@ -160,6 +160,8 @@ class ContractPolicy:
         """Start or promise room for a job inside its entitlement. True if room is held."""
         p = ws.try_now(job)
         if p is not None and not power_budget(ws).allows(job.gpus):
+            if self._reclaim_for_power(snap, ws, job, p, taken, out):
+                return True
             power_budget(ws).hold(job.id, out)
             return False
         if p is not None:
@@ -169,6 +171,7 @@ class ContractPolicy:
             return True
         p = ws.try_future(job)
         if p is not None:
+            self._hasten(snap, ws, job, p, out)
             ws.promise(job.tenant, p)
             out.waits.append(
                 Wait(job.id, Reason.WAITING_FOR_RECLAIM, "borrowers are checkpointing", p)
@@ -190,15 +193,104 @@ class ContractPolicy:
             )
             return False
         grace = snap.contracts[job.tenant].lending.reclaim_grace_s
+        freed: defaultdict[int, int] = defaultdict(int)
         for v in victims:
             taken.add(v.spec.id)
             ws.release_future(v.tenant, v.placement)
             out.reclaims.append(Reclaim(v.spec.id, job.id, snap.now + grace, rule))
+            for n, g in zip(v.placement.nodes, v.placement.gpus, strict=True):
+                freed[n] += g
+        self._hasten(snap, ws, job, p, out, freed)
         ws.promise(job.tenant, p)
         out.waits.append(
             Wait(job.id, Reason.WAITING_FOR_RECLAIM, f"{len(victims)} borrower(s) reclaimed", p)
         )
         return True
+
+    def _reclaim_for_power(
+        self,
+        snap: Snapshot,
+        ws: Workspace,
+        job: JobSpec,
+        p: Placement,
+        taken: set[str],
+        out: Decisions,
+    ) -> bool:
+        """The GPUs are free but the site's power cap is not: other tenants' borrowers
+        draw the power this entitled job is owed. Reclaim enough of them (least work lost
+        first) and hold the room; the power they free at their deadline is the job's.
+        False (nothing decided) if borrowers cannot free enough."""
+        budget = power_budget(ws)
+        short = job.gpus - max(0, budget.left or 0)
+        borrowed, _ = self._victim_pools(snap, ws)
+        victims: list[RunningJob] = []
+        for r in borrowed:
+            if short <= 0:
+                break
+            if r.tenant != job.tenant and r.spec.id not in taken:
+                victims.append(r)
+                short -= r.gpus
+        if short > 0:
+            return False
+        deadline = snap.now + snap.contracts[job.tenant].lending.reclaim_grace_s
+        for v in victims:
+            taken.add(v.spec.id)
+            ws.release_future(v.tenant, v.placement)
+            out.reclaims.append(
+                Reclaim(v.spec.id, job.id, deadline, Reason.RECLAIM_FOR_ENTITLEMENT)
+            )
+        budget.spend(max(0, budget.left or 0))  # what headroom there is goes to this job
+        ws.promise(job.tenant, p)
+        out.waits.append(
+            Wait(
+                job.id,
+                Reason.WAITING_FOR_RECLAIM,
+                f"{len(victims)} borrower(s) stop to free power under the site cap",
+                p,
+            )
+        )
+        return True
+
+    def _hasten(
+        self,
+        snap: Snapshot,
+        ws: Workspace,
+        job: JobSpec,
+        p: Placement,
+        out: Decisions,
+        freed: Mapping[int, int] | None = None,
+    ) -> None:
+        """Room freed by reclaims already under way (for another job) comes at their
+        deadlines; if this job's own grace period ends earlier, the reclaims it relies on
+        are moved up to it: its contract promises the room within its grace, whoever
+        asked first. Only GPUs not free now (nor freed by ``freed``, this job's own new
+        victims) are looked for."""
+        limit = snap.now + snap.contracts[job.tenant].lending.reclaim_grace_s
+        by_node = cast(
+            dict[int, list[RunningJob]] | None, ws.cache.get("reclaiming-by-node")
+        )
+        if by_node is None:
+            by_node = defaultdict(list)
+            for r in snap.running:
+                if r.reclaiming:
+                    for n in r.placement.nodes:
+                        by_node[n].append(r)
+            for runs in by_node.values():
+                runs.sort(key=lambda r: (r.reclaim_deadline_s or 0, r.spec.id))
+            ws.cache["reclaiming-by-node"] = by_node
+        hastened: set[str] = set()
+        for node, need in zip(p.nodes, p.gpus, strict=True):
+            short = need - int(ws.now.free[node]) - (freed or {}).get(node, 0)
+            for r in by_node.get(node, ()):
+                if short <= 0:
+                    break
+                short -= r.placement.gpus[r.placement.nodes.index(node)]
+                late = r.reclaim_deadline_s is not None and r.reclaim_deadline_s > limit
+                if late and r.spec.id not in hastened:
+                    hastened.add(r.spec.id)
+                    out.reclaims.append(
+                        Reclaim(r.spec.id, job.id, limit, Reason.RECLAIM_FOR_ENTITLEMENT)
+                    )
 
     def _choose_victims(
         self, snap: Snapshot, ws: Workspace, job: JobSpec, taken: set[str], own_lower: bool
