@@ -19,13 +19,14 @@ from prometheus_client.registry import Collector
 from starlette.types import Receive, Scope, Send
 
 import cotenant
-from cotenant.api import admin, errors, fastpath, jobs, reports, tenants
+from cotenant.api import admin, console, errors, fastpath, jobs, reports, tenants
 from cotenant.api.auth import READERS, Caller, Svc, require
 from cotenant.api.errors import ERROR_RESPONSES
 from cotenant.api.schemas import Health
 from cotenant.api.settings import Settings
 from cotenant.service import Service
 from cotenant.store.repo import Store
+from cotenant.web.live import ConsoleState
 
 
 class ServiceCollector(Collector):
@@ -92,9 +93,12 @@ def create_app(settings: Settings) -> FastAPI:
         registry.register(ServiceCollector(svc))
         app.state.service = svc
         app.state.registry = registry
+        app.state.console = ConsoleState(svc)
+        app.state.console.start()
         try:
             yield
         finally:
+            app.state.console.stop()
             svc.stop()
             store.close()
 
@@ -103,10 +107,13 @@ def create_app(settings: Settings) -> FastAPI:
         version=cotenant.__version__,
         description="Control plane for a GPU cluster leased to rival labs at once.",
         lifespan=lifespan,
+        docs_url=None,  # served from vendored assets by console.install (works offline)
+        redoc_url=None,
     )
     errors.install(app)
     for r in (jobs.router, tenants.router, reports.router, admin.router):
         app.include_router(r)
+    console.install(app)
 
     @app.get(
         "/healthz",
