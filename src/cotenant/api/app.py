@@ -27,6 +27,7 @@ from cotenant.api.settings import Settings
 from cotenant.service import Service
 from cotenant.store.repo import Store
 from cotenant.web.live import ConsoleState
+from cotenant.workload.demo import start_demo
 
 
 class ServiceCollector(Collector):
@@ -93,12 +94,15 @@ def create_app(settings: Settings) -> FastAPI:
         registry.register(ServiceCollector(svc))
         app.state.service = svc
         app.state.registry = registry
-        app.state.console = ConsoleState(svc)
+        feeder = start_demo(svc)  # None unless the live demo workload is on
+        app.state.console = ConsoleState(svc, feeder)
         app.state.console.start()
         try:
             yield
         finally:
             app.state.console.stop()
+            if feeder is not None:
+                feeder.stop()
             svc.stop()
             store.close()
 

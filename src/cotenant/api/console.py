@@ -134,8 +134,13 @@ def series(request: Request) -> Response:
         tier = v.cs.series.tier(rng)
         data = tier.view()
         if v.p.role.tenant_scoped:
-            mine = (f"alloc:{v.p.tenant}", f"ent:{v.p.tenant}", f"borrowed:{v.p.tenant}", "free")
-            data["series"] = {k: data["series"].get(k, []) for k in mine}
+            t = v.p.tenant
+            mine = {f"alloc:{t}", f"ent:{t}", f"borrowed:{t}", "free"}
+            data["series"] = {
+                k: xs
+                for k, xs in data["series"].items()
+                if k in mine or (k.startswith("svc_") and k.split(":", 1)[1].startswith(f"{t}/"))
+            }
         return JSONResponse(data, headers={"Cache-Control": "no-store"})
 
     return run(request, h)

@@ -107,9 +107,7 @@ def viewer(request: Request) -> Viewer:
 
 def page(v: Viewer, request: Request, template: str, status: int = 200, **ctx: Any) -> Response:
     ctx.setdefault("now", v.svc.status.t or v.svc.clock.now())
-    html = render(
-        template, v=v, nav=v.nav(), path=request.url.path, csrf=v.session.csrf, **ctx
-    )
+    html = render(template, v=v, nav=v.nav(), path=request.url.path, csrf=v.session.csrf, **ctx)
     return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
 
 

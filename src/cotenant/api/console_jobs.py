@@ -206,19 +206,27 @@ def service_rows(v: Viewer) -> list[dict[str, Any]]:
         else:
             s["running"] += 1
             s["gpus"] += r["gpus"]
-    plans = getattr(v.cs, "service_plans", {})
-    for (tenant, name), s in by.items():
-        s.update(plans.get((tenant, name), {}))
-    for (tenant, name), extra in plans.items():
-        if (tenant, name) not in by and (not v.p.role.tenant_scoped or tenant == v.p.tenant):
-            by[(tenant, name)] = {
-                "tenant": tenant,
-                "name": name,
-                "running": 0,
-                "waiting": 0,
-                "gpus": 0,
-                **extra,
-            }
+    tier = v.cs.series.tier("day").view()
+    for sn in v.cs.services_now():
+        if v.p.role.tenant_scoped and sn.tenant != v.p.tenant:
+            continue
+        s = by.setdefault(
+            (sn.tenant, sn.name),
+            {"tenant": sn.tenant, "name": sn.name, "running": 0, "waiting": 0, "gpus": 0},
+        )
+        series = tier["series"].get(f"svc_met:{sn.tenant}/{sn.name}", [])
+        met = [x for x in series if x is not None]
+        s.update(
+            running=sn.running,
+            waiting=max(0, sn.asked - sn.running),
+            gpus=sn.running * sn.gpus_per_replica,
+            asked=sn.asked,
+            needed=sn.needed,
+            demand=sn.demand_rps,
+            target=f"{sn.latency_target_s:g} s p99",
+            slo=f"{100 * sum(met) / len(met):.1f}% (last day)" if met else "—",
+            key=f"{sn.tenant}/{sn.name}",
+        )
     return [by[k] for k in sorted(by)]
 
 

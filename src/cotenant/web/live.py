@@ -18,6 +18,7 @@ from cotenant.service import Service
 from cotenant.store import repo
 from cotenant.web.series import Series
 from cotenant.web.session import Sessions
+from cotenant.workload.demo import DemoFeeder, ServiceNow
 
 log = logging.getLogger("cotenant.console")
 SERIES_META = "console-series"
@@ -26,8 +27,11 @@ SAVE_EVERY_S = 10.0
 
 
 class ConsoleState:
-    def __init__(self, svc: Service, sample_every_s: float = 0.5) -> None:
+    def __init__(
+        self, svc: Service, demo: DemoFeeder | None = None, sample_every_s: float = 0.5
+    ) -> None:
         self.svc = svc
+        self.demo = demo
         self.sessions = Sessions()
         self.series = Series()
         self.faults: deque[dict[str, Any]] = deque(maxlen=500)
@@ -85,6 +89,12 @@ class ConsoleState:
             values[f"alloc:{t}"] = st.allocated.get(t, 0)
             values[f"ent:{t}"] = st.entitled.get(t, 0)
             values[f"borrowed:{t}"] = st.borrowed.get(t, 0)
+        for s in self.services_now():
+            k = f"{s.tenant}/{s.name}"
+            values[f"svc_running:{k}"] = s.running
+            values[f"svc_needed:{k}"] = s.needed
+            values[f"svc_demand:{k}"] = s.demand_rps
+            values[f"svc_met:{k}"] = 1.0 if s.running >= s.needed else 0.0
         self.series.add(st.t, values)
         now = time.monotonic()
         if now - self._saved > SAVE_EVERY_S:
@@ -97,6 +107,9 @@ class ConsoleState:
             self.svc.store.writer.submit(lambda tx: repo.put_meta(tx, SERIES_META, text))
         except Exception:  # the writer may have stopped at shutdown
             log.debug("console series not saved", exc_info=True)
+
+    def services_now(self) -> list[ServiceNow]:
+        return self.demo.services_now() if self.demo is not None else []
 
     # -- derived views ----------------------------------------------------------------------
     def health_counts(self) -> dict[str, Any]:

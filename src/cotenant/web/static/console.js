@@ -11,7 +11,8 @@ var PALETTE = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#0891b2",
 var charts = [];
 var range = "day";
 
-function seriesFor(kind, data) {
+function seriesFor(el, data) {
+  var kind = el.dataset.chart;
   var s = data.series, out = [], cols = [];
   if (kind === "alloc") {
     var tenants = Object.keys(s).filter(function (k) { return k.indexOf("alloc:") === 0; })
@@ -31,6 +32,13 @@ function seriesFor(kind, data) {
     out.push({ label: "cap MW", stroke: PALETTE[1], dash: [6, 4], width: 1 }); cols.push(mw(s.cap_w));
     return { series: out, cols: cols, axes: [{ label: "MW" }] };
   }
+  if (kind === "svc") {
+    var key = el.dataset.key;
+    out.push({ label: "running", stroke: PALETTE[0], width: 2 }); cols.push(s["svc_running:" + key] || []);
+    out.push({ label: "needed", stroke: PALETTE[1], dash: [6, 4], width: 1 }); cols.push(s["svc_needed:" + key] || []);
+    out.push({ label: "demand req/s", stroke: PALETTE[2], width: 1, scale: "r" }); cols.push(s["svc_demand:" + key] || []);
+    return { series: out, cols: cols, axes: [{ label: "replicas" }, { label: "req/s", side: 1, scale: "r" }] };
+  }
   out.push({ label: "queued jobs", stroke: PALETTE[0], width: 2, scale: "y" }); cols.push(s.pending || []);
   out.push({ label: "decisions/s", stroke: PALETTE[2], width: 1, scale: "r" }); cols.push(s.dps || []);
   return { series: out, cols: cols, axes: [{ label: "jobs" }, { label: "per s", side: 1, scale: "r" }] };
@@ -39,8 +47,7 @@ function seriesFor(kind, data) {
 function widthOf(el) { return Math.max(240, Math.floor(el.getBoundingClientRect().width)); }
 
 function draw(el, data) {
-  var kind = el.dataset.chart;
-  var spec = seriesFor(kind, data);
+  var spec = seriesFor(el, data);
   var axes = [{}].concat(spec.axes.map(function (a) {
     return { label: a.label, side: a.side === 1 ? 1 : 3, scale: a.scale || "y", grid: { show: a.side !== 1 } };
   }));
