@@ -7,6 +7,13 @@ document.addEventListener("htmx:configRequest", function (ev) {
   if (meta) { ev.detail.headers["X-CSRF-Token"] = meta.content; }
 });
 
+// A poll does not swap the region the keyboard is in: focus would be lost mid-way.
+document.addEventListener("htmx:beforeRequest", function (ev) {
+  var el = ev.detail.elt, f = document.activeElement;
+  var polls = /every/.test(el.getAttribute("hx-trigger") || "");
+  if (polls && f && f !== document.body && el.contains(f)) { ev.preventDefault(); }
+});
+
 var PALETTE = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#0891b2", "#be185d", "#4b5563"];
 var charts = [];
 var range = "day";
