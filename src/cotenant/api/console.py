@@ -31,7 +31,7 @@ from cotenant.api.schemas import NoticeIn
 from cotenant.contracts.entitlement import entitled_gpus
 from cotenant.model.errors import NotFound, SpecError
 from cotenant.scenario import parse_time
-from cotenant.store.queries import audit_page
+from cotenant.store.queries import audit_page, stored_job_ids
 from cotenant.web.render import STATIC, render
 from cotenant.web.series import RANGES
 from cotenant.web.session import COOKIE
@@ -244,15 +244,20 @@ async def notice_give(request: Request, name: str) -> Response:
 # -- nodes and faults ---------------------------------------------------------------------------
 def _faults_for(v: Viewer, limit: int) -> list[dict[str, Any]]:
     """Recent faults, newest first. Interrupted jobs: an operator sees all, a tenant only
-    its own (a rival's appear as a count), an auditor none (auditors never see jobs)."""
+    its own, an auditor none (auditors never see jobs). ``stored`` tells whether the job
+    has a page (a service replica of the demo's autoscaler has none)."""
     out = []
     for ev in reversed(list(v.cs.faults)):
         hidden = not v.sees_jobs or (v.p.role.tenant_scoped and ev.get("tenant") != v.p.tenant)
         if ev.get("event") == "interrupt" and hidden:
             continue
-        out.append(ev)
+        out.append(dict(ev))
         if len(out) >= limit:
             break
+    ids = [str(e["job"]) for e in out if e.get("event") == "interrupt"]
+    stored = stored_job_ids(v.svc.store, ids) if ids else set()
+    for e in out:
+        e["stored"] = e.get("job") in stored
     return out
 
 

@@ -84,6 +84,12 @@ def job_page(store: Store, q: JobQuery, now: int) -> tuple[list[Row], int]:
     return rows, total
 
 
+def stored_job_ids(store: Store, ids: Iterable[str]) -> set[str]:
+    """Which of these job ids the store holds."""
+    stmt = sa.select(JOBS.c.id).where(JOBS.c.id.in_(list(ids)))
+    return {r["id"] for r in _all(store, stmt)}
+
+
 def job_trail(store: Store, job_id: str, limit: int = 200) -> list[AuditEntry]:
     """The audit entries that name this job, oldest first (submission, placements, ends)."""
     needle = '%"job":' + json.dumps(job_id) + "%"

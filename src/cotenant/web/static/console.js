@@ -55,7 +55,7 @@ function widthOf(el) { return Math.max(240, Math.floor(el.getBoundingClientRect(
 
 function draw(el, data) {
   var spec = seriesFor(el, data);
-  var axes = [{}].concat(spec.axes.map(function (a) {
+  var axes = [{ space: 80 }].concat(spec.axes.map(function (a) {
     return { label: a.label, side: a.side === 1 ? 1 : 3, scale: a.scale || "y", grid: { show: a.side !== 1 } };
   }));
   var opts = {
