@@ -154,7 +154,6 @@ def test_each_role_opens_every_page_it_may(world: World, who: str, tmp_path: Pat
             for path, ready in pages_of(w, who).items():
                 open_page(page, w.server.url + path, ready)
                 no_page_scroll(page)
-                page.wait_for_timeout(300)  # let a poll or two land
                 dom.append(page.content())
                 name = re.sub(r"[^a-z0-9]+", "-", path.lower()).strip("-") or "overview"
                 page.screenshot(path=str(tmp_path / f"{who}-{name}-{viewport}.png"), full_page=True)

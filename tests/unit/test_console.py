@@ -192,3 +192,36 @@ def test_series_outlive_a_restart(tmp_path: Path) -> None:
         c.post("/signin", data={"key": keys["operator"]})
         after = c.get("/console/series").json()
     assert after["t"][: len(before["t"]) - 1] == before["t"][:-1]
+
+
+@pytest.mark.parametrize(
+    ("who", "tenants", "invoices"),
+    [
+        pytest.param("auditor", {OWNER, LESSEE}, {OWNER, LESSEE}, id="auditor-all"),
+        pytest.param(LESSEE, {LESSEE}, {LESSEE}, id="tenant-admin-own"),
+    ],
+)
+def test_usage_downloads_hold_what_the_role_may_see(
+    console: Console, who: str, tenants: set[str], invoices: set[str]
+) -> None:
+    c = console.sign_in(who)
+    r = c.get("/usage/download?month=2026-10&format=csv")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    assert 'filename="cotenant-usage-2026-10.csv"' in r.headers["content-disposition"]
+    lines = r.text.strip().splitlines()
+    assert lines[0].startswith("month,tenant,gpu_hours")
+    assert {line.split(",")[1] for line in lines[1:]} == tenants
+    body = c.get("/usage/download?month=2026-10&format=json").json()
+    assert {u["tenant"] for u in body["usage"]["tenants"]} == tenants
+    assert {i["tenant"] for i in body["invoices"]} == invoices
+    assert c.get("/usage/download?month=2026-10&format=xml").status_code == 400
+
+
+def test_a_tenant_member_sees_usage_but_no_invoice(console: Console) -> None:
+    k = console.api(OWNER, "POST", "/v1/keys", json={"role": "tenant-member"}).json()
+    console.keys["member"] = k["token"]
+    c = console.sign_in("member")
+    body = c.get("/usage/download?month=2026-10&format=json").json()
+    assert [u["tenant"] for u in body["usage"]["tenants"]] == [OWNER]
+    assert body["invoices"] == []  # GET /v1/invoices is not a member's either
+    assert c.get("/audit").status_code == 403
