@@ -23,7 +23,7 @@ from cotenant.workload.demo import DemoFeeder, ServiceNow
 log = logging.getLogger("cotenant.console")
 SERIES_META = "console-series"
 FAULT_EVENTS = ("node-health", "interrupt")
-SAVE_EVERY_S = 10.0
+SAVE_EVERY_S = 30.0  # and at shutdown; a crash loses at most this much of the charts
 
 
 class ConsoleState:
