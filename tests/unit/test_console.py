@@ -15,7 +15,7 @@ from test_api import LESSEE, OWNER, key_map, settings_for
 
 from cotenant.api.app import create_app
 from cotenant.bootstrap import bootstrap
-from cotenant.store.queries import JobQuery, job_page
+from cotenant.store.queries import JobQuery, job_page, job_trail, seq_at_time
 from cotenant.store.repo import Store
 from cotenant.web.series import Series, Tier
 
@@ -225,3 +225,22 @@ def test_a_tenant_member_sees_usage_but_no_invoice(console: Console) -> None:
     assert [u["tenant"] for u in body["usage"]["tenants"]] == [OWNER]
     assert body["invoices"] == []  # GET /v1/invoices is not a member's either
     assert c.get("/audit").status_code == 403
+
+
+def test_a_job_trail_is_searched_only_around_its_life(console: Console) -> None:
+    job = console.api(OWNER, "POST", "/v1/jobs", json={"gpus": 1, "duration_s": 60}).json()
+    store: Store = console.c.app.state.service.store  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        trail = job_trail(store, job["id"], job["submit_s"])
+        if any(e.kind == "end" for e in trail):
+            break
+        time.sleep(0.1)
+    kinds = [e.kind for e in trail]
+    assert kinds[0] == "job-submitted" and "place" in kinds and kinds[-1] == "end"
+    head = store.audit_head().seq
+    assert seq_at_time(store, 0) == 1
+    assert seq_at_time(store, 1 << 40) == head + 1
+    assert job_trail(store, job["id"], job["submit_s"] + 86_400) == []  # outside its life
+    first = seq_at_time(store, job["submit_s"])
+    assert all(e.seq >= first for e in trail)

@@ -159,7 +159,7 @@ def _job_ctx(v: Viewer, job_id: str) -> dict[str, Any]:
         raise NotFound(f"no job {job_id[:64]!r}")
     row = job_visible(v.p, v.svc.store.job(job_id), job_id)
     job = jobs.job_out(v.svc, row)
-    trail = job_trail(v.svc.store, job_id)
+    trail = job_trail(v.svc.store, job_id, row["submit_s"], row["end_s"])
     live = row["state"] in ("running", "reclaiming")
     return {
         "job": job,

@@ -90,11 +90,43 @@ def stored_job_ids(store: Store, ids: Iterable[str]) -> set[str]:
     return {r["id"] for r in _all(store, stmt)}
 
 
-def job_trail(store: Store, job_id: str, limit: int = 200) -> list[AuditEntry]:
-    """The audit entries that name this job, oldest first (submission, placements, ends)."""
+def job_trail(
+    store: Store, job_id: str, since_s: int, until_s: int | None = None, limit: int = 200
+) -> list[AuditEntry]:
+    """The audit entries that name this job, oldest first (submission, placements, ends).
+    Only entries written between ``since_s`` and ``until_s`` (service time, an hour's
+    margin either side) are searched: the seq range is found by bisection on the primary
+    key, so a job's page does not scan the whole log."""
+    lo = seq_at_time(store, since_s - 3600)
+    hi = None if until_s is None else seq_at_time(store, until_s + 3600)
     needle = '%"job":' + json.dumps(job_id) + "%"
-    stmt = sa.select(AUDIT).where(AUDIT.c.payload.like(needle)).order_by(AUDIT.c.seq).limit(limit)
-    return [_entry(r) for r in _all(store, stmt)]
+    stmt = sa.select(AUDIT).where(AUDIT.c.seq >= lo, AUDIT.c.payload.like(needle))
+    if hi is not None:
+        stmt = stmt.where(AUDIT.c.seq <= hi)
+    return [_entry(r) for r in _all(store, stmt.order_by(AUDIT.c.seq).limit(limit))]
+
+
+def seq_at_time(store: Store, t: int) -> int:
+    """The first audit seq whose time is >= t (one past the head when none is); audit
+    times grow with seq, so a bisection over seq finds it in a few key lookups."""
+    with store.engine.connect() as conn:
+        lo, hi = conn.execute(sa.select(sa.func.min(AUDIT.c.seq), sa.func.max(AUDIT.c.seq))).one()
+        if lo is None:
+            return 0
+        hi += 1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            row = conn.execute(
+                sa.select(AUDIT.c.seq, AUDIT.c.time)
+                .where(AUDIT.c.seq >= mid)
+                .order_by(AUDIT.c.seq)
+                .limit(1)
+            ).first()
+            if row is None or row.time >= t:
+                hi = mid
+            else:
+                lo = int(row.seq) + 1
+        return int(lo)
 
 
 def audit_page(
