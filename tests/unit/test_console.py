@@ -244,3 +244,47 @@ def test_a_job_trail_is_searched_only_around_its_life(console: Console) -> None:
     assert job_trail(store, job["id"], job["submit_s"] + 86_400) == []  # outside its life
     first = seq_at_time(store, job["submit_s"])
     assert all(e.seq >= first for e in trail)
+
+
+def test_recent_faults_outlive_a_restart(tmp_path: Path) -> None:
+    """A fault is audited; after a restart the console lists it again (from the log)."""
+    s = settings_for(tmp_path / "faults.db")
+    store = Store(s.db)
+    keys = key_map(bootstrap(store, s))
+    store.close()
+    with TestClient(create_app(s)) as c:
+        svc = c.app.state.service  # type: ignore[attr-defined]
+        job = c.post(
+            "/v1/jobs",
+            json={"tenant": OWNER, "gpus": 8, "duration_s": 3600, "name": "hit"},
+            headers={"Authorization": f"Bearer {keys['operator']}"},
+        ).json()
+        deadline = time.monotonic() + 10
+        while svc.store.job(job["id"])["state"] != "running" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        node = svc.topo.node_names.index(
+            c.get(
+                f"/v1/jobs/{job['id']}", headers={"Authorization": f"Bearer {keys['operator']}"}
+            ).json()["placement"]["nodes"][0]
+        )
+        with svc.lock:
+            svc.engine.fail_nodes([node], svc.clock.now(), "test_fault", 3600)
+        svc.clock.wake()
+        c.post("/signin", data={"key": keys["operator"]})
+        assert "test_fault" in wait_text(c, "/nodes", "test_fault")
+    with TestClient(create_app(s)) as c:
+        c.post("/signin", data={"key": keys[OWNER]})
+        page = c.get("/nodes").text
+        assert "test_fault" in page and job["id"] in page  # its own interrupted job
+        c.post("/signin", data={"key": keys[LESSEE]})
+        page = c.get("/nodes").text
+        assert "test_fault" in page and job["id"] not in page  # a rival's: not listed
+
+
+def wait_text(c: TestClient, path: str, text: str, timeout: float = 10.0) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        body = c.get(path).text
+        if text in body or time.monotonic() > deadline:
+            return body
+        time.sleep(0.1)

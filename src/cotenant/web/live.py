@@ -16,6 +16,7 @@ import numpy as np
 from cotenant.cluster.state import Health
 from cotenant.service import Service
 from cotenant.store import repo
+from cotenant.store.queries import audit_page
 from cotenant.web.series import Series
 from cotenant.web.session import Sessions
 from cotenant.workload.demo import DemoFeeder, ServiceNow
@@ -39,6 +40,9 @@ class ConsoleState:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._saved = 0.0
+        # The faults recorded before this start, from the audit log (newest 500).
+        for e in reversed(audit_page(svc.store, None, self.faults.maxlen or 500, FAULT_EVENTS)):
+            self.faults.append({**e.payload, "t": e.time, "event": e.kind})
         raw = svc.store.meta(SERIES_META)
         if raw:
             try:
@@ -127,6 +131,12 @@ class ConsoleState:
             counts = np.bincount(topo.node_rack[h == int(kind)], minlength=topo.n_racks)
             racks.append((key, counts))
         down_r, drain_r = racks[0][1], racks[1][1]
+        # Spare: healthy nodes with every GPU free (the owner's reserve is an entitlement,
+        # not particular nodes, so the map shows where spare capacity is now).
+        free = np.array(self.svc.engine.state.free, copy=True)
+        idle = (h == int(Health.HEALTHY)) & (free == gpus)
+        idle_r = np.bincount(topo.node_rack[idle], minlength=topo.n_racks)
+        out["spare"] = {"nodes": int(idle.sum()), "gpus": int(gpus[idle].sum())}
         out["racks"] = [
             {
                 "rack": r,
@@ -134,6 +144,7 @@ class ConsoleState:
                 "nodes": int(topo.rack_nodes[r]),
                 "down": int(down_r[r]),
                 "draining": int(drain_r[r]),
+                "spare": int(idle_r[r]),
             }
             for r in range(topo.n_racks)
         ]
