@@ -19,6 +19,8 @@ import pytest
 from browser import Watch, chromium
 from live import LiveServer
 
+pytestmark = pytest.mark.slow
+
 A, B = "owner-lab", "lessee-lab"
 TENANTS = (A, B)
 VIEWPORTS = {"desktop": (1280, 800), "phone": (390, 844)}
