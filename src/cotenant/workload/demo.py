@@ -68,6 +68,7 @@ class DemoFeeder:
         self._thread: threading.Thread | None = None
         self._next = 0
         self._shift = 0
+        self._faults_until = 0
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -78,16 +79,9 @@ class DemoFeeder:
         self._shift = cycles * sc.duration_s
         self._skip_to(now - CATCH_UP_S)
         end = now + sc.duration_s
+        self._faults_until = now
+        self._more_faults(now)
         with self.svc.lock:  # the engine waits between steps with the lock released
-            failures = parse_failure_settings(sc.sections.get("failures"))
-            if failures.enabled:
-                install_failures(
-                    self.svc.engine,
-                    failures.model,
-                    sc.seed + failures.seed_offset + now,
-                    now,
-                    end,
-                )
             services = parse_services(
                 sc.sections.get("services"), [t.name for t in sc.tenants], sc.seed, sc.base_dir
             )
@@ -96,6 +90,21 @@ class DemoFeeder:
         self.svc.clock.wake()
         self._thread = threading.Thread(target=self._run, name="cotenant-demo", daemon=True)
         self._thread.start()
+
+    def _more_faults(self, now: int) -> None:
+        """Keep the failure model's events scheduled a scenario's length ahead: sampled
+        for the next stretch once half of the current one has passed."""
+        sc = self.scenario
+        failures = parse_failure_settings(sc.sections.get("failures"))
+        if not failures.enabled or now + sc.duration_s // 2 < self._faults_until:
+            return
+        start, end = self._faults_until, max(self._faults_until, now) + sc.duration_s
+        with self.svc.lock:  # the engine waits between steps with the lock released
+            install_failures(
+                self.svc.engine, failures.model, sc.seed + failures.seed_offset + start, start, end
+            )
+        self._faults_until = end
+        self.svc.clock.wake()
 
     def stop(self) -> None:
         self._stop.set()
@@ -118,6 +127,7 @@ class DemoFeeder:
             while self._next < len(self.jobs) and self._due(self._next) <= now:
                 self._submit(self.jobs[self._next])
                 self._next += 1
+            self._more_faults(now)
             if self._next >= len(self.jobs):  # the scenario is over: play it again
                 self._shift += self.scenario.duration_s
                 self._next = 0
