@@ -244,6 +244,10 @@ def test_a_job_trail_is_searched_only_around_its_life(console: Console) -> None:
     assert job_trail(store, job["id"], job["submit_s"] + 86_400) == []  # outside its life
     first = seq_at_time(store, job["submit_s"])
     assert all(e.seq >= first for e in trail)
+    c = console.sign_in(OWNER)
+    page = c.get(f"/jobs/{job['id']}")
+    assert page.status_code == 200 and "completed" in page.text and "Attempts" in page.text
+    assert c.get(f"/jobs/{job['id']}/live").status_code == 286  # ended: htmx stops polling
 
 
 def test_recent_faults_outlive_a_restart(tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-import json
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -178,7 +177,12 @@ def job_detail(request: Request, job_id: str) -> Response:
 
 @router.get("/jobs/{job_id}/live")
 def job_live(request: Request, job_id: str) -> Response:
-    return run(request, lambda v: fragment("_job_live.html", v=v, **_job_ctx(v, job_id)))
+    def h(v: Viewer) -> Response:
+        ctx = _job_ctx(v, job_id)
+        # 286: htmx swaps this last state in and stops polling (the job has ended)
+        return fragment("_job_live.html", status=200 if ctx["live"] else 286, v=v, **ctx)
+
+    return run(request, h)
 
 
 # -- services -----------------------------------------------------------------------------------
@@ -329,7 +333,3 @@ def usage_download(request: Request) -> Response:
         )
 
     return run(request, h)
-
-
-def dumps(x: Any) -> str:
-    return json.dumps(x, sort_keys=True)
