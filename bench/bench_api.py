@@ -54,6 +54,9 @@ def start_server(
         str(port),
         "--keys-out",
         str(keys),
+        "--no-workload",  # an idle cluster, in real time, as before the live demo existed
+        "--speed",
+        "1",
     ]
     if scenario:
         argv += ["--scenario", scenario]

@@ -25,13 +25,15 @@ from prometheus_client.registry import Collector
 from starlette.types import Receive, Scope, Send
 
 import cotenant
-from cotenant.api import admin, errors, fastpath, jobs, reports, tenants
+from cotenant.api import admin, console, errors, fastpath, jobs, reports, tenants
 from cotenant.api.auth import READERS, Caller, Svc, require
 from cotenant.api.errors import ERROR_RESPONSES
 from cotenant.api.schemas import Health
 from cotenant.api.settings import Settings
 from cotenant.service import Service
 from cotenant.store.repo import Store
+from cotenant.web.live import ConsoleState
+from cotenant.workload.demo import start_demo
 
 
 class ServiceCollector(Collector):
@@ -182,9 +184,15 @@ def create_app(settings: Settings) -> FastAPI:
         registry.register(ServiceCollector(svc))
         app.state.service = svc
         app.state.registry = registry
+        feeder = start_demo(svc)  # None unless the live demo workload is on
+        app.state.console = ConsoleState(svc, feeder)
+        app.state.console.start()
         try:
             yield
         finally:
+            app.state.console.stop()
+            if feeder is not None:
+                feeder.stop()
             svc.stop()
             store.close()
 
@@ -193,11 +201,14 @@ def create_app(settings: Settings) -> FastAPI:
         version=cotenant.__version__,
         description="Control plane for a GPU cluster leased to rival labs at once.",
         lifespan=lifespan,
+        docs_url=None,  # served from vendored assets by console.install (works offline)
+        redoc_url=None,
     )
     app.read_gate = asyncio.Semaphore(settings.read_concurrency)
     errors.install(app)
     for r in (jobs.router, tenants.router, reports.router, admin.router):
         app.include_router(r)
+    console.install(app)
 
     @app.get(
         "/healthz",

@@ -43,6 +43,15 @@ class Settings(BaseModel):
     log_level: str = "warning"
     backend: str = "sim"  # sim, local or slurm (cotenant.backends); real ones need speed 1
     state_dir: str = "cotenant-runs"  # local/slurm: output and checkpoints (shared for slurm)
+    # Feed the scenario's workload, faults and services into the live engine (the live
+    # demo). None: on for `--demo` without `--scenario`, off otherwise.
+    workload: bool | None = None
+
+    @property
+    def live_workload(self) -> bool:
+        if self.workload is not None:
+            return self.workload
+        return self.demo and self.scenario is None and self.backend == "sim"
 
     @property
     def seed_scenario(self) -> str | None:

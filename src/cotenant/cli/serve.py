@@ -18,6 +18,8 @@ import typer
 from cotenant.cli.client import console
 from cotenant.cli.common import friendly
 
+DEMO_SPEED = 60.0  # --demo without --speed: an hour of the cluster's life every minute
+
 
 @friendly
 def serve_command(
@@ -58,6 +60,13 @@ def serve_command(
         Path | None,
         typer.Option(help="local/slurm: job output and checkpoints (shared for slurm)"),
     ] = None,
+    workload: Annotated[
+        bool | None,
+        typer.Option(
+            help="feed the scenario's jobs, faults and services into the live engine "
+            "(default: on for --demo without --scenario)"
+        ),
+    ] = None,
 ) -> None:
     """Run the control plane: the engine live on the wall clock, and its HTTP API."""
     import uvicorn
@@ -74,11 +83,12 @@ def serve_command(
         db=db,
         host=host,
         port=port,
-        speed=speed,
+        speed=DEMO_SPEED if speed is None and demo and config is None else speed,
         start=start,
         log_level=log_level,
         backend=backend,
         state_dir=None if state_dir is None else str(state_dir),
+        workload=workload,
     )
     store = Store(settings.db)
     try:
