@@ -48,18 +48,37 @@ class PowerBudget:
     does not fit the budget is not placed and waits with ``HELD_FOR_POWER`` (``hold``).
     ``held`` counts those jobs this cycle."""
 
-    __slots__ = ("held", "left")
+    __slots__ = ("future", "held", "left")
 
-    def __init__(self, headroom_gpus: int | None) -> None:
+    def __init__(self, headroom_gpus: int | None, stopping_gpus: int = 0) -> None:
         self.left = headroom_gpus
+        # Once the runs being reclaimed have stopped and the jobs waiting for them have
+        # started: what a job promised room now can count on at its deadline.
+        self.future = None if headroom_gpus is None else headroom_gpus + stopping_gpus
         self.held = 0
 
     def allows(self, gpus: int) -> bool:
-        return self.left is None or gpus <= self.left
+        """Whether ``gpus`` more may start now without taking power promised to a job
+        that waits for reclaims."""
+        if self.left is None or self.future is None:
+            return True
+        return gpus <= self.left and gpus <= self.future
+
+    def future_short(self, gpus: int) -> int:
+        """GPUs of power missing for ``gpus`` more once the reclaims under way are done."""
+        return 0 if self.future is None else max(0, gpus - self.future)
 
     def spend(self, gpus: int) -> None:
         if self.left is not None:
             self.left -= gpus
+        if self.future is not None:
+            self.future -= gpus
+
+    def promise(self, gpus: int, freeing: int = 0) -> None:
+        """A job waits for room that ``freeing`` GPUs of new reclaims make: it takes
+        ``gpus`` of the future's power, and those reclaims give some back."""
+        if self.future is not None:
+            self.future += freeing - gpus
 
     def hold(self, job_id: str, out: Decisions, promise: Placement | None = None) -> None:
         self.held += 1
@@ -73,6 +92,7 @@ def power_budget(ws: Workspace) -> PowerBudget:
     """This cycle's power budget, kept with the policy's workspace (one per ``decide``)."""
     got = ws.cache.get("power-budget")
     if not isinstance(got, PowerBudget):
-        got = PowerBudget(ws.snap.power_headroom_gpus)
+        stopping = sum(r.gpus for r in ws.snap.running if r.reclaiming)
+        got = PowerBudget(ws.snap.power_headroom_gpus, stopping)
         ws.cache["power-budget"] = got
     return got

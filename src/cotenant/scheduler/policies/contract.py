@@ -63,6 +63,7 @@ class ContractPolicy:
             if self._room(snap, headroom, job) < job.gpus:
                 continue
             if ws.still_fits(job, p, now=True) and not power_budget(ws).allows(job.gpus):
+                self._power_for(snap, ws, job, taken_victims, out)
                 ws.promise(job.tenant, p)
                 power_budget(ws).hold(job.id, out, p)
             elif ws.still_fits(job, p, now=True):
@@ -70,6 +71,7 @@ class ContractPolicy:
                 power_budget(ws).spend(job.gpus)
                 out.places.append(Place(job.id, p, Reason.PLACED_OWN, borrowed=False))
             elif ws.still_fits(job, p, now=False):
+                self._power_for(snap, ws, job, taken_victims, out)
                 ws.promise(job.tenant, p)
                 out.waits.append(
                     Wait(job.id, Reason.WAITING_FOR_RECLAIM, "borrowers are checkpointing", p)
@@ -172,6 +174,7 @@ class ContractPolicy:
         p = ws.try_future(job)
         if p is not None:
             self._hasten(snap, ws, job, p, out)
+            self._power_for(snap, ws, job, taken, out)
             ws.promise(job.tenant, p)
             out.waits.append(
                 Wait(job.id, Reason.WAITING_FOR_RECLAIM, "borrowers are checkpointing", p)
@@ -201,6 +204,7 @@ class ContractPolicy:
             for n, g in zip(v.placement.nodes, v.placement.gpus, strict=True):
                 freed[n] += g
         self._hasten(snap, ws, job, p, out, freed)
+        self._power_for(snap, ws, job, taken, out, sum(freed.values()))
         ws.promise(job.tenant, p)
         out.waits.append(
             Wait(job.id, Reason.WAITING_FOR_RECLAIM, f"{len(victims)} borrower(s) reclaimed", p)
@@ -216,22 +220,44 @@ class ContractPolicy:
         taken: set[str],
         out: Decisions,
     ) -> bool:
-        """The GPUs are free but the site's power cap is not: other tenants' borrowers
-        draw the power this entitled job is owed. Reclaim enough of them (least work lost
-        first) and hold the room; the power they free at their deadline is the job's.
-        False (nothing decided) if borrowers cannot free enough."""
-        budget = power_budget(ws)
-        short = job.gpus - max(0, budget.left or 0)
-        borrowed, _ = self._victim_pools(snap, ws)
-        victims: list[RunningJob] = []
-        for r in borrowed:
-            if short <= 0:
-                break
-            if r.tenant != job.tenant and r.spec.id not in taken:
-                victims.append(r)
-                short -= r.gpus
-        if short > 0:
+        """The GPUs are free but the site's power cap is not: hold the room and make
+        sure the power comes within the grace period (``_power_for``). False (nothing
+        decided) if even reclaiming every other tenant's borrower could not free it."""
+        if not self._power_for(snap, ws, job, taken, out):
             return False
+        ws.promise(job.tenant, p)
+        out.waits.append(
+            Wait(job.id, Reason.WAITING_FOR_RECLAIM, "borrowers stop to free power", p)
+        )
+        return True
+
+    def _power_for(
+        self,
+        snap: Snapshot,
+        ws: Workspace,
+        job: JobSpec,
+        taken: set[str],
+        out: Decisions,
+        freeing: int = 0,
+    ) -> bool:
+        """Power for a job promised room: under a site cap, once the reclaims under way
+        (and this job's own, ``freeing`` GPUs) are done, the job must still fit the power
+        headroom. If not, other tenants' borrowers draw the power it is owed: reclaim
+        enough of them (least work lost first) by the job's grace. Books the job's power
+        in the budget's future either way; False if borrowers could not free enough."""
+        budget = power_budget(ws)
+        short = budget.future_short(job.gpus - freeing)
+        victims: list[RunningJob] = []
+        if short > 0:
+            borrowed, _ = self._victim_pools(snap, ws)
+            for r in borrowed:
+                if short <= 0:
+                    break
+                if r.tenant != job.tenant and r.spec.id not in taken:
+                    victims.append(r)
+                    short -= r.gpus
+            if short > 0:
+                return False
         deadline = snap.now + snap.contracts[job.tenant].lending.reclaim_grace_s
         for v in victims:
             taken.add(v.spec.id)
@@ -239,16 +265,7 @@ class ContractPolicy:
             out.reclaims.append(
                 Reclaim(v.spec.id, job.id, deadline, Reason.RECLAIM_FOR_ENTITLEMENT)
             )
-        budget.spend(max(0, budget.left or 0))  # what headroom there is goes to this job
-        ws.promise(job.tenant, p)
-        out.waits.append(
-            Wait(
-                job.id,
-                Reason.WAITING_FOR_RECLAIM,
-                f"{len(victims)} borrower(s) stop to free power under the site cap",
-                p,
-            )
-        )
+        budget.promise(job.gpus, freeing + sum(v.gpus for v in victims))
         return True
 
     def _hasten(
