@@ -68,6 +68,7 @@ from cotenant.store.mapping import (
     spec_from_row,
 )
 from cotenant.store.repo import Row, Store
+from cotenant.store.usage import StoredUsage
 from cotenant.store.writer import Tx
 
 log = logging.getLogger("cotenant.service")
@@ -583,9 +584,10 @@ class Service:
         return {**row, "revoked_s": now}
 
     # -- usage, invoices, cluster ---------------------------------------------------------------
-    def ledger_now(self, tenant: str | None) -> UsageLedger:
-        """Stored records plus the open intervals of running jobs, closed at now."""
-        now = self.clock.now()
+    def ledger_now(self, tenant: str | None, now: int | None = None) -> UsageLedger:
+        """Stored records plus the open intervals of running jobs, closed at ``now`` (the
+        clock's by default), in memory (every record; ``usage_now`` sums them in SQL)."""
+        now = self.clock.now() if now is None else now
         records = self.store.ledger(tenant)
         for r in self.store.jobs(tenant, RUNNING_STATES, limit=1 << 30):
             p = placement_from_row(r)
@@ -607,6 +609,11 @@ class Service:
             )
         return UsageLedger(records)
 
+    def usage_now(self, tenant: str | None, now: int | None = None) -> StoredUsage:
+        """The same usage as ``ledger_now``, aggregated by the database (GROUP BY over the
+        ledger plus the open intervals of running jobs): one query per window asked."""
+        return StoredUsage(self.store.engine, tenant, self.clock.now() if now is None else now)
+
     def invoice(self, tenant: str, month: str) -> Invoice:
         if tenant not in self.tenant_names:
             raise NotFound(f"no tenant {tenant!r}")
@@ -614,7 +621,7 @@ class Service:
         if contract is None:
             raise NotFound(f"tenant {tenant!r} has no contract to rate")
         cap = self.topo.capacity_of(contract.commitment.accelerator)
-        return rate_month(contract, month, self.ledger_now(tenant), cap, self.contracts.values())
+        return rate_month(contract, month, self.usage_now(tenant), cap, self.contracts.values())
 
     def invariants(self) -> list[str]:
         """Problems with the allocation: GPUs given twice, engine and store disagreeing.

@@ -75,7 +75,7 @@ def usage(
         tenant = p.tenant
     elif tenant is not None and tenant not in svc.tenant_names:
         raise NotFound(f"no tenant {tenant!r}")
-    ledger = svc.ledger_now(tenant)
+    ledger = svc.usage_now(tenant)
     names = [tenant] if tenant is not None else sorted(svc.tenant_names)
     out = []
     for t in names:
