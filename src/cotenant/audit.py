@@ -174,23 +174,24 @@ def _stored_problem(e: StoredEntry) -> str | None:
 def _walk(
     entries: Iterable[E], head: Head | None, start: Head, problem_of: Callable[[E], str | None]
 ) -> Verdict:
-    prev = start
+    seq, digest = start.seq, start.hash  # the previous entry's, kept apart: hot loop
     n = 0
     after = start.seq
     for e in entries:
-        expected = prev.seq + 1
+        expected = seq + 1
         if e.seq != expected:
             what = "missing" if e.seq > expected else "out of order or duplicated"
             problem = f"entry {expected} is {what} (found {e.seq})"
-            return Verdict(False, n, prev, expected, problem, after)
-        if e.prev_hash != prev.hash:
+            return Verdict(False, n, Head(seq, digest), expected, problem, after)
+        if e.prev_hash != digest:
             problem = "does not link to the previous entry (prev_hash differs)"
-            return Verdict(False, n, prev, e.seq, problem, after)
+            return Verdict(False, n, Head(seq, digest), e.seq, problem, after)
         bad = problem_of(e)
         if bad is not None:
-            return Verdict(False, n, prev, e.seq, bad, after)
-        prev = Head(e.seq, e.hash)
+            return Verdict(False, n, Head(seq, digest), e.seq, bad, after)
+        seq, digest = e.seq, e.hash
         n += 1
+    prev = Head(seq, digest)
     if head is not None and head != prev:
         if head.seq > prev.seq:
             problem = f"the chain ends at seq {prev.seq} but the recorded head is {head.seq}"

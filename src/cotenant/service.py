@@ -632,6 +632,8 @@ class Service:
             fut = self._flush()
             if fut is not None:
                 fut.result(60)
+            # and every write queued before (a flush after the last step may be in flight)
+            self.store.writer.call(lambda tx: None)
             try:
                 self.engine.state.check_invariants()
             except InvariantBroken as e:

@@ -22,6 +22,7 @@ from cotenant.model.errors import SpecError
 from cotenant.store import mapping
 from cotenant.store.db import make_engine, migrate
 from cotenant.store.tables import AUDIT, CLUSTER, CONTRACTS, JOBS, KEYS, LEDGER, META, TENANTS
+from cotenant.store.wal import WAL_INTERVAL_S, WAL_LIMIT_BYTES, WalCheckpointer, sqlite_file
 from cotenant.store.writer import Tx, Writer, read_head
 
 log = logging.getLogger(__name__)
@@ -34,14 +35,27 @@ Row = dict[str, Any]
 
 
 class Store:
-    def __init__(self, url: str, *, read_only: bool = False) -> None:
-        """Open (and migrate) the store; ``read_only`` neither migrates nor writes."""
+    def __init__(
+        self,
+        url: str,
+        *,
+        read_only: bool = False,
+        wal_limit_bytes: int = WAL_LIMIT_BYTES,
+        wal_interval_s: float = WAL_INTERVAL_S,
+    ) -> None:
+        """Open (and migrate) the store; ``read_only`` neither migrates nor writes. An
+        SQLite file opened for writing gets a ``WalCheckpointer`` (``store/wal.py``)."""
         self.url = url
         self.engine = make_engine(url)
         self._writer: Writer | None = None
+        self.wal: WalCheckpointer | None = None
         if not read_only:
             migrate(self.engine)
             self._writer = Writer(self.engine)
+            path = sqlite_file(self.engine)
+            if path is not None:
+                self.wal = WalCheckpointer(self.engine, path, wal_limit_bytes, wal_interval_s)
+                self.wal.start()
 
     @property
     def writer(self) -> Writer:
@@ -50,6 +64,8 @@ class Store:
         return self._writer
 
     def close(self) -> None:
+        if self.wal is not None:
+            self.wal.stop()
         if self._writer is not None:
             self._writer.stop()
         self.engine.dispose()
@@ -151,8 +167,8 @@ class Store:
         while left is None or left > 0:
             n = AUDIT_PAGE if left is None else min(AUDIT_PAGE, left)
             with self.engine.connect() as conn:
-                rows = conn.execute(stmt.where(AUDIT.c.seq > last).order_by(AUDIT.c.seq).limit(n))
-                page = [StoredEntry._make(r) for r in rows]
+                result = conn.execute(stmt.where(AUDIT.c.seq > last).order_by(AUDIT.c.seq).limit(n))
+                page = list(map(StoredEntry._make, result.all()))
             if page:
                 yield page
             if len(page) < n:
