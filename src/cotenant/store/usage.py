@@ -39,23 +39,20 @@ def _overlap(
 
 def usage_statement(tenant: str | None, t0: int | None, t1: int | None, now: int) -> sa.Select[Any]:
     """``(tenant, borrowed, gpu_seconds)`` rows: the ledger's closed intervals plus the
-    open ones of running jobs (``[usage_since_s, now)``, as ``Service.ledger_now``)."""
-    closed = sa.select(
-        LEDGER.c.tenant,
-        LEDGER.c.borrowed,
-        (LEDGER.c.gpus * _overlap(LEDGER.c.start_s, LEDGER.c.end_s, t0, t1)).label("gs"),
-    )
+    open ones of running jobs (``[usage_since_s, now)``, as ``Service.ledger_now``).
+
+    Each side is grouped before the union: the ledger's side then reads the covering
+    index ``ix_ledger_usage`` in (tenant, borrowed) order, without a sort."""
+    closed_gs = LEDGER.c.gpus * _overlap(LEDGER.c.start_s, LEDGER.c.end_s, t0, t1)
+    closed = sa.select(LEDGER.c.tenant, LEDGER.c.borrowed, sa.func.sum(closed_gs).label("gs"))
     if tenant is not None:
         closed = closed.where(LEDGER.c.tenant == tenant)
     if t1 is not None:
         closed = closed.where(LEDGER.c.start_s < _int(t1))
     if t0 is not None:
         closed = closed.where(LEDGER.c.end_s > _int(t0))
-    open_ = sa.select(
-        JOBS.c.tenant,
-        JOBS.c.borrowed,
-        (JOBS.c.gpus * _overlap(JOBS.c.usage_since_s, _int(now), t0, t1)).label("gs"),
-    ).where(
+    open_gs = JOBS.c.gpus * _overlap(JOBS.c.usage_since_s, _int(now), t0, t1)
+    open_ = sa.select(JOBS.c.tenant, JOBS.c.borrowed, sa.func.sum(open_gs).label("gs")).where(
         JOBS.c.state.in_(RUNNING_STATES),
         JOBS.c.usage_since_s.is_not(None),
         JOBS.c.usage_since_s < _int(now),
@@ -64,7 +61,10 @@ def usage_statement(tenant: str | None, t0: int | None, t1: int | None, now: int
     )
     if tenant is not None:
         open_ = open_.where(JOBS.c.tenant == tenant)
-    both = sa.union_all(closed, open_).subquery()
+    both = sa.union_all(
+        closed.group_by(LEDGER.c.tenant, LEDGER.c.borrowed),
+        open_.group_by(JOBS.c.tenant, JOBS.c.borrowed),
+    ).subquery()
     return sa.select(both.c.tenant, both.c.borrowed, sa.func.sum(both.c.gs).label("gs")).group_by(
         both.c.tenant, both.c.borrowed
     )
