@@ -44,7 +44,7 @@ from cotenant.bootstrap import (
     store_contract,
     store_key,
 )
-from cotenant.cluster.state import Health
+from cotenant.cluster.state import Health, Placement
 from cotenant.cluster.topology import Topology
 from cotenant.engine.clock import WallClock
 from cotenant.engine.core import Engine
@@ -639,16 +639,23 @@ class Service:
             except InvariantBroken as e:
                 problems.append(f"engine: {e}")
             engine_running = {r.spec.id: r.placement for r in self.engine.running()}
-            stored = self.store.jobs(None, RUNNING_STATES, limit=1 << 30)
+            stored = self.store.running_placements()
         held: dict[int, int] = {}
         for r in stored:
-            p = placement_from_row(r)
+            mine = engine_running.get(r["id"])
+            if mine is not None and (r["nodes"], r["node_gpus"]) == (
+                _int_list_json(mine.nodes),
+                _int_list_json(mine.gpus),
+            ):
+                p: Placement | None = mine  # the same text as the engine's: no need to parse it
+            else:
+                p = placement_from_row(r)
             if p is None:
                 problems.append(f"store: running job {r['id']} has no placement")
                 continue
             for n, g in zip(p.nodes, p.gpus, strict=True):
                 held[n] = held.get(n, 0) + g
-            if engine_running.get(r["id"]) != p:
+            if mine != p:
                 problems.append(f"store and engine disagree on job {r['id']}")
         for n, g in sorted(held.items()):
             cap = int(self.topo.node_gpus[n])
@@ -664,6 +671,11 @@ class Service:
     def node_health(self) -> dict[str, int]:
         h = self.engine.state.health
         return {x.name.lower(): int((h == int(x)).sum()) for x in Health}
+
+
+def _int_list_json(values: tuple[int, ...]) -> str:
+    """``canonical_json(list(values))`` for integers (what ``placement_columns`` stores)."""
+    return "[" + ",".join(map(str, values)) + "]"
 
 
 # -- helpers shared with bootstrap ----------------------------------------------------------------

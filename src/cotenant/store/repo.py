@@ -138,6 +138,15 @@ class Store:
         """Jobs the engine must know after a restart, in submission order."""
         return self._all(sa.select(JOBS).where(JOBS.c.state.in_(LIVE_STATES)).order_by(JOBS.c.seq))
 
+    def running_placements(self) -> list[Row]:
+        """``id``, ``nodes`` and ``node_gpus`` of every running or reclaiming job (only
+        those columns: the invariants check reads thousands with the engine held)."""
+        stmt = sa.select(JOBS.c.id, JOBS.c.nodes, JOBS.c.node_gpus).where(
+            JOBS.c.state.in_(("running", "reclaiming"))
+        )
+        with self.engine.connect() as conn:
+            return [{"id": i, "nodes": n, "node_gpus": g} for i, n, g in conn.execute(stmt).all()]
+
     def job_counts(self) -> dict[tuple[str, str], int]:
         rows = self._all(
             sa.select(JOBS.c.tenant, JOBS.c.state, sa.func.count().label("n")).group_by(
