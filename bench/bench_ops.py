@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import random
 import sys
@@ -245,11 +246,24 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=50_000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--db", default=None, help="a database URL (default: a temp SQLite file)")
+    ap.add_argument(
+        "--postgres", action="store_true", help="on a throwaway PostgreSQL (tests/harness)"
+    )
     ap.add_argument("--no-invariants", action="store_true", help="skip starting the service")
     args = ap.parse_args()
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench_ops_"))
+        url = args.db or f"sqlite:///{Path(tmp) / 'ops.db'}"
+        if args.postgres:
+            sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+            from harness.postgres import LocalPostgres
 
-    tmp = tempfile.TemporaryDirectory(prefix="bench_ops_")
-    url = args.db or f"sqlite:///{Path(tmp.name) / 'ops.db'}"
+            url = stack.enter_context(LocalPostgres()).create_database("bench_ops")
+        run(url, args)
+    return 0
+
+
+def run(url: str, args: argparse.Namespace) -> None:
     store = Store(url)
     settings = Settings(db=url, scenario=SCENARIO, speed=1, start=START)
     bootstrap(store, settings)
@@ -259,7 +273,7 @@ def main() -> int:
     counts = seed(store, args.jobs, now, random.Random(19), svc.topo.n_nodes)
     seeded = time.perf_counter() - t0
     print(
-        f"store {url.split('///')[0]}  seeded in {seeded:.1f} s: {counts['jobs']:,} jobs "
+        f"store {store.engine.dialect.name}  seeded in {seeded:.1f} s: {counts['jobs']:,} jobs "
         f"({counts['running']:,} running), {counts['ledger']:,} ledger records, "
         f"{counts['audit']:,} audit entries"
     )
@@ -337,8 +351,6 @@ def main() -> int:
         finally:
             svc.stop()
     store.close()
-    tmp.cleanup()
-    return 0
 
 
 if __name__ == "__main__":
