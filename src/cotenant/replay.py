@@ -34,6 +34,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,64 @@ REPLAY_PRICE = PriceTerms(
     committed_rate_micro_per_gpu_hour=1_875_000,
     overage_rate_micro_per_gpu_hour=3_000_000,
 )
+
+
+# -- quotas -----------------------------------------------------------------------------------
+FIT = "fit"
+
+
+def parse_quota_scale(text: str, field: str = "--quota-scale") -> Fraction | str:
+    """A positive factor (``0.5``, ``96/352``) or ``fit`` (scale to the cluster's size)."""
+    if text.strip().lower() == FIT:
+        return FIT
+    try:
+        f = Fraction(text.strip())
+    except (ValueError, ZeroDivisionError):
+        raise SpecError(
+            field, f"expected a positive number, a fraction like 96/352, or 'fit'; got {text!r}"
+        ) from None
+    if f <= 0:
+        raise SpecError(field, f"must be greater than 0, got {text!r}")
+    return f
+
+
+def scale_quotas(trace: Trace, scale: Fraction | str, cluster_gpus: int | None) -> Trace:
+    """The trace with its quotas scaled, so a loaded-quota replay is one command.
+
+    Quotas stay in whole nodes of ``NODE_GPUS`` when they all were (Philly's virtual
+    clusters have node quotas), else in GPUs. A factor
+    rounds each quota half up to that unit; a quota that rounds to 0 is dropped (that
+    tenant only borrows). ``fit`` shares ``cluster_gpus`` among the quotas in
+    proportion (largest remainders), so they add up to the cluster exactly."""
+    quotas = trace.quotas_gpus
+    if not quotas:
+        raise SpecError("--quota-scale", f"the {trace.name} trace has no quotas to scale")
+    total = sum(quotas.values())
+    unit = NODE_GPUS if all(q % NODE_GPUS == 0 for q in quotas.values()) else 1
+    if scale == FIT:
+        if cluster_gpus is None:
+            raise SpecError("--quota-scale", "'fit' scales the quotas to --cluster: give one")
+        unit = math.gcd(unit, cluster_gpus)
+        exact = {t: Fraction(q * cluster_gpus, total * unit) for t, q in quotas.items()}
+        units = {t: math.floor(v) for t, v in exact.items()}
+        left = cluster_gpus // unit - sum(units.values())
+        by_remainder = sorted(exact, key=lambda t: (-(exact[t] - units[t]), t))
+        for t in by_remainder[:left]:
+            units[t] += 1
+        how = f"fitted to {cluster_gpus:,} GPUs"
+    else:
+        assert isinstance(scale, Fraction)
+        units = {
+            t: math.floor(Fraction(q, unit) * scale + Fraction(1, 2)) for t, q in quotas.items()
+        }
+        how = f"scaled by {scale}"
+    scaled = {t: n * unit for t, n in units.items()}
+    dropped = sorted(t for t, q in scaled.items() if q <= 0)
+    kept = {t: q for t, q in scaled.items() if q > 0}
+    note = f"quotas {how} in units of {unit} GPUs: {total:,} -> {sum(kept.values()):,} GPUs"
+    if dropped:
+        note += f"; {len(dropped)} rounded to 0 and only borrow ({', '.join(dropped)})"
+    return replace(trace, quotas_gpus=kept, notes=(*trace.notes, note))
 
 
 # -- the cluster ------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from cotenant.engine.accounting import percentile
 from cotenant.engine.core import Engine
+from cotenant.model.jobs import JobKind, JobState
 
 H = 3600.0
 
@@ -79,6 +80,20 @@ class Report:
                 f"{r['guarantee_violation_s']:,} s, {r['guarantee_violation_jobs']} jobs",
             )
         console.print(t)
+        books = [(n, r["jobs"]) for n, r in self.tenants.items() if "jobs" in r]
+        if books:
+            console.print(
+                "jobs: "
+                + "; ".join(
+                    f"{n} {b['submitted']:,} submitted = {b['completed']:,} done + "
+                    f"{b['running']:,} running + {b['pending']:,} pending + "
+                    f"{b['rejected']:,} rejected + {b['failed'] + b['cancelled']:,} "
+                    f"failed or cancelled, {b.get('lost', 0):,} lost"
+                    for n, b in books
+                ),
+                highlight=False,
+                markup=False,
+            )
         faults = self.extra.get("faults")
         if faults and faults.get("enabled"):
             ft = Table(title="Faults (GPU-hours)", show_lines=False)
@@ -150,10 +165,12 @@ def _dur(s: float) -> str:
 
 def build_report(engine: Engine, scenario: str, start_s: int, end_s: int, wall_s: float) -> Report:
     acct = engine.acct
+    states = job_states(engine)
     tenants: dict[str, dict[str, Any]] = {}
     for name in sorted(set(acct.tenants) | set(engine.contracts)):
         tt = acct.tenants[name]
         tenants[name] = {
+            "jobs": states.get(name, {k: 0 for k in JOB_BOOK}),
             "entitled_gpu_h": tt.entitled_gpu_s / H,
             "used_gpu_h": tt.used_gpu_s / H,
             "own_gpu_h": tt.own_gpu_s / H,
@@ -199,6 +216,33 @@ def build_report(engine: Engine, scenario: str, start_s: int, end_s: int, wall_s
         },
         series=series,
     )
+
+
+# Every submitted job is in exactly one of these at the end of a run ("lost" must be 0).
+JOB_BOOK = ("submitted", "completed", "running", "pending", "rejected", "failed", "cancelled")
+
+
+def job_states(engine: Engine) -> dict[str, dict[str, int]]:
+    """Per tenant, submitted jobs by where they ended up (service replicas apart), and
+    ``lost``: submitted minus all the others, which must be 0 (no job is ever lost)."""
+    out: dict[str, dict[str, int]] = {}
+    for run in engine.jobs.values():
+        if run.spec.kind is JobKind.SERVICE:
+            continue
+        book = out.setdefault(run.tenant, {k: 0 for k in JOB_BOOK})
+        book["submitted"] += 1
+        st = run.state
+        if st is JobState.FAILED and run.first_start_s is None:  # refused, never ran
+            book["rejected"] += 1
+        elif st in (JobState.RUNNING, JobState.RECLAIMING):
+            book["running"] += 1
+        else:
+            book[st.value] += 1
+    for name, book in out.items():
+        book["lost"] = engine.acct.tenants[name].submitted - sum(
+            book[k] for k in JOB_BOOK if k != "submitted"
+        )
+    return out
 
 
 SIZE_BUCKETS = (8, 64, 512, 4096, 16_384, 1 << 30)

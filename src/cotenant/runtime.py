@@ -12,8 +12,9 @@ from cotenant.backends.sim import SimBackend
 from cotenant.cluster.topology import Topology
 from cotenant.engine.clock import SimClock
 from cotenant.engine.core import Engine
+from cotenant.faults.injector import FailureSettings, parse_failure_settings
 from cotenant.faults.injector import install as install_failures
-from cotenant.faults.injector import parse_failure_settings
+from cotenant.faults.model import job_mtbf_s, young_daly_interval
 from cotenant.metering.run import UsageProbe, metering_report, parse_metering_settings
 from cotenant.model.jobs import JobSpec
 from cotenant.report import Report, build_report, fault_report
@@ -22,14 +23,30 @@ from cotenant.scheduler.policies import get_policy
 from cotenant.serving.autoscaler import Autoscaler
 from cotenant.serving.measure import services_report
 from cotenant.serving.services import parse_services
+from cotenant.workload.synthetic import FIXED_INTERVAL_S
 
 
-def workload_of(scenario: Scenario) -> list[JobSpec]:
-    """All jobs the scenario's generators submit, in submit order; seeded, so repeatable."""
+def workload_of(scenario: Scenario, failures: FailureSettings | None = None) -> list[JobSpec]:
+    """All jobs the scenario's generators submit, in submit order; seeded, so repeatable.
+
+    A workload with ``checkpoint_interval = "auto"`` checkpoints each job at the
+    Young/Daly interval for its size under the failures in force (``failures``, by
+    default the scenario's own), planned drains included, and the scenario's
+    checkpoint-write cost; with failures off, at the fixed interval."""
+    if failures is None:
+        failures = parse_failure_settings(scenario.sections.get("failures"))
+    model = failures.model if failures.enabled else None
+    write_s = scenario.checkpoint_write_s
+
+    def interval_for(gpus: int) -> int:
+        if model is None or model.interruptions_per_gpu_day() <= 0:
+            return FIXED_INTERVAL_S
+        return young_daly_interval(job_mtbf_s(model, gpus), write_s)
+
     rng = np.random.default_rng(scenario.seed)
     jobs: list[JobSpec] = []
     for w in scenario.workloads:
-        jobs.extend(w.generate(rng, scenario.start_s, scenario.duration_s))
+        jobs.extend(w.generate(rng, scenario.start_s, scenario.duration_s, interval_for))
     jobs.sort(key=lambda j: (j.submit_s, j.id))
     return jobs
 
@@ -74,7 +91,7 @@ def simulate(
             scenario.end_s,
         )
     scaler = install_services(engine, scenario)
-    for spec in jobs if jobs is not None else workload_of(scenario):
+    for spec in jobs if jobs is not None else workload_of(scenario, failures):
         engine.submit(spec)
     probe = UsageProbe(engine)
     t0 = time.perf_counter()

@@ -49,6 +49,7 @@ from cotenant.cluster.topology import Topology
 from cotenant.engine.clock import WallClock
 from cotenant.engine.core import Engine
 from cotenant.engine.jobs import JobRun
+from cotenant.engine.keepup import KeepUp
 from cotenant.engine.restore import SavedJob, restore_jobs
 from cotenant.metering.energy import SiteEnergy, topology_facility_power_w
 from cotenant.metering.ledger import UsageLedger, UsageRecord
@@ -145,11 +146,19 @@ class Status:
     entitled: Mapping[str, int] = field(default_factory=dict)
     pending: int = 0
     running: int = 0
+    pending_by_tenant: Mapping[str, int] = field(default_factory=dict)  # queued in the engine
+    running_by_tenant: Mapping[str, int] = field(default_factory=dict)  # running, reclaiming
     free_gpus: int = 0
     healthy_nodes: int = 0
-    decisions: int = 0
+    decisions: int = 0  # places, reclaims, preempts, rejects, ends, ...: not waits
+    waits: int = 0  # "still waiting" verdicts, counted apart
     cycles: int = 0
     decisions_per_s: float = 0.0
+    next_due_s: int = FOREVER  # the engine's next event after this step
+    # The engine's own guarantee check: jobs inside an entitlement that started later than
+    # the grace period allows, and by how many seconds in all, per tenant.
+    violation_jobs: Mapping[str, int] = field(default_factory=dict)
+    violation_s: Mapping[str, int] = field(default_factory=dict)
     power_w: float = 0.0  # facility power now (the cap's model)
     power_cap_w: float | None = None
 
@@ -170,7 +179,7 @@ class Service:
         self.lock = threading.Lock()
         self.inbox: deque[JobSpec] = deque()
         self.clock = LiveClock(
-            self._anchor_clock(), settings.speed, self.lock, self._drain_inbox, settings.min_step_s
+            self._anchor_clock(), settings.speed, self.lock, self._step_begins, settings.min_step_s
         )
         self.contracts: dict[str, Contract] = store.contracts()
         self.tenant_names: set[str] = {r["name"] for r in store.tenants()}
@@ -189,7 +198,12 @@ class Service:
             json.loads(raw_energy) if raw_energy else None
         ).site
         self.keys = KeyRing(store.active_keys())
-        self.status = Status()
+        self.status = Status(t=self.clock.now())
+        self.keepup = KeepUp()
+        self._step_began = time.monotonic()
+        self._lag_at_start = 0.0
+        self._inbox_since: float | None = None
+        self.stepping = False  # the engine is in a step: readers let it finish first
         self.error: str | None = None
         self.submitted = 0
         self._stopping = False
@@ -265,17 +279,45 @@ class Service:
             log.exception("engine stopped")
             self.error = f"engine stopped: {e!r}"
         finally:
+            self.stepping = False
             self._flush()
             self.lock.release()
 
     def _drain_inbox(self) -> None:
         """Hand committed submissions to the engine (lock held)."""
+        self._inbox_since = None
         while self.inbox:
             self.engine.submit(self.inbox.popleft())
 
+    def _step_begins(self) -> None:
+        """The clock woke the engine (lock held): note how late, then take submissions."""
+        self.stepping = True
+        self._step_began = time.monotonic()
+        now = self.clock.now_exact()
+        due: float | None = self.engine.next_event_time()
+        first = self._inbox_since
+        if first is not None:
+            due = first if due is None else min(due, first)
+        self._lag_at_start = 0.0 if due is None else max(0.0, now - due) / self.settings.speed
+        self._drain_inbox()
+
     def _after_step(self, t: int) -> None:
+        self.keepup.stepped(self._lag_at_start, time.monotonic() - self._step_began)
         self._flush()
         self._refresh_status(t)
+        self.stepping = False
+
+    def lag_s(self) -> float:
+        """Wall seconds the engine is behind its clock now: clock time minus the time of the
+        oldest event due and not yet handled (a submission waiting in the inbox, a deadline,
+        a job's end); 0 when nothing is due. Read without the lock: a stalled engine shows
+        a lag that grows."""
+        now = self.clock.now_exact()
+        due: float = self.status.next_due_s
+        first = self._inbox_since
+        if first is not None:
+            due = min(due, first)
+        return max(0.0, now - due) / self.settings.speed
 
     # -- persistence of decisions -------------------------------------------------------------
     def _on_decision(self, ev: dict[str, Any]) -> None:
@@ -289,6 +331,7 @@ class Service:
             elif kind in ("end", "preempt", "cancel", "reject", "interrupt"):
                 self._usage_since.pop(job, None)
         if kind in AUDITED:
+            self.keepup.decisions[kind] += 1
             payload = {k: v for k, v in ev.items() if k not in ("t", "event")}
             self._audit_buf.append((t, kind, payload))
 
@@ -338,11 +381,13 @@ class Service:
         e = self.engine
         usable = e.state.usable()
         wall = time.monotonic()
-        self._rates.append((wall, e.decisions_made))
+        decided = sum(self.keepup.decisions.values())
+        self._rates.append((wall, decided))
         while len(self._rates) > 2 and wall - self._rates[0][0] > 60:
             self._rates.popleft()
         w0, d0 = self._rates[0]
-        rate = (e.decisions_made - d0) / (wall - w0) if wall > w0 else 0.0
+        rate = (decided - d0) / (wall - w0) if wall > w0 else 0.0
+        nxt = e.next_event_time()
         site = e.site or SiteEnergy()
         self.status = Status(
             t=t,
@@ -352,11 +397,17 @@ class Service:
             entitled=dict(e.entitled),
             pending=e.pending_count(),
             running=len(e.running()),
+            pending_by_tenant=e.pending_jobs_by_tenant(),
+            running_by_tenant=e.running_jobs_by_tenant(),
             free_gpus=int(e.state.free[usable].sum()),
             healthy_nodes=int(usable.sum()),
-            decisions=e.decisions_made,
+            decisions=decided,
+            waits=e.waits,
             cycles=e.cycles,
             decisions_per_s=rate,
+            next_due_s=FOREVER if nxt is None else nxt,
+            violation_jobs={k: v.violation_jobs for k, v in e.acct.tenants.items()},
+            violation_s={k: v.violation_s for k, v in e.acct.tenants.items()},
             power_w=topology_facility_power_w(site, e.topo, e.state),
             power_cap_w=None if site.power_cap_mw is None else site.power_cap_mw * 1e6,
         )
@@ -446,6 +497,8 @@ class Service:
     def _enqueue(self, spec: JobSpec) -> None:
         self.submitted += 1
         self.inbox.append(spec)
+        if self._inbox_since is None:  # the oldest submission the engine has not taken
+            self._inbox_since = self.clock.now_exact()
         self.clock.wake()
 
     def job(self, job_id: str) -> Row:
@@ -470,12 +523,15 @@ class Service:
     def why(self, job_id: str) -> tuple[str, str, str]:
         """(state, reason code, detail)."""
         row = self.job(job_id)
-        with self.lock:
-            self._drain_inbox()
-            run = self.engine.jobs.get(job_id)
-            if run is not None:
-                reason, detail = self.engine.why(job_id)
-                return run.state.value, reason, detail
+        # A read: without the engine's lock. Each field read is atomic under the
+        # interpreter lock, and the engine sets a job's reason as of its last cycle; a job
+        # still in the inbox (not yet seen by the engine) answers from its stored row.
+        run = self.engine.jobs.get(job_id)
+        if run is not None:
+            reason, detail = self.engine.why(job_id)
+            return run.state.value, reason, detail
+        if row["state"] == JobState.PENDING.value and not row["reason"]:
+            return row["state"], "queued", "accepted; the engine has not considered it yet"
         return row["state"], row["reason"], row["reason_detail"]
 
     # -- tenants and contracts ----------------------------------------------------------------

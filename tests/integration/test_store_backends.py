@@ -22,7 +22,14 @@ from cotenant.api.settings import Settings
 from cotenant.audit import verify
 from cotenant.bootstrap import bootstrap
 from cotenant.metering.ledger import UsageRecord
-from cotenant.model.contracts import Commitment, Contract, IsolationTerms, NoticeTerms
+from cotenant.model.contracts import (
+    Commitment,
+    Contract,
+    CreditCapBase,
+    IsolationTerms,
+    NoticeTerms,
+    PriceTerms,
+)
 from cotenant.model.jobs import JobSpec
 from cotenant.service import Service
 from cotenant.store import repo
@@ -69,6 +76,7 @@ def test_contracts_round_trip_exactly(store: Store) -> None:
         Commitment(16, False, 0, "H100-SXM-80GB"),
         notice=NoticeTerms(86_400 * 30, given_at=T0 + 5),
         isolation=IsolationTerms(("lab-b",)),
+        price=PriceTerms(sla_credit_cap_percent=20, sla_credit_cap_base=CreditCapBase.COMMITTED),
         priority=3,
     )
     assert contract_from_json(contract_to_json(c)) == c

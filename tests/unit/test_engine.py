@@ -18,6 +18,7 @@ from cotenant.engine.core import Engine
 from cotenant.model.contracts import Ramp
 from cotenant.model.errors import Conflict
 from cotenant.model.jobs import Constraint, JobState
+from cotenant.report import build_report
 from cotenant.runtime import simulate
 from cotenant.scenario import load_scenario
 
@@ -565,3 +566,48 @@ def test_a_job_served_by_a_reclaim_runs_inside_the_entitlement() -> None:
     assert at(ev, "place", "big") == [301]
     assert of(ev, "place", "big")[0]["borrowed"] is False
     assert (eng.owned["A"], eng.borrowed["A"]) == (16, 4)  # today: (4, 16)
+
+
+def test_a_promise_keeps_its_free_gpus_from_a_later_reclaim() -> None:
+    """Found replaying Philly with loaded quotas (issue 14). One node of 8 GPUs: borrower B
+    holds 7, one is free. E (entitled to 4) needs 3 reclaimed and the free one: promised at
+    10 s, due by 310 s. F (entitled to 1) reclaims one more at 50 s (due 350 s). At the next
+    cycle F must not start on the free GPU (E's), trading it for the GPU F's own reclaim
+    frees at 350 s: E would start at 350 s, 40 s past its grace."""
+    ev: list[dict[str, Any]] = []
+    one_node = cluster(nodes=1, per_rack=1, racks_per_block=1)
+    eng = engine(one_node, [contract("E", 4), contract("F", 1)], tenants=["B"], events=ev)
+    for i in range(7):
+        eng.submit(job(f"b{i}", "B", 1, duration_s=DAY, submit_s=T0 + i))
+    eng.submit(job("e", "E", 4, duration_s=HOUR, submit_s=T0 + 10))
+    eng.submit(job("f", "F", 1, duration_s=HOUR, submit_s=T0 + 50))
+    eng.submit(job("b-late", "B", 1, duration_s=HOUR, submit_s=T0 + 60))  # another cycle
+    eng.run(T0 + HOUR)
+    assert len(of(ev, "reclaim")) == 4
+    assert at(ev, "place", "e") == [310]
+    assert at(ev, "place", "f") == [350]  # its own reclaim: 300 s after it was owed
+    assert eng.acct.tenants["E"].violation_s == 0  # before: 40
+    assert eng.acct.tenants["F"].violation_s == 0
+
+
+def test_the_report_accounts_for_every_submitted_job() -> None:
+    """submitted = done + running + pending + rejected + failed + cancelled, per tenant;
+    a job cancelled mid-run and one too large to ever fit are counted where they are."""
+    eng = engine(SMALL, [contract("A", 16)], tenants=["B"])
+    eng.submit(job("done", "A", 8, duration_s=HOUR))
+    eng.submit(job("running", "A", 8, duration_s=DAY))
+    eng.submit(job("waits", "A", 32, duration_s=HOUR, submit_s=T0 + 1))  # all 32
+    eng.submit(job("huge", "B", 64))  # more than the cluster: rejected
+    eng.submit(job("gone", "B", 8, duration_s=DAY))
+    eng.run(T0 + 2 * HOUR)
+    eng.cancel("gone")
+    eng.run(T0 + 3 * HOUR)
+    books = build_report(eng, "t", T0, T0 + 3 * HOUR, 1.0).tenants
+    assert books["A"]["jobs"] == {
+        "submitted": 3, "completed": 1, "running": 1, "pending": 1,
+        "rejected": 0, "failed": 0, "cancelled": 0, "lost": 0,
+    }  # fmt: skip
+    assert books["B"]["jobs"] == {
+        "submitted": 2, "completed": 0, "running": 0, "pending": 0,
+        "rejected": 1, "failed": 0, "cancelled": 1, "lost": 0,
+    }  # fmt: skip

@@ -20,6 +20,7 @@ from cotenant.metering.rating import Invoice, month_bounds, rate_month
 from cotenant.model.contracts import (
     Commitment,
     Contract,
+    CreditCapBase,
     NoticeTerms,
     PriceKind,
     PriceTerms,
@@ -67,6 +68,7 @@ def rate_deal(
     overage_micro: int = 3_500_000,
     credit_micro: int = 0,
     cap_percent: int = 100,
+    cap_base: CreditCapBase = CreditCapBase.SUBTOTAL,
     start: int = utc(2026, 1, 1),
     end: int = FAR,
     tenant: str = "lab",
@@ -84,6 +86,7 @@ def rate_deal(
             overage_rate_micro_per_gpu_hour=overage_micro,
             sla_credit_micro_per_gpu_hour=credit_micro,
             sla_credit_cap_percent=cap_percent,
+            sla_credit_cap_base=cap_base,
         ),
         notice=notice or NoticeTerms(),
     )
@@ -269,6 +272,71 @@ def test_sla_shortfall_credit(shortfall_h: int, credit_cents: int, capped: bool)
     assert credit_line.amount_cents == credit_cents < 0
     assert ("capped at 10%" in credit_line.description) is capped
     assert credit_line.unit_price == "-$10.00/GPU-h"
+
+
+@pytest.mark.parametrize(
+    ("base", "credit_cents", "of"),
+    [
+        # November, 8 GPUs committed at $2.00/GPU-h: 8 * 720 h * 200 cents = 1,152,000 cents.
+        # Borrowed: 8 GPUs for 100 h at $3.50/GPU-h = 800 GPU-h * 350 = 280,000 cents.
+        # Subtotal 1,432,000 cents. Shortfall 200 GPU-h at $10 = 200,000 cents.
+        # subtotal base, cap 10%: 143,200 < 200,000: credit -143,200
+        pytest.param(CreditCapBase.SUBTOTAL, -143_200, "of charges", id="subtotal"),
+        # committed base, cap 10%: 115,200 (overage excluded): credit -115,200
+        pytest.param(CreditCapBase.COMMITTED, -115_200, "of the committed charge", id="committed"),
+    ],
+)
+def test_sla_credit_cap_base(base: CreditCapBase, credit_cents: int, of: str) -> None:
+    deal = rate_deal(gpus=8, credit_micro=10_000_000, cap_percent=10, cap_base=base)
+    t0 = utc(2026, 11, 2)
+    ledger = UsageLedger([use("lab", 8, t0, t0 + 100 * HOUR, borrowed=True)])
+    inv = bill(deal, "2026-11", ledger, shortfall=200 * HOUR)
+    assert inv.subtotal_cents == 1_152_000 + 280_000 == 1_432_000
+    assert inv.credits_cents == credit_cents
+    assert inv.total_cents == 1_432_000 + credit_cents
+    assert f"capped at 10% {of}" in inv.lines[-1].description
+
+
+def test_flat_lease_credit_capped_at_the_fee_share() -> None:
+    # $1.25B flat; overage $3.00/GPU-h on 1,000 borrowed GPU-h = $3,000 = 300,000 cents.
+    # Credit $10/GPU-h, cap 1% of the committed charge: 1% of 125,000,000,000 cents =
+    # 1,250,000,000 cents; a shortfall of 200,000,000 GPU-h would be $2B: capped.
+    lease = Contract(
+        tenant="lessee",
+        start_s=utc(2026, 1, 1),
+        end_s=FAR,
+        commitment=Commitment(all_available=True),
+        price=PriceTerms(
+            kind=PriceKind.FLAT,
+            flat_fee_cents_per_month=FEE_CENTS,
+            overage_rate_micro_per_gpu_hour=3_000_000,
+            sla_credit_micro_per_gpu_hour=10_000_000,
+            sla_credit_cap_percent=1,
+            sla_credit_cap_base=CreditCapBase.COMMITTED,
+        ),
+    )
+    t0 = utc(2026, 10, 2)
+    ledger = UsageLedger([use("lessee", 8, t0, t0 + 125 * HOUR, borrowed=True)])
+    inv = bill(lease, "2026-10", ledger, shortfall=200_000_000 * HOUR)
+    assert inv.subtotal_cents == 125_000_000_000 + 300_000
+    assert inv.credits_cents == -1_250_000_000
+
+
+def test_late_service_and_shortfall_share_one_capped_credit() -> None:
+    # 8 GPUs at $2.00 in November: 1,152,000 cents; credit $10/GPU-h, cap 10%: 115,200.
+    deal = rate_deal(gpus=8, credit_micro=10_000_000, cap_percent=10)
+    # 3 GPU-h late + 2 GPU-h shortfall = 5 GPU-h * 1,000 cents = 5,000 cents, under the cap
+    inv = rate_month(deal, "2026-11", UsageLedger(), 100_000, (deal,), 2 * HOUR, 3 * HOUR)
+    assert inv.credits_cents == -5_000
+    assert inv.lines[-1].description == "SLA credit (shortfall + late GPU-hours)"
+    assert inv.lines[-1].quantity == "5.0 GPU-h"
+    assert (inv.shortfall_gpu_seconds, inv.violation_gpu_seconds) == (2 * HOUR, 3 * HOUR)
+    late_only = rate_month(deal, "2026-11", UsageLedger(), 100_000, (deal,), 0, 30 * HOUR)
+    assert late_only.credits_cents == -30_000
+    assert late_only.lines[-1].description == "SLA credit (late GPU-hours)"
+    # 200 GPU-h late: 200,000 cents > cap: 115,200
+    capped = rate_month(deal, "2026-11", UsageLedger(), 100_000, (deal,), 0, 200 * HOUR)
+    assert capped.credits_cents == -115_200
 
 
 def test_no_credit_without_a_credit_rate() -> None:

@@ -227,10 +227,11 @@ def test_shortfall_is_split_by_month_and_credited(
         assert sum(probe.shortfall[t].values()) == tt.shortfall_gpu_s
         assert (sum(probe.late[t].values()) > 0) == (tt.violation_s > 0)
         for inv in (i for i in m["invoices"] if i["tenant"] == t):
-            owed = probe.owed_not_served(t, inv["month"])
-            assert inv["usage"]["shortfall_gpu_seconds"] == owed
+            short, late = probe.owed_not_served(t, inv["month"])
+            assert inv["usage"]["shortfall_gpu_seconds"] == short
+            assert inv["usage"]["violation_gpu_seconds"] == late
             credit = [ln for ln in inv["lines"] if ln["description"].startswith("SLA credit")]
-            assert len(credit) == (1 if owed else 0)
+            assert len(credit) == (1 if short + late else 0)
             assert inv["credits_cents"] <= 0
             assert inv["total_cents"] == inv["subtotal_cents"] + inv["credits_cents"]
 
@@ -248,9 +249,8 @@ def test_invoice_round_trips_through_json(month_end: tuple[Any, UsageProbe, Any]
     eng, probe, m = month_end
     c = eng.contracts["lessee"]
     ledger = metered_ledger(eng, eng.acct.last_s)
-    inv = rate_month(
-        c, "2026-11", ledger, 64, eng.contracts.values(), probe.owed_not_served("lessee", "2026-11")
-    )
+    short, late = probe.owed_not_served("lessee", "2026-11")
+    inv = rate_month(c, "2026-11", ledger, 64, eng.contracts.values(), short, late)
     assert invoice_from_json(inv.to_json_dict()) == inv
     assert find_invoice(m, "lessee", "2026-11") == inv
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cotenant.metering.terms import parse_price_terms
-from cotenant.model.contracts import PriceKind, PriceTerms
+from cotenant.model.contracts import CreditCapBase, PriceKind, PriceTerms
 from cotenant.model.errors import SpecError
 
 
@@ -57,6 +57,15 @@ def rate(**extra: object) -> dict[str, object]:
             id="rate-inferred-one-micro",
         ),
         pytest.param({}, PriceTerms(kind=PriceKind.RATE), id="empty-is-free-rate"),
+        pytest.param(
+            rate(sla_credit_cap_base="committed"),
+            PriceTerms(
+                kind=PriceKind.RATE,
+                committed_rate_micro_per_gpu_hour=2_345_000,
+                sla_credit_cap_base=CreditCapBase.COMMITTED,
+            ),
+            id="cap-base-committed",
+        ),
     ],
 )
 def test_parses_exactly(mapping: dict[str, object], expected: PriceTerms) -> None:
@@ -108,6 +117,12 @@ def test_parses_exactly(mapping: dict[str, object], expected: PriceTerms) -> Non
             "tenants[1].price.sla_credit_cap_percent",
             "whole number",
             id="cap-fractional",
+        ),
+        pytest.param(
+            rate(sla_credit_cap_base="total"),
+            "tenants[1].price.sla_credit_cap_base",
+            "valid: subtotal, committed",
+            id="cap-base-unknown",
         ),
         pytest.param(
             rate(flat_fee=1), "tenants[1].price.flat_fee", "flat_fee_per_month", id="unknown-key"

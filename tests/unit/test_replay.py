@@ -24,9 +24,11 @@ from cotenant.replay import (
     default_cluster,
     nodes_cluster,
     parse_cluster_arg,
+    parse_quota_scale,
     replay,
     replay_scenario,
     run_policy,
+    scale_quotas,
     select_jobs,
 )
 from cotenant.traces import Trace, TraceNode, load_trace
@@ -71,6 +73,46 @@ def test_quotas_become_commitments_and_the_rest_only_borrow(philly: Trace) -> No
     assert sc.start_s == philly.jobs[0].submit_s
     plain = replay_scenario(philly, cluster)
     assert plain.contracts() == []
+
+
+def test_quota_scale_rounds_each_quota_and_sizes_the_default_cluster(philly: Trace) -> None:
+    scaled = scale_quotas(philly, parse_quota_scale("96/352"), None)
+    # Philly's quotas are whole 8-GPU nodes; each node count x 96/352, rounded half up
+    assert scaled.quotas_gpus["6214e9"] == 17 * 8  # 64 nodes x 96/352 = 17.45 -> 17
+    assert scaled.quotas_gpus["11cb48"] == 4 * 8  # 16 x 96/352 = 4.36 -> 4
+    assert scaled.quotas_gpus["7f04ca"] == 9 * 8  # 32 x 96/352 = 8.73 -> 9
+    nodes = {t: q // 8 for t, q in philly.quotas_gpus.items()}
+    expected = {t: int(n * 96 / 352 + 0.5) * 8 for t, n in nodes.items()}
+    assert scaled.quotas_gpus == {t: q for t, q in expected.items() if q > 0}
+    assert default_cluster(scaled).total_gpus == sum(expected.values())
+    assert any("scaled by 3/11 in units of 8 GPUs" in n for n in scaled.notes)
+    assert philly.quotas_gpus["6214e9"] == 512  # the original trace is untouched
+
+
+def test_quota_scale_fit_shares_out_the_cluster_exactly(philly: Trace) -> None:
+    scaled = scale_quotas(philly, parse_quota_scale("fit"), 128)
+    assert sum(scaled.quotas_gpus.values()) == 128
+    assert all(q % 8 == 0 for q in scaled.quotas_gpus.values())  # whole nodes
+    # the largest quota (64 of 352 nodes) gets about 2.9 of the 16 nodes: 2 or 3
+    assert scaled.quotas_gpus["6214e9"] in (16, 24)
+    sc = replay_scenario(scaled, nodes_cluster(16, 8), tenants_from_trace=True)
+    assert sum(c.commitment.gpus for c in sc.contracts()) == 128
+
+
+def test_quota_scale_drops_quotas_that_round_to_zero(philly: Trace) -> None:
+    tiny = scale_quotas(philly, parse_quota_scale("1/20"), None)
+    # 8 nodes x 1/20 = 0.4 -> 0: that tenant only borrows, and the note says so;
+    # 64 nodes x 1/20 = 3.2 -> 3 nodes
+    small = [t for t, q in philly.quotas_gpus.items() if q // 8 * 2 < 20]
+    assert small and all(t not in tiny.quotas_gpus for t in small)
+    assert tiny.quotas_gpus["6214e9"] == 24
+    assert any("rounded to 0" in n for n in tiny.notes)
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "abc", "1/0", ""])
+def test_quota_scale_refuses_bad_values(text: str) -> None:
+    with pytest.raises(SpecError, match="--quota-scale"):
+        parse_quota_scale(text)
 
 
 def test_quotas_larger_than_the_cluster_are_refused(philly: Trace) -> None:
@@ -239,6 +281,13 @@ def test_cli_replay_skips_bad_rows_with_their_line_numbers(tmp_path: Path) -> No
         pytest.param(["--cluster", "lots"], "pooled:N", id="cluster"),
         pytest.param(["--start", "yesterday"], "--start", id="start"),
         pytest.param(["--tenants-from-trace", "--cluster", "2x8"], "no quotas", id="no-quotas"),
+        pytest.param(["--quota-scale", "0.5"], "--tenants-from-trace", id="scale-no-quotas"),
+        pytest.param(
+            ["--tenants-from-trace", "--quota-scale", "fit"], "give one", id="fit-no-cluster"
+        ),
+        pytest.param(
+            ["--tenants-from-trace", "--quota-scale", "-2"], "greater than 0", id="scale-neg"
+        ),
     ],
 )
 def test_cli_replay_errors_are_one_line(args: list[str], message: str) -> None:
@@ -247,6 +296,31 @@ def test_cli_replay_errors_are_one_line(args: list[str], message: str) -> None:
     assert message in r.stderr.replace("\n", " ")
     assert r.stderr.startswith("error: ")
     assert r.exception is None or isinstance(r.exception, SystemExit)
+
+
+def test_cli_quota_scale_fit_replays_loaded_quotas(tmp_path: Path) -> None:
+    (tmp_path / "jobs.csv").write_bytes(PHILLY.read_bytes())
+    (tmp_path / "vc_quota_nodes.csv").write_bytes(QUOTA.read_bytes())
+    r = cli_here(
+        tmp_path / "jobs.csv",
+        "--tenants-from-trace",
+        "--quota-scale",
+        "fit",
+        "--cluster",
+        "8x8",
+        "--policy",
+        "contract",
+        "--json",
+        "--limit",
+        "60",
+    )
+    assert r.exit_code == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert any("fitted to 64 GPUs" in n for n in data["trace"]["notes"])
+    (rep,) = data["reports"]
+    assert rep["guarantee_violation_s"] == 0
+    entitled = sum(t["entitled_gpu_h"] for t in rep["tenants"].values())
+    assert entitled > 0  # the scaled quotas are commitments
 
 
 def test_cli_replay_cannot_guess_an_unknown_header(tmp_path: Path) -> None:

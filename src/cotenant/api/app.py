@@ -6,6 +6,7 @@ it issues); the app opens it, migrates it, rebuilds the engine from it and runs.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,7 +14,12 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 from starlette.types import Receive, Scope, Send
@@ -46,6 +52,22 @@ class ServiceCollector(Collector):
         )
         if st.power_cap_w is not None:
             yield GaugeMetricFamily("cotenant_power_cap_watts", "Site power cap", st.power_cap_w)
+        for metric, help_, counts in (
+            (
+                "cotenant_guarantee_violations",
+                "Jobs inside their entitlement that started later than the grace period",
+                st.violation_jobs,
+            ),
+            (
+                "cotenant_guarantee_violation_seconds",
+                "Seconds such jobs waited beyond the grace period",
+                st.violation_s,
+            ),
+        ):
+            c = CounterMetricFamily(metric, help_, labels=["tenant"])
+            for t in names:
+                c.add_metric([t], counts.get(t, 0))
+            yield c
         for metric, help_, values in (
             ("cotenant_allocated_gpus", "GPUs allocated per tenant", st.allocated),
             ("cotenant_borrowed_gpus", "GPUs held beyond the entitlement", st.borrowed),
@@ -55,13 +77,47 @@ class ServiceCollector(Collector):
             for t in names:
                 g.add_metric([t], values.get(t, 0))
             yield g
-        yield CounterMetricFamily("cotenant_decisions", "Scheduling decisions made", st.decisions)
+        ku = svc.keepup
+        by_kind = CounterMetricFamily(
+            "cotenant_decisions",
+            "Decisions acted on, by kind (place, reclaim, preempt, reject, end, ...; not waits)",
+            labels=["kind"],
+        )
+        for kind, n in sorted(dict(ku.decisions).items()):
+            by_kind.add_metric([kind], n)
+        yield by_kind
+        yield CounterMetricFamily(
+            "cotenant_wait_verdicts",
+            "Cycle verdicts that a pending job keeps waiting (one per job per cycle)",
+            st.waits,
+        )
         yield GaugeMetricFamily(
             "cotenant_decisions_per_second",
-            "Decisions per second over the last minute",
+            "Decisions (not waits) per second over the last minute",
             st.decisions_per_s,
         )
         yield CounterMetricFamily("cotenant_scheduling_cycles", "Scheduling cycles", st.cycles)
+        yield GaugeMetricFamily(
+            "cotenant_engine_lag_seconds",
+            "Wall seconds the engine is behind its clock: now minus the oldest due event",
+            svc.lag_s(),
+        )
+        yield GaugeMetricFamily(
+            "cotenant_engine_time_seconds", "The engine's time after its last step", st.t
+        )
+        for name, help_, h in (
+            (
+                "cotenant_engine_step_lag_seconds",
+                "How late each engine step began (wall seconds after its oldest due event)",
+                ku.lag_s,
+            ),
+            (
+                "cotenant_engine_step_duration_seconds",
+                "Wall time of each engine step (events and scheduling cycle)",
+                ku.step_s,
+            ),
+        ):
+            yield HistogramMetricFamily(name, help_, buckets=h.buckets(), sum_value=h.sum)
         yield CounterMetricFamily(
             "cotenant_jobs_submitted", "Submissions accepted since start", svc.submitted
         )
@@ -71,7 +127,18 @@ class ServiceCollector(Collector):
 
 
 class CotenantAPI(FastAPI):
-    """FastAPI, with job submissions taken by the fast path (``api/fastpath.py``) first."""
+    """FastAPI, with job submissions taken by the fast path (``api/fastpath.py``) first,
+    and reads through a gate.
+
+    The engine shares the interpreter with the API: every thread running Python takes
+    its turn at the one lock, so 32 readers at once would leave the engine a thirty-third
+    of it. Reads (``GET /v1/...``) pass a gate of ``read_concurrency`` slots; a read
+    waiting for a slot is an idle coroutine, and a read does not start while the engine
+    is in a step. Reads take neither the engine's lock nor its time: they are served
+    from the status the engine publishes after each step and from the store. Audit
+    exports (long streams) and probes do not queue."""
+
+    read_gate: asyncio.Semaphore | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         svc: Service | None = getattr(self.state, "service", None)
@@ -79,7 +146,30 @@ class CotenantAPI(FastAPI):
             scope["app"] = self
             await fastpath.handle(svc, super().__call__, scope, receive, send)
             return
+        if svc is not None and self.read_gate is not None and _gated(scope):
+            async with self.read_gate:
+                # Engine first: a read does not start while the engine is in a step
+                # (a few ms; at most ENGINE_FIRST_S, so a stuck engine cannot stall reads).
+                waited = 0.0
+                while svc.stepping and waited < ENGINE_FIRST_S:
+                    await asyncio.sleep(0.002)
+                    waited += 0.002
+                await super().__call__(scope, receive, send)
+            return
         await super().__call__(scope, receive, send)
+
+
+ENGINE_FIRST_S = 0.05
+
+
+def _gated(scope: Scope) -> bool:
+    path = scope.get("path", "")
+    return (
+        scope["type"] == "http"
+        and scope["method"] == "GET"
+        and path.startswith("/v1/")
+        and not path.startswith("/v1/audit")
+    )
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -104,6 +194,7 @@ def create_app(settings: Settings) -> FastAPI:
         description="Control plane for a GPU cluster leased to rival labs at once.",
         lifespan=lifespan,
     )
+    app.read_gate = asyncio.Semaphore(settings.read_concurrency)
     errors.install(app)
     for r in (jobs.router, tenants.router, reports.router, admin.router):
         app.include_router(r)

@@ -30,9 +30,8 @@ Time = Annotated[int | None, Query(ge=0, le=MAX_TIME)]
 
 @router.get("/cluster", response_model=ClusterView, summary="Cluster status")
 def cluster(p: Caller, svc: Svc) -> ClusterView:
-    st = svc.status
+    st = svc.status  # published by the engine after each step: no lock, no database
     names = [p.tenant] if p.tenant is not None else sorted(svc.tenant_names)
-    counts = svc.store.job_counts()
 
     def alloc(t: str) -> TenantAllocation:
         return TenantAllocation(
@@ -41,13 +40,13 @@ def cluster(p: Caller, svc: Svc) -> ClusterView:
             owned_gpus=st.owned.get(t, 0),
             borrowed_gpus=st.borrowed.get(t, 0),
             entitled_gpus=st.entitled.get(t, 0),
-            pending_jobs=counts.get((t, "pending"), 0),
-            running_jobs=counts.get((t, "running"), 0) + counts.get((t, "reclaiming"), 0),
+            pending_jobs=st.pending_by_tenant.get(t, 0),
+            running_jobs=st.running_by_tenant.get(t, 0),
         )
 
     topo = svc.topo
     return ClusterView(
-        time_s=svc.clock.now(),
+        time_s=st.t,  # the engine's time as of its last step, not the wall clock
         name=topo.spec.name,
         total_gpus=topo.total_gpus,
         free_gpus=st.free_gpus,

@@ -159,6 +159,7 @@ class PriceIn(Strict):
     overage_rate_per_gpu_hour: Amount | None = None
     sla_credit_per_gpu_hour: Amount | None = None
     sla_credit_cap_percent: int | None = Field(None, ge=0, le=100)
+    sla_credit_cap_base: Literal["subtotal", "committed"] | None = None
 
 
 class ContractIn(Strict):
@@ -193,6 +194,7 @@ class PriceOut(BaseModel):
     overage_rate_micro_per_gpu_hour: int
     sla_credit_micro_per_gpu_hour: int
     sla_credit_cap_percent: int
+    sla_credit_cap_base: str
 
 
 class NoticeOut(BaseModel):

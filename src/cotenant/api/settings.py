@@ -8,6 +8,7 @@ speed = 1.0                       # simulated seconds per wall second
 scenario = "small-lease"          # seeds an empty store: cluster, tenants, contracts
 cluster = "small-16"              # the cluster preset when there is no scenario
 min_step_s = 0.05                 # at most one engine step per this many wall seconds
+read_concurrency = 2              # API reads handled at once (the rest queue)
 backend = "sim"                   # sim (the twin), local (processes here) or slurm
 state_dir = "cotenant-runs"       # local/slurm: job output, checkpoints, run records
 """
@@ -36,6 +37,9 @@ class Settings(BaseModel):
     demo: bool = False  # seed from colossus-lease (or `scenario`) and issue one key per tenant
     start: str | int | None = None  # service-clock start for a new store (default: see serve)
     min_step_s: float = Field(0.05, ge=0, le=10)
+    # API reads (GET /v1/...) handled at once; the rest wait their turn without using the
+    # CPU, so readers cannot crowd the engine out of the interpreter (bench/bench_live.py).
+    read_concurrency: int = Field(2, ge=1, le=256)
     log_level: str = "warning"
     backend: str = "sim"  # sim, local or slurm (cotenant.backends); real ones need speed 1
     state_dir: str = "cotenant-runs"  # local/slurm: output and checkpoints (shared for slurm)

@@ -60,6 +60,14 @@ def replay_command(
             help="the trace's quotas become fixed commitments (tenants without one only borrow)",
         ),
     ] = False,
+    quota_scale: Annotated[
+        str | None,
+        typer.Option(
+            help="scale the trace's quotas (with --tenants-from-trace): a factor (0.5, 96/352; "
+            "each quota rounded) or 'fit' (shared out to add up to --cluster exactly); "
+            "without --cluster the cluster is sized to the scaled quotas"
+        ),
+    ] = None,
     limit: Annotated[int | None, typer.Option(help="replay only the first N jobs")] = None,
     start: Annotated[
         str | None, typer.Option(help="keep jobs submitted from this ISO date-time (UTC)")
@@ -108,6 +116,7 @@ def replay_command(
         cluster,
         policy,
         tenants_from_trace,
+        quota_scale,
         limit,
         start,
         end,
@@ -128,6 +137,7 @@ def _replay(
     cluster_arg: str | None,
     policy: str,
     tenants_from_trace: bool,
+    quota_scale: str | None,
     limit: int | None,
     start: str | None,
     end: str | None,
@@ -145,7 +155,9 @@ def _replay(
         default_cluster,
         load_price_terms,
         parse_cluster_arg,
+        parse_quota_scale,
         replay,
+        scale_quotas,
         select_jobs,
     )
     from cotenant.scenario import parse_time
@@ -164,6 +176,13 @@ def _replay(
                 "only commitments are billed, and without --tenants-from-trace no tenant has "
                 "one; give --tenants-from-trace (the trace's quotas become commitments)",
             )
+    if quota_scale is not None and not tenants_from_trace:
+        raise SpecError(
+            "--quota-scale", "scales the commitments: give --tenants-from-trace as well"
+        )
+    scale = parse_quota_scale(quota_scale) if quota_scale is not None else None
+    if scale == "fit" and cluster_arg is None:
+        raise SpecError("--quota-scale", "'fit' scales the quotas to --cluster: give one")
     prices = load_price_terms(price_terms) if price_terms is not None else None
     meter = MeteringSettings() if invoice or html is not None else None
     kind = fmt or guess_format(path)
@@ -182,6 +201,8 @@ def _replay(
         max_gpus=bound,
     )
     t = select_jobs(t, max_job_gpus=max_job_gpus, limit=limit)
+    if scale is not None:
+        t = scale_quotas(t, scale, None if spec is None else spec.total_gpus)
     if t.problems:
         lines = [
             f"warning: {len(t.problems)} bad row(s) skipped in {t.source} (--strict refuses them):"

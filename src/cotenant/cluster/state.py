@@ -78,6 +78,15 @@ class ClusterState:
         return new
 
     # -- allocation ----------------------------------------------------------------------
+    def free_part(self, p: Placement) -> Placement | None:
+        """The part of a placement that is free here (None if nothing is)."""
+        nodes = np.asarray(p.nodes, dtype=np.int64)
+        take = np.minimum(np.asarray(p.gpus), self.free[nodes])
+        keep = take > 0
+        if not keep.any():
+            return None
+        return Placement(tuple(int(n) for n in nodes[keep]), tuple(int(g) for g in take[keep]))
+
     def apply(self, tenant: str, p: Placement, check: bool = True) -> None:
         t = self.tenant_index(tenant)
         if len(p.nodes) == 1:  # most gangs: plain scalar updates, no array round trips

@@ -34,6 +34,24 @@ class SimClock:
         return None
 
 
+class LaggingClock(SimClock):
+    """A fault injector for tests: simulated time whose steps run late, as a loaded live
+    server's do. Waiting for ``t`` reaches ``t + lag_s`` (``lag_s`` may be changed between
+    steps), and ``jump`` moves time on at once, like a wall clock that leaps (a process
+    paused, a host suspended). The twin then sees the timing the live engine sees."""
+
+    def __init__(self, start_s: int, lag_s: int = 0) -> None:
+        super().__init__(start_s)
+        self.lag_s = lag_s
+
+    def wait_until(self, t: int) -> int:
+        self._now = max(self._now, t + self.lag_s)
+        return self._now
+
+    def jump(self, s: int) -> None:
+        self._now += s
+
+
 class WallClock:
     """Live time, optionally accelerated (``speed`` simulated seconds per wall second)."""
 
@@ -45,6 +63,10 @@ class WallClock:
 
     def now(self) -> int:
         return self._sim0 + int((time.time() - self._wall0) * self.speed)
+
+    def now_exact(self) -> float:
+        """Simulated time with its fraction (for measuring lag finer than one second)."""
+        return self._sim0 + (time.time() - self._wall0) * self.speed
 
     def wait_until(self, t: int) -> int:
         # Wait for the wall instant of t itself, not from a rounded-down now(): otherwise

@@ -16,8 +16,6 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-import numpy as np
-
 from cotenant.backends.base import Backend, JobEnded, NodeHealthChanged, StartRequest
 from cotenant.cluster.state import ClusterState, Health, Placement
 from cotenant.cluster.topology import Topology
@@ -112,7 +110,8 @@ class Engine(FaultHandling):
         self._dirty = True
         self._cycle_no = 0
         self.cycles = 0
-        self.decisions_made = 0
+        self.decisions_made = 0  # every verdict of every cycle, waits included
+        self.waits = 0  # of which "still waiting" verdicts
         for t in tenants:
             self.state.tenant_index(t)
         for c in contracts:
@@ -213,23 +212,40 @@ class Engine(FaultHandling):
         self._advance(min(until_s, self.clock.now()))
 
     def step(self, t: int) -> None:
-        self._advance(t)
+        """Handle everything due by ``t``. A live step may run late (the clock's ``t`` past
+        the events' own times): every event is still handled, each told its own time, so
+        a reclaim deadline that passed during the lag is honoured now, not dropped. A job
+        the backend saw end is released at its end (the accounting advanced to it first);
+        what the engine itself does happens at ``t``."""
         for ev in self.backend.poll(t):
             if isinstance(ev, JobEnded):
+                self._advance(min(ev.end_s, t))
                 self._on_ended(ev)
             elif isinstance(ev, NodeHealthChanged):
+                self._advance(t)
                 self.node_reported(ev.node, ev.health, ev.reason, t)
+        self._advance(t)
         while self._events and self._events[0][0] <= t:
-            _, kind, _, key = heapq.heappop(self._events)
-            self._on_event(kind, key, t)
+            due, kind, _, key = heapq.heappop(self._events)
+            self._on_event(kind, key, due, t)
         if self._dirty:
             self.cycle(t)
+
+    def lag_s(self, now: int) -> int:
+        """How far the engine is behind ``now``: now minus the time of the oldest event
+        (its own or the backend's) still waiting to be handled; 0 when nothing is due."""
+        nxt = self._next_time()
+        return 0 if nxt is None or nxt >= now else now - nxt
 
     def _wake(self) -> None:
         """Something changed outside an event (cancel, health, contract): cycle now."""
         self._dirty = True
         self._push(self.clock.now(), _TICK_NOW, "")
         self.clock.wake()
+
+    def next_event_time(self) -> int | None:
+        """The time of the next event, the engine's own or the backend's (None: none)."""
+        return self._next_time()
 
     def _next_time(self) -> int | None:
         times = [self._events[0][0]] if self._events else []
@@ -241,17 +257,20 @@ class Engine(FaultHandling):
     def _push(self, t: int, kind: int, key: str) -> None:
         heapq.heappush(self._events, (t, kind, next(self._seq), key))
 
-    def _on_event(self, kind: int, key: str, t: int) -> None:
+    def _on_event(self, kind: int, key: str, due: int, now: int) -> None:
+        """Handle one event that fell due at ``due``, at the step's time ``now`` (>= due).
+        Whether an event still applies is judged by its own time, never by the step's;
+        what it does happens at ``now`` (the GPUs were held until then)."""
         if kind == _CALLBACK:
-            self._callbacks.pop(key)(t)
+            self._callbacks.pop(key)(now)
         elif kind == _SUBMIT:
             run = self.jobs[key]
             if run.state is JobState.PENDING and not self._in_queue(run):
-                run.queued_since_s = max(run.spec.submit_s, min(run.queued_since_s, t))
+                run.queued_since_s = max(run.spec.submit_s, min(run.queued_since_s, due))
                 self._enqueue(run)
                 self._emit(
                     {
-                        "t": t,
+                        "t": now,
                         "event": "submit",
                         "job": key,
                         "tenant": run.tenant,
@@ -260,19 +279,21 @@ class Engine(FaultHandling):
                 )
         elif kind == _DEADLINE:
             run = self.jobs[key]
-            if run.state is JobState.RECLAIMING and run.reclaim_deadline_s == t:
-                self.backend.stop(key, t)
-                self._preempt(run, t)
+            # A deadline event is stale when the run was since stopped or reclaimed anew
+            # (another deadline); a live one is honoured however late the step is.
+            if run.state is JobState.RECLAIMING and run.reclaim_deadline_s == due:
+                self.backend.stop(key, now)
+                self._preempt(run, now)
         elif kind == _CONTRACT:
-            nxt = next_change(self.contracts.values(), t)
+            nxt = next_change(self.contracts.values(), due)
             if nxt is not None:
                 self._push(nxt, _CONTRACT, "")
         elif kind == _TICK and any(
             c.notice.given_at is not None
-            and c.notice.given_at <= t < c.notice.given_at + c.notice.period_s
+            and c.notice.given_at <= due < c.notice.given_at + c.notice.period_s
             for c in self.contracts.values()
         ):
-            self._push(t + self.tick_s, _TICK, "")
+            self._push(due + self.tick_s, _TICK, "")
         self._dirty = True
 
     # -- the cycle ------------------------------------------------------------------------
@@ -304,6 +325,7 @@ class Engine(FaultHandling):
         d = self.policy.decide(snap)
         self.cycles += 1
         self.decisions_made += len(d)
+        self.waits += len(d.waits)
         self._apply(d, now)
         demoted = self._demotions
         self._rebalance(now)
@@ -699,14 +721,17 @@ class Engine(FaultHandling):
             here: list[tuple[str, Any]] = []
             try:
                 for other, p in promises:
-                    q = _clip_to_free(trial, p) if other != tenant else None
+                    q = trial.free_part(p) if other != tenant else None
                     if q is not None:
                         trial.apply(other, q)
                         here.append((other, q))
                 for other, p in owed:
                     trial.apply(other, p, check=False)
                     here.append((other, p))
-                self._check_prefix(tenant, keys, room, trial, now, here, owed)
+                # The site's power cap limits what is deliverable as much as the GPUs do;
+                # other tenants' borrowers are gone in this view, so their power counts.
+                power = topology_power_headroom(self.site, self.topo, trial)
+                self._check_prefix(tenant, keys, room, power, trial, now, here, owed)
             finally:
                 for other, p in reversed(here):
                     trial.release(other, p)
@@ -716,6 +741,7 @@ class Engine(FaultHandling):
         tenant: str,
         keys: list[tuple[int, int, int, str]],
         room: int,
+        power: int | None,
         trial: ClusterState,
         now: int,
         here: list[tuple[str, Any]],
@@ -725,8 +751,11 @@ class Engine(FaultHandling):
         blocked = blocked_nodes(trial, tenant, self._rivals)
         elig = usable if blocked is None else usable & ~blocked
         owed_now: set[str] = set()
+        power_room = (1 << 62) if power is None else power
         try:
-            self._walk_prefix(tenant, keys, room, trial, elig, now, here, owed, owed_now)
+            self._walk_prefix(
+                tenant, keys, room, power_room, trial, elig, now, here, owed, owed_now
+            )
         finally:
             # Jobs no longer owed (e.g. a job ahead of them is now held back) start afresh.
             for job_id in self._owed.get(tenant, set()) - owed_now:
@@ -738,6 +767,7 @@ class Engine(FaultHandling):
         tenant: str,
         keys: list[tuple[int, int, int, str]],
         room: int,
+        power_room: int,
         trial: ClusterState,
         elig: Any,
         now: int,
@@ -749,7 +779,10 @@ class Engine(FaultHandling):
             run = self.jobs[key[3]]
             if run.spec.gpus > room or n >= self.guarantee_window:
                 break
+            if run.spec.gpus > power_room:
+                break  # held for power by the site's cap: not deliverable, not owed
             room -= run.spec.gpus
+            power_room -= run.spec.gpus
             p = find_placement(self.topo, trial.free, elig, run.spec.gpus, run.spec.constraint)
             if p is None:
                 # Held back by the tenant's own work (or the topology): it is not owed yet,
@@ -891,6 +924,12 @@ class Engine(FaultHandling):
         """GPUs asked for by the tenant's queued jobs."""
         return self._pending_gpus.get(tenant, 0)
 
+    def pending_jobs_by_tenant(self) -> dict[str, int]:
+        return {t: len(keys) for t, keys in self._by_tenant_pending.items() if keys}
+
+    def running_jobs_by_tenant(self) -> dict[str, int]:
+        return {t: len(runs) for t, runs in self._running_by_tenant.items() if runs}
+
     def running(self) -> list[RunningJob]:
         return list(self._running_views)
 
@@ -905,13 +944,3 @@ def _count(counter: Counter[int], key: int, delta: int) -> None:
     counter[key] += delta
     if counter[key] <= 0:
         del counter[key]
-
-
-def _clip_to_free(state: ClusterState, p: Placement) -> Placement | None:
-    """The part of a placement that is free in ``state`` (None if nothing is)."""
-    nodes = np.asarray(p.nodes, dtype=np.int64)
-    take = np.minimum(np.asarray(p.gpus), state.free[nodes])
-    keep = take > 0
-    if not keep.any():
-        return None
-    return Placement(tuple(int(n) for n in nodes[keep]), tuple(int(g) for g in take[keep]))

@@ -168,7 +168,9 @@ class FaultHandling:
         return self._e.state.down_gpus()
 
     def at(self, t: int, fn: Callable[[int], Any]) -> None:
-        """Run ``fn(t)`` when the clock reaches ``t`` (before that instant's cycle)."""
+        """Run ``fn(now)`` when the clock reaches ``t`` (before that instant's cycle). ``now``
+        is the step's time: ``t`` itself in the twin, later if a live step runs late; the
+        callback acts then (a fault found late takes its nodes down from then on)."""
         key = str(next(self._e._seq))
         self._e._callbacks[key] = fn
         self._e._push(t, 0, key)

@@ -9,7 +9,7 @@ separately), which is what a second fault on a broken node would do.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,9 +52,14 @@ def install(
     """Sample every failure over the horizon and schedule it on the engine."""
     topo = engine.topo
     events = model.sample(np.random.default_rng(seed), topo.n_nodes, topo.node_gpus, start_s, end_s)
+    schedule(engine, events)
+    return events
+
+
+def schedule(engine: Engine, events: Iterable[FailureEvent]) -> None:
+    """Schedule given failures on the engine (sampled, replayed, or made up by a test)."""
     for ev in events:
         engine.at(ev.time_s, _handler(engine, ev))
-    return events
 
 
 def _handler(engine: Engine, ev: FailureEvent) -> Any:

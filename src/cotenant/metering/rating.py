@@ -13,7 +13,9 @@ Rules (design doc 0005):
 * Either kind: borrowed GPU-hours are billed at the overage rate when it is non-zero.
 * SLA credit: shortfall GPU-hours (entitled demand not served; computed by the
   engine) times the credit rate, capped at ``sla_credit_cap_percent`` of the
-  month's charges; a negative line.
+  month's charges (``sla_credit_cap_base = "subtotal"``, the default) or of the
+  committed charge alone (``"committed"``: the flat fee or the committed-capacity
+  line, overage excluded); a negative line.
 
 Each line is rounded once, half up, by ``money.micro_to_cents``; subtotal, credits
 and total are sums of lines. ``credits_cents`` is the sum of credit lines (<= 0) and
@@ -46,7 +48,7 @@ from cotenant.metering.money import (
     gpu_seconds_cost_micro,
     micro_to_cents,
 )
-from cotenant.model.contracts import Contract, PriceKind, Ramp
+from cotenant.model.contracts import Contract, CreditCapBase, PriceKind, Ramp
 from cotenant.model.errors import InvariantBroken, SpecError
 
 _MONTH = re.compile(r"(\d{4})-(\d{2})")
@@ -166,7 +168,11 @@ class Invoice:
     own_gpu_seconds: int = 0  # used inside the tenant's own commitment
     borrowed_gpu_seconds: int = 0  # used beyond it (overage)
     entitled_gpu_seconds: int = 0  # owed by the contract over the month
-    shortfall_gpu_seconds: int = 0  # owed, asked for and not served
+    # Owed, asked for and not served, in two kinds (design doc 0005, "Violation and
+    # shortfall"): a shortfall is room failures took beyond the spare pool; a violation
+    # is the scheduler's fault (room existed; a job inside it waited beyond the grace).
+    shortfall_gpu_seconds: int = 0
+    violation_gpu_seconds: int = 0
 
     @property
     def used_gpu_seconds(self) -> int:
@@ -183,7 +189,7 @@ class Invoice:
     def to_json_dict(self) -> dict[str, object]:
         usage = {
             name: getattr(self, f"{name}_gpu_seconds")
-            for name in ("own", "borrowed", "entitled", "shortfall")
+            for name in ("own", "borrowed", "entitled", "shortfall", "violation")
         }
         return {
             "tenant": self.tenant,
@@ -241,7 +247,8 @@ class Invoice:
             f"Usage: own {_hours(self.own_gpu_seconds)} GPU-h, "
             f"borrowed {_hours(self.borrowed_gpu_seconds)} GPU-h, "
             f"entitled {_hours(self.entitled_gpu_seconds)} GPU-h, "
-            f"shortfall {_hours(self.shortfall_gpu_seconds)} GPU-h"
+            f"shortfall {_hours(self.shortfall_gpu_seconds)} GPU-h, "
+            f"late (guarantee violations) {_hours(self.violation_gpu_seconds)} GPU-h"
         )
         return "\n".join(out) + "\n"
 
@@ -260,15 +267,22 @@ def rate_month(
     capacity: int,
     other_contracts: Iterable[Contract],
     shortfall_gpu_seconds: int = 0,
+    violation_gpu_seconds: int = 0,
 ) -> Invoice:
     """Rate ``contract`` for one UTC calendar month.
 
     ``capacity`` is the installed capacity of the contract's accelerator kind, as
     passed to ``entitled_gpus`` (failures do not lower the entitlement; the GPU-seconds
-    owed and not served arrive as ``shortfall_gpu_seconds`` and earn SLA credits).
+    owed and not served arrive as ``shortfall_gpu_seconds`` and earn SLA credits), and so
+    does the lateness of jobs the scheduler started beyond the grace period
+    (``violation_gpu_seconds``: GPUs times seconds late). One credit line covers both.
     """
-    if isinstance(shortfall_gpu_seconds, bool) or shortfall_gpu_seconds < 0:
-        raise SpecError("shortfall_gpu_seconds", f"must be >= 0, got {shortfall_gpu_seconds!r}")
+    for name, value in (
+        ("shortfall_gpu_seconds", shortfall_gpu_seconds),
+        ("violation_gpu_seconds", violation_gpu_seconds),
+    ):
+        if isinstance(value, bool) or value < 0:
+            raise SpecError(name, f"must be >= 0, got {value!r}")
     m0, m1 = month_bounds(month)
     price = contract.price
     others = list(other_contracts)
@@ -314,17 +328,26 @@ def rate_month(
 
     credits: list[InvoiceLine] = []
     credit_rate = price.sla_credit_micro_per_gpu_hour
-    if shortfall_gpu_seconds > 0 and credit_rate > 0:
-        raw = gpu_seconds_cost_micro(shortfall_gpu_seconds, credit_rate)
+    owed = shortfall_gpu_seconds + violation_gpu_seconds
+    if owed > 0 and credit_rate > 0:
+        raw = gpu_seconds_cost_micro(owed, credit_rate)
         cap_percent = price.sla_credit_cap_percent
-        cap = Fraction(subtotal * MICRO_PER_CENT * cap_percent, 100)
-        desc = "SLA credit (shortfall GPU-hours)"
+        committed_only = price.sla_credit_cap_base is CreditCapBase.COMMITTED
+        base = charges[0].amount_cents if committed_only else subtotal
+        cap = Fraction(base * MICRO_PER_CENT * cap_percent, 100)
+        kinds = [
+            name
+            for name, v in (("shortfall", shortfall_gpu_seconds), ("late", violation_gpu_seconds))
+            if v > 0
+        ]
+        desc = f"SLA credit ({' + '.join(kinds)} GPU-hours)"
         if raw > cap:
-            desc = f"SLA credit (shortfall GPU-hours, capped at {cap_percent}% of charges)"
+            of = "the committed charge" if committed_only else "charges"
+            desc = f"SLA credit ({' + '.join(kinds)} GPU-hours, capped at {cap_percent}% of {of})"
         credits.append(
             InvoiceLine(
                 desc,
-                f"{_hours(shortfall_gpu_seconds)} GPU-h",
+                f"{_hours(owed)} GPU-h",
                 format_rate(-credit_rate),
                 -micro_to_cents(min(raw, cap)),
             )
@@ -343,6 +366,7 @@ def rate_month(
         borrowed_gpu_seconds=borrowed,
         entitled_gpu_seconds=entitled,
         shortfall_gpu_seconds=shortfall_gpu_seconds,
+        violation_gpu_seconds=violation_gpu_seconds,
     )
 
 

@@ -218,9 +218,10 @@ class UsageProbe:
             self._seen_violation[tenant] = now
             self.late[tenant][month_of(int(e["t"]))] += late * int(e["gpus"])
 
-    def owed_not_served(self, tenant: str, month: str) -> int:
-        """GPU-seconds owed to ``tenant`` in ``month`` and not served (credit basis)."""
-        return self.shortfall[tenant].get(month, 0) + self.late[tenant].get(month, 0)
+    def owed_not_served(self, tenant: str, month: str) -> tuple[int, int]:
+        """GPU-seconds owed to ``tenant`` in ``month`` and not served (the credit basis):
+        (failure shortfall, guarantee violations)."""
+        return self.shortfall[tenant].get(month, 0), self.late[tenant].get(month, 0)
 
 
 def metered_ledger(engine: Engine, until_s: int) -> UsageLedger:
@@ -313,8 +314,8 @@ def metering_report(
             m0, m1 = month_bounds(m)
             if c.start_s >= m1 or effective_end(c) <= m0:
                 continue
-            owed = probe.owed_not_served(c.tenant, m) if probe is not None else 0
-            inv = rate_month(c, m, ledger, capacity, contracts, owed)
+            short, late = probe.owed_not_served(c.tenant, m) if probe is not None else (0, 0)
+            inv = rate_month(c, m, ledger, capacity, contracts, short, late)
             run_part = accrued_cents(inv, c, h0, h1, capacity, contracts)
             accrued[c.tenant] += run_part
             invoices.append(
@@ -423,6 +424,7 @@ def invoice_from_json(d: Mapping[str, Any]) -> Invoice:
         borrowed_gpu_seconds=int(usage.get("borrowed_gpu_seconds", 0)),
         entitled_gpu_seconds=int(usage.get("entitled_gpu_seconds", 0)),
         shortfall_gpu_seconds=int(usage.get("shortfall_gpu_seconds", 0)),
+        violation_gpu_seconds=int(usage.get("violation_gpu_seconds", 0)),
     )
 
 

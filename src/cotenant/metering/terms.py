@@ -7,7 +7,8 @@
     committed_rate_per_gpu_hour = "2.345"   # USD, at most 6 decimals (micro-dollars)
     overage_rate_per_gpu_hour = 3.5
     sla_credit_per_gpu_hour = 10
-    sla_credit_cap_percent = 25         # whole percent of the month's charges, 0..100
+    sla_credit_cap_percent = 25         # whole percent of the cap base, 0..100
+    sla_credit_cap_base = "subtotal"    # "subtotal" (all charges) | "committed" (fee only)
 
 Amounts may be numbers or strings (``"$1,250,000,000"`` and ``"1_250_000_000"`` are
 read too). They are converted with ``Decimal`` and never rounded: an amount finer
@@ -26,7 +27,7 @@ import decimal
 from collections.abc import Mapping
 from decimal import Decimal
 
-from cotenant.model.contracts import PriceKind, PriceTerms
+from cotenant.model.contracts import CreditCapBase, PriceKind, PriceTerms
 from cotenant.model.errors import SpecError
 
 SUPPORTED_CURRENCIES = ("USD",)
@@ -38,7 +39,8 @@ _RATE_KEYS = (
     "sla_credit_per_gpu_hour",
 )
 _CAP_KEY = "sla_credit_cap_percent"
-VALID_KEYS = ("kind", "currency", _FEE_KEY, *_RATE_KEYS, _CAP_KEY)
+_CAP_BASE_KEY = "sla_credit_cap_base"
+VALID_KEYS = ("kind", "currency", _FEE_KEY, *_RATE_KEYS, _CAP_KEY, _CAP_BASE_KEY)
 
 _CENT_PLACES = 2
 _MICRO_PLACES = 6
@@ -75,6 +77,7 @@ def parse_price_terms(mapping: Mapping[str, object], field: str = "price") -> Pr
         cap = _parse_amount(mapping[_CAP_KEY], f"{field}.{_CAP_KEY}", 0)
         if cap > 100:
             raise SpecError(f"{field}.{_CAP_KEY}", f"must be between 0 and 100, got {cap}")
+    cap_base = _parse_cap_base(mapping.get(_CAP_BASE_KEY, CreditCapBase.SUBTOTAL.value), field)
 
     if kind is PriceKind.FLAT:
         if fee_cents <= 0:
@@ -100,6 +103,7 @@ def parse_price_terms(mapping: Mapping[str, object], field: str = "price") -> Pr
         overage_rate_micro_per_gpu_hour=rates["overage_rate_per_gpu_hour"],
         sla_credit_micro_per_gpu_hour=rates["sla_credit_per_gpu_hour"],
         sla_credit_cap_percent=cap,
+        sla_credit_cap_base=cap_base,
     )
 
 
@@ -107,6 +111,15 @@ def parse_usd(value: object, field: str, places: int) -> int:
     """A non-negative USD amount, exact, scaled by ``10**places`` (2: cents, 6:
     micro-dollars); read like the price terms, never rounded. ``SpecError`` names ``field``."""
     return _parse_amount(value, field, places)
+
+
+def _parse_cap_base(raw: object, field: str) -> CreditCapBase:
+    valid = [b.value for b in CreditCapBase]
+    if not isinstance(raw, str) or raw not in valid:
+        raise SpecError(
+            f"{field}.{_CAP_BASE_KEY}", f"unknown cap base {raw!r}; valid: {', '.join(valid)}"
+        )
+    return CreditCapBase(raw)
 
 
 def _parse_kind(mapping: Mapping[str, object], field: str) -> PriceKind:

@@ -26,6 +26,13 @@ class PriceKind(StrEnum):
     RATE = "rate"  # committed GPU-hours at a rate (use it or not) plus overage
 
 
+class CreditCapBase(StrEnum):
+    """What the SLA credit cap is a share of. Contracts in the field use both."""
+
+    SUBTOTAL = "subtotal"  # the month's charges before credits (committed + overage)
+    COMMITTED = "committed"  # the committed charge only (flat fee or committed capacity)
+
+
 @dataclass(frozen=True, slots=True)
 class Commitment:
     """What the contract commits: a number of GPUs, or all that is available.
@@ -49,7 +56,8 @@ class PriceTerms:
     committed_rate_micro_per_gpu_hour: int = 0
     overage_rate_micro_per_gpu_hour: int = 0
     sla_credit_micro_per_gpu_hour: int = 0
-    sla_credit_cap_percent: int = 100  # of the month's charges before credits
+    sla_credit_cap_percent: int = 100  # of the cap base below
+    sla_credit_cap_base: CreditCapBase = CreditCapBase.SUBTOTAL
 
 
 @dataclass(frozen=True, slots=True)

@@ -132,11 +132,17 @@ class Workspace:
         self._touched(tenant)
 
     def promise(self, tenant: str, p: Placement) -> None:
-        """Hold GPUs that are being reclaimed for a waiting job."""
+        """Hold the room promised to a waiting job: all of it once reclaims finish, and
+        the part already free now. Without the second, another job could start now on
+        the free part, trading it for room that a later reclaim frees: the waiting job
+        would then wait for that later deadline, past its own grace period."""
         self.version += 1
         if self.future is None:
             self.future = self.now.copy()
+        held_now = self.now.free_part(p)
         self.future.apply(tenant, p)
+        if held_now is not None:
+            self.now.apply(tenant, held_now)
         self._touched(tenant)
 
     def release_future(self, tenant: str, p: Placement) -> None:

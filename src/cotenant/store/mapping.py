@@ -13,6 +13,7 @@ from cotenant.metering.ledger import UsageRecord
 from cotenant.model.contracts import (
     Commitment,
     Contract,
+    CreditCapBase,
     IsolationLevel,
     IsolationTerms,
     LendingTerms,
@@ -79,6 +80,7 @@ def contract_to_dict(c: Contract) -> dict[str, Any]:
             "overage_rate_micro_per_gpu_hour": c.price.overage_rate_micro_per_gpu_hour,
             "sla_credit_micro_per_gpu_hour": c.price.sla_credit_micro_per_gpu_hour,
             "sla_credit_cap_percent": c.price.sla_credit_cap_percent,
+            "sla_credit_cap_base": c.price.sla_credit_cap_base.value,
         },
         "notice": {
             "period_s": c.notice.period_s,
@@ -119,6 +121,8 @@ def contract_from_dict(raw: Mapping[str, Any]) -> Contract:
             pr["overage_rate_micro_per_gpu_hour"],
             pr["sla_credit_micro_per_gpu_hour"],
             pr["sla_credit_cap_percent"],
+            # contracts stored before the cap base existed capped the subtotal
+            CreditCapBase(pr.get("sla_credit_cap_base", CreditCapBase.SUBTOTAL.value)),
         ),
         notice=NoticeTerms(nt["period_s"], Ramp(nt["ramp"]), nt["given_at"]),
         lending=LendingTerms(ln["lend_idle"], ln["limit_gpus"], ln["reclaim_grace_s"]),

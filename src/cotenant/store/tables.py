@@ -70,6 +70,7 @@ class JobRow(Base):
         UniqueConstraint("tenant", "idempotency_key", name="uq_jobs_tenant_idempotency_key"),
         Index("ix_jobs_tenant_state_seq", "tenant", "state", "seq"),
         Index("ix_jobs_state_seq", "state", "seq"),
+        Index("ix_jobs_tenant_seq", "tenant", "seq"),
     )
     seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(40), unique=True)

@@ -8,7 +8,7 @@ NumPy generator: the same seed gives the same workload.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +16,9 @@ import numpy as np
 from cotenant.model.errors import SpecError
 from cotenant.model.jobs import JobKind, JobSpec
 from cotenant.model.time import DAY, HOUR, parse_duration
+
+FIXED_INTERVAL_S = 30 * 60  # a checkpoint every 30 min, whatever the job's size
+AUTO = "auto"
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,10 +34,26 @@ class FrontierLabWorkload:
     experiment_gpus: tuple[int, int] = (8, 512)
     experiment_median_hours: float = 3.0
     experiment_sigma: float = 1.0
-    checkpoint_interval_s: int = 30 * 60
+    # None: "auto", the Young/Daly interval for each job's size (``interval_for``)
+    checkpoint_interval_s: int | None = FIXED_INTERVAL_S
     prefix: str = ""
 
-    def generate(self, rng: np.random.Generator, start_s: int, horizon_s: int) -> list[JobSpec]:
+    def generate(
+        self,
+        rng: np.random.Generator,
+        start_s: int,
+        horizon_s: int,
+        interval_for: Callable[[int], int] | None = None,
+    ) -> list[JobSpec]:
+        """The month's jobs. ``interval_for(gpus)`` gives the checkpoint interval of an
+        "auto" workload (from the failure model in force); without it, or with a fixed
+        interval, every checkpointing job uses the fixed one."""
+
+        def every(gpus: int) -> int:
+            if self.checkpoint_interval_s is not None:
+                return self.checkpoint_interval_s
+            return interval_for(gpus) if interval_for is not None else FIXED_INTERVAL_S
+
         jobs: list[JobSpec] = []
         pre = self.prefix or self.tenant
         for i in range(self.pretraining_runs):
@@ -48,7 +67,7 @@ class FrontierLabWorkload:
                     duration_s=int(days * DAY),
                     submit_s=start_s + i * 3 * DAY,
                     kind=JobKind.TRAINING,
-                    checkpoint_interval_s=self.checkpoint_interval_s,
+                    checkpoint_interval_s=every(gpus),
                     priority=100,
                     name=f"pretrain-{i}",
                 )
@@ -65,7 +84,7 @@ class FrontierLabWorkload:
                     duration_s=int(days * DAY),
                     submit_s=at,
                     kind=JobKind.TRAINING,
-                    checkpoint_interval_s=self.checkpoint_interval_s,
+                    checkpoint_interval_s=every(gpus),
                     priority=50,
                     name=f"rl-{i}",
                 )
@@ -87,7 +106,7 @@ class FrontierLabWorkload:
                         duration_s=d,
                         submit_s=int(arrivals[i]),
                         kind=JobKind.EXPERIMENT,
-                        checkpoint_interval_s=self.checkpoint_interval_s if d > HOUR else 0,
+                        checkpoint_interval_s=every(int(sizes[i])) if d > HOUR else 0,
                         priority=0,
                         name=f"exp-{i}",
                     )
@@ -160,7 +179,9 @@ def parse_workload(tenant: str, raw: Mapping[str, object], field: str) -> Fronti
             if not isinstance(v, int | float) or isinstance(v, bool) or v <= 0:
                 raise SpecError(f"{field}.{name}", f"must be a number > 0, got {v!r}")
             kw[name] = float(v)
-    if "checkpoint_interval" in raw:
+    if raw.get("checkpoint_interval") == AUTO:
+        kw["checkpoint_interval_s"] = None
+    elif "checkpoint_interval" in raw:
         kw["checkpoint_interval_s"] = parse_duration(
             raw["checkpoint_interval"],  # type: ignore[arg-type]
             f"{field}.checkpoint_interval",
