@@ -1,16 +1,16 @@
 """A covering index for usage aggregated in SQL (``store/usage.py``): the GROUP BY
 tenant, borrowed reads the index in order, never the ledger's wide rows, and never sorts.
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0003
+Revises: 0002
 """
 
 from __future__ import annotations
 
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "0003"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
