@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from json.encoder import encode_basestring
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NamedTuple, Protocol, TextIO, TypeVar
 
 from cotenant.model.errors import SpecError
 
@@ -58,6 +59,36 @@ class AuditEntry:
             "prev_hash": self.prev_hash,
             "hash": self.hash,
         }
+
+
+class StoredEntry(NamedTuple):
+    """An entry as the store holds it: the payload is its canonical JSON text, as written.
+
+    Verifying and exporting these skips parsing and re-serialising every payload: the
+    hash is computed over the stored text (and only if that does not match, over the
+    parsed payload, so a payload whose JSON was merely re-spaced verifies as before)."""
+
+    seq: int
+    time: int
+    kind: str
+    payload: str
+    prev_hash: str
+    hash: str
+
+    def body(self) -> str:
+        """``canonical_json({seq, time, kind, payload})`` when the payload text is canonical."""
+        return (
+            f'{{"kind":{encode_basestring(self.kind)},"payload":{self.payload},'
+            f'"seq":{self.seq},"time":{self.time}}}'
+        )
+
+    def to_jsonl(self) -> str:
+        """The export line: ``to_jsonl`` of the parsed entry, built from the stored text."""
+        return (
+            f'{{"hash":{encode_basestring(self.hash)},"kind":{encode_basestring(self.kind)},'
+            f'"payload":{self.payload},"prev_hash":{encode_basestring(self.prev_hash)},'
+            f'"seq":{self.seq},"time":{self.time}}}\n'
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,14 +133,81 @@ class Verdict:
     head: Head  # the head the chain ends on (as far as it verified)
     first_bad_seq: int | None = None
     problem: str = ""
+    after_seq: int = 0  # entries were verified from here on (0: the whole chain)
 
     def __str__(self) -> str:
         if self.ok:
-            return f"ok: {self.entries} entries, head {self.head}"
+            since = f" after seq {self.after_seq}" if self.after_seq else ""
+            return f"ok: {self.entries} entries{since}, head {self.head}"
         return f"bad entry seq {self.first_bad_seq}: {self.problem}"
 
 
-def verify(entries: Iterable[AuditEntry], head: Head | None = None) -> Verdict:
+class _Linked(Protocol):
+    @property
+    def seq(self) -> int: ...
+    @property
+    def prev_hash(self) -> str: ...
+    @property
+    def hash(self) -> str: ...
+
+
+E = TypeVar("E", bound=_Linked)
+EDITED = "its content does not match its hash (edited)"
+
+
+def _entry_problem(e: AuditEntry) -> str | None:
+    return None if entry_hash(e.prev_hash, e.seq, e.time, e.kind, e.payload) == e.hash else EDITED
+
+
+def _stored_problem(e: StoredEntry) -> str | None:
+    if hashlib.sha256((e.prev_hash + e.body()).encode()).hexdigest() == e.hash:
+        return None
+    try:  # the stored text may be valid JSON that is not canonical: hash what it means
+        payload = json.loads(e.payload)
+    except ValueError:
+        return "its payload is not JSON (edited)"
+    if not isinstance(payload, dict):
+        return "its payload is not a JSON object (edited)"
+    return None if entry_hash(e.prev_hash, e.seq, e.time, e.kind, payload) == e.hash else EDITED
+
+
+def _walk(
+    entries: Iterable[E], head: Head | None, start: Head, problem_of: Callable[[E], str | None]
+) -> Verdict:
+    seq, digest = start.seq, start.hash  # the previous entry's, kept apart: hot loop
+    n = 0
+    after = start.seq
+    for e in entries:
+        expected = seq + 1
+        if e.seq != expected:
+            what = "missing" if e.seq > expected else "out of order or duplicated"
+            problem = f"entry {expected} is {what} (found {e.seq})"
+            return Verdict(False, n, Head(seq, digest), expected, problem, after)
+        if e.prev_hash != digest:
+            problem = "does not link to the previous entry (prev_hash differs)"
+            return Verdict(False, n, Head(seq, digest), e.seq, problem, after)
+        bad = problem_of(e)
+        if bad is not None:
+            return Verdict(False, n, Head(seq, digest), e.seq, bad, after)
+        seq, digest = e.seq, e.hash
+        n += 1
+    prev = Head(seq, digest)
+    if head is not None and head != prev:
+        if head.seq > prev.seq:
+            problem = f"the chain ends at seq {prev.seq} but the recorded head is {head.seq}"
+            problem += " (entries cut off the end)"
+            return Verdict(False, n, prev, prev.seq + 1, problem, after)
+        if head.seq < prev.seq:
+            problem = f"the chain runs to seq {prev.seq} past the recorded head {head.seq}"
+            return Verdict(False, n, prev, head.seq + 1, problem, after)
+        problem = "the last hash differs from the recorded head"
+        return Verdict(False, n, prev, head.seq, problem, after)
+    return Verdict(True, n, prev, after_seq=after)
+
+
+def verify(
+    entries: Iterable[AuditEntry], head: Head | None = None, start: Head = GENESIS_HEAD
+) -> Verdict:
     """Check a chain read in seq order; name the first bad entry.
 
     An entry is bad if it is out of sequence (one deleted before it, one inserted, or
@@ -117,31 +215,19 @@ def verify(entries: Iterable[AuditEntry], head: Head | None = None) -> Verdict:
     does not link to the previous entry's hash, or if its own hash is wrong (edited).
     With ``head`` given, a chain that ends elsewhere (entries cut off the end, or every
     hash recomputed after an edit) is bad too.
+
+    ``start`` (an entry verified before: a checkpoint) makes the check incremental: the
+    entries given are those after it, the first of them must link to it.
     """
-    prev = GENESIS_HEAD
-    n = 0
-    for e in entries:
-        expected = prev.seq + 1
-        if e.seq != expected:
-            what = "missing" if e.seq > expected else "out of order or duplicated"
-            return Verdict(False, n, prev, expected, f"entry {expected} is {what} (found {e.seq})")
-        if e.prev_hash != prev.hash:
-            return Verdict(
-                False, n, prev, e.seq, "does not link to the previous entry (prev_hash differs)"
-            )
-        if entry_hash(e.prev_hash, e.seq, e.time, e.kind, e.payload) != e.hash:
-            return Verdict(False, n, prev, e.seq, "its content does not match its hash (edited)")
-        prev = Head(e.seq, e.hash)
-        n += 1
-    if head is not None and head != prev:
-        if head.seq > prev.seq:
-            problem = f"the chain ends at seq {prev.seq} but the recorded head is {head.seq}"
-            return Verdict(False, n, prev, prev.seq + 1, problem + " (entries cut off the end)")
-        if head.seq < prev.seq:
-            problem = f"the chain runs to seq {prev.seq} past the recorded head {head.seq}"
-            return Verdict(False, n, prev, head.seq + 1, problem)
-        return Verdict(False, n, prev, head.seq, "the last hash differs from the recorded head")
-    return Verdict(True, n, prev)
+    return _walk(entries, head, start, _entry_problem)
+
+
+def verify_stored(
+    entries: Iterable[StoredEntry], head: Head | None = None, start: Head = GENESIS_HEAD
+) -> Verdict:
+    """``verify`` over entries as stored (payload as JSON text): the same verdicts, without
+    parsing every payload."""
+    return _walk(entries, head, start, _stored_problem)
 
 
 # -- JSON lines ------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ from cotenant.bootstrap import (
     store_contract,
     store_key,
 )
-from cotenant.cluster.state import Health
+from cotenant.cluster.state import Health, Placement
 from cotenant.cluster.topology import Topology
 from cotenant.engine.clock import WallClock
 from cotenant.engine.core import Engine
@@ -69,6 +69,7 @@ from cotenant.store.mapping import (
     spec_from_row,
 )
 from cotenant.store.repo import Row, Store
+from cotenant.store.usage import StoredUsage
 from cotenant.store.writer import Tx
 
 log = logging.getLogger("cotenant.service")
@@ -639,9 +640,10 @@ class Service:
         return {**row, "revoked_s": now}
 
     # -- usage, invoices, cluster ---------------------------------------------------------------
-    def ledger_now(self, tenant: str | None) -> UsageLedger:
-        """Stored records plus the open intervals of running jobs, closed at now."""
-        now = self.clock.now()
+    def ledger_now(self, tenant: str | None, now: int | None = None) -> UsageLedger:
+        """Stored records plus the open intervals of running jobs, closed at ``now`` (the
+        clock's by default), in memory (every record; ``usage_now`` sums them in SQL)."""
+        now = self.clock.now() if now is None else now
         records = self.store.ledger(tenant)
         for r in self.store.jobs(tenant, RUNNING_STATES, limit=1 << 30):
             p = placement_from_row(r)
@@ -663,6 +665,11 @@ class Service:
             )
         return UsageLedger(records)
 
+    def usage_now(self, tenant: str | None, now: int | None = None) -> StoredUsage:
+        """The same usage as ``ledger_now``, aggregated by the database (GROUP BY over the
+        ledger plus the open intervals of running jobs): one query per window asked."""
+        return StoredUsage(self.store.engine, tenant, self.clock.now() if now is None else now)
+
     def invoice(self, tenant: str, month: str) -> Invoice:
         if tenant not in self.tenant_names:
             raise NotFound(f"no tenant {tenant!r}")
@@ -670,7 +677,7 @@ class Service:
         if contract is None:
             raise NotFound(f"tenant {tenant!r} has no contract to rate")
         cap = self.topo.capacity_of(contract.commitment.accelerator)
-        return rate_month(contract, month, self.ledger_now(tenant), cap, self.contracts.values())
+        return rate_month(contract, month, self.usage_now(tenant), cap, self.contracts.values())
 
     def invariants(self) -> list[str]:
         """Problems with the allocation: GPUs given twice, engine and store disagreeing.
@@ -681,21 +688,30 @@ class Service:
             fut = self._flush()
             if fut is not None:
                 fut.result(60)
+            # and every write queued before (a flush after the last step may be in flight)
+            self.store.writer.call(lambda tx: None)
             try:
                 self.engine.state.check_invariants()
             except InvariantBroken as e:
                 problems.append(f"engine: {e}")
             engine_running = {r.spec.id: r.placement for r in self.engine.running()}
-            stored = self.store.jobs(None, RUNNING_STATES, limit=1 << 30)
+            stored = self.store.running_placements()
         held: dict[int, int] = {}
         for r in stored:
-            p = placement_from_row(r)
+            mine = engine_running.get(r["id"])
+            if mine is not None and (r["nodes"], r["node_gpus"]) == (
+                _int_list_json(mine.nodes),
+                _int_list_json(mine.gpus),
+            ):
+                p: Placement | None = mine  # the same text as the engine's: no need to parse it
+            else:
+                p = placement_from_row(r)
             if p is None:
                 problems.append(f"store: running job {r['id']} has no placement")
                 continue
             for n, g in zip(p.nodes, p.gpus, strict=True):
                 held[n] = held.get(n, 0) + g
-            if engine_running.get(r["id"]) != p:
+            if mine != p:
                 problems.append(f"store and engine disagree on job {r['id']}")
         for n, g in sorted(held.items()):
             cap = int(self.topo.node_gpus[n])
@@ -711,6 +727,11 @@ class Service:
     def node_health(self) -> dict[str, int]:
         h = self.engine.state.health
         return {x.name.lower(): int((h == int(x)).sum()) for x in Health}
+
+
+def _int_list_json(values: tuple[int, ...]) -> str:
+    """``canonical_json(list(values))`` for integers (what ``placement_columns`` stores)."""
+    return "[" + ",".join(map(str, values)) + "]"
 
 
 # -- helpers shared with bootstrap ----------------------------------------------------------------

@@ -15,12 +15,14 @@ from cotenant.audit import (
     AuditEntry,
     Chain,
     Head,
+    StoredEntry,
     canonical_json,
     entry_hash,
     read_jsonl,
     to_jsonl,
     verify,
     verify_file,
+    verify_stored,
 )
 from cotenant.model.errors import SpecError
 
@@ -144,6 +146,54 @@ def test_tampering_is_found_and_the_first_bad_entry_named(
     v = verify(tamper(es))
     assert not v.ok
     assert v.first_bad_seq == first_bad, v.problem
+    assert verify_stored(stored(tamper(es))) == v  # the same verdict from the stored text
+
+
+def stored(entries: list[AuditEntry]) -> list[StoredEntry]:
+    """Entries as the store holds them: the payload as canonical JSON text."""
+    return [
+        StoredEntry(e.seq, e.time, e.kind, canonical_json(dict(e.payload)), e.prev_hash, e.hash)
+        for e in entries
+    ]
+
+
+def test_a_stored_entry_exports_the_same_line() -> None:
+    c = Chain()
+    es = [
+        c.next(T0, "place", {"name": 'Zürich \u2603 "q" \\ \n', "x": [1.5, None, True]}),
+        c.next(T0, 'odd "kind"\t', {}),
+    ]
+    assert [e.to_jsonl() for e in stored(es)] == [to_jsonl(e) for e in es]
+    assert verify_stored(stored(es), head_of(es)).ok
+
+
+@pytest.mark.parametrize(
+    ("payload", "ok", "problem"),
+    [
+        pytest.param('{"tenant": "lab-a", "job": "j2", "gpus": 3}', True, "", id="respaced"),
+        pytest.param('{"job":"j2","tenant":"lab-a","gpus":4}', False, "edited", id="edited"),
+        pytest.param('{"job":"j2"', False, "not JSON", id="not-json"),
+        pytest.param("[1, 2]", False, "not a JSON object", id="not-an-object"),
+    ],
+)
+def test_the_stored_text_is_hashed_as_what_it_means(payload: str, ok: bool, problem: str) -> None:
+    rows = stored(chain_of(5))
+    rows[2] = rows[2]._replace(payload=payload)
+    v = verify_stored(rows)
+    assert v.ok is ok and (ok or (v.first_bad_seq == 3 and problem in v.problem)), v
+
+
+def test_verify_from_a_checkpoint_reads_only_what_follows() -> None:
+    es = chain_of(10)
+    at = Head(es[5].seq, es[5].hash)
+    v = verify(es[6:], head_of(es), start=at)
+    assert v.ok and (v.entries, v.after_seq, v.head) == (4, 6, head_of(es))
+    assert "after seq 6" in str(v)
+    assert verify_stored(stored(es[6:]), head_of(es), start=at) == v
+    bad = verify(es[6:], head_of(es), start=Head(6, "e" * 64))  # not what entry 7 links to
+    assert not bad.ok and bad.first_bad_seq == 7
+    gap = verify(es[7:], head_of(es), start=at)
+    assert not gap.ok and gap.first_bad_seq == 7 and "missing" in gap.problem
 
 
 @pytest.mark.parametrize(

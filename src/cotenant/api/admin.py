@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
@@ -20,7 +19,6 @@ from cotenant.api.schemas import (
     VerdictOut,
     WhoAmI,
 )
-from cotenant.audit import to_jsonl, verify
 from cotenant.model.errors import NotFound, SpecError
 
 router = APIRouter(prefix="/v1", responses=ERROR_RESPONSES)
@@ -33,8 +31,8 @@ router = APIRouter(prefix="/v1", responses=ERROR_RESPONSES)
     response_class=StreamingResponse,
     responses={
         200: {
-            "description": "JSON lines, one entry each, in seq order; the `X-Audit-Head` "
-            "header gives the head (SEQ:HASH) when the export began",
+            "description": "JSON lines, one entry each, in seq order, up to the head "
+            "(SEQ:HASH) that the `X-Audit-Head` header gives: the head when the export began",
             "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
         }
     },
@@ -48,13 +46,10 @@ def export_audit(
 ) -> StreamingResponse:
     require(p, *READERS)
     head = svc.store.audit_head()
-
-    def lines() -> Iterator[str]:
-        for e in svc.store.audit_entries(after_seq, limit):
-            yield to_jsonl(e)
-
+    # One chunk per page of entries, serialised from the stored text as it is read.
+    chunks = svc.store.audit_jsonl(after_seq, head.seq, limit)
     return StreamingResponse(
-        lines(), media_type="application/x-ndjson", headers={"X-Audit-Head": str(head)}
+        chunks, media_type="application/x-ndjson", headers={"X-Audit-Head": str(head)}
     )
 
 
@@ -70,17 +65,23 @@ def audit_head(p: Caller, svc: Svc) -> HeadOut:
     tags=["audit"],
     response_model=VerdictOut,
     summary="Verify the stored chain against its recorded head",
+    description="Incremental by default: the entries after the last verified one (whose "
+    "hash must not have changed); `full=true` reads the whole chain.",
 )
-def audit_verify(p: Caller, svc: Svc) -> VerdictOut:
+def audit_verify(
+    p: Caller,
+    svc: Svc,
+    full: Annotated[bool, Query(description="verify every entry, not only the new ones")] = False,
+) -> VerdictOut:
     require(p, *READERS)
-    head = svc.store.audit_head()
-    v = verify(svc.store.audit_entries(), head)
+    v = svc.store.verify_audit(full=full)
     return VerdictOut(
         ok=v.ok,
         entries=v.entries,
         head=HeadOut(seq=v.head.seq, hash=v.head.hash),
         first_bad_seq=v.first_bad_seq,
         problem=v.problem,
+        after_seq=v.after_seq,
     )
 
 

@@ -74,12 +74,12 @@ def usage(
         tenant = p.tenant
     elif tenant is not None and tenant not in svc.tenant_names:
         raise NotFound(f"no tenant {tenant!r}")
-    ledger = svc.ledger_now(tenant)
+    usage = svc.usage_now(tenant)
     names = [tenant] if tenant is not None else sorted(svc.tenant_names)
     out = []
     for t in names:
-        own = ledger.gpu_seconds(t, start_s, end_s, borrowed=False)
-        borrowed = ledger.gpu_seconds(t, start_s, end_s, borrowed=True)
+        own = usage.gpu_seconds(t, start_s, end_s, borrowed=False)
+        borrowed = usage.gpu_seconds(t, start_s, end_s, borrowed=True)
         out.append(
             TenantUsage(
                 tenant=t,

@@ -323,6 +323,7 @@ class VerdictOut(BaseModel):
     head: HeadOut
     first_bad_seq: int | None
     problem: str
+    after_seq: int = Field(0, description="entries after this seq were verified (0: all)")
 
 
 class KeyCreate(Strict):

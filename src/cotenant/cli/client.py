@@ -282,9 +282,12 @@ def audit_verify(
     head: Annotated[
         str | None, typer.Option(help="the head SEQ:HASH the chain must end on")
     ] = None,
+    full: Annotated[
+        bool, typer.Option(help="with --db: every entry, not only those after the last verified")
+    ] = False,
 ) -> None:
     """Check the chain: any edited, inserted, deleted or reordered entry is named. Exit 1 if bad."""
-    from cotenant.audit import Head, verify, verify_file
+    from cotenant.audit import Head, verify_file
 
     if (db is None) == (file is None):
         fail("give exactly one of --db URL or --file EXPORT.jsonl")
@@ -302,7 +305,7 @@ def audit_verify(
         assert db is not None
         store = Store(db, read_only=True)
         try:
-            verdict = verify(store.audit_entries(), expected or store.audit_head())
+            verdict = store.verify_audit(full=full, head=expected)
         finally:
             store.close()
     if verdict.ok:
@@ -322,7 +325,7 @@ def audit_export(
         if r.status_code >= 400:
             r.read()
             answer(r)
-        with out.open("w", encoding="utf-8") as f:
-            for chunk in r.iter_text():
+        with out.open("wb") as f:
+            for chunk in r.iter_bytes():
                 f.write(chunk)
         print(f"head {r.headers.get('X-Audit-Head', '?')}")

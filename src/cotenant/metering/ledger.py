@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 from cotenant.model.errors import SpecError
 from cotenant.model.jobs import JobKind
@@ -78,6 +79,20 @@ def clip(record: UsageRecord, t0: int | None, t1: int | None) -> UsageRecord | N
     if lo == record.start_s and hi == record.end_s:
         return record
     return replace(record, start_s=lo, end_s=hi)
+
+
+class UsageSource(Protocol):
+    """What rating and usage reports read: GPU-seconds inside ``[start_s, end_s)``,
+    optionally of one tenant and of borrowed (True) or own (False) GPUs only. A
+    ``UsageLedger`` in memory is one; the store's SQL aggregate (``store.usage``) another."""
+
+    def gpu_seconds(
+        self,
+        tenant: str | None = None,
+        start_s: int | None = None,
+        end_s: int | None = None,
+        borrowed: bool | None = None,
+    ) -> int: ...
 
 
 class UsageLedger:

@@ -38,7 +38,7 @@ from cotenant.contracts.entitlement import (
     in_term,
     ramp_integral,
 )
-from cotenant.metering.ledger import UsageLedger
+from cotenant.metering.ledger import UsageSource
 from cotenant.metering.money import (
     MICRO_PER_CENT,
     SECONDS_PER_HOUR,
@@ -263,7 +263,7 @@ class Invoice:
 def rate_month(
     contract: Contract,
     month: str,
-    ledger: UsageLedger,
+    ledger: UsageSource,
     capacity: int,
     other_contracts: Iterable[Contract],
     shortfall_gpu_seconds: int = 0,

@@ -8,12 +8,13 @@ dicts of columns, or ``AuditEntry``.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import sqlalchemy as sa
 
-from cotenant.audit import AuditEntry, Head
+from cotenant.audit import GENESIS_HEAD, AuditEntry, Head, StoredEntry, Verdict, verify_stored
 from cotenant.cluster.topology import ClusterSpec
 from cotenant.metering.ledger import UsageRecord
 from cotenant.model.contracts import Contract
@@ -21,22 +22,45 @@ from cotenant.model.errors import SpecError
 from cotenant.store import mapping
 from cotenant.store.db import make_engine, migrate
 from cotenant.store.tables import AUDIT, CLUSTER, CONTRACTS, JOBS, KEYS, LEDGER, META, TENANTS
+from cotenant.store.wal import WAL_INTERVAL_S, WAL_LIMIT_BYTES, WalCheckpointer, sqlite_file
 from cotenant.store.writer import Tx, Writer, read_head
 
+log = logging.getLogger(__name__)
 LIVE_STATES = ("pending", "running", "reclaiming")
+AUDIT_VERIFIED = "audit_verified"  # meta: the head of the chain as far as it last verified
+AUDIT_PAGE = 5000  # audit entries per read (each page its own short read transaction)
+AUDIT_PAGE_QUERY = (
+    sa.select(*(AUDIT.c[name] for name in StoredEntry._fields))
+    .where(AUDIT.c.seq > sa.bindparam("after"), AUDIT.c.seq <= sa.bindparam("upto"))
+    .order_by(AUDIT.c.seq)
+    .limit(sa.bindparam("n"))
+)
 
 Row = dict[str, Any]
 
 
 class Store:
-    def __init__(self, url: str, *, read_only: bool = False) -> None:
-        """Open (and migrate) the store; ``read_only`` neither migrates nor writes."""
+    def __init__(
+        self,
+        url: str,
+        *,
+        read_only: bool = False,
+        wal_limit_bytes: int = WAL_LIMIT_BYTES,
+        wal_interval_s: float = WAL_INTERVAL_S,
+    ) -> None:
+        """Open (and migrate) the store; ``read_only`` neither migrates nor writes. An
+        SQLite file opened for writing gets a ``WalCheckpointer`` (``store/wal.py``)."""
         self.url = url
         self.engine = make_engine(url)
         self._writer: Writer | None = None
+        self.wal: WalCheckpointer | None = None
         if not read_only:
             migrate(self.engine)
             self._writer = Writer(self.engine)
+            path = sqlite_file(self.engine)
+            if path is not None:
+                self.wal = WalCheckpointer(self.engine, path, wal_limit_bytes, wal_interval_s)
+                self.wal.start()
 
     @property
     def writer(self) -> Writer:
@@ -45,6 +69,8 @@ class Store:
         return self._writer
 
     def close(self) -> None:
+        if self.wal is not None:
+            self.wal.stop()
         if self._writer is not None:
             self._writer.stop()
         self.engine.dispose()
@@ -119,6 +145,15 @@ class Store:
         """Jobs the engine must know after a restart, in submission order."""
         return self._all(sa.select(JOBS).where(JOBS.c.state.in_(LIVE_STATES)).order_by(JOBS.c.seq))
 
+    def running_placements(self) -> list[Row]:
+        """``id``, ``nodes`` and ``node_gpus`` of every running or reclaiming job (only
+        those columns: the invariants check reads thousands with the engine held)."""
+        stmt = sa.select(JOBS.c.id, JOBS.c.nodes, JOBS.c.node_gpus).where(
+            JOBS.c.state.in_(("running", "reclaiming"))
+        )
+        with self.engine.connect() as conn:
+            return [{"id": i, "nodes": n, "node_gpus": g} for i, n, g in conn.execute(stmt).all()]
+
     def job_counts(self) -> dict[tuple[str, str], int]:
         rows = self._all(
             sa.select(JOBS.c.tenant, JOBS.c.state, sa.func.count().label("n")).group_by(
@@ -133,32 +168,99 @@ class Store:
             stmt = stmt.where(LEDGER.c.tenant == tenant)
         return [mapping.record_from_row(r) for r in self._all(stmt)]
 
-    def audit_entries(self, after_seq: int = 0, limit: int | None = None) -> Iterator[AuditEntry]:
-        """Entries in seq order, streamed in pages (an export of millions stays small)."""
-        page = 5000
-        seen = 0
+    def audit_pages(
+        self, after_seq: int = 0, upto_seq: int | None = None, limit: int | None = None
+    ) -> Iterator[list[StoredEntry]]:
+        """Entries after ``after_seq`` (up to ``upto_seq``, at most ``limit``) in seq order,
+        as stored, a page at a time. Each page is one keyset query on its own connection,
+        so a long export or verify never holds a read transaction (nor pins SQLite's WAL)
+        for longer than one page takes, and memory stays one page whatever the log's size."""
         last = after_seq
-        while limit is None or seen < limit:
-            n = page if limit is None else min(page, limit - seen)
+        left = limit
+        upto = (1 << 63) - 1 if upto_seq is None else upto_seq
+        # Run on the driver's cursor: at 100,000 entries SQLAlchemy's row objects would
+        # cost as much as the query (each row becomes a StoredEntry at once anyway).
+        compiled = AUDIT_PAGE_QUERY.compile(dialect=self.engine.dialect)
+        sql = str(compiled)
+        while left is None or left > 0:
+            n = AUDIT_PAGE if left is None else min(AUDIT_PAGE, left)
+            params = compiled.construct_params({"after": last, "upto": upto, "n": n})
+            args: Any = (
+                [params[k] for k in compiled.positiontup or ()] if compiled.positional else params
+            )
             with self.engine.connect() as conn:
-                rows = list(
-                    conn.execute(
-                        sa.select(AUDIT).where(AUDIT.c.seq > last).order_by(AUDIT.c.seq).limit(n)
-                    ).mappings()
-                )
-            for r in rows:
-                yield AuditEntry(
-                    r["seq"],
-                    r["time"],
-                    r["kind"],
-                    json.loads(r["payload"]),
-                    r["prev_hash"],
-                    r["hash"],
-                )
-            if len(rows) < n:
+                cursor = conn.connection.cursor()
+                try:
+                    cursor.execute(sql, args)
+                    page = list(map(StoredEntry._make, cursor.fetchall()))
+                finally:
+                    cursor.close()
+            if page:
+                yield page
+            if len(page) < n:
                 return
-            seen += len(rows)
-            last = rows[-1]["seq"]
+            last = page[-1].seq
+            if left is not None:
+                left -= len(page)
+
+    def audit_entries(self, after_seq: int = 0, limit: int | None = None) -> Iterator[AuditEntry]:
+        """Entries in seq order, payloads parsed, streamed in pages."""
+        for page in self.audit_pages(after_seq, limit=limit):
+            for e in page:
+                payload = json.loads(e.payload)
+                yield AuditEntry(e.seq, e.time, e.kind, payload, e.prev_hash, e.hash)
+
+    def audit_jsonl(
+        self, after_seq: int = 0, upto_seq: int | None = None, limit: int | None = None
+    ) -> Iterator[str]:
+        """The export: JSON lines (``audit.to_jsonl``), one chunk of text per page, written
+        from the stored text without parsing a payload."""
+        for page in self.audit_pages(after_seq, upto_seq, limit):
+            yield "".join([e.to_jsonl() for e in page])
+
+    def audit_checkpoint(self) -> Head | None:
+        """Where the chain last verified (``verify_audit``), if it has."""
+        raw = self.meta(AUDIT_VERIFIED)
+        try:
+            return None if raw is None else Head.parse(raw)
+        except ValueError:
+            return None
+
+    def _audit_hash(self, seq: int) -> str | None:
+        with self.engine.connect() as conn:
+            found = conn.execute(sa.select(AUDIT.c.hash).where(AUDIT.c.seq == seq)).scalar()
+        return None if found is None else str(found)
+
+    def verify_audit(self, *, full: bool = False, head: Head | None = None) -> Verdict:
+        """Verify the stored chain against ``head`` (default: the recorded head).
+
+        Incremental by default: from the checkpoint the last good verify left (its seq and
+        hash, in the meta table), if the entry there still has that hash; entries before
+        it were verified then and are not read again. ``full`` reads the whole chain (an
+        entry edited before the checkpoint is found only so). A good verdict moves the
+        checkpoint forward (not on a read-only store). Without ``head`` the chain is read
+        up to the recorded head, so entries appended meanwhile are not counted against it.
+        """
+        recorded = self.audit_head()
+        expected = recorded if head is None else head
+        upto = recorded.seq if head is None else None
+        start = GENESIS_HEAD
+        checkpoint = None if full else self.audit_checkpoint()
+        if (
+            checkpoint is not None
+            and 0 < checkpoint.seq <= expected.seq
+            and self._audit_hash(checkpoint.seq) == checkpoint.hash
+        ):
+            start = checkpoint
+        entries = (e for page in self.audit_pages(start.seq, upto) for e in page)
+        verdict = verify_stored(entries, expected, start)
+        if verdict.ok and self._writer is not None and verdict.head.seq > start.seq:
+            good = verdict.head
+            try:
+                self._writer.call(lambda tx: advance_audit_checkpoint(tx, good))
+            except Exception:  # the verdict stands; the next verify starts further back
+                log.warning("could not record the audit checkpoint %s", good, exc_info=True)
+        return verdict
 
     def audit_head(self) -> Head:
         with self.engine.connect() as conn:
@@ -184,6 +286,19 @@ def put_meta(tx: Tx, key: str, value: str) -> None:
         tx.conn.execute(sa.insert(META), {"key": key, "value": value})
     else:
         tx.conn.execute(sa.update(META).where(META.c.key == key).values(value=value))
+
+
+def advance_audit_checkpoint(tx: Tx, head: Head) -> None:
+    """Record ``head`` as verified, unless a later one is recorded already."""
+    raw = tx.conn.execute(
+        sa.select(META.c.value).where(META.c.key == AUDIT_VERIFIED)
+    ).scalar_one_or_none()
+    try:
+        if raw is not None and Head.parse(raw).seq >= head.seq:
+            return
+    except ValueError:
+        pass
+    put_meta(tx, AUDIT_VERIFIED, str(head))
 
 
 def put_cluster(tx: Tx, spec: ClusterSpec) -> None:

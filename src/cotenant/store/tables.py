@@ -110,7 +110,11 @@ class LedgerRow(Base):
     """The usage ledger, append-only: one allocation interval per row."""
 
     __tablename__ = "ledger"
-    __table_args__ = (Index("ix_ledger_tenant_start", "tenant", "start_s"),)
+    __table_args__ = (
+        Index("ix_ledger_tenant_start", "tenant", "start_s"),
+        # covers usage aggregated in SQL (store/usage.py): read in GROUP BY order
+        Index("ix_ledger_usage", "tenant", "borrowed", "start_s", "end_s", "gpus"),
+    )
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(String(40))
     tenant: Mapped[str] = mapped_column(String(64))
