@@ -751,6 +751,19 @@ class Service:
     def healthy(self) -> bool:
         return self.error is None and self._thread is not None and self._thread.is_alive()
 
+    def readiness_problems(self) -> list[str]:
+        """Why the service cannot make progress now (empty: it can)."""
+        problems: list[str] = []
+        if not self.healthy():
+            problems.append(self.error or "the engine is not running")
+        writer = self.store.writer
+        if writer.down:
+            problems.append(
+                f"the store cannot take writes ({writer.health.last_error}) for "
+                f"{writer.health.down_for_s():.0f} s"
+            )
+        return problems
+
     def node_health(self) -> dict[str, int]:
         h = self.engine.state.health
         return {x.name.lower(): int((h == int(x)).sum()) for x in Health}

@@ -123,6 +123,14 @@ def make_engine(url: str, **kw: Any) -> sa.Engine:
     return engine
 
 
+def safe_url(url: str) -> str:
+    """``url`` with any password masked, for messages."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return url
+
+
 def _alembic_config(connection: sa.Connection) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
