@@ -29,7 +29,8 @@ read-only file), the writer is *down* until a transaction commits again:
 - one log line when the episode starts, one a minute while it lasts, one when it ends.
 
 ``COTENANT_STORE_FAULTS=<path>`` (for the fault-injection tests): while that file
-exists, every commit fails as a lost connection would.
+exists, every write fails as a lost connection would; if the file says ``lost-commit``,
+transactions commit but their acknowledgement is lost (the error comes after COMMIT).
 """
 
 from __future__ import annotations
@@ -289,10 +290,22 @@ class Writer:
                 item.fut.set_exception(self.unavailable())
             self._retry = []
 
-    def _check_injected(self) -> None:
-        if self.faults_file is not None and os.path.exists(self.faults_file):
+    def _injected(self) -> str | None:
+        """The injected fault now: None, "down" or "lost-commit"."""
+        if self.faults_file is None:
+            return None
+        try:
+            with open(self.faults_file) as f:
+                mode = f.read().strip()
+        except FileNotFoundError:
+            return None
+        return mode if mode == "lost-commit" else "down"
+
+    def _check_injected(self, after_commit: bool = False) -> None:
+        mode = self._injected()
+        if mode is not None and (mode == "lost-commit") == after_commit:
             raise sa.exc.OperationalError(
-                "COMMIT", None, ConnectionError(f"injected store fault ({FAULTS_ENV})")
+                "COMMIT", None, ConnectionError(f"injected store fault ({FAULTS_ENV}: {mode})")
             )
 
     def _refuse(self, item: _Op) -> None:
@@ -395,6 +408,7 @@ class Writer:
                 for item in batch:
                     results.append((item, item.fn(tx)))
                 after = tx.finish()
+            self._check_injected(after_commit=True)
         except Exception as e:
             wrote = self.chain.head
             self.chain.head = head
