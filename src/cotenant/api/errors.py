@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cotenant.api.schemas import ErrorBody
 from cotenant.model.errors import CotenantError, SpecError, StoreUnavailable
-from cotenant.store.health import is_store_fault, one_line
+from cotenant.store.health import STORE_ERRORS, is_store_fault, one_line
 
 log = logging.getLogger("cotenant.api")
 
@@ -156,7 +156,10 @@ def allowed_methods(request: Request) -> list[str]:
     return sorted(methods)
 
 
-async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+async def on_store_error(request: Request, exc: Exception) -> JSONResponse:
+    """Database errors (registered for their classes: a handler for ``Exception`` runs in
+    Starlette's outermost middleware, which re-raises to the server, logging a traceback
+    per request)."""
     if is_store_fault(exc):
         READ_FAULTS.failed(request, exc)
         return unavailable_response(
@@ -164,6 +167,10 @@ async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
                 f"the store is unavailable ({one_line(exc)}); try again", _retry_after(request)
             )
         )
+    return await on_unexpected(request, exc)
+
+
+async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     return error_response(500, "internal error; the server log has the details")
 
@@ -172,6 +179,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(CotenantError, on_domain_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
+    for cls in STORE_ERRORS:
+        app.add_exception_handler(cls, on_store_error)
     app.add_exception_handler(Exception, on_unexpected)
 
 

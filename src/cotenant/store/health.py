@@ -19,6 +19,10 @@ import sqlalchemy as sa
 REMIND_S = 60.0
 
 
+# Every error the store's database layer raises (for the API to map them in one place).
+STORE_ERRORS: tuple[type[Exception], ...] = (sa.exc.SQLAlchemyError,)
+
+
 def is_store_fault(exc: BaseException) -> bool:
     """True for errors that say the database cannot be reached or written now (connection
     lost or refused, server shutting down, disk full, read-only or locked file, pool
