@@ -377,3 +377,70 @@ def test_sqlite_on_a_filesystem_that_fills(tmp_path: Path) -> None:
         with LiveServer(f"sqlite:///{fs / 'cotenant.db'}", tmp_path) as s:
             run_outage(s, lambda: fill(filler), lambda: filler.unlink())
             s.stop()
+
+
+# -- start-up errors ------------------------------------------------------------------------------
+def serve(db_url: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    s = LiveServer(db_url, tmp_path)
+    return subprocess.run(
+        s.argv(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **env},
+    )
+
+
+def assert_one_line_error(r: subprocess.CompletedProcess[str], *named: str) -> None:
+    out = (r.stdout + r.stderr).strip().splitlines()
+    errors = [line for line in out if line.startswith("error:")]
+    assert r.returncode == 2, out
+    assert len(errors) == 1 and "Traceback" not in r.stderr, out
+    assert "serving on" not in r.stdout
+    for word in named:
+        assert word in errors[0], errors[0]
+
+
+@pytest.mark.parametrize(
+    ("url", "named"),
+    [
+        pytest.param("sqlite:////nonexistent/dir/x.db", "unable to open", id="missing-dir"),
+        pytest.param("nonsense://x/y", "unsupported database", id="bad-url"),
+        pytest.param("postgresql://u:secret@127.0.0.1:{port}/x", "refused", id="refused"),
+    ],
+)
+def test_a_store_that_cannot_be_used_fails_in_one_line(
+    tmp_path: Path, url: str, named: str
+) -> None:
+    from harness import free_ports
+
+    r = serve(url.format(port=free_ports(1)[0]), tmp_path)
+    assert_one_line_error(r, named)
+    assert "secret" not in r.stderr
+
+
+def test_an_unreachable_host_fails_in_one_line_within_the_connect_timeout(
+    tmp_path: Path,
+) -> None:
+    t0 = time.monotonic()
+    r = serve("postgresql://u@192.0.2.1:5432/x", tmp_path, COTENANT_PG_CONNECT_TIMEOUT="2")
+    assert_one_line_error(r, "cannot use the store")
+    assert time.monotonic() - t0 < 30
+
+
+def test_a_missing_database_fails_in_one_line(
+    tmp_path: Path, postgres_server: LocalPostgres
+) -> None:
+    r = serve(postgres_server.url("no_such_database"), tmp_path)
+    assert_one_line_error(r, "no_such_database")
+
+
+def test_a_read_only_store_fails_in_one_line_before_serving(tmp_path: Path) -> None:
+    with small_filesystem(tmp_path / "fs", "16m") as fs:
+        url = f"sqlite:///{fs / 'cotenant.db'}"
+        with LiveServer(url, tmp_path):
+            pass  # bootstrapped, then stopped
+        r = subprocess.run(["mount", "-o", "remount,ro", str(fs)], capture_output=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot remount read-only: {r.stderr.decode().strip()}")
+        assert_one_line_error(serve(url, tmp_path), "cannot use the store", "read-only")

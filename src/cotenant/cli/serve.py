@@ -69,8 +69,8 @@ def serve_command(
     from cotenant.api.settings import load_settings
     from cotenant.bootstrap import bootstrap
     from cotenant.service import Service
-    from cotenant.store.db import safe_url
-    from cotenant.store.health import is_store_fault, one_line
+    from cotenant.store.db import safe_url, sqlite_problem
+    from cotenant.store.health import is_store_fault
     from cotenant.store.repo import Store
 
     settings = load_settings(
@@ -96,7 +96,7 @@ def serve_command(
         if store is not None:
             store.close()
         if is_store_fault(e):
-            fail(f"cannot use the store {where}: {one_line(e)}")
+            fail(f"cannot use the store {where}: {_why(sqlite_problem(settings.db), e)}")
         raise
     if keys:
         console.print("[bold]API keys[/bold] (shown once; store them now):")
@@ -128,7 +128,7 @@ def serve_command(
     except Exception as e:
         store.close()
         if is_store_fault(e):
-            fail(f"cannot use the store {where}: {one_line(e)}")
+            fail(f"cannot use the store {where}: {_why(sqlite_problem(settings.db), e)}")
         raise
     console.print(
         f"serving on http://{settings.host}:{settings.port} (db {where}, "
@@ -147,3 +147,9 @@ def serve_command(
         log_level=settings.log_level,
         access_log=False,
     )
+
+
+def _why(problem: str | None, e: Exception) -> str:
+    from cotenant.store.health import one_line
+
+    return one_line(e) if problem is None else f"{problem} ({one_line(e)})"

@@ -123,6 +123,28 @@ def make_engine(url: str, **kw: Any) -> sa.Engine:
     return engine
 
 
+def sqlite_problem(url: str) -> str | None:
+    """Why an SQLite file store cannot be written (a missing directory, a read-only
+    filesystem, directory or file), in words; None if none of these (or not SQLite)."""
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        return None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    path = Path(parsed.database).absolute()
+    parent = path.parent
+    if not parent.is_dir():
+        return f"directory {parent} does not exist"
+    if os.statvfs(parent).f_flag & os.ST_RDONLY:
+        return f"{parent} is on a read-only filesystem"
+    if path.exists() and not os.access(path, os.W_OK):
+        return f"{path} is read-only"
+    if not os.access(parent, os.W_OK):
+        return f"directory {parent} is not writable"
+    return None
+
+
 def safe_url(url: str) -> str:
     """``url`` with any password masked, for messages."""
     try:
