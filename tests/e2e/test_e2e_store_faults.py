@@ -1,6 +1,7 @@
 """Store faults against the real server, under load: PostgreSQL stopped, killed (-9 of the
-postmaster) and restarted; SQLite on a filesystem that fills; writes made to fail
-(``COTENANT_STORE_FAULTS``, with the server itself killed during the outage).
+postmaster) and restarted; SQLite on a filesystem that fills (then turns read-only);
+writes made to fail (``COTENANT_STORE_FAULTS``, then also with the server itself killed
+during the outage). Related faults share one server, to keep the default run short.
 
 Two clients submit about 20 jobs/s with idempotent retries throughout. For each fault:
 
@@ -45,8 +46,9 @@ CLIENTS = ("owner-lab", "lessee-lab")
 class Load:
     """Clients submitting jobs with idempotent retries until each is acknowledged."""
 
-    def __init__(self, server: LiveServer, pace_s: float = 0.1) -> None:
+    def __init__(self, server: LiveServer, round_: int = 0, pace_s: float = 0.1) -> None:
         self.server = server
+        self.round = round_
         self.pace_s = pace_s
         self.accepted: dict[str, str] = {}
         self.errors: list[str] = []
@@ -78,7 +80,7 @@ class Load:
         )
         with c:
             while not self.stop.is_set():
-                key = f"{who}-{i}"
+                key = f"{who}-{self.round}-{i}"
                 body = {
                     "gpus": rng.choice([1, 2, 4, 8, 16]),
                     "name": key,
@@ -242,22 +244,19 @@ def log_lines_between(log: Path, start: int, end: int) -> list[str]:
         return f.read(end - start).decode(errors="replace").splitlines()
 
 
-def restart_succeeds(s: LiveServer) -> None:
-    s.restart()
-    wait_for(lambda: status(s, "/readyz") == 200, 20, "/readyz after the restart")
-    assert invariants_ok(s)
-
-
 def run_outage(
     s: LiveServer,
     begin: Callable[[], None],
     end: Callable[[], None],
     *,
+    round_: int = 0,
     outage_s: float = OUTAGE_S,
     kill_server: bool = False,
     max_log_lines: int = 40,
-) -> None:
-    with Load(s) as load:
+) -> Load:
+    """One outage under load, and the checks after it; the load, for checks after a
+    restart."""
+    with Load(s, round_) as load:
         time.sleep(1.5)
         with s.client("owner-lab") as c:  # a job that waits (the cluster has 128 GPUs)
             big = c.post("/v1/jobs", json={"gpus": 128, "duration_s": 7200}).json()["id"]
@@ -265,11 +264,10 @@ def run_outage(
         begin()
         try:
             check_outage(s, big)
-            remaining = outage_s - 1
             if kill_server:  # and the server dies while its store is down
                 load.server_down.set()
                 s.kill(signal.SIGKILL)
-            time.sleep(max(0.0, remaining))
+            time.sleep(max(0.0, outage_s - 1))
         finally:
             end()
         if kill_server:
@@ -282,8 +280,14 @@ def run_outage(
     assert len(lines) <= max_log_lines, "\n".join(lines[:50])
     assert not any("Traceback" in line for line in lines), "\n".join(lines[:50])
     check_consistent(s, load)
-    restart_succeeds(s)
-    check_consistent(s, load)
+    return load
+
+
+def restart_on_the_same_store(s: LiveServer, *loads: Load) -> None:
+    s.restart()
+    wait_for(lambda: status(s, "/readyz") == 200, 20, "/readyz after the restart")
+    for load in loads:
+        check_consistent(s, load)
 
 
 # -- the faults ---------------------------------------------------------------------------------
@@ -294,12 +298,14 @@ def faults_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
-@pytest.mark.parametrize("kill_server", [False, True], ids=["writes-fail", "server-killed-too"])
-def test_writes_that_fail(tmp_path: Path, faults_file: Path, kill_server: bool) -> None:
+def test_writes_that_fail_then_the_server_dies_in_an_outage(
+    tmp_path: Path, faults_file: Path
+) -> None:
     with LiveServer(f"sqlite:///{tmp_path / 'cotenant.db'}", tmp_path) as s:
-        run_outage(
-            s, lambda: faults_file.write_text(""), faults_file.unlink, kill_server=kill_server
-        )
+        fail, heal = (lambda: faults_file.write_text("")), faults_file.unlink
+        first = run_outage(s, fail, heal)
+        second = run_outage(s, fail, heal, round_=1, kill_server=True)
+        restart_on_the_same_store(s, first, second)
 
 
 @pytest.fixture
@@ -312,13 +318,14 @@ def own_postgres(tmp_path: Path) -> Iterator[LocalPostgres]:
         yield pg
 
 
-@pytest.mark.parametrize("how", ["fast", "kill"], ids=["pg-stopped", "pg-killed"])
-def test_postgresql_stopped_or_killed_then_restarted(
-    tmp_path: Path, own_postgres: LocalPostgres, how: str
+def test_postgresql_stopped_then_killed_and_restarted(
+    tmp_path: Path, own_postgres: LocalPostgres
 ) -> None:
     url = own_postgres.create_database("faults")
     with LiveServer(url, tmp_path) as s:
-        run_outage(s, lambda: own_postgres.halt(how), own_postgres.resume)
+        stopped = run_outage(s, lambda: own_postgres.halt("fast"), own_postgres.resume)
+        killed = run_outage(s, lambda: own_postgres.halt("kill"), own_postgres.resume, round_=1)
+        restart_on_the_same_store(s, stopped, killed)
 
 
 @pytest.mark.slow
@@ -331,13 +338,14 @@ def test_a_two_minute_postgresql_outage_logs_under_100_lines(
 ) -> None:
     url = own_postgres.create_database("long")
     with LiveServer(url, tmp_path) as s:
-        run_outage(
+        load = run_outage(
             s,
             lambda: own_postgres.halt("fast"),
             own_postgres.resume,
             outage_s=120,
             max_log_lines=99,
         )
+        restart_on_the_same_store(s, load)
 
 
 @contextlib.contextmanager
@@ -371,12 +379,17 @@ def fill(path: Path) -> None:
         os.close(fd)
 
 
-def test_sqlite_on_a_filesystem_that_fills(tmp_path: Path) -> None:
+def test_sqlite_on_a_filesystem_that_fills_then_turns_read_only(tmp_path: Path) -> None:
     with small_filesystem(tmp_path / "fs", "64m") as fs:
         filler = fs / "filler"
-        with LiveServer(f"sqlite:///{fs / 'cotenant.db'}", tmp_path) as s:
-            run_outage(s, lambda: fill(filler), lambda: filler.unlink())
-            s.stop()
+        url = f"sqlite:///{fs / 'cotenant.db'}"
+        with LiveServer(url, tmp_path) as s:
+            load = run_outage(s, lambda: fill(filler), lambda: filler.unlink())
+            restart_on_the_same_store(s, load)
+        r = subprocess.run(["mount", "-o", "remount,ro", str(fs)], capture_output=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot remount read-only: {r.stderr.decode().strip()}")
+        assert_one_line_error(serve(url, tmp_path), "cannot use the store", "read-only")
 
 
 # -- start-up errors ------------------------------------------------------------------------------
@@ -401,46 +414,33 @@ def assert_one_line_error(r: subprocess.CompletedProcess[str], *named: str) -> N
         assert word in errors[0], errors[0]
 
 
-@pytest.mark.parametrize(
-    ("url", "named"),
-    [
-        pytest.param("sqlite:////nonexistent/dir/x.db", "unable to open", id="missing-dir"),
-        pytest.param("nonsense://x/y", "unsupported database", id="bad-url"),
-        pytest.param("postgresql://u:secret@127.0.0.1:{port}/x", "refused", id="refused"),
-    ],
-)
-def test_a_store_that_cannot_be_used_fails_in_one_line(
-    tmp_path: Path, url: str, named: str
+def test_unusable_stores_fail_in_one_line_before_serving(
+    tmp_path: Path, postgres_server: LocalPostgres
 ) -> None:
     from harness import free_ports
 
-    r = serve(url.format(port=free_ports(1)[0]), tmp_path)
-    assert_one_line_error(r, named)
-    assert "secret" not in r.stderr
-
-
-def test_an_unreachable_host_fails_in_one_line_within_the_connect_timeout(
-    tmp_path: Path,
-) -> None:
+    cases = {
+        "sqlite:////nonexistent/dir/x.db": "directory /nonexistent/dir does not exist",
+        "nonsense://x/y": "unsupported database",
+        f"postgresql://u:secret@127.0.0.1:{free_ports(1)[0]}/x": "refused",
+        "postgresql://u@192.0.2.1:5432/x": "cannot use the store",  # unreachable
+        postgres_server.url("no_such_database"): "no_such_database",
+    }
+    env = {**os.environ, "COTENANT_PG_CONNECT_TIMEOUT": "2"}
     t0 = time.monotonic()
-    r = serve("postgresql://u@192.0.2.1:5432/x", tmp_path, COTENANT_PG_CONNECT_TIMEOUT="2")
-    assert_one_line_error(r, "cannot use the store")
-    assert time.monotonic() - t0 < 30
-
-
-def test_a_missing_database_fails_in_one_line(
-    tmp_path: Path, postgres_server: LocalPostgres
-) -> None:
-    r = serve(postgres_server.url("no_such_database"), tmp_path)
-    assert_one_line_error(r, "no_such_database")
-
-
-def test_a_read_only_store_fails_in_one_line_before_serving(tmp_path: Path) -> None:
-    with small_filesystem(tmp_path / "fs", "16m") as fs:
-        url = f"sqlite:///{fs / 'cotenant.db'}"
-        with LiveServer(url, tmp_path):
-            pass  # bootstrapped, then stopped
-        r = subprocess.run(["mount", "-o", "remount,ro", str(fs)], capture_output=True)
-        if r.returncode != 0:
-            pytest.skip(f"cannot remount read-only: {r.stderr.decode().strip()}")
-        assert_one_line_error(serve(url, tmp_path), "cannot use the store", "read-only")
+    procs = {
+        url: subprocess.Popen(
+            LiveServer(url, tmp_path).argv(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for url in cases
+    }
+    for url, p in procs.items():
+        out, err = p.communicate(timeout=60)
+        r = subprocess.CompletedProcess(p.args, p.returncode, out, err)
+        assert_one_line_error(r, cases[url])
+        assert "secret" not in r.stderr
+    assert time.monotonic() - t0 < 45  # the unreachable host within its connect timeout
