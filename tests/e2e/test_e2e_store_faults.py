@@ -163,9 +163,15 @@ def check_outage(s: LiveServer, pending_job: str | None) -> None:
         r = c.get("/readyz")
         assert r.status_code == 503 and r.json()["problems"], r.text
         if pending_job is not None:  # the engine says why nothing starts
-            r = c.get(f"/v1/jobs/{pending_job}/why")
-            if r.status_code == 200 and r.json()["state"] == "pending":
-                assert r.json()["reason"] == "store-unavailable", r.json()
+
+            def says_why() -> bool:
+                r = c.get(f"/v1/jobs/{pending_job}/why")
+                if r.status_code != 200 or r.json()["state"] != "pending":
+                    return True  # the store cannot be read (PostgreSQL), or it runs
+                return bool(r.json()["reason"] == "store-unavailable")
+
+            # (a filling disk may take a write now and then: the hold follows the store)
+            wait_for(says_why, 5, "the waiting job to say store-unavailable")
 
 
 def recover(s: LiveServer) -> None:

@@ -177,12 +177,35 @@ def test_an_episode_is_logged_in_three_lines_whatever_the_failures(
             ep.failed(err, 1.0)
             ep.refuse()
         ep.ok()
+        assert not ep.down  # at once; the episode is logged as over once it stays so
+        ep.tick()
+        now[0] += 5
+        ep.tick()
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 3, lines
     assert "store writes failing: ConnectionError: refused" in lines[0]
     assert "still failing after 60 s" in lines[1]
-    assert "recovered after" in lines[2] and "1000 failures, 1000 requests refused" in lines[2]
-    assert not ep.down and ep.total_failures == 1000
+    assert "recovered after 99.9 s: 1000 failures, 1000 requests refused" in lines[2]
+    assert ep.total_failures == 1000
+
+
+def test_a_flapping_store_is_one_episode(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    ep = Episode("store writes", logging.getLogger("t"), clock=lambda: now[0], quiet_s=5)
+    err = sa.exc.OperationalError("x", None, OSError("database or disk is full"))
+    with caplog.at_level(logging.WARNING, logger="t"):
+        for i in range(100):  # a full disk that takes a small write now and then
+            now[0] = i * 0.2
+            ep.failed(err)
+            now[0] += 0.1
+            ep.ok()
+            ep.tick()
+        assert ep.next_tick_s() == pytest.approx(5)
+        now[0] += 5
+        ep.tick()
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2, lines
+    assert "100 failures, 0 requests refused, 99 relapses" in lines[1]
 
 
 def test_back_off_doubles_to_its_cap_and_resets() -> None:

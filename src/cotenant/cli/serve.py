@@ -68,6 +68,7 @@ def serve_command(
     from cotenant.api.app import create_app
     from cotenant.api.settings import load_settings
     from cotenant.bootstrap import bootstrap
+    from cotenant.model.errors import StoreUnavailable
     from cotenant.service import Service
     from cotenant.store.db import safe_url, sqlite_problem
     from cotenant.store.health import is_store_fault
@@ -95,7 +96,7 @@ def serve_command(
     except Exception as e:
         if store is not None:
             store.close()
-        if is_store_fault(e):
+        if is_store_fault(e) or isinstance(e, StoreUnavailable):
             fail(f"cannot use the store {where}: {_why(sqlite_problem(settings.db), e)}")
         raise
     if keys:
@@ -127,7 +128,7 @@ def serve_command(
         svc.start()
     except Exception as e:
         store.close()
-        if is_store_fault(e):
+        if is_store_fault(e) or isinstance(e, StoreUnavailable):
             fail(f"cannot use the store {where}: {_why(sqlite_problem(settings.db), e)}")
         raise
     console.print(
@@ -150,6 +151,8 @@ def serve_command(
 
 
 def _why(problem: str | None, e: Exception) -> str:
+    from cotenant.model.errors import StoreUnavailable
     from cotenant.store.health import one_line
 
-    return one_line(e) if problem is None else f"{problem} ({one_line(e)})"
+    why = str(e) if isinstance(e, StoreUnavailable) else one_line(e)
+    return why if problem is None else f"{problem} ({why})"

@@ -16,7 +16,8 @@ from collections.abc import Callable
 
 import sqlalchemy as sa
 
-REMIND_S = 60.0
+REMIND_S = 60.0  # while an episode lasts, a line this often
+QUIET_S = 5.0  # an episode ends when the thing has worked this long
 
 
 # Every error the store's database layer raises (for the API to map them in one place).
@@ -74,7 +75,13 @@ class Backoff:
 
 
 class Episode:
-    """One kind of failure (e.g. "store writes"), logged per episode with counts."""
+    """One kind of failure (e.g. "store writes"), logged per episode with counts.
+
+    ``down`` is the state now: since the last failure, no success. The *episode* (what is
+    logged) lasts from the first failure until the thing has worked for ``quiet_s``: a
+    store that flaps (a full disk that takes a small write now and then) is one episode,
+    not two log lines per flap. The owner calls ``tick`` now and then (``next_tick_s``
+    says when) to log the end of an episode."""
 
     def __init__(
         self,
@@ -82,14 +89,19 @@ class Episode:
         logger: logging.Logger,
         clock: Callable[[], float] = time.monotonic,
         remind_s: float = REMIND_S,
+        quiet_s: float = QUIET_S,
     ) -> None:
         self.what = what
         self.log = logger
         self.clock = clock
         self.remind_s = remind_s
-        self.since: float | None = None
+        self.quiet_s = quiet_s
+        self.since: float | None = None  # down since (None: up)
+        self.started: float | None = None  # the episode being logged
+        self.up_since: float | None = None  # working again (the episode ends if it lasts)
         self.failures = 0  # in this episode
         self.refused = 0  # requests answered "unavailable" in this episode
+        self.relapses = 0  # failures after it had worked again, in this episode
         self.total_failures = 0  # ever
         self.episodes = 0
         self.last_error = ""
@@ -111,16 +123,22 @@ class Episode:
             self.total_failures += 1
             self.last_error = one_line(exc)
             if self.since is None:
-                self.since = self._reminded = now
+                self.since = now
+            if self.started is None:
+                self.started = self._reminded = now
                 self.episodes += 1
                 retry = "" if retry_in_s is None else "; retrying with back-off"
                 self.log.warning("%s failing: %s%s", self.what, self.last_error, retry)
-            elif now - self._reminded >= self.remind_s:
+                return
+            if self.up_since is not None:
+                self.relapses += 1
+                self.up_since = None
+            if now - self._reminded >= self.remind_s:
                 self._reminded = now
                 self.log.warning(
                     "%s still failing after %.0f s: %d failures, %d requests refused; last: %s",
                     self.what,
-                    now - self.since,
+                    now - self.started,
                     self.failures,
                     self.refused,
                     self.last_error,
@@ -134,14 +152,33 @@ class Episode:
         if self.since is None:
             return
         with self._lock:
-            if self.since is None:
+            self.since = None
+            if self.started is not None and self.up_since is None:
+                self.up_since = self.clock()
+
+    def next_tick_s(self) -> float | None:
+        """Seconds until ``tick`` may end the episode (None: nothing to wait for)."""
+        up = self.up_since
+        if self.started is None or up is None:
+            return None
+        return max(0.0, up + self.quiet_s - self.clock())
+
+    def tick(self, force: bool = False) -> None:
+        """Log the end of the episode once it has worked for ``quiet_s`` (or now)."""
+        with self._lock:
+            up, started = self.up_since, self.started
+            if started is None or up is None:
                 return
+            if not force and self.clock() - up < self.quiet_s:
+                return
+            flaps = f", {self.relapses} relapses" if self.relapses else ""
             self.log.warning(
-                "%s recovered after %.1f s: %d failures, %d requests refused",
+                "%s recovered after %.1f s: %d failures, %d requests refused%s",
                 self.what,
-                self.clock() - self.since,
+                up - started,
                 self.failures,
                 self.refused,
+                flaps,
             )
-            self.since = None
-            self.failures = self.refused = 0
+            self.started = self.up_since = None
+            self.failures = self.refused = self.relapses = 0

@@ -26,7 +26,8 @@ read-only file), the writer is *down* until a transaction commits again:
 - a commit whose outcome is unknown (the connection died during COMMIT) is settled by
   reading the audit head back: it is updated in the same transaction, so it tells
   whether the transaction committed. A committed one is not written twice.
-- one log line when the episode starts, one a minute while it lasts, one when it ends.
+- one log line when the episode starts, one a minute while it lasts, one when it ends
+  (once the store has worked for a few seconds: a flapping store is one episode).
 
 ``COTENANT_STORE_FAULTS=<path>`` (for the fault-injection tests): while that file
 exists, every write fails as a lost connection would; if the file says ``lost-commit``,
@@ -50,7 +51,7 @@ import sqlalchemy as sa
 
 from cotenant.audit import AuditEntry, Chain, Head, canonical_json
 from cotenant.model.errors import StoreUnavailable
-from cotenant.store.health import Backoff, Episode, is_store_fault
+from cotenant.store.health import Backoff, Episode, is_store_fault, one_line
 from cotenant.store.tables import AUDIT, META
 
 log = logging.getLogger(__name__)
@@ -227,6 +228,7 @@ class Writer:
     def _run(self) -> None:
         while True:
             batch, stopping = self._take()
+            self.health.tick()
             if self.down and self.backoff.wait_s() > 0:
                 for item in batch:  # not due yet: keep durable work, refuse requests
                     if item.durable:
@@ -250,7 +252,10 @@ class Writer:
     def _take(self) -> tuple[list[_Op], bool]:
         """The next batch (waiting at most until the next retry is due) and whether the
         writer is asked to stop."""
-        timeout = self.backoff.wait_s() if self.down else None
+        waits = [self.backoff.wait_s()] if self.down else []
+        if (tick := self.health.next_tick_s()) is not None:
+            waits.append(tick)
+        timeout = min(waits) if waits else None
         batch: list[_Op] = []
         try:
             item = self._q.get(timeout=timeout) if timeout != 0 else self._q.get_nowait()
@@ -280,6 +285,7 @@ class Writer:
                     self._commit(batch)
             else:
                 self._defer(batch)
+        self.health.tick(force=True)
         if self._retry:
             log.warning(
                 "stopping with %d engine writes not committed (store unavailable); "
@@ -323,9 +329,9 @@ class Writer:
     def _failed(self, e: BaseException) -> None:
         was_down = self.down
         delay = self.backoff.failed()
-        self.health.failed(e, delay)
         if not was_down:
-            self._notify(True)
+            self._notify(True)  # (before readiness says so: the engine holds first)
+        self.health.failed(e, delay)
 
     def _succeeded(self) -> None:
         self.last_commit_wall = time.time()
@@ -389,7 +395,7 @@ class Writer:
                 after = tx.finish()
         except Exception as e:
             self.chain.head = head
-            item.fut.set_exception(StoreUnavailable(str(e)) if is_store_fault(e) else e)
+            item.fut.set_exception(StoreUnavailable(one_line(e)) if is_store_fault(e) else e)
             return
         self.commits += 1
         self.ops += 1
