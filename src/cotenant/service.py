@@ -14,7 +14,15 @@ Threads:
 After every engine step the decisions it emitted are written in one transaction: the
 jobs' new state, placement and times, the new usage-ledger records, and one audit entry
 per decision. The store is therefore a consistent prefix of the engine's history, and
-``start`` rebuilds the engine from it (``engine/restore.py``).
+``start`` rebuilds the engine from it (``engine/restore.py``), reconciled with what the
+backend reports.
+
+Store faults: the engine's writes are *durable* operations of the writer, retried with
+back-off until they commit; one is in flight at a time and what the engine decides
+meanwhile stays buffered here and goes in the next one, so nothing is dropped and the
+store stays a prefix. While the store cannot take writes the engine starts nothing new
+(its pending jobs say ``store-unavailable``); running work goes on, and its ends are
+recorded when the store is back. Requests that need a write answer 503.
 """
 
 from __future__ import annotations
@@ -50,16 +58,23 @@ from cotenant.engine.clock import WallClock
 from cotenant.engine.core import Engine
 from cotenant.engine.jobs import JobRun
 from cotenant.engine.keepup import KeepUp
-from cotenant.engine.restore import SavedJob, restore_jobs
+from cotenant.engine.restore import ReportedRun, SavedJob, restore_jobs
 from cotenant.metering.energy import SiteEnergy, topology_facility_power_w
 from cotenant.metering.ledger import UsageLedger, UsageRecord
 from cotenant.metering.rating import Invoice, rate_month
 from cotenant.metering.run import parse_metering_settings
 from cotenant.model.accelerators import CATALOGUE
 from cotenant.model.contracts import Contract, Tenant
-from cotenant.model.errors import Conflict, InvariantBroken, NotFound, SpecError
+from cotenant.model.errors import (
+    Conflict,
+    InvariantBroken,
+    NotFound,
+    SpecError,
+    StoreUnavailable,
+)
 from cotenant.model.jobs import Constraint, JobKind, JobSpec, JobState
 from cotenant.scenario import parse_contract, validate_contracts
+from cotenant.scheduler.decisions import Reason
 from cotenant.scheduler.policies import get_policy
 from cotenant.store import repo
 from cotenant.store.mapping import (
@@ -74,6 +89,7 @@ from cotenant.store.writer import Tx
 
 log = logging.getLogger("cotenant.service")
 FOREVER = 1 << 62
+DURABLE_WAIT_S = 10.0  # how long a request waits for the engine's changes to commit
 RUNNING_STATES = ("running", "reclaiming")
 TERMINAL = (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
 # Engine decisions that are audited (submissions and contract changes are audited by the
@@ -212,6 +228,7 @@ class Service:
         self._dirty: set[str] = set()
         self._audit_buf: list[tuple[int, str, dict[str, Any]]] = []
         self._ledger_buf: list[UsageRecord] = []
+        self._inflight: Future[None] | None = None  # the engine's write being committed
         self._usage_since: dict[str, int] = {}
         self._rates: deque[tuple[float, int]] = deque(maxlen=120)
         self.engine.ledger = RecordingLedger(self._ledger_buf.append)
@@ -242,23 +259,69 @@ class Service:
         return now
 
     def start(self) -> None:
+        """Rebuild the engine from the store, reconciled with what the backend reports
+        (each correction audited), then run it."""
         saved = [_saved_job(r) for r in self.store.live_jobs()]
-        for s in saved:
-            if s.state in (JobState.RUNNING, JobState.RECLAIMING) and s.usage_since_s is not None:
-                self._usage_since[s.spec.id] = s.usage_since_s
-        restore_jobs(self.engine, saved)
-        self.engine.sinks.append(self._on_decision)
-        self.store.writer.start()
+        runs, fixes = restore_jobs(self.engine, saved, self._reported_runs())
+        for run in runs:
+            if run.state in (JobState.RUNNING, JobState.RECLAIMING):
+                since = self.engine._open_usage.get(run.id)
+                if since is not None:
+                    self._usage_since[run.id] = since[0]
         now = self.clock.now()
-        running = sum(1 for s in saved if s.state is not JobState.PENDING)
+        running = sum(1 for r in runs if r.state is not JobState.PENDING)
         payload = {
-            "pending": len(saved) - running,
+            "pending": len(runs) - running,
             "running": running,
             "speed": self.settings.speed,
         }
-        self.store.writer.call(lambda tx: tx.audit(now, "service-started", payload))
+        rows = [self._job_columns(self.engine.jobs[f.job], now) for f in fixes]
+
+        def op(tx: Tx) -> None:
+            repo.update_jobs(tx, rows)
+            for f in fixes:
+                tx.audit(now, "restore-corrected", f.payload())
+            tx.audit(now, "service-started", payload)
+
+        self.store.writer.call(op)
+        for f in fixes:
+            log.warning("restore: job %s %s: %s", f.job, f.action, f.why)
+        self.engine.sinks.append(self._on_decision)
+        self.store.writer.listeners.append(self._on_store_state)
+        self.store.writer.start()
         self._thread = threading.Thread(target=self._loop, name="cotenant-engine", daemon=True)
         self._thread.start()
+
+    def _reported_runs(self) -> dict[str, ReportedRun] | None:
+        """What a backend with memory reports it runs (None: the digital twin)."""
+        runs = getattr(self.engine.backend, "runs", None)
+        if runs is None:
+            return None
+        index = {n: i for i, n in enumerate(self.topo.node_names)}
+        out: dict[str, ReportedRun] = {}
+        for r in runs():
+            gpus = getattr(r, "gpus", None)
+            if gpus is None:
+                gpus = tuple(len(ids) for ids in r.gpu_ids)
+            if any(n not in index for n in r.nodes) or 0 in gpus:
+                continue  # not holding GPUs here (stopped, being released)
+            pairs = sorted(zip((index[n] for n in r.nodes), gpus, strict=True))
+            placement = Placement(tuple(n for n, _ in pairs), tuple(g for _, g in pairs))
+            out[r.job_id] = ReportedRun(r.job_id, r.attempt, placement)
+        return out
+
+    def _on_store_state(self, down: bool) -> None:
+        """The writer's state changed (writer thread): hold or release the engine."""
+        self.engine.hold = (
+            (
+                Reason.STORE_UNAVAILABLE.value,
+                "the store cannot record decisions now; nothing new starts until it can "
+                "(running work goes on)",
+            )
+            if down
+            else None
+        )
+        self.clock.wake()
 
     def stop(self) -> None:
         self._stopping = True
@@ -336,7 +399,13 @@ class Service:
             self._audit_buf.append((t, kind, payload))
 
     def _flush(self) -> Future[None] | None:
-        """Write what the engine decided since the last flush (lock held); one transaction."""
+        """Write what the engine decided since the last flush (lock held): one durable
+        transaction, retried until it commits. While one is in flight, new changes stay
+        buffered (the future returned is the one in flight; its end wakes the engine,
+        which flushes them)."""
+        inflight = self._inflight
+        if inflight is not None and not inflight.done():
+            return inflight
         if not (self._dirty or self._audit_buf or self._ledger_buf):
             return None
         now = self.clock.now()
@@ -356,7 +425,26 @@ class Service:
             for t, kind, payload in audit:
                 tx.audit(t, kind, payload)
 
-        return self.store.writer.submit(op)
+        fut = self.store.writer.submit(op, durable=True)
+        self._inflight = fut
+        fut.add_done_callback(self._flushed)
+        return fut
+
+    def _flushed(self, fut: Future[None]) -> None:
+        exc = fut.exception()
+        if exc is not None and not isinstance(exc, StoreUnavailable):
+            log.error("engine changes not written: %r", exc)
+        if self._dirty or self._audit_buf or self._ledger_buf:
+            self.clock.wake()  # the engine thread flushes what came meanwhile
+
+    def _flush_all(self, timeout: float = DURABLE_WAIT_S) -> None:
+        """Until everything the engine decided so far is committed (lock held)."""
+        deadline = time.monotonic() + timeout
+        while (fut := self._flush()) is not None:
+            try:
+                fut.result(max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                raise self.store.writer.unavailable() from None
 
     def _job_columns(self, run: JobRun, now: int) -> Row:
         live = run.state in (JobState.RUNNING, JobState.RECLAIMING)
@@ -413,13 +501,23 @@ class Service:
         )
 
     def _engine_call(self, fn: Callable[[], Any]) -> Any:
-        """Run ``fn`` on the engine under the lock, then wait until what it decided is stored."""
+        """Run ``fn`` on the engine under the lock, then wait until what it decided is
+        stored. Refused (503) while the store cannot take writes: nothing is decided that
+        cannot be recorded."""
+        writer = self.store.writer
+        if writer.down:
+            raise writer.unavailable()
         with self.lock:
             self._drain_inbox()
             out = fn()
             fut = self._flush()
         if fut is not None:
-            fut.result(60)
+            try:
+                fut.result(DURABLE_WAIT_S)
+            except TimeoutError:
+                raise writer.unavailable() from None
+            with self.lock:
+                self._flush_all()  # and what the engine decided meanwhile
         return out
 
     # -- jobs -------------------------------------------------------------------------------
@@ -683,13 +781,12 @@ class Service:
         """Problems with the allocation: GPUs given twice, engine and store disagreeing.
         Holds the engine lock throughout, so both are read at the same step."""
         problems: list[str] = []
+        writer = self.store.writer
+        if writer.down:
+            raise writer.unavailable()
         with self.lock:
             self._drain_inbox()
-            fut = self._flush()
-            if fut is not None:
-                fut.result(60)
-            # and every write queued before (a flush after the last step may be in flight)
-            self.store.writer.call(lambda tx: None)
+            self._flush_all()  # every step's changes committed: the store is at this step
             try:
                 self.engine.state.check_invariants()
             except InvariantBroken as e:
@@ -723,6 +820,19 @@ class Service:
 
     def healthy(self) -> bool:
         return self.error is None and self._thread is not None and self._thread.is_alive()
+
+    def readiness_problems(self) -> list[str]:
+        """Why the service cannot make progress now (empty: it can)."""
+        problems: list[str] = []
+        if not self.healthy():
+            problems.append(self.error or "the engine is not running")
+        writer = self.store.writer
+        if writer.down:
+            problems.append(
+                f"the store cannot take writes ({writer.health.last_error}) for "
+                f"{writer.health.down_for_s():.0f} s"
+            )
+        return problems
 
     def node_health(self) -> dict[str, int]:
         h = self.engine.state.health

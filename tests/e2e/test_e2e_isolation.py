@@ -75,6 +75,7 @@ OWN_VIEWS = [
     ("GET", "/v1/keys"),
     ("GET", "/v1/whoami"),
     ("GET", "/healthz"),
+    ("GET", "/readyz"),
 ]
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from harness import HarnessError, find_binary, free_ports, log_tails, wait_until
+from harness import HarnessError, find_binary, free_ports, log_tails, pid_state, wait_until
 
 __all__ = ["LocalPostgres", "pg_bin_dir", "postgres_available"]
 
@@ -72,6 +72,17 @@ def postgres_available() -> str | None:
     return None
 
 
+def _backends_of(postmaster: int) -> list[int]:
+    """PIDs of the processes ``postmaster`` started (its backends)."""
+    out = []
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        pid = int(Path(stat).parent.name)
+        st = pid_state(pid)
+        if st is not None and st[1] == postmaster:
+            out.append(pid)
+    return out
+
+
 def _stop_with_parent() -> None:
     """Runs in the postmaster before exec: a fast shutdown if the test process dies.
 
@@ -95,7 +106,10 @@ class LocalPostgres:
         *,
         start_timeout: float = 30.0,
         keep_workdir: bool = False,
+        crash_safe: bool = False,
     ) -> None:
+        """``crash_safe``: a commit survives the server being killed (synchronous commit;
+        fsync stays off: the page cache outlives a killed process, only not the host)."""
         self.host = "127.0.0.1"
         self.user = "postgres"  # the superuser initdb creates (-U)
         self.port = port or 0
@@ -106,6 +120,7 @@ class LocalPostgres:
         self.bin_dir = pg_bin_dir() or Path("/nonexistent")
         self._proc: subprocess.Popen[bytes] | None = None
         self._started = False
+        self.crash_safe = crash_safe
 
     # ----------------------------------------------------------------- paths
     @property
@@ -175,6 +190,34 @@ class LocalPostgres:
         finally:
             if self._own_workdir and not self._keep_workdir:
                 shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # ------------------------------------------------------------ outages
+    def halt(self, how: str = "fast") -> None:
+        """Stop the server but keep its data: ``fast`` (pg_ctl stop -m fast) or ``kill``
+        (SIGKILL to the postmaster, a crash). ``resume`` starts it again on the same port."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        if how == "kill":
+            children = _backends_of(proc.pid)
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+            # Its backends notice the postmaster is gone and exit; wait for them to let go
+            # of the shared memory, or the restart refuses to start.
+            def gone() -> bool:
+                return all((st := pid_state(c)) is None or st[0] == "Z" for c in children)
+
+            wait_until(gone, 15, 0.05)
+        elif how == "fast":
+            self._shutdown(proc)
+        else:
+            raise ValueError(f"how must be fast or kill, got {how!r}")
+
+    def resume(self) -> None:
+        """Start the halted server again (same data directory and port)."""
+        assert self._started and self._proc is None, "halt() it first"
+        self._start_server()
 
     # ------------------------------------------------------------- public
     def create_database(self, name: str) -> str:
@@ -277,7 +320,7 @@ class LocalPostgres:
             "-c",
             "fsync=off",
             "-c",
-            "synchronous_commit=off",
+            f"synchronous_commit={'on' if self.crash_safe else 'off'}",
             "-c",
             "full_page_writes=off",
             "-c",

@@ -1,7 +1,12 @@
 """``create_app(settings)``: the FastAPI application around a live ``Service``.
 
 The store must have been bootstrapped (``cotenant serve`` does it, printing the keys
-it issues); the app opens it, migrates it, rebuilds the engine from it and runs.
+it issues); the app opens it, migrates it, rebuilds the engine from it and runs (or is
+given the running service: ``cotenant serve`` starts it first, so that a store it cannot
+use fails in one line before the server listens).
+
+``/healthz`` is liveness (the process and its engine thread run); ``/readyz`` is
+readiness (503 while the store cannot take writes or the engine has stopped).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import cotenant
 from cotenant.api import admin, console, errors, fastpath, jobs, reports, tenants
 from cotenant.api.auth import READERS, Caller, Svc, require
 from cotenant.api.errors import ERROR_RESPONSES
-from cotenant.api.schemas import Health
+from cotenant.api.schemas import Health, Readiness
 from cotenant.api.settings import Settings
 from cotenant.service import Service
 from cotenant.store.repo import Store
@@ -123,8 +128,22 @@ class ServiceCollector(Collector):
         yield CounterMetricFamily(
             "cotenant_jobs_submitted", "Submissions accepted since start", svc.submitted
         )
+        writer = svc.store.writer
         yield CounterMetricFamily(
-            "cotenant_store_commits", "Store transactions committed", svc.store.writer.commits
+            "cotenant_store_commits", "Store transactions committed", writer.commits
+        )
+        yield CounterMetricFamily(
+            "cotenant_store_write_failures",
+            "Store write attempts that failed (store unavailable)",
+            writer.write_failures,
+        )
+        yield GaugeMetricFamily(
+            "cotenant_store_seconds_since_commit",
+            "Seconds since the last store transaction committed",
+            writer.seconds_since_commit(),
+        )
+        yield GaugeMetricFamily(
+            "cotenant_store_up", "1 if the store takes writes, else 0", 0 if writer.down else 1
         )
 
 
@@ -174,12 +193,15 @@ def _gated(scope: Scope) -> bool:
     )
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = Store(settings.db)
-        svc = Service(store, settings)
-        svc.start()
+        if service is None:
+            store = Store(settings.db)
+            svc = Service(store, settings)
+            svc.start()
+        else:
+            svc, store = service, service.store
         registry = CollectorRegistry(auto_describe=False)
         registry.register(ServiceCollector(svc))
         app.state.service = svc
@@ -223,6 +245,27 @@ def create_app(settings: Settings) -> FastAPI:
         if h.status != "ok":
             return JSONResponse(h.model_dump(), status_code=503)
         return h
+
+    @app.get(
+        "/readyz",
+        response_model=Readiness,
+        tags=["meta"],
+        responses={503: {"model": Readiness, "description": "cannot make progress now"}},
+    )
+    def readyz(svc: Svc) -> Any:
+        problems = svc.readiness_problems()
+        r = Readiness(
+            status="unavailable" if problems else "ready",
+            problems=problems,
+            store_seconds_since_commit=round(svc.store.writer.seconds_since_commit(), 3),
+        )
+        if problems:
+            return JSONResponse(
+                r.model_dump(),
+                status_code=503,
+                headers={"Retry-After": str(svc.store.writer.retry_after_s())},
+            )
+        return r
 
     @app.get(
         "/metrics",

@@ -1,11 +1,14 @@
 """One place maps errors to HTTP: domain errors by their ``http_status``, request
-validation to 422 with the path of every bad field, and anything unexpected to a 500
-that is logged (and that the fuzzing tests make sure never happens)."""
+validation to 422 with the path of every bad field, the store being unavailable to a
+503 with ``Retry-After`` (logged once per episode, not per request), and anything
+unexpected to a 500 that is logged (and that the fuzzing tests make sure never happens)."""
 
 from __future__ import annotations
 
 import logging
 import re
+import threading
+import time
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -14,7 +17,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cotenant.api.schemas import ErrorBody
-from cotenant.model.errors import CotenantError, SpecError
+from cotenant.model.errors import CotenantError, SpecError, StoreUnavailable
+from cotenant.store.health import STORE_ERRORS, is_store_fault, one_line
 
 log = logging.getLogger("cotenant.api")
 
@@ -71,8 +75,50 @@ def field_errors(raw: list[Any]) -> list[dict[str, str]]:
     return [{"field": f, "problem": " or ".join(p)} for f, p in merged.items()]
 
 
+def unavailable_response(exc: StoreUnavailable) -> JSONResponse:
+    return error_response(503, str(exc), headers={"Retry-After": str(exc.retry_after_s)})
+
+
+class ReadFaults:
+    """Reads that failed because the store is unavailable: one log line a minute at most,
+    with the count since the last one (the writer logs the outage itself)."""
+
+    def __init__(self, every_s: float = 60.0) -> None:
+        self.every_s = every_s
+        self.count = 0
+        self._since_log = 0
+        self._logged = -float("inf")
+        self._lock = threading.Lock()
+
+    def failed(self, request: Request, exc: Exception) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self.count += 1
+            self._since_log += 1
+            if now - self._logged < self.every_s:
+                return
+            n, self._since_log, self._logged = self._since_log, 0, now
+        log.warning(
+            "store read failed on %s %s: %s (%d failed reads since the last report)",
+            request.method,
+            request.url.path,
+            one_line(exc),
+            n,
+        )
+
+
+READ_FAULTS = ReadFaults()
+
+
+def _retry_after(request: Request) -> int:
+    svc = getattr(request.app.state, "service", None)
+    return 1 if svc is None else svc.store.writer.retry_after_s()
+
+
 async def on_domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, CotenantError)
+    if isinstance(exc, StoreUnavailable):
+        return unavailable_response(exc)
     status = exc.http_status
     if status >= 500:
         log.error("broken invariant on %s %s: %s", request.method, request.url.path, exc)
@@ -110,6 +156,20 @@ def allowed_methods(request: Request) -> list[str]:
     return sorted(methods)
 
 
+async def on_store_error(request: Request, exc: Exception) -> JSONResponse:
+    """Database errors (registered for their classes: a handler for ``Exception`` runs in
+    Starlette's outermost middleware, which re-raises to the server, logging a traceback
+    per request)."""
+    if is_store_fault(exc):
+        READ_FAULTS.failed(request, exc)
+        return unavailable_response(
+            StoreUnavailable(
+                f"the store is unavailable ({one_line(exc)}); try again", _retry_after(request)
+            )
+        )
+    return await on_unexpected(request, exc)
+
+
 async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     return error_response(500, "internal error; the server log has the details")
@@ -119,6 +179,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(CotenantError, on_domain_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
+    for cls in STORE_ERRORS:
+        app.add_exception_handler(cls, on_store_error)
     app.add_exception_handler(Exception, on_unexpected)
 
 
@@ -129,4 +191,5 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "no such object (or another tenant's)"},
     409: {"model": ErrorBody, "description": "conflicts with the current state"},
     422: {"model": ErrorBody, "description": "the request does not match the schema"},
+    503: {"model": ErrorBody, "description": "the store is unavailable; see Retry-After"},
 }

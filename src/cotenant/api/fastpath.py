@@ -6,7 +6,9 @@ ordinary case: a known key, a JSON body that validates, a submission that is
 accepted. Anything else (no key, a bad field, an unknown tenant, an idempotency
 conflict) is handed, with the body already read, to the FastAPI route, which answers
 exactly as it would have; nothing has been written by then. So there is one
-definition of every error, and the schema stays the route's.
+definition of every error, and the schema stays the route's. The one exception: the
+store being unavailable is answered here (503, ``Retry-After``), as the route would,
+without trying the write a second time.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from pydantic import ValidationError
 
 from cotenant.api.keys import Principal, Role
 from cotenant.api.schemas import JobSubmit
-from cotenant.model.errors import CotenantError
+from cotenant.model.errors import CotenantError, StoreUnavailable
 from cotenant.service import Service
+from cotenant.store.health import is_store_fault, one_line
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -112,10 +115,23 @@ async def submit(svc: Service, scope: Scope, body: bytes, send: Send) -> None:
             p, tenant, req.model_dump(exclude={"tenant"}), key.decode() if key is not None else None
         )
         row, created = await asyncio.wrap_future(fut)
+    except StoreUnavailable as e:
+        await unavailable(send, e)
+        return
     except CotenantError:
         raise Fallback from None
+    except Exception as e:
+        if not is_store_fault(e):
+            raise
+        await unavailable(send, StoreUnavailable(f"the store is unavailable ({one_line(e)})"))
+        return
     location = [(b"location", f"/v1/jobs/{row['id']}".encode())]
     await respond(send, 201 if created else 200, job_dict(svc, row), location)
+
+
+async def unavailable(send: Send, e: StoreUnavailable) -> None:
+    err = {"status": 503, "message": str(e), "field": None, "problem": str(e)}
+    await respond(send, 503, {"error": err}, [(b"retry-after", str(e.retry_after_s).encode())])
 
 
 def _tenant(p: Principal, asked: str | None) -> str:

@@ -359,6 +359,14 @@ class Health(BaseModel):
     error: str | None = None
 
 
+class Readiness(BaseModel):
+    """Whether the service can make progress: the store takes writes, the engine runs."""
+
+    status: Literal["ready", "unavailable"]
+    problems: list[str]
+    store_seconds_since_commit: float
+
+
 class Invariants(BaseModel):
     ok: bool
     problems: list[str]

@@ -1,5 +1,8 @@
 """``cotenant serve``: bootstrap the store if it is empty, print the keys it issues
-(once), then run the API with uvicorn.
+(once), start the service (restore the engine from the store, check the store takes
+writes), then run the API with uvicorn. A store it cannot use (bad URL, wrong password,
+unreachable host, missing directory, read-only file, a store it cannot reconcile) is
+one line on stderr and exit code 2, before anything listens.
 
 Registered in ``cli/main.py``; like ``replay`` it does not import ``cli.main`` back
 (``python -m cotenant.cli.main`` would import it twice)."""
@@ -16,7 +19,7 @@ from typing import Annotated
 import typer
 
 from cotenant.cli.client import console
-from cotenant.cli.common import friendly
+from cotenant.cli.common import fail, friendly
 
 DEMO_SPEED = 60.0  # --demo without --speed: an hour of the cluster's life every minute
 
@@ -74,6 +77,10 @@ def serve_command(
     from cotenant.api.app import create_app
     from cotenant.api.settings import load_settings
     from cotenant.bootstrap import bootstrap
+    from cotenant.model.errors import StoreUnavailable
+    from cotenant.service import Service
+    from cotenant.store.db import safe_url, sqlite_problem
+    from cotenant.store.health import is_store_fault
     from cotenant.store.repo import Store
 
     settings = load_settings(
@@ -90,11 +97,18 @@ def serve_command(
         state_dir=None if state_dir is None else str(state_dir),
         workload=workload,
     )
-    store = Store(settings.db)
+    where = safe_url(settings.db)
+    store: Store | None = None
     try:
+        store = Store(settings.db)
         keys = bootstrap(store, settings)
-    finally:
-        store.close()
+        store.writer.probe()  # the store takes writes (not only reads)
+    except Exception as e:
+        if store is not None:
+            store.close()
+        if is_store_fault(e) or isinstance(e, StoreUnavailable):
+            fail(f"cannot use the store {where}: {_why(sqlite_problem(settings.db), e)}")
+        raise
     if keys:
         console.print("[bold]API keys[/bold] (shown once; store them now):")
         for k in keys:
@@ -119,8 +133,16 @@ def serve_command(
                 )
     elif demo:
         console.print("the store is already set up; its keys were shown when it was created")
+    try:
+        svc = Service(store, settings)
+        svc.start()
+    except Exception as e:
+        store.close()
+        if is_store_fault(e) or isinstance(e, StoreUnavailable):
+            fail(f"cannot use the store {where}: {_why(sqlite_problem(settings.db), e)}")
+        raise
     console.print(
-        f"serving on http://{settings.host}:{settings.port} (db {settings.db}, "
+        f"serving on http://{settings.host}:{settings.port} (db {where}, "
         f"speed {settings.speed:g}x, backend {settings.backend})",
         highlight=False,
     )
@@ -130,9 +152,17 @@ def serve_command(
     # p99 of submissions (bench/bench_api.py: 60 ms against 84-135 ms). Collect rarely.
     gc.set_threshold(100_000, 50, 100)
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, svc),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
         access_log=False,
     )
+
+
+def _why(problem: str | None, e: Exception) -> str:
+    from cotenant.model.errors import StoreUnavailable
+    from cotenant.store.health import one_line
+
+    why = str(e) if isinstance(e, StoreUnavailable) else one_line(e)
+    return why if problem is None else f"{problem} ({why})"

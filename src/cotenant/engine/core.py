@@ -108,6 +108,9 @@ class Engine(FaultHandling):
         self.deficit: dict[str, int] = {}
         self._init_faults()
         self._dirty = True
+        # (reason, detail) while the engine may start nothing new (the live service's
+        # store cannot record decisions); running work goes on.
+        self.hold: tuple[str, str] | None = None
         self._cycle_no = 0
         self.cycles = 0
         self.decisions_made = 0  # every verdict of every cycle, waits included
@@ -182,6 +185,8 @@ class Engine(FaultHandling):
         run = self._job(job_id)
         if run.state is not JobState.PENDING:
             return run.state.value, run.reason_detail
+        if self.hold is not None:
+            return self.hold
         if run.reason:
             return run.reason, run.reason_detail
         return self._tenant_reason.get(run.tenant, ("queued", "not yet considered"))
@@ -314,6 +319,9 @@ class Engine(FaultHandling):
 
     def cycle(self, now: int) -> Decisions:
         """One scheduling cycle: entitlements, ownership, decide, apply, check guarantees."""
+        if self.hold is not None:  # decide nothing now; cycle again once released
+            self._dirty = True
+            return Decisions()
         self._dirty = False
         self._cycle_no += 1
         self._read_entitlements(now)

@@ -39,3 +39,14 @@ class InvariantBroken(CotenantError):
     """Cotenant's own bookkeeping is wrong: a bug, never the user's fault."""
 
     http_status = 500
+
+
+class StoreUnavailable(CotenantError):
+    """The store cannot take writes (or answer reads) now; try again after
+    ``retry_after_s``. Nothing was decided or accepted."""
+
+    http_status = 503
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        self.retry_after_s = max(1, retry_after_s)
+        super().__init__(message)

@@ -24,6 +24,7 @@ class Reason(StrEnum):
     OWN_JOBS_HOLD_CAPACITY = "own-jobs-hold-capacity"  # within entitlement, blocked by own work
     HELD_FOR_POWER = "held-for-power"  # would push facility power above the site cap
     NOT_EXAMINED = "not-examined"  # a smaller job of the same tenant already did not fit
+    STORE_UNAVAILABLE = "store-unavailable"  # nothing starts that cannot be recorded
     # rejected
     TOO_LARGE = "too-large"
     NO_CONTRACT = "no-contract"

@@ -4,12 +4,18 @@ SQLite (the embedded default) runs in WAL mode with a busy timeout and
 ``synchronous=NORMAL``: a committed transaction survives the process being killed
 (the crash the service must survive); a power cut may lose the last few commits.
 Set ``COTENANT_SQLITE_SYNCHRONOUS=FULL`` to trade throughput for that too.
-PostgreSQL is used by URL (``postgresql+psycopg://...``).
+PostgreSQL is used by URL (``postgresql+psycopg://...``), with a connect timeout
+(``COTENANT_PG_CONNECT_TIMEOUT``, 5 s by default).
+
+Connecting backs off: after a failed connection attempt, further attempts fail at once
+(as the driver's own OperationalError) until an exponential back-off is over, so an
+unreachable server costs a few attempts a second at most, not one per request.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +26,49 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from cotenant.model.errors import SpecError
+from cotenant.store.health import Backoff
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+PG_CONNECT_TIMEOUT_S = 5
+
+
+class ConnectGate:
+    """Exponential back-off on opening connections (shared by every pool thread)."""
+
+    def __init__(self, backoff: Backoff | None = None) -> None:
+        self.backoff = backoff or Backoff(base_s=0.05, cap_s=2.0)
+        self.attempts = 0
+        self._lock = threading.Lock()
+
+    def connect(self, dialect: Any, cargs: Any, cparams: Any) -> Any:
+        with self._lock:
+            wait = self.backoff.wait_s()
+        if wait > 0:
+            raise dialect.loaded_dbapi.OperationalError(
+                f"not connecting to the database for another {wait:.1f} s (back-off after "
+                "failed attempts)"
+            )
+        self.attempts += 1
+        try:
+            conn = dialect.connect(*cargs, **cparams)
+        except Exception:
+            with self._lock:
+                self.backoff.failed()
+            raise
+        with self._lock:
+            self.backoff.reset()
+        return conn
+
+
+def _gate(engine: sa.Engine) -> ConnectGate:
+    gate = ConnectGate()
+
+    @sa.event.listens_for(engine, "do_connect")
+    def _connect(dialect: Any, _rec: Any, cargs: Any, cparams: Any) -> Any:
+        return gate.connect(dialect, cargs, cparams)
+
+    return gate
 
 
 def default_url(path: str | Path = "cotenant.db") -> str:
@@ -59,11 +105,52 @@ def make_engine(url: str, **kw: Any) -> sa.Engine:
             cur.execute(f"PRAGMA synchronous={synchronous}")
             cur.close()
 
+        _gate(engine)
         return engine
     kw.setdefault("pool_size", 10)
     kw.setdefault("max_overflow", 20)
     kw.setdefault("pool_pre_ping", True)
-    return sa.create_engine(parsed, **kw)
+    kw.setdefault("pool_timeout", 10)
+    timeout = os.environ.get("COTENANT_PG_CONNECT_TIMEOUT", str(PG_CONNECT_TIMEOUT_S))
+    if not timeout.isdigit() or int(timeout) < 1:
+        raise SpecError(
+            "COTENANT_PG_CONNECT_TIMEOUT", f"must be whole seconds >= 1, got {timeout!r}"
+        )
+    if "connect_timeout" not in parsed.query:
+        kw.setdefault("connect_args", {"connect_timeout": int(timeout)})
+    engine = sa.create_engine(parsed, **kw)
+    _gate(engine)
+    return engine
+
+
+def sqlite_problem(url: str) -> str | None:
+    """Why an SQLite file store cannot be written (a missing directory, a read-only
+    filesystem, directory or file), in words; None if none of these (or not SQLite)."""
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        return None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    path = Path(parsed.database).absolute()
+    parent = path.parent
+    if not parent.is_dir():
+        return f"directory {parent} does not exist"
+    if os.statvfs(parent).f_flag & os.ST_RDONLY:
+        return f"{parent} is on a read-only filesystem"
+    if path.exists() and not os.access(path, os.W_OK):
+        return f"{path} is read-only"
+    if not os.access(parent, os.W_OK):
+        return f"directory {parent} is not writable"
+    return None
+
+
+def safe_url(url: str) -> str:
+    """``url`` with any password masked, for messages."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return url
 
 
 def _alembic_config(connection: sa.Connection) -> Config:

@@ -13,25 +13,52 @@ one by one, so one bad request does not fail its neighbours. A batch is first tr
 *optimistically* (``Tx.optimistic``): an operation may skip a read that a unique
 constraint makes redundant (an idempotency key seen before); if the constraint fires,
 the retry one by one is not optimistic and does the read.
+
+When the store itself fails (``health.is_store_fault``: connection lost, disk full,
+read-only file), the writer is *down* until a transaction commits again:
+
+- *durable* operations (the engine's decisions, ``submit(op, durable=True)``) are kept
+  and retried, in order, with exponential back-off until they commit; their futures
+  resolve only then. Nothing the engine decided is dropped.
+- other operations (requests) fail at once with ``StoreUnavailable`` (HTTP 503 with
+  ``Retry-After``), without touching the database until the back-off is over.
+- with nothing to retry, a no-op write probes the store when the back-off is over.
+- a commit whose outcome is unknown (the connection died during COMMIT) is settled by
+  reading the audit head back: it is updated in the same transaction, so it tells
+  whether the transaction committed. A committed one is not written twice.
+- one log line when the episode starts, one a minute while it lasts, one when it ends
+  (once the store has worked for a few seconds: a flapping store is one episode).
+
+``COTENANT_STORE_FAULTS=<path>`` (for the fault-injection tests): while that file
+exists, every write fails as a lost connection would; if the file says ``lost-commit``,
+transactions commit but their acknowledgement is lost (the error comes after COMMIT).
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
 from cotenant.audit import AuditEntry, Chain, Head, canonical_json
+from cotenant.model.errors import StoreUnavailable
+from cotenant.store.health import Backoff, Episode, is_store_fault, one_line
 from cotenant.store.tables import AUDIT, META
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 AUDIT_HEAD = "audit_head"
+FAULTS_ENV = "COTENANT_STORE_FAULTS"
+STOP_GRACE_S = 5.0  # on stop, how long durable writes are still retried
 
 
 class Tx:
@@ -95,11 +122,35 @@ def read_head(conn: sa.Connection) -> Head:
     return Head.parse(value) if value is not None else Head(0, "0" * 64)
 
 
+@dataclass(slots=True)
+class _Op:
+    fn: Callable[[Tx], Any]
+    fut: Future[Any]
+    durable: bool = False
+
+
+@dataclass(slots=True)
+class _Unsettled:
+    """A transaction that failed during COMMIT: it may have committed. Settled by reading
+    the audit head back (``expected``: the head it wrote)."""
+
+    expected: Head
+    results: list[tuple[_Op, Any]]
+    after: list[Callable[[], None]] = field(default_factory=list)
+
+
 class Writer:
-    def __init__(self, engine: sa.Engine, max_batch: int = 512) -> None:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        max_batch: int = 512,
+        *,
+        backoff: Backoff | None = None,
+        faults_file: str | None = None,
+    ) -> None:
         self.engine = engine
         self.max_batch = max_batch
-        self._q: queue.Queue[tuple[Callable[[Tx], Any], Future[Any]] | None] = queue.Queue()
+        self._q: queue.Queue[_Op | None] = queue.Queue()
         with engine.begin() as conn:
             if conn.execute(sa.select(META.c.key).where(META.c.key == AUDIT_HEAD)).first() is None:
                 conn.execute(sa.insert(META), {"key": AUDIT_HEAD, "value": str(Head(0, "0" * 64))})
@@ -107,15 +158,50 @@ class Writer:
         self._thread: threading.Thread | None = None
         self.commits = 0
         self.ops = 0
+        self.health = Episode("store writes", log)
+        self.backoff = backoff or Backoff(base_s=0.05, cap_s=2.0)
+        self.faults_file = faults_file if faults_file is not None else os.environ.get(FAULTS_ENV)
+        self.last_commit_wall = time.time()
+        self.listeners: list[Callable[[bool], None]] = []  # called with "down" on a change
+        self._retry: list[_Op] = []  # durable operations waiting for the store
+        self._unsettled: _Unsettled | None = None
 
     # -- caller side ------------------------------------------------------------------------
-    def submit(self, op: Callable[[Tx], T]) -> Future[T]:
+    @property
+    def down(self) -> bool:
+        """The last attempt to write failed; no transaction has committed since."""
+        return self.health.down
+
+    @property
+    def write_failures(self) -> int:
+        return self.health.total_failures
+
+    def seconds_since_commit(self) -> float:
+        return max(0.0, time.time() - self.last_commit_wall)
+
+    def retry_after_s(self) -> int:
+        return max(1, math.ceil(self.backoff.wait_s()))
+
+    def unavailable(self) -> StoreUnavailable:
+        return StoreUnavailable(
+            f"the store cannot take writes now ({self.health.last_error or 'unavailable'}); "
+            "nothing was changed, try again",
+            self.retry_after_s(),
+        )
+
+    def submit(self, op: Callable[[Tx], T], durable: bool = False) -> Future[T]:
+        """Queue ``op``; its future gives the result once its transaction committed.
+        A durable operation is retried until it commits; any other fails with
+        ``StoreUnavailable`` while the store is down."""
         fut: Future[T] = Future()
+        item = _Op(op, fut, durable)
         if self._thread is None:
-            # Not started (bootstrap, tests): run inline.
-            self._commit([(op, fut)])
+            # Not started (bootstrap, start-up, tests): run inline, once.
+            self._commit_inline(item)
+        elif not durable and self.down and self.backoff.wait_s() > 0:
+            self._refuse(item)  # back off: not even a connection attempt
         else:
-            self._q.put((op, fut))
+            self._q.put(item)
         return fut
 
     def call(self, op: Callable[[Tx], T], timeout: float = 60.0) -> T:
@@ -129,54 +215,235 @@ class Writer:
     def stop(self) -> None:
         if self._thread is not None:
             self._q.put(None)
-            self._thread.join(timeout=30)
+            self._thread.join(timeout=STOP_GRACE_S + 30)
             self._thread = None
+
+    def probe(self) -> None:
+        """One write that changes nothing; raises if the store cannot take writes."""
+        self._check_injected()
+        with self.engine.begin() as conn:
+            conn.execute(sa.update(META).where(META.c.key == AUDIT_HEAD).values(value=META.c.value))
 
     # -- the thread -------------------------------------------------------------------------
     def _run(self) -> None:
         while True:
-            item = self._q.get()
-            if item is None:
+            batch, stopping = self._take()
+            self.health.tick()
+            if self.down and self.backoff.wait_s() > 0:
+                for item in batch:  # not due yet: keep durable work, refuse requests
+                    if item.durable:
+                        self._retry.append(item)
+                    else:
+                        self._refuse(item)
+            else:
+                batch, self._retry = self._retry + batch, []
+                if self._settle():
+                    batch = [item for item in batch if not item.fut.done()]
+                    if batch:
+                        self._commit(batch)
+                    elif self.down:
+                        self._probe()
+                else:
+                    self._defer(batch)
+            if stopping:
+                self._drain_on_stop()
                 return
-            batch = [item]
-            while len(batch) < self.max_batch:
-                try:
-                    nxt = self._q.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._commit(batch)
-                    return
-                batch.append(nxt)
-            self._commit(batch)
 
-    def _commit(
-        self, batch: list[tuple[Callable[[Tx], Any], Future[Any]]], optimistic: bool = True
-    ) -> None:
-        head = self.chain.head
-        results: list[tuple[Future[Any], Any]] = []
+    def _take(self) -> tuple[list[_Op], bool]:
+        """The next batch (waiting at most until the next retry is due) and whether the
+        writer is asked to stop."""
+        waits = [self.backoff.wait_s()] if self.down else []
+        if (tick := self.health.next_tick_s()) is not None:
+            waits.append(tick)
+        timeout = min(waits) if waits else None
+        batch: list[_Op] = []
         try:
+            item = self._q.get(timeout=timeout) if timeout != 0 else self._q.get_nowait()
+        except queue.Empty:
+            return batch, False
+        if item is None:
+            return batch, True
+        batch.append(item)
+        while len(batch) < self.max_batch:
+            try:
+                nxt = self._q.get_nowait()
+            except queue.Empty:
+                break
+            if nxt is None:
+                return batch, True
+            batch.append(nxt)
+        return batch, False
+
+    def _drain_on_stop(self) -> None:
+        deadline = time.monotonic() + STOP_GRACE_S
+        while self._retry and time.monotonic() < deadline:
+            time.sleep(min(self.backoff.wait_s(), max(0.0, deadline - time.monotonic())))
+            batch, self._retry = self._retry, []
+            if self._settle():
+                batch = [item for item in batch if not item.fut.done()]
+                if batch:
+                    self._commit(batch)
+            else:
+                self._defer(batch)
+        self.health.tick(force=True)
+        if self._retry:
+            log.warning(
+                "stopping with %d engine writes not committed (store unavailable); "
+                "the next start reconciles the store with the backend",
+                len(self._retry),
+            )
+            for item in self._retry:
+                item.fut.set_exception(self.unavailable())
+            self._retry = []
+
+    def _injected(self) -> str | None:
+        """The injected fault now: None, "down" or "lost-commit"."""
+        if self.faults_file is None:
+            return None
+        try:
+            with open(self.faults_file) as f:
+                mode = f.read().strip()
+        except FileNotFoundError:
+            return None
+        return mode if mode == "lost-commit" else "down"
+
+    def _check_injected(self, after_commit: bool = False) -> None:
+        mode = self._injected()
+        if mode is not None and (mode == "lost-commit") == after_commit:
+            raise sa.exc.OperationalError(
+                "COMMIT", None, ConnectionError(f"injected store fault ({FAULTS_ENV}: {mode})")
+            )
+
+    def _refuse(self, item: _Op) -> None:
+        self.health.refuse()
+        item.fut.set_exception(self.unavailable())
+
+    def _defer(self, batch: list[_Op]) -> None:
+        """The store failed before ``batch`` was tried: durable work waits, requests fail."""
+        for item in batch:
+            if item.durable:
+                self._retry.append(item)
+            else:
+                self._refuse(item)
+
+    def _failed(self, e: BaseException) -> None:
+        was_down = self.down
+        delay = self.backoff.failed()
+        if not was_down:
+            self._notify(True)  # (before readiness says so: the engine holds first)
+        self.health.failed(e, delay)
+
+    def _succeeded(self) -> None:
+        self.last_commit_wall = time.time()
+        self.backoff.reset()
+        if self.down:
+            self.health.ok()
+            self._notify(False)
+
+    def _notify(self, down: bool) -> None:
+        for fn in self.listeners:
+            try:
+                fn(down)
+            except Exception:  # pragma: no cover - a listener's bug must not stop writes
+                log.exception("store state listener failed")
+
+    def _probe(self) -> None:
+        try:
+            self.probe()
+        except Exception as e:
+            if not is_store_fault(e):
+                raise
+            self._failed(e)
+        else:
+            self._succeeded()
+
+    def _settle(self) -> bool:
+        """Settle a transaction whose COMMIT failed: if the audit head it wrote is in the
+        store, it committed (its durable operations are done, its after-commit callbacks
+        run now). False if the store cannot be read."""
+        u = self._unsettled
+        if u is None:
+            return True
+        try:
+            self._check_injected()
+            with self.engine.connect() as conn:
+                head = read_head(conn)
+        except Exception as e:
+            if not is_store_fault(e):
+                raise
+            self._failed(e)
+            return False
+        self._unsettled = None
+        if head != u.expected:
+            return True
+        self.chain.head = head
+        log.warning("a transaction whose commit failed had committed (audit head %s)", head)
+        self._succeeded()
+        self._run_after(u.after)
+        for item, result in u.results:
+            if not item.fut.done():
+                item.fut.set_result(result)
+        return True
+
+    def _commit_inline(self, item: _Op) -> None:
+        head = self.chain.head
+        try:
+            self._check_injected()
             with self.engine.begin() as conn:
-                tx = Tx(conn, self.chain, optimistic)
-                for op, fut in batch:
-                    results.append((fut, op(tx)))
+                tx = Tx(conn, self.chain)
+                result = item.fn(tx)
                 after = tx.finish()
         except Exception as e:
             self.chain.head = head
-            if optimistic:
-                for single in batch:
-                    self._commit([single], optimistic=False)
+            item.fut.set_exception(StoreUnavailable(one_line(e)) if is_store_fault(e) else e)
+            return
+        self.commits += 1
+        self.ops += 1
+        self.last_commit_wall = time.time()
+        self._run_after(after)
+        item.fut.set_result(result)
+
+    def _commit(self, batch: list[_Op], optimistic: bool = True) -> None:
+        head = self.chain.head
+        results: list[tuple[_Op, Any]] = []
+        tx: Tx | None = None
+        try:
+            self._check_injected()
+            with self.engine.begin() as conn:
+                tx = Tx(conn, self.chain, optimistic)
+                for item in batch:
+                    results.append((item, item.fn(tx)))
+                after = tx.finish()
+            self._check_injected(after_commit=True)
+        except Exception as e:
+            wrote = self.chain.head
+            self.chain.head = head
+            if is_store_fault(e):
+                if tx is not None and wrote != head and len(results) == len(batch):
+                    self._unsettled = _Unsettled(wrote, results, tx._after)
+                self._failed(e)
+                self._defer(batch)
                 return
-            if isinstance(e, sa.exc.SQLAlchemyError) and not isinstance(e, sa.exc.IntegrityError):
-                log.exception("store write failed")
-            batch[0][1].set_exception(e)
+            if optimistic:
+                for i, single in enumerate(batch):
+                    self._commit([single], optimistic=False)
+                    if self.down:  # the store failed meanwhile: the rest waits or fails
+                        self._defer(batch[i + 1 :])
+                        return
+                return
+            batch[0].fut.set_exception(e)
             return
         self.commits += 1
         self.ops += len(batch)
+        self._succeeded()
+        self._run_after(after)
+        for item, res in results:
+            item.fut.set_result(res)
+
+    @staticmethod
+    def _run_after(after: list[Callable[[], None]]) -> None:
         for fn in after:
             try:
                 fn()
             except Exception:  # pragma: no cover - a bug in a callback must not stop writes
                 log.exception("after-commit callback failed")
-        for fut, res in results:
-            fut.set_result(res)
