@@ -56,7 +56,7 @@ from cotenant.metering.rating import Invoice, rate_month
 from cotenant.metering.run import parse_metering_settings
 from cotenant.model.accelerators import CATALOGUE
 from cotenant.model.contracts import Contract, Tenant
-from cotenant.model.errors import Conflict, InvariantBroken, NotFound, SpecError
+from cotenant.model.errors import Conflict, InvariantBroken, NotFound, SpecError, Unprocessable
 from cotenant.model.jobs import Constraint, JobKind, JobSpec, JobState
 from cotenant.scenario import parse_contract, validate_contracts
 from cotenant.scheduler.policies import get_policy
@@ -379,6 +379,12 @@ class Service:
         if tenant not in self.tenant_names:
             raise NotFound(f"no tenant {tenant!r}")
         self._check_fits(fields)
+        if self.settings.backend != "sim" and not fields.get("command"):
+            raise Unprocessable(
+                "command",
+                f"the {self.settings.backend} backend runs real processes: give the job a "
+                "command (cotenant jobs submit ... -- COMMAND ARGS)",
+            )
         fingerprint = hashlib.sha256(
             canonical_json({"tenant": tenant, **fields}).encode()
         ).hexdigest()

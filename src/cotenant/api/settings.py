@@ -1,7 +1,7 @@
 """Service settings: defaults, then a TOML config file, then command-line options.
 
 # cotenant.toml
-db = "sqlite:///cotenant.db"      # or postgresql+psycopg://user@host/db
+db = "sqlite:///cotenant.db"      # (cotenant-demo.db with demo = true) or postgresql+psycopg://user@host/db
 host = "127.0.0.1"
 port = 8080
 speed = 1.0                       # simulated seconds per wall second
@@ -22,11 +22,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cotenant.model.errors import SpecError
 
+DEFAULT_DB = "sqlite:///cotenant.db"
+DEMO_DB = "sqlite:///cotenant-demo.db"
+
 
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    db: str = "sqlite:///cotenant.db"
+    db: str = DEFAULT_DB  # DEMO_DB with demo = true, unless given
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     speed: float = Field(1.0, gt=0, le=1_000_000)
@@ -58,6 +61,8 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
         except tomllib.TOMLDecodeError as e:
             raise SpecError("--config", f"{path}: {e}") from None
     raw.update({k: v for k, v in overrides.items() if v is not None})
+    if raw.get("demo") and "db" not in raw:
+        raw["db"] = DEMO_DB  # the demo keeps its own store: a later `serve` starts afresh
     try:
         return Settings(**raw)
     except ValidationError as e:

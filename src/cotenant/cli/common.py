@@ -48,6 +48,11 @@ def friendly(fn: F) -> F:
             fail(str(e))
         except FileNotFoundError as e:
             fail(f"file not found: {e.filename}")
+        except ModuleNotFoundError as e:
+            fail(
+                f"the library {e.name!r} is missing: reinstall cotenant "
+                "(python3 -m pip install -e .)"
+            )
         except Exception as e:
             if _unreachable_server(e):
                 fail(f"cannot reach the server ({e.__class__.__name__}); is COTENANT_URL right?")

@@ -58,13 +58,17 @@ def serve_command(
         Path | None,
         typer.Option(help="local/slurm: job output and checkpoints (shared for slurm)"),
     ] = None,
+    reset: Annotated[
+        bool,
+        typer.Option(help="delete the store (a SQLite file) first and seed it afresh"),
+    ] = False,
 ) -> None:
     """Run the control plane: the engine live on the wall clock, and its HTTP API."""
     import uvicorn
 
     from cotenant.api.app import create_app
     from cotenant.api.settings import load_settings
-    from cotenant.bootstrap import bootstrap
+    from cotenant.bootstrap import bootstrap, seeded_from
     from cotenant.store.repo import Store
 
     settings = load_settings(
@@ -80,9 +84,12 @@ def serve_command(
         backend=backend,
         state_dir=None if state_dir is None else str(state_dir),
     )
+    if reset:
+        reset_store(settings.db)
     store = Store(settings.db)
     try:
         keys = bootstrap(store, settings)
+        seeded = seeded_from(store)
     finally:
         store.close()
     if keys:
@@ -107,8 +114,14 @@ def serve_command(
                     f,
                     indent=2,
                 )
-    elif demo:
-        console.print("the store is already set up; its keys were shown when it was created")
+    elif demo or keys_out is not None:
+        was = f" (seeded from {seeded})" if seeded else ""
+        console.print(
+            f"no keys printed: the store {settings.db}{was} is already set up, and keys are "
+            "shown only when they are made. Issue one with: cotenant keys issue --db "
+            f"{settings.db} --role operator (or --reset to start afresh)",
+            highlight=False,
+        )
     console.print(
         f"serving on http://{settings.host}:{settings.port} (db {settings.db}, "
         f"speed {settings.speed:g}x, backend {settings.backend})",
@@ -126,3 +139,22 @@ def serve_command(
         log_level=settings.log_level,
         access_log=False,
     )
+
+
+def reset_store(url: str) -> None:
+    """Delete a SQLite store's file (with its WAL and shared-memory files)."""
+    import sqlalchemy as sa
+
+    from cotenant.model.errors import SpecError
+
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        raise SpecError("--db", f"cannot read {url!r} as a database URL") from None
+    path = parsed.database
+    if parsed.get_backend_name() != "sqlite" or path in (None, "", ":memory:"):
+        raise SpecError(
+            "--reset", f"only a SQLite file store can be reset; drop {url} with its own tools"
+        )
+    for suffix in ("", "-wal", "-shm"):
+        Path(path + suffix).unlink(missing_ok=True)
