@@ -42,6 +42,7 @@ import numpy as np
 from cotenant.cluster.presets import PRESETS, preset
 from cotenant.cluster.topology import ClusterSpec, NodeGroup, Topology
 from cotenant.engine.core import Engine
+from cotenant.metering.money import format_rate
 from cotenant.metering.run import MeteringSettings, UsageProbe, metering_report
 from cotenant.metering.terms import parse_price_terms
 from cotenant.model.contracts import Commitment, Contract, PriceKind, PriceTerms, Tenant
@@ -205,7 +206,12 @@ class ReplayPrices:
 
     default: PriceTerms = REPLAY_PRICE
     tenants: Mapping[str, PriceTerms] = field(default_factory=dict)
-    source: str = "built-in (REPLAY_PRICE)"
+    source: str = field(
+        default_factory=lambda: (
+            f"built-in: {format_rate(REPLAY_PRICE.committed_rate_micro_per_gpu_hour)} "
+            f"committed, {format_rate(REPLAY_PRICE.overage_rate_micro_per_gpu_hour)} overage"
+        )
+    )
 
     def of(self, tenant: str) -> PriceTerms:
         return self.tenants.get(tenant, self.default)

@@ -277,17 +277,23 @@ audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True
 @audit_app.command("verify")
 @friendly
 def audit_verify(
-    db: Annotated[str | None, typer.Option(help="verify the store at this database URL")] = None,
+    db: Annotated[
+        str | None,
+        typer.Option(help="verify the store at this database URL (default: serve's default)"),
+    ] = None,
     file: Annotated[Path | None, typer.Option(help="verify an export (JSON lines)")] = None,
     head: Annotated[
         str | None, typer.Option(help="the head SEQ:HASH the chain must end on")
     ] = None,
 ) -> None:
-    """Check the chain: any edited, inserted, deleted or reordered entry is named. Exit 1 if bad."""
+    """Check the chain: any edited, inserted, deleted or reordered entry is named. Exit 1 if bad.
+
+    With neither --db nor --file it checks the store ``cotenant serve`` uses by default
+    (./cotenant.db)."""
     from cotenant.audit import Head, verify, verify_file
 
-    if (db is None) == (file is None):
-        fail("give exactly one of --db URL or --file EXPORT.jsonl")
+    if db is not None and file is not None:
+        fail("give one of --db URL or --file EXPORT.jsonl, not both")
     expected = None
     if head is not None:
         try:
@@ -297,10 +303,12 @@ def audit_verify(
     if file is not None:
         verdict = verify_file(file, expected)
     else:
+        from cotenant.api.settings import DEFAULT_DB
         from cotenant.store.repo import Store
 
-        assert db is not None
-        store = Store(db, read_only=True)
+        url = db or DEFAULT_DB
+        _require_sqlite_file(url, given=db is not None)
+        store = Store(url, read_only=True)
         try:
             verdict = verify(store.audit_entries(), expected or store.audit_head())
         finally:
@@ -311,18 +319,47 @@ def audit_verify(
         fail(str(verdict), code=1)
 
 
+def _require_sqlite_file(url: str, given: bool) -> None:
+    """A SQLite store that does not exist is an error (opening it would create it)."""
+    import sqlalchemy as sa
+
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        fail(f"--db: cannot read {url!r} as a database URL")
+    path = parsed.database
+    if parsed.get_backend_name() != "sqlite" or path in (None, "", ":memory:"):
+        return
+    if not Path(path).is_file():
+        where = "" if given else " (the default store of cotenant serve)"
+        fail(f"--db: no store at {path}{where}; give --db URL or --file EXPORT.jsonl")
+
+
 @audit_app.command("export")
 @friendly
 def audit_export(
-    out: Annotated[Path, typer.Option(help="write the JSON lines here")],
-    after_seq: Annotated[int, typer.Option(help="only entries after this seq")] = 0,
+    out: Annotated[
+        Path | None, typer.Option(help="write the JSON lines here (default: standard output)")
+    ] = None,
+    after_seq: Annotated[int, typer.Option(min=0, help="only entries after this seq")] = 0,
 ) -> None:
-    """Download the audit log (operator, auditor) and print its head."""
+    """Download the audit log (operator, auditor) as JSON lines; the head goes to stderr
+    when the lines go to standard output."""
+    if out is not None and out.is_dir():
+        fail(f"--out: {out} is a directory")
+    if out is not None and not out.parent.is_dir():
+        fail(f"--out: no directory {out.parent} to write {out.name} in")
     with connect() as c, c.stream("GET", "/v1/audit", params={"after_seq": after_seq}) as r:
         if r.status_code >= 400:
             r.read()
             answer(r)
-        with out.open("w", encoding="utf-8") as f:
+        if out is None:
             for chunk in r.iter_text():
-                f.write(chunk)
-        print(f"head {r.headers.get('X-Audit-Head', '?')}")
+                sys.stdout.write(chunk)
+            sys.stdout.flush()
+        else:
+            with out.open("w", encoding="utf-8") as f:
+                for chunk in r.iter_text():
+                    f.write(chunk)
+        note = f"head {r.headers.get('X-Audit-Head', '?')}"
+        print(note, file=sys.stderr if out is None else sys.stdout)

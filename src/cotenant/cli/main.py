@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -21,8 +21,27 @@ app = typer.Typer(
     help="Turn a GPU lease contract into enforced, metered, audited capacity.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from cotenant import __version__
+
+        print(f"cotenant {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="print the version and exit"
+        ),
+    ] = False,
+) -> None:
+    """Turn a GPU lease contract into enforced, metered, audited capacity."""
 
 
 @app.command()
@@ -114,32 +133,59 @@ def simulate(
 
 
 @app.command()
-def policies() -> None:
+def policies(
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
     """List the scheduling policies."""
     from cotenant.scheduler.policies import get_policy, policy_names
 
-    t = Table("policy", "honours contracts", "description")
+    rows: list[dict[str, Any]] = []
     for name in policy_names():
         p = get_policy(name)
-        t.add_row(name, "yes" if p.honours_contracts else "no", p.description)
+        rows.append(
+            {"name": name, "honours_contracts": p.honours_contracts, "description": p.description}
+        )
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    t = Table("policy", "honours contracts", "description")
+    for r in rows:
+        t.add_row(r["name"], "yes" if r["honours_contracts"] else "no", r["description"])
     console.print(t)
 
 
 @app.command()
-def scenarios() -> None:
+def scenarios(
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
     """List the built-in scenarios."""
     from cotenant.scenario import builtin_names, load_scenario
 
-    t = Table("scenario", "cluster", "GPUs", "tenants", "days", "policy")
+    rows: list[dict[str, Any]] = []
     for name in builtin_names():
         s = load_scenario(name)
+        rows.append(
+            {
+                "name": name,
+                "cluster": s.cluster.name,
+                "gpus": s.cluster.total_gpus,
+                "tenants": [x.name for x in s.tenants],
+                "days": s.duration_s / 86_400,
+                "policy": s.policy,
+            }
+        )
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    t = Table("scenario", "cluster", "GPUs", "tenants", "days", "policy")
+    for r in rows:
         t.add_row(
-            name,
-            s.cluster.name,
-            f"{s.cluster.total_gpus:,}",
-            ", ".join(x.name for x in s.tenants),
-            f"{s.duration_s / 86_400:g}",
-            s.policy,
+            r["name"],
+            r["cluster"],
+            f"{r['gpus']:,}",
+            ", ".join(r["tenants"]),
+            f"{r['days']:g}",
+            r["policy"],
         )
     console.print(t)
 
