@@ -115,7 +115,8 @@ async def submit(svc: Service, scope: Scope, body: bytes, send: Send) -> None:
     except CotenantError:
         raise Fallback from None
     location = [(b"location", f"/v1/jobs/{row['id']}".encode())]
-    await respond(send, 201 if created else 200, job_dict(svc, row), location)
+    attempts = None if created else svc.store.attempts([row["id"]])[row["id"]]
+    await respond(send, 201 if created else 200, job_dict(svc, row, attempts), location)
 
 
 def _tenant(p: Principal, asked: str | None) -> str:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -32,7 +33,8 @@ from cotenant.model.time import parse_duration
 if TYPE_CHECKING:
     import httpx
 
-console = Console(width=None if sys.stdout.isatty() else 160)
+# A terminal's width; piped, $COLUMNS or 160.
+console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160)
 DEFAULT_URL = "http://127.0.0.1:8080"
 
 
@@ -92,27 +94,83 @@ def print_json(value: Any) -> None:
 # -- jobs ------------------------------------------------------------------------------------
 jobs_app = typer.Typer(help="Submit and follow jobs on a running server.", no_args_is_help=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
+WideOpt = Annotated[bool, typer.Option("--wide", help="every column, whatever the width")]
 
 
-def _job_table(jobs: list[dict[str, Any]]) -> Table:
-    t = Table("id", "tenant", "name", "GPUs", "state", "reason", "submitted", "started", "nodes")
+WIDE_AT = 150  # columns from which the job table shows every column without --wide
+
+
+def _nodes(j: dict[str, Any]) -> str:
+    p = j.get("placement")
+    if not p:
+        return ""
+    return ", ".join(p["nodes"][:3]) + (f" +{len(p['nodes']) - 3}" if len(p["nodes"]) > 3 else "")
+
+
+def _exit(j: dict[str, Any]) -> str:
+    if j.get("signal"):
+        return str(j["signal"])
+    return "" if j.get("exit_code") is None else str(j["exit_code"])
+
+
+def _job_table(jobs: list[dict[str, Any]], wide: bool | None = None) -> Table:
+    """Jobs as a table that fits the console: ids, numbers and states never wrap or get
+    cut (no_wrap); names and reasons fold. Narrower than WIDE_AT columns (and without
+    --wide) it drops the submission time and the nodes, and writes times as MM-DD HH:MM."""
+    if wide is None:
+        wide = console.width >= WIDE_AT
+    t = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    fixed = {"no_wrap": True, "overflow": "ignore"}
+    t.add_column("id", **fixed)  # type: ignore[arg-type]
+    t.add_column("tenant", overflow="fold")
+    t.add_column("name", overflow="fold")
+    t.add_column("GPUs", justify="right", **fixed)  # type: ignore[arg-type]
+    t.add_column("state", **fixed)  # type: ignore[arg-type]
+    t.add_column("reason", overflow="fold")
+    if wide:
+        t.add_column("submitted", **fixed)  # type: ignore[arg-type]
+    t.add_column("started", **fixed)  # type: ignore[arg-type]
+    t.add_column("ended", **fixed)  # type: ignore[arg-type]
+    t.add_column("exit", justify="right", **fixed)  # type: ignore[arg-type]
+    if wide:
+        t.add_column("nodes", overflow="fold")
+    stamp = when if wide else short_when
     for j in jobs:
-        p = j.get("placement")
-        nodes = ""
-        if p:
-            nodes = ", ".join(p["nodes"][:3]) + (
-                f" +{len(p['nodes']) - 3}" if len(p["nodes"]) > 3 else ""
-            )
+        cells = [j["id"], j["tenant"], j["name"], str(j["gpus"]), j["state"], j["reason"]]
+        if wide:
+            cells.append(when(j["submit_s"]))
+        cells += [stamp(j["first_start_s"]), stamp(j.get("ended_at")), _exit(j)]
+        if wide:
+            cells.append(_nodes(j))
+        t.add_row(*cells)
+    return t
+
+
+def short_when(t: int | None) -> str:
+    if t is None:
+        return "-"
+    return datetime.fromtimestamp(t, UTC).strftime("%m-%d %H:%M")
+
+
+def _attempt_table(job: dict[str, Any]) -> Table:
+    t = Table(box=box.SIMPLE_HEAD, pad_edge=False, title=f"attempts of {job['id']}")
+    fixed = {"no_wrap": True, "overflow": "ignore"}
+    t.add_column("#", justify="right", **fixed)  # type: ignore[arg-type]
+    t.add_column("started", **fixed)  # type: ignore[arg-type]
+    t.add_column("ended", **fixed)  # type: ignore[arg-type]
+    t.add_column("outcome", **fixed)  # type: ignore[arg-type]
+    t.add_column("exit", justify="right", **fixed)  # type: ignore[arg-type]
+    t.add_column("nodes", overflow="fold")
+    t.add_column("detail", overflow="fold")
+    for a in job.get("attempts", []):
         t.add_row(
-            j["id"],
-            j["tenant"],
-            j["name"],
-            str(j["gpus"]),
-            j["state"],
-            j["reason"],
-            when(j["submit_s"]),
-            when(j["first_start_s"]),
-            nodes,
+            str(a["attempt"]),
+            when(a["start_s"]),
+            when(a["end_s"]),
+            a["outcome"] or "running",
+            a["signal"] or ("" if a["exit_code"] is None else str(a["exit_code"])),
+            ", ".join(a["nodes"]),
+            a["detail"],
         )
     return t
 
@@ -171,14 +229,33 @@ def jobs_list(
     state: Annotated[list[str] | None, typer.Option(help="only these states (repeatable)")] = None,
     limit: Annotated[int, typer.Option(help="jobs per page")] = 100,
     all_pages: Annotated[bool, typer.Option("--all", help="follow every page")] = False,
+    name: Annotated[str | None, typer.Option(help="only jobs with this name")] = None,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", "-S", help="only jobs not ended before this time (ISO or Unix s)"),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option("--until", "-E", help="only jobs submitted by this time (ISO or Unix s)"),
+    ] = None,
+    wide: WideOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """List jobs, oldest first."""
+    """List jobs, oldest first (--since/--until: those in the system in that window, like
+    sacct -S/-E)."""
+    from cotenant.scenario import parse_time
+
     params: dict[str, Any] = {"limit": limit}
     if tenant is not None:
         params["tenant"] = tenant
     if state:
         params["state"] = state
+    if name is not None:
+        params["name"] = name
+    if since is not None:
+        params["since_s"] = parse_time(since, "--since")
+    if until is not None:
+        params["until_s"] = parse_time(until, "--until")
     jobs: list[dict[str, Any]] = []
     with connect() as c:
         while True:
@@ -190,18 +267,54 @@ def jobs_list(
     if as_json:
         print_json(jobs)
     else:
-        console.print(_job_table(jobs))
+        console.print(_job_table(jobs, wide or None))
 
 
 @jobs_app.command("get")
 @friendly
-def jobs_get(job_id: str, as_json: JsonOpt = False) -> None:
-    """Show one job."""
+def jobs_get(job_id: str, wide: WideOpt = False, as_json: JsonOpt = False) -> None:
+    """Show one job and its attempts."""
     job = call("GET", f"/v1/jobs/{job_id}")
     if as_json:
         print_json(job)
     else:
-        console.print(_job_table([job]))
+        console.print(_job_table([job], wide or None))
+        if job.get("attempts"):
+            console.print(_attempt_table(job))
+
+
+@jobs_app.command("logs")
+@friendly
+def jobs_logs(
+    job_id: str,
+    attempt: Annotated[
+        int | None, typer.Option(min=1, help="which attempt (default: the latest)")
+    ] = None,
+    err: Annotated[bool, typer.Option("--err", help="standard error, not output")] = False,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="keep printing until the run ends")
+    ] = False,
+) -> None:
+    """Print a job's output (local and Slurm backends), as it runs or after it ended."""
+    import httpx
+
+    params: dict[str, Any] = {"stream": "err" if err else "out", "follow": follow}
+    if attempt is not None:
+        params["attempt"] = attempt
+    timeout = httpx.Timeout(30.0, read=None if follow else 30.0)
+    try:
+        with (
+            connect() as c,
+            c.stream("GET", f"/v1/jobs/{job_id}/logs", params=params, timeout=timeout) as r,
+        ):
+            if r.status_code >= 400:
+                r.read()
+                answer(r)
+            for chunk in r.iter_bytes():
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
 
 
 @jobs_app.command("cancel")
@@ -214,10 +327,36 @@ def jobs_cancel(job_id: str) -> None:
 
 @jobs_app.command("why")
 @friendly
-def jobs_why(job_id: str) -> None:
-    """Why a job is pending (or where it is)."""
+def jobs_why(job_id: str, as_json: JsonOpt = False) -> None:
+    """Why a job is pending; where a running job runs, since when; how an ended one ended."""
     w = call("GET", f"/v1/jobs/{job_id}/why")
-    print(f"{w['job']}: {w['state']}, {w['reason']}" + (f" ({w['detail']})" if w["detail"] else ""))
+    if as_json:
+        print_json(w)
+    else:
+        print(why_line(w))
+
+
+def why_line(w: dict[str, Any]) -> str:
+    """One line: the state, then the reason (pending), the place and start (running), or
+    the end and how (ended)."""
+    state, detail = w["state"], w["detail"]
+    where = f"on {', '.join(w['nodes'])}" if w.get("nodes") else ""
+    if state in ("running", "reclaiming"):
+        out = f"{state} {where} since {when(w['since_s'])}, attempt {w['attempt']}"
+        if state == "reclaiming":
+            out += f" ({w['reason']}{': ' + detail if detail else ''})"
+        return f"{w['job']}: {out}"
+    if state in ("completed", "failed", "cancelled"):
+        how = [x for x in (w["reason"], detail) if x and x != state]
+        if w.get("attempt"):
+            how.append(f"attempt {w['attempt']}" + (f" {where}" if where else ""))
+        return f"{w['job']}: {state} at {when(w['since_s'])}" + (
+            f": {'; '.join(how)}" if how else ""
+        )
+    out = f"{w['job']}: {state}, {w['reason']}" + (f" ({detail})" if detail else "")
+    if w.get("outcome"):  # it ran before: how its last run ended
+        out += f"; last run (attempt {w['attempt']}) {w['outcome']}"
+    return out
 
 
 # -- usage, cluster -----------------------------------------------------------------------------
