@@ -29,6 +29,7 @@ from rich.table import Table
 
 from cotenant.cli.common import fail, friendly
 from cotenant.model.time import parse_duration
+from cotenant.tablefit import Col, fitted_tables, print_fitted
 
 if TYPE_CHECKING:
     import httpx
@@ -113,28 +114,34 @@ def _exit(j: dict[str, Any]) -> str:
     return "" if j.get("exit_code") is None else str(j["exit_code"])
 
 
-def _job_table(jobs: list[dict[str, Any]], wide: bool | None = None) -> Table:
-    """Jobs as a table that fits the console: ids, numbers and states never wrap or get
-    cut (no_wrap); names and reasons fold. Narrower than WIDE_AT columns (and without
-    --wide) it drops the submission time and the nodes, and writes times as MM-DD HH:MM."""
-    if wide is None:
-        wide = console.width >= WIDE_AT
-    t = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    fixed = {"no_wrap": True, "overflow": "ignore"}
-    t.add_column("id", **fixed)  # type: ignore[arg-type]
-    t.add_column("tenant", overflow="fold")
-    t.add_column("name", overflow="fold")
-    t.add_column("GPUs", justify="right", **fixed)  # type: ignore[arg-type]
-    t.add_column("state", **fixed)  # type: ignore[arg-type]
-    t.add_column("reason", overflow="fold")
+def _job_tables(jobs: list[dict[str, Any]]) -> list[Table]:
+    """Jobs as tables that fit the console: ids, numbers, states and times are never
+    wrapped or cut; names and reasons fold; too wide, the columns are stacked in several
+    tables, each starting with the id. Narrower than WIDE_AT columns (and without --wide)
+    it leaves out the submission time and the nodes and writes times as MM-DD HH:MM."""
+    return fitted_tables(console, None, *_job_columns(jobs, console.width >= WIDE_AT))
+
+
+def _job_columns(jobs: list[dict[str, Any]], wide: bool) -> tuple[list[Col], list[list[str]]]:
+    cols = [
+        Col("id", number=False, whole=True),
+        Col("tenant", number=False),
+        Col("name", number=False),
+        Col("GPUs"),
+        Col("state", number=False, whole=True),
+        Col("reason", number=False),
+    ]
     if wide:
-        t.add_column("submitted", **fixed)  # type: ignore[arg-type]
-    t.add_column("started", **fixed)  # type: ignore[arg-type]
-    t.add_column("ended", **fixed)  # type: ignore[arg-type]
-    t.add_column("exit", justify="right", **fixed)  # type: ignore[arg-type]
+        cols.append(Col("submitted", number=False, whole=True))
+    cols += [
+        Col("started", number=False, whole=True),
+        Col("ended", number=False, whole=True),
+        Col("exit"),
+    ]
     if wide:
-        t.add_column("nodes", overflow="fold")
+        cols.append(Col("nodes", number=False))
     stamp = when if wide else short_when
+    rows = []
     for j in jobs:
         cells = [j["id"], j["tenant"], j["name"], str(j["gpus"]), j["state"], j["reason"]]
         if wide:
@@ -142,8 +149,19 @@ def _job_table(jobs: list[dict[str, Any]], wide: bool | None = None) -> Table:
         cells += [stamp(j["first_start_s"]), stamp(j.get("ended_at")), _exit(j)]
         if wide:
             cells.append(_nodes(j))
-        t.add_row(*cells)
-    return t
+        rows.append(cells)
+    return cols, rows
+
+
+def _print_jobs(jobs: list[dict[str, Any]], wide: bool) -> None:
+    """--wide: one table with every column, as wide as it needs (lines may be longer than
+    the terminal: pipe it to ``less -S``)."""
+    if wide:
+        (t,) = fitted_tables(console, None, *_job_columns(jobs, True), split=False)
+        console.print(t, width=10_000, crop=False)
+        return
+    for t in _job_tables(jobs):
+        console.print(t)
 
 
 def short_when(t: int | None) -> str:
@@ -267,7 +285,7 @@ def jobs_list(
     if as_json:
         print_json(jobs)
     else:
-        console.print(_job_table(jobs, wide or None))
+        _print_jobs(jobs, wide)
 
 
 @jobs_app.command("get")
@@ -278,7 +296,7 @@ def jobs_get(job_id: str, wide: WideOpt = False, as_json: JsonOpt = False) -> No
     if as_json:
         print_json(job)
     else:
-        console.print(_job_table([job], wide or None))
+        _print_jobs([job], wide)
         if job.get("attempts"):
             console.print(_attempt_table(job))
 
@@ -371,15 +389,18 @@ def usage_command(
     if as_json:
         print_json(u)
         return
-    t = Table("tenant", "GPU-hours", "own GPU-hours", "borrowed GPU-hours")
-    for x in u["tenants"]:
-        t.add_row(
+    cols = [Col("tenant", number=False, whole=True)]
+    cols += [Col(c) for c in ("GPU-hours", "own GPU-hours", "borrowed GPU-hours")]
+    rows = [
+        [
             x["tenant"],
             f"{x['gpu_seconds'] / 3600:,.2f}",
             f"{x['own_gpu_seconds'] / 3600:,.2f}",
             f"{x['borrowed_gpu_seconds'] / 3600:,.2f}",
-        )
-    console.print(t)
+        ]
+        for x in u["tenants"]
+    ]
+    print_fitted(console, None, cols, rows)
 
 
 @friendly
@@ -395,18 +416,21 @@ def cluster_command(as_json: JsonOpt = False) -> None:
         + (f"; {v['queue_depth']:,} jobs queued" if v["queue_depth"] is not None else ""),
         highlight=False,
     )
-    t = Table("tenant", "entitled", "allocated", "owned", "borrowed", "running", "pending")
-    for a in v["tenants"]:
-        t.add_row(
+    cols = [Col("tenant", number=False, whole=True)]
+    cols += [Col(c) for c in ("entitled", "allocated", "owned", "borrowed", "running", "pending")]
+    rows = [
+        [
             a["tenant"],
             f"{a['entitled_gpus']:,}",
             f"{a['allocated_gpus']:,}",
             f"{a['owned_gpus']:,}",
             f"{a['borrowed_gpus']:,}",
-            str(a["running_jobs"]),
-            str(a["pending_jobs"]),
-        )
-    console.print(t)
+            f"{a['running_jobs']:,}",
+            f"{a['pending_jobs']:,}",
+        ]
+        for a in v["tenants"]
+    ]
+    print_fitted(console, None, cols, rows)
 
 
 # -- audit --------------------------------------------------------------------------------------

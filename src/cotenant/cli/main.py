@@ -72,6 +72,9 @@ def simulate(
         float | None,
         typer.Option(help="multiply the scenario's failure rates (0: no failures)"),
     ] = None,
+    wide: Annotated[
+        bool, typer.Option("--wide", help="one wide table each, whatever the terminal's width")
+    ] = False,
 ) -> None:
     """Run a scenario on the digital twin (simulated time) and report."""
     import math
@@ -120,6 +123,8 @@ def simulate(
     if as_json:
         print(json.dumps(report.to_json_dict(), indent=2))
     else:
+        if wide:
+            console.width = max(console.width, 250)
         report.render(console)
         if invoice:
             from cotenant.cli.invoice import print_invoices
