@@ -145,6 +145,14 @@ _NXG = re.compile(r"^(\d+)x(\d+)$")
 _POOLED = re.compile(r"^pooled:(\d+)$")
 
 
+MAX_CLUSTER_GPUS = 10_000_000
+
+
+def _bounded(gpus: int) -> None:
+    if gpus > MAX_CLUSTER_GPUS:
+        raise SpecError("--cluster", f"at most {MAX_CLUSTER_GPUS:,} GPUs, got {gpus:,}")
+
+
 def parse_cluster_arg(text: str) -> ClusterSpec:
     """``--cluster``: a preset name, ``NxG`` (N nodes of G GPUs), ``pooled:N`` (N GPUs, no
     topology) or a TOML file with a ``[cluster]`` table (``preset`` or ``[[cluster.groups]]``)."""
@@ -152,8 +160,10 @@ def parse_cluster_arg(text: str) -> ClusterSpec:
     if text in PRESETS:
         return preset(text, "--cluster")
     if m := _NXG.match(text):
+        _bounded(int(m[1]) * int(m[2]))
         return nodes_cluster(int(m[1]), int(m[2]))
     if m := _POOLED.match(text):
+        _bounded(int(m[1]))
         return pooled_cluster(int(m[1]))
     path = Path(text)
     if path.suffix == ".toml" or path.exists():

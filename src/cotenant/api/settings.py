@@ -18,7 +18,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cotenant.model.errors import SpecError
 
@@ -42,6 +42,28 @@ class Settings(BaseModel):
     log_level: str = "warning"
     backend: str = "sim"  # sim, local or slurm (cotenant.backends); real ones need speed 1
     state_dir: str = "cotenant-runs"  # local/slurm: output and checkpoints (shared for slurm)
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, v: str) -> str:
+        from cotenant.backends import BACKENDS
+
+        if v not in BACKENDS:
+            raise ValueError(f"unknown backend {v!r}; valid: {', '.join(sorted(BACKENDS))}")
+        return v
+
+    @model_validator(mode="after")
+    def _real_backend(self) -> Settings:
+        if self.backend != "sim":
+            if self.speed != 1:
+                raise ValueError(
+                    f"the {self.backend} backend runs real work: speed must be 1, "
+                    f"got {self.speed:g}"
+                )
+            d = Path(self.state_dir)
+            if d.exists() and not d.is_dir():
+                raise ValueError(f"state_dir {d} is a file; give a directory")
+        return self
 
     @property
     def seed_scenario(self) -> str | None:
@@ -68,4 +90,5 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
     except ValidationError as e:
         err = e.errors()[0]
         field = ".".join(str(x) for x in err["loc"]) or "config"
-        raise SpecError(field, err["msg"], str(path) if path else None) from None
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        raise SpecError(field, msg, str(path) if path else None) from None

@@ -470,7 +470,7 @@ def audit_verify(
         from cotenant.store.repo import Store
 
         url = db or DEFAULT_DB
-        _require_sqlite_file(url, given=db is not None)
+        require_store(url, given=db is not None)
         store = Store(url, read_only=True)
         try:
             verdict = verify(store.audit_entries(), expected or store.audit_head())
@@ -482,7 +482,7 @@ def audit_verify(
         fail(str(verdict), code=1)
 
 
-def _require_sqlite_file(url: str, given: bool) -> None:
+def require_store(url: str, given: bool) -> None:
     """A SQLite store that does not exist is an error (opening it would create it)."""
     import sqlalchemy as sa
 

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cotenant.cli.common import console, fail, friendly
+from cotenant.cli.common import console, days_seconds, fail, friendly
 from cotenant.metering.rating import Invoice
 from cotenant.model.errors import SpecError
 
@@ -86,9 +86,7 @@ def _run(scenario: str, days: float | None) -> dict[str, Any]:
 
     sc = load_scenario(scenario)
     if days is not None:
-        if days <= 0:
-            fail("--days: must be > 0")
-        sc = replace(sc, duration_s=int(days * 86_400))
+        sc = replace(sc, duration_s=days_seconds(days))
     _, rep = simulate(sc)
     metering: dict[str, Any] = rep.extra["metering"]
     return metering

@@ -61,6 +61,9 @@ def _issue_in_store(db: str, role_name: str, tenant: str | None, name: str) -> d
         fail(f"--tenant: a {role.value} key needs a tenant")
     if not role.tenant_scoped and tenant is not None:
         fail(f"--tenant: a {role.value} key belongs to no tenant")
+    from cotenant.cli.client import require_store
+
+    require_store(db, given=True)
     store = Store(db)
     try:
         raw = store.meta(CLOCK_META)

@@ -14,7 +14,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from cotenant.cli.common import console, err_console, fail, friendly
+from cotenant.cli.common import console, days_seconds, err_console, fail, friendly
 
 app = typer.Typer(
     name="cotenant",
@@ -88,9 +88,7 @@ def simulate(
     if policy is not None:
         get_policy(policy, "--policy")
     if days is not None:
-        if days <= 0:
-            fail("--days: must be > 0")
-        sc = replace(sc, duration_s=int(days * 86_400))
+        sc = replace(sc, duration_s=days_seconds(days))
     if failure_scale is not None and not (math.isfinite(failure_scale) and failure_scale >= 0):
         fail(f"--failure-scale: must be a finite number >= 0, got {failure_scale}")
     if html is not None and not html.parent.is_dir():
@@ -220,9 +218,40 @@ app.command("usage")(usage_command)
 app.command("cluster")(cluster_command)
 
 
+def run(argv: list[str] | None = None) -> int:
+    """Run the command line; the exit code. A usage error (a missing option, a value out
+    of range) is one line on stderr and exit code 2, like every other error a user can fix;
+    --help and a command group without a command print their help."""
+    try:  # typer >= 0.24 carries its own copy of click
+        from typer._click import exceptions as click_errors
+    except ImportError:  # pragma: no cover - older typer on click
+        from click import exceptions as click_errors  # type: ignore[no-redef]
+
+    cmd = typer.main.get_command(app)
+    try:
+        code = cmd.main(args=argv, prog_name="cotenant", standalone_mode=False)
+    except click_errors.NoArgsIsHelpError as e:
+        print(e.ctx.get_help() if e.ctx is not None else e.format_message())
+        return 0
+    except click_errors.ClickException as e:
+        message = " ".join(e.format_message().split())
+        err_console.print("error: " + message, style="bold red", highlight=False, markup=False)
+        return 2
+    except (typer.Exit, SystemExit) as e:
+        code = getattr(e, "exit_code", None)
+        if code is None:
+            code = e.code if isinstance(e, SystemExit) else 0
+        return int(code or 0)
+    except typer.Abort:
+        return 130
+    except KeyboardInterrupt:
+        return 130
+    return code if isinstance(code, int) else 0  # (typer returns an Exit's code)
+
+
 def main() -> None:  # pragma: no cover - console entry point
-    app()
+    sys.exit(run())
 
 
 if __name__ == "__main__":  # pragma: no cover
-    app()
+    main()

@@ -60,7 +60,9 @@ def replay_command(
             help="the trace's quotas become fixed commitments (tenants without one only borrow)",
         ),
     ] = False,
-    limit: Annotated[int | None, typer.Option(help="replay only the first N jobs")] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, max=10**9, help="replay only the first N jobs")
+    ] = None,
     start: Annotated[
         str | None, typer.Option(help="keep jobs submitted from this ISO date-time (UTC)")
     ] = None,
