@@ -31,7 +31,8 @@ def invoice_command(
         typer.Option(help="read a JSON report saved by `simulate --out` instead of running"),
     ] = None,
     days: Annotated[
-        float | None, typer.Option(help="simulate only this many days of the scenario")
+        float | None,
+        typer.Option(envvar="COTENANT_DAYS", help="simulate only this many days of the scenario"),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the invoice as JSON")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="print the invoice as CSV")] = False,

@@ -55,7 +55,10 @@ def simulate(
     out: Annotated[
         Path | None, typer.Option(help="also write the JSON report (with time series) here")
     ] = None,
-    days: Annotated[float | None, typer.Option(help="simulate only this many days")] = None,
+    days: Annotated[
+        float | None,
+        typer.Option(envvar="COTENANT_DAYS", help="simulate only this many days"),
+    ] = None,
     why: Annotated[list[str] | None, typer.Option(help="explain a job's state at the end")] = None,
     invoice: Annotated[
         bool, typer.Option("--invoice", help="print the invoices after the report (text)")
