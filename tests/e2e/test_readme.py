@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from harness import free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,9 +86,8 @@ start_server() {  # the serve command line, in the background; wait until it ans
     "$@" --port "$PORT" > "serve-$PORT.log" 2>&1 &
     SERVER=$!
     for _ in $(seq 1200); do
-        if python3 -c "import httpx,sys; sys.exit(httpx.get('$COTENANT_URL/healthz').status_code != 200)" 2>/dev/null; then
-            return 0
-        fi
+        if python3 -c "import httpx,sys; sys.exit(httpx.get(sys.argv[1]).status_code != 200)" \
+            "$COTENANT_URL/healthz" 2>/dev/null; then return 0; fi
         if ! kill -0 "$SERVER" 2>/dev/null; then cat "serve-$PORT.log"; return 1; fi
         sleep 0.25
     done

@@ -80,3 +80,35 @@ def test_the_local_backend_never_runs_a_commandless_job(tmp_path: Path) -> None:
     err = (tmp_path / "jobs" / "sim-only" / "attempt-1.err").read_text()
     assert "no command" in err
     b.close()
+
+
+def test_keys_out_on_a_set_up_store_says_why_and_how(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from harness import free_ports
+
+    db = f"sqlite:///{tmp_path / 'k.db'}"
+    seed(db, scenario="small-lease")
+    keys = tmp_path / "keys.json"
+    argv = [sys.executable, "-m", "cotenant.cli.main", "serve", "--db", db]
+    argv += ["--port", str(free_ports(1)[0]), "--keys-out", str(keys)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    try:
+        assert proc.stdout is not None
+        out = ""
+        deadline = time.monotonic() + 60
+        while "serving on" not in out and time.monotonic() < deadline:
+            line = proc.stdout.readline().decode()
+            if not line:
+                break
+            out += line
+    finally:
+        proc.kill()
+        proc.wait(10)
+    assert "no keys printed" in out and "already set up" in out, out
+    assert f"cotenant keys issue --db {db} --role operator" in out
+    assert not keys.exists()

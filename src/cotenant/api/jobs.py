@@ -238,13 +238,32 @@ def job_logs(
     stream: Annotated[Literal["out", "err"], Query(description="stdout or stderr")] = "out",
     offset: Annotated[int, Query(ge=0, le=1 << 50, description="skip this many bytes")] = 0,
     follow: Annotated[
-        bool, Query(description="keep the answer open and send new output until the run ends")
+        bool,
+        Query(
+            description="keep the answer open and send new output until the run ends (a "
+            "pending job's: wait for it to start)"
+        ),
     ] = False,
 ) -> StreamingResponse:
     row = job_visible(p, svc.store.job(job_id), job_id)
-    path, n, over = svc.log_file(row, attempt, stream)
+    waiting = follow and attempt is None and row["attempt"] < 1 and row["state"] == "pending"
+    if waiting:
+        svc.log_file({**row, "attempt": 1}, 1, stream)  # (the sim backend: 404 now)
+        path, n, over = Path_(), 0, False
+    else:
+        path, n, over = svc.log_file(row, attempt, stream)
 
     async def chunks() -> AsyncIterator[bytes]:
+        nonlocal path, n
+        if waiting:  # until its first run starts (or it ends without one)
+            while True:
+                now = svc.store.job(job_id)
+                if now is None or now["attempt"] >= 1 or now["state"] != "pending":
+                    break
+                await asyncio.sleep(FOLLOW_POLL_S)
+            if now is None or now["attempt"] < 1:
+                return
+            path, n, _ = svc.log_file(now, 1, stream)
         pos, done = offset, over
         while True:
             data = _read_from(path, pos)
@@ -262,7 +281,7 @@ def job_logs(
     return StreamingResponse(
         chunks(),
         media_type="text/plain; charset=utf-8",
-        headers={"X-Attempt": str(n), "Cache-Control": "no-store"},
+        headers={"X-Attempt": str(n or 1), "Cache-Control": "no-store"},
     )
 
 

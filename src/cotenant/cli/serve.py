@@ -121,6 +121,7 @@ def serve_command(
             "shown only when they are made. Issue one with: cotenant keys issue --db "
             f"{settings.db} --role operator (or --reset to start afresh)",
             highlight=False,
+            soft_wrap=True,
         )
     console.print(
         f"serving on http://{settings.host}:{settings.port} (db {settings.db}, "
