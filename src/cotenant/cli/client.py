@@ -337,10 +337,13 @@ def jobs_logs(
 
 @jobs_app.command("cancel")
 @friendly
-def jobs_cancel(job_id: str) -> None:
+def jobs_cancel(job_id: str, as_json: JsonOpt = False) -> None:
     """Cancel a pending or running job."""
     job = call("POST", f"/v1/jobs/{job_id}/cancel")
-    print(f"{job['id']}: {job['state']}")
+    if as_json:
+        print_json(job)
+    else:
+        print(f"{job['id']}: {job['state']}")
 
 
 @jobs_app.command("why")
@@ -448,6 +451,7 @@ def audit_verify(
     head: Annotated[
         str | None, typer.Option(help="the head SEQ:HASH the chain must end on")
     ] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Check the chain: any edited, inserted, deleted or reordered entry is named. Exit 1 if bad.
 
@@ -476,7 +480,19 @@ def audit_verify(
             verdict = verify(store.audit_entries(), expected or store.audit_head())
         finally:
             store.close()
-    if verdict.ok:
+    if as_json:
+        print_json(
+            {
+                "ok": verdict.ok,
+                "entries": verdict.entries,
+                "head": str(verdict.head),
+                "first_bad_seq": verdict.first_bad_seq,
+                "problem": verdict.problem,
+            }
+        )
+        if not verdict.ok:
+            raise typer.Exit(1)
+    elif verdict.ok:
         console.print(str(verdict), highlight=False)
     else:
         fail(str(verdict), code=1)
