@@ -34,8 +34,7 @@ from cotenant.tablefit import Col, fitted_tables, print_fitted
 if TYPE_CHECKING:
     import httpx
 
-# A terminal's width; piped, $COLUMNS or 160.
-console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160)
+console = Console(width=None if sys.stdout.isatty() else 160)
 DEFAULT_URL = "http://127.0.0.1:8080"
 
 

@@ -9,7 +9,6 @@ import ``cli.main`` back, or ``python -m cotenant.cli.main`` loads it twice).
 from __future__ import annotations
 
 import functools
-import os
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
@@ -19,8 +18,7 @@ from rich.console import Console
 
 from cotenant.model.errors import CotenantError
 
-# A terminal's width; piped, $COLUMNS or 150.
-console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 150)
+console = Console(width=None if sys.stdout.isatty() else 150)
 err_console = Console(stderr=True, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -336,6 +336,7 @@ def render_invoices(console: Console, reports: Sequence[Report]) -> None:
             f"[bold]Metering under {escape(r.policy)}[/bold] "
             f"(price terms: {escape(str(m['price_terms']))})",
             highlight=False,
+            soft_wrap=True,
         )
         for line in metering_text(m):
             console.print(line, highlight=False, markup=False)
