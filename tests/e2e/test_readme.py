@@ -2,7 +2,8 @@
 repository (its tracked files) with a fresh virtual environment for the install line.
 
 - A block after ``<!-- readme-test: skip (REASON) -->`` is skipped, with the reason.
-- A line that reads ``../shared`` is skipped where ``../shared/data`` is absent.
+- A line that reads ``../shared`` is skipped where ``../shared/data`` is absent
+  (``$COTENANT_README_SHARED`` names it for a checkout that is not beside it).
 - ``cotenant serve`` lines start in the background on a free port (``COTENANT_URL``
   points the client at it) and are stopped at the next ``serve`` and at the end.
 - Long runs are shortened only as the README says: ``COTENANT_DAYS``.
@@ -25,7 +26,8 @@ import pytest
 from harness import free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
-SHARED = ROOT.parent / "shared"
+# ../shared beside the repository (a worktree elsewhere may name it in the environment)
+SHARED = Path(os.environ.get("COTENANT_README_SHARED", ROOT.parent / "shared"))
 SKIP = re.compile(r"<!--\s*readme-test:\s*skip\s*\((.+?)\)\s*-->")
 DAYS = "0.05"  # the README names this value
 
