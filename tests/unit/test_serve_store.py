@@ -112,3 +112,17 @@ def test_keys_out_on_a_set_up_store_says_why_and_how(tmp_path: Path) -> None:
     assert "no keys printed" in out and "already set up" in out, out
     assert f"cotenant keys issue --db {db} --role operator" in out
     assert not keys.exists()
+
+
+def test_reset_deletes_a_sqlite_store_only(tmp_path: Path) -> None:
+    from cotenant.cli.serve import reset_store
+
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    seed(db, demo=True)
+    (tmp_path / "r.db-wal").write_bytes(b"")
+    reset_store(db)
+    assert not (tmp_path / "r.db").exists() and not (tmp_path / "r.db-wal").exists()
+    assert seed(db, scenario="small-lease")  # seeded afresh: new keys
+    with pytest.raises(SpecError) as e:
+        reset_store("postgresql://u@localhost/cotenant")
+    assert e.value.field == "--reset"
