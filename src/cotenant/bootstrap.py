@@ -12,6 +12,7 @@ from cotenant.api.settings import Settings
 from cotenant.audit import canonical_json
 from cotenant.cluster.presets import preset
 from cotenant.model.contracts import Contract
+from cotenant.model.errors import SpecError
 from cotenant.scenario import load_scenario, parse_time
 from cotenant.store import repo
 from cotenant.store.mapping import contract_to_dict
@@ -20,6 +21,7 @@ from cotenant.store.writer import Tx
 
 CLOCK_META = "clock"
 ENERGY_META = "site-energy"  # the seeding scenario's [energy] table, as JSON
+SEED_META = "seeded-from"  # the scenario that seeded the store ("" for none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +81,11 @@ def bootstrap(store: Store, settings: Settings) -> list[IssuedKey]:
     """Seed an empty store: cluster, tenants and contracts (from the scenario, if any), the
     clock anchor, and keys (an operator key; with ``demo`` also an auditor key and one
     tenant-admin key per tenant). A store that holds a cluster already is left alone and
-    no key is issued: keys are shown once, when they are made."""
+    no key is issued: keys are shown once, when they are made. Asking for a scenario
+    other than the one that seeded the store is an error (a store keeps its cluster,
+    tenants and contracts; the scenario would be silently ignored)."""
     if store.cluster_spec() is not None:
+        check_seed(store, settings)
         return []
     name = settings.seed_scenario
     sc = load_scenario(name) if name is not None else None
@@ -106,6 +111,7 @@ def bootstrap(store: Store, settings: Settings) -> list[IssuedKey]:
     def op(tx: Tx) -> None:
         repo.put_cluster(tx, spec)
         repo.put_meta(tx, CLOCK_META, anchor)
+        repo.put_meta(tx, SEED_META, sc.name if sc is not None else "")
         if sc is not None and "energy" in sc.sections:
             repo.put_meta(tx, ENERGY_META, canonical_json(dict(sc.sections["energy"])))
         tx.audit(
@@ -132,3 +138,28 @@ def bootstrap(store: Store, settings: Settings) -> list[IssuedKey]:
 
     store.writer.call(op)
     return [k for k, _ in keys]
+
+
+def seeded_from(store: Store) -> str | None:
+    """The scenario that seeded the store ("" for none; None for a store made before
+    stores remembered it)."""
+    return store.meta(SEED_META)
+
+
+def check_seed(store: Store, settings: Settings) -> None:
+    """Refuse a ``scenario`` that is not the one the existing store was seeded from."""
+    asked = settings.scenario
+    seeded = seeded_from(store)
+    if asked is None or seeded is None:
+        return
+    try:
+        same = seeded == asked or seeded == load_scenario(asked).name
+    except SpecError:
+        same = False
+    if not same:
+        was = f"scenario {seeded!r}" if seeded else "no scenario"
+        raise SpecError(
+            "--scenario",
+            f"the store {settings.db} was seeded from {was}, not {asked!r}; "
+            "give another --db, or --reset to start it afresh",
+        )

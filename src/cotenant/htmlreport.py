@@ -1,5 +1,7 @@
-"""One self-contained HTML file from one or more reports: matplotlib PNGs embedded as
-base64, and the comparison table. Used by ``replay --html``; ``write_html`` takes any
+"""One self-contained HTML file from one or more reports, rendered from the Jinja2
+template ``templates/report.html``: matplotlib PNGs embedded as base64, the comparison
+table, and per run its tenants, faults, money and energy where the run computed them.
+Used by ``replay --html``; ``write_html`` takes any
 list of :class:`~cotenant.report.Report` so ``simulate --html`` can reuse it.
 
 Figures (each only when the reports carry the data):
@@ -18,7 +20,6 @@ Figures (each only when the reports carry the data):
 from __future__ import annotations
 
 import base64
-import html
 import io
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,22 +31,13 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 import numpy as np
+from jinja2 import Environment, PackageLoader, Template, select_autoescape
 
 from cotenant.replay import comparison_rows, tenant_rows
 from cotenant.report import Report
 
 DPI = 110
 MAX_STACKED = 9  # tenants drawn one by one in the stacked plot; the rest are "others"
-_CSS = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
-h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 1.6em; }
-table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0 1em; }
-th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
-th { background: #f2f2f2; }
-img { max-width: 100%; display: block; margin: 0.5em 0; }
-p.note { color: #555; font-size: 0.85em; }
-"""
 
 
 def write_html(
@@ -62,20 +54,16 @@ def write_html(
 
 
 def render_html(reports: Sequence[Report], title: str, *, stack_policy: str | None = None) -> str:
-    parts = [
-        "<!doctype html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1>",
-    ]
+    """The report page, from the ``templates/report.html`` Jinja2 template: the policies
+    compared, the figures, and per run its tenants and, where the run computed them, its
+    faults, money (invoices, economics) and energy."""
+    note = ""
     if reports:
         r0 = reports[0]
-        parts.append(
-            f"<p class='note'>{html.escape(r0.scenario)}: {r0.cluster_gpus:,} GPUs; "
-            f"{_days(r0.end_s - r0.start_s)} simulated under the first policy.</p>"
+        note = (
+            f"{r0.scenario}: {r0.cluster_gpus:,} GPUs; "
+            f"{_days(r0.end_s - r0.start_s)} simulated under the first policy."
         )
-        parts.append("<h2>Policies compared</h2>")
-        parts.append(_html_table(_comparison_rows(reports)))
     figures = [
         ("Utilisation over time", utilisation_figure(reports)),
         (
@@ -86,15 +74,131 @@ def render_html(reports: Sequence[Report], title: str, *, stack_policy: str | No
         (power_caption(reports), power_figure(reports)),
         (serving_caption(reports), serving_figure(reports)),
     ]
-    for caption, png in figures:
-        if png is not None:
-            parts.append(f"<h2>{html.escape(caption)}</h2>")
-            parts.append(f'<img src="data:image/png;base64,{png}" alt="{html.escape(caption)}">')
-    for r in reports:
-        parts.append(f"<h2>Per tenant under {html.escape(r.policy)}</h2>")
-        parts.append(_html_table(tenant_rows(r)))
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    page: str = _template().render(
+        title=title,
+        note=note,
+        comparison=_comparison_rows(reports) if reports else [],
+        figures=[{"caption": c, "png": png} for c, png in figures if png is not None],
+        runs=[_run_context(r) for r in reports],
+    )
+    return page
+
+
+def _template() -> Template:
+    env = Environment(
+        loader=PackageLoader("cotenant", "templates"),
+        autoescape=select_autoescape(["html"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    return env.get_template("report.html")
+
+
+def _run_context(r: Report) -> dict[str, Any]:
+    faults = r.extra.get("faults")
+    metering = r.extra.get("metering")
+    return {
+        "policy": r.policy,
+        "tenants": tenant_rows(r),
+        "faults": _faults(faults) if faults and faults.get("enabled") else None,
+        "money": _money(metering) if metering and metering.get("invoices") else None,
+        "energy": _energy(metering) if metering and metering.get("energy") else None,
+    }
+
+
+def _faults(f: dict[str, Any]) -> dict[str, Any]:
+    rows = []
+    for name, t in f["tenants"].items():
+        top = sorted(t["by_cause"].items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+        rows.append(
+            {
+                "tenant": name,
+                "interruptions (planned)": f"{t['interruptions']:,} ({t['planned']:,})",
+                "top causes": ", ".join(f"{c} {n:,}" for c, n in top) or "-",
+                "lost to failures": f"{t['failure_lost_gpu_h']:,.0f}",
+                "restart + checkpoint": f"{t['restart_gpu_h'] + t['checkpoint_gpu_h']:,.0f}",
+                "goodput": "-" if t["goodput"] is None else f"{t['goodput']:.1%}",
+                "SLA shortfall": f"{t['sla_shortfall_gpu_h']:,.0f}",
+            }
+        )
+    goodput = f["cluster_goodput"]
+    failures = sum(f["node_failures_by_cause"].values())
+    note = (
+        f"{failures:,} node or rack failures; cluster goodput "
+        f"{'-' if goodput is None else f'{goodput:.1%}'}"
+    )
+    return {"tenants": rows, "note": note}
+
+
+def _money(m: dict[str, Any]) -> dict[str, Any]:
+    from cotenant.metering.money import format_usd
+
+    invoices = []
+    for inv in m["invoices"]:
+        totals = [("Subtotal", inv["subtotal_cents"])]
+        if inv["credits_cents"]:
+            totals.append(("Credits", inv["credits_cents"]))
+        totals.append(("Total", inv["total_cents"]))
+        invoices.append(
+            {
+                "tenant": inv["tenant"],
+                "month": inv["month"],
+                "currency": inv["currency"],
+                "price_kind": inv["price_kind"],
+                "accrued": inv["accrued_over_run"],
+                "lines": [
+                    {
+                        "description": ln["description"],
+                        "quantity": ln["quantity"],
+                        "unit_price": ln["unit_price"],
+                        "amount": ln["amount"],
+                    }
+                    for ln in inv["lines"]
+                ],
+                "totals": [(label, format_usd(c)) for label, c in totals],
+            }
+        )
+    ec = m.get("economics")
+    economics, ec_note = [], ""
+    if ec:
+        economics = [
+            {
+                "tenant": t["tenant"],
+                "pays per GPU-hour used": t["implied_price"] or "n/a",
+                "uses of its entitlement": (
+                    "n/a" if t["utilization"] is None else f"{t['utilization']:.1%}"
+                ),
+            }
+            for t in ec["tenants"]
+        ]
+        be = ec.get("break_even_utilization")
+        ec_note = (
+            f"Revenue over the run {format_usd(ec['revenue_cents'])}, power "
+            f"{format_usd(ec['power_cost_cents'])}, margin {ec['margin']}"
+            + ("" if be is None else f"; owner break-even utilization {be:.1%}")
+        )
+    days = _days(int(m["end_s"]) - int(m["start_s"]))
+    return {"invoices": invoices, "economics": economics, "economics_note": ec_note, "days": days}
+
+
+def _energy(m: dict[str, Any]) -> dict[str, Any]:
+    rows = [
+        {
+            "tenant": name,
+            "facility energy (MWh)": f"{u['facility_mwh']:,.1f}",
+            "water (L)": f"{u['water_l']:,.0f}",
+            "CO2e (t)": f"{u['co2e_t']:,.1f}",
+            "power cost": u["cost"],
+        }
+        for name, u in m["energy"]["per_tenant"].items()
+    ]
+    p = m.get("power") or {}
+    power = ""
+    if p:
+        cap = p.get("cap_mw")
+        against = "no cap" if cap is None else f"cap {cap:g} MW ({p['peak_share_of_cap']:.0%})"
+        power = f"Peak facility power {p['peak_facility_mw']:.4g} MW, {against}."
+    return {"tenants": rows, "power": power}
 
 
 # -- figures ----------------------------------------------------------------------------------
@@ -348,17 +452,6 @@ def _comparison_rows(reports: Sequence[Report]) -> list[dict[str, str]]:
         }
         for r in reports
     ]
-
-
-def _html_table(rows: list[dict[str, str]]) -> str:
-    if not rows:
-        return "<p class='note'>(nothing to show)</p>"
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row.values()) + "</tr>"
-        for row in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _days(s: int) -> str:

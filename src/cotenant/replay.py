@@ -43,6 +43,7 @@ import numpy as np
 from cotenant.cluster.presets import PRESETS, preset
 from cotenant.cluster.topology import ClusterSpec, NodeGroup, Topology
 from cotenant.engine.core import Engine
+from cotenant.metering.money import format_rate
 from cotenant.metering.run import MeteringSettings, UsageProbe, metering_report
 from cotenant.metering.terms import parse_price_terms
 from cotenant.model.contracts import Commitment, Contract, PriceKind, PriceTerms, Tenant
@@ -203,6 +204,14 @@ _NXG = re.compile(r"^(\d+)x(\d+)$")
 _POOLED = re.compile(r"^pooled:(\d+)$")
 
 
+MAX_CLUSTER_GPUS = 10_000_000
+
+
+def _bounded(gpus: int) -> None:
+    if gpus > MAX_CLUSTER_GPUS:
+        raise SpecError("--cluster", f"at most {MAX_CLUSTER_GPUS:,} GPUs, got {gpus:,}")
+
+
 def parse_cluster_arg(text: str) -> ClusterSpec:
     """``--cluster``: a preset name, ``NxG`` (N nodes of G GPUs), ``pooled:N`` (N GPUs, no
     topology) or a TOML file with a ``[cluster]`` table (``preset`` or ``[[cluster.groups]]``)."""
@@ -210,8 +219,10 @@ def parse_cluster_arg(text: str) -> ClusterSpec:
     if text in PRESETS:
         return preset(text, "--cluster")
     if m := _NXG.match(text):
+        _bounded(int(m[1]) * int(m[2]))
         return nodes_cluster(int(m[1]), int(m[2]))
     if m := _POOLED.match(text):
+        _bounded(int(m[1]))
         return pooled_cluster(int(m[1]))
     path = Path(text)
     if path.suffix == ".toml" or path.exists():
@@ -264,7 +275,12 @@ class ReplayPrices:
 
     default: PriceTerms = REPLAY_PRICE
     tenants: Mapping[str, PriceTerms] = field(default_factory=dict)
-    source: str = "built-in (REPLAY_PRICE)"
+    source: str = field(
+        default_factory=lambda: (
+            f"built-in: {format_rate(REPLAY_PRICE.committed_rate_micro_per_gpu_hour)} "
+            f"committed, {format_rate(REPLAY_PRICE.overage_rate_micro_per_gpu_hour)} overage"
+        )
+    )
 
     def of(self, tenant: str) -> PriceTerms:
         return self.tenants.get(tenant, self.default)

@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from cotenant.engine.accounting import percentile
 from cotenant.engine.core import Engine
 from cotenant.model.jobs import JobKind, JobState
+from cotenant.tablefit import Col, print_fitted
 
 H = 3600.0
 
@@ -54,21 +54,8 @@ class Report:
             f"[bold]{self.scenario}[/bold] under [bold]{self.policy}[/bold]: {days:g} days on "
             f"{self.cluster_gpus:,} GPUs; utilisation {self.utilization:.1%}"
         )
-        t = Table(title="Per tenant (GPU-hours)", show_lines=False)
-        for col in (
-            "tenant",
-            "entitled",
-            "used",
-            "borrowed",
-            "lent",
-            "done/submitted",
-            "queue p50/p99",
-            "preempted (lost)",
-            "guarantee violations",
-        ):
-            t.add_column(col, justify="right" if col != "tenant" else "left")
-        for name, r in self.tenants.items():
-            t.add_row(
+        rows = [
+            [
                 name,
                 f"{r['entitled_gpu_h']:,.0f}",
                 f"{r['used_gpu_h']:,.0f}",
@@ -78,8 +65,26 @@ class Report:
                 f"{_dur(r['queue_p50_s'])}/{_dur(r['queue_p99_s'])}",
                 f"{r['preemptions']:,} ({r['preempted_lost_gpu_h']:,.0f})",
                 f"{r['guarantee_violation_s']:,} s, {r['guarantee_violation_jobs']} jobs",
-            )
-        console.print(t)
+            ]
+            for name, r in self.tenants.items()
+        ]
+        cols = [
+            Col("tenant", number=False, whole=True),
+            *(
+                Col(c)
+                for c in (
+                    "entitled",
+                    "used",
+                    "borrowed",
+                    "lent",
+                    "done/submitted",
+                    "queue p50/p99",
+                    "preempted (lost)",
+                    "guarantee violations",
+                )
+            ),
+        ]
+        print_fitted(console, "Per tenant (GPU-hours)", cols, rows)
         books = [(n, r["jobs"]) for n, r in self.tenants.items() if "jobs" in r]
         if books:
             console.print(
@@ -96,41 +101,46 @@ class Report:
             )
         faults = self.extra.get("faults")
         if faults and faults.get("enabled"):
-            ft = Table(title="Faults (GPU-hours)", show_lines=False)
-            for col in (
-                "tenant",
-                "interruptions (planned)",
-                "top causes",
-                "lost to failures",
-                "restart + checkpoint",
-                "goodput",
-                "SLA shortfall",
-            ):
-                ft.add_column(col, justify="left" if col in ("tenant", "top causes") else "right")
+            frows = []
             for name, r in faults["tenants"].items():
                 top = sorted(r["by_cause"].items(), key=lambda kv: (-kv[1], kv[0]))[:3]
-                ft.add_row(
-                    name,
-                    f"{r['interruptions']:,} ({r['planned']:,})",
-                    ", ".join(f"{c} {n:,}" for c, n in top) or "-",
-                    f"{r['failure_lost_gpu_h']:,.0f}",
-                    f"{r['restart_gpu_h'] + r['checkpoint_gpu_h']:,.0f}",
-                    "-" if r["goodput"] is None else f"{r['goodput']:.1%}",
-                    f"{r['sla_shortfall_gpu_h']:,.0f}",
+                frows.append(
+                    [
+                        name,
+                        f"{r['interruptions']:,} ({r['planned']:,})",
+                        ", ".join(f"{c} {n:,}" for c, n in top) or "-",
+                        f"{r['failure_lost_gpu_h']:,.0f}",
+                        f"{r['restart_gpu_h'] + r['checkpoint_gpu_h']:,.0f}",
+                        "-" if r["goodput"] is None else f"{r['goodput']:.1%}",
+                        f"{r['sla_shortfall_gpu_h']:,.0f}",
+                    ]
                 )
-            console.print(ft)
-            st = Table(title="Interruptions by job size", show_lines=False)
-            for col in ("GPUs", "interruptions", "mean time between", "suggested checkpoint"):
-                st.add_column(col, justify="right")
+            fcols = [
+                Col("tenant", number=False, whole=True),
+                Col("interruptions (planned)"),
+                Col("top causes", number=False),
+                Col("lost to failures"),
+                Col("restart + checkpoint"),
+                Col("goodput"),
+                Col("SLA shortfall"),
+            ]
+            print_fitted(console, "Faults (GPU-hours)", fcols, frows)
+            srows = []
             for size, b in faults["by_job_size"].items():
                 every = b.get("suggested_checkpoint_interval_s")
-                st.add_row(
-                    size,
-                    f"{b['interruptions']:,}",
-                    "-" if b["mtbi_h"] is None else _dur(b["mtbi_h"] * H),
-                    "-" if every is None else f"every {_dur(every)}",
+                srows.append(
+                    [
+                        size,
+                        f"{b['interruptions']:,}",
+                        "-" if b["mtbi_h"] is None else _dur(b["mtbi_h"] * H),
+                        "-" if every is None else f"every {_dur(every)}",
+                    ]
                 )
-            console.print(st)
+            scols = [
+                Col(c)
+                for c in ("GPUs", "interruptions", "mean time between", "suggested checkpoint")
+            ]
+            print_fitted(console, "Interruptions by job size", scols, srows)
             goodput = faults["cluster_goodput"]
             console.print(
                 f"{sum(faults['node_failures_by_cause'].values()):,} node or rack failures; "

@@ -37,6 +37,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from cotenant.api.keys import KeyRing, Principal, Role
@@ -71,6 +72,7 @@ from cotenant.model.errors import (
     NotFound,
     SpecError,
     StoreUnavailable,
+    Unprocessable,
 )
 from cotenant.model.jobs import Constraint, JobKind, JobSpec, JobState
 from cotenant.scenario import parse_contract, validate_contracts
@@ -229,6 +231,8 @@ class Service:
         self._audit_buf: list[tuple[int, str, dict[str, Any]]] = []
         self._ledger_buf: list[UsageRecord] = []
         self._inflight: Future[None] | None = None  # the engine's write being committed
+        self._attempt_buf: list[tuple[str, Row]] = []
+        self._ended_why: dict[str, tuple[str, str]] = {}  # how a job's last run ended
         self._usage_since: dict[str, int] = {}
         self._rates: deque[tuple[float, int]] = deque(maxlen=120)
         self.engine.ledger = RecordingLedger(self._ledger_buf.append)
@@ -393,10 +397,40 @@ class Service:
                 self._usage_since[job] = t
             elif kind in ("end", "preempt", "cancel", "reject", "interrupt"):
                 self._usage_since.pop(job, None)
+            self._note_attempt(kind, job, t, ev)
         if kind in AUDITED:
             self.keepup.decisions[kind] += 1
             payload = {k: v for k, v in ev.items() if k not in ("t", "event")}
             self._audit_buf.append((t, kind, payload))
+
+    def _note_attempt(self, kind: str, job: str, t: int, ev: Mapping[str, Any]) -> None:
+        """A run starting or ending becomes a change to the job's attempts (lock held)."""
+        run = self.engine.jobs.get(job)
+        if run is None:
+            return
+        key = {"job_id": job, "attempt": run.attempt}
+        if kind == "place" and run.placement is not None:
+            cols = placement_columns(run.placement)
+            start = {"nodes": cols["nodes"], "node_gpus": cols["node_gpus"], "start_s": t}
+            end = {"end_s": None, "outcome": None, "exit_code": None, "detail": ""}
+            self._attempt_buf.append(("start", {**key, **start, **end}))
+            return
+        if kind == "end":
+            code = int(ev.get("exit_code", 0))
+            outcome, detail = attempt_outcome(code)
+            self._ended_why[job] = (outcome, detail or ("" if code == 0 else exit_text(code)))
+        elif kind == "preempt":
+            code, outcome, detail = None, "preempted", "reclaimed by its owner"
+        elif kind == "interrupt":
+            code, outcome, detail = None, "node-failure", str(ev.get("cause", ""))[:200]
+        elif kind == "cancel":
+            code, outcome, detail = None, "cancelled", ""
+            self._ended_why[job] = ("cancelled", "by request")
+        else:
+            return
+        self._attempt_buf.append(
+            ("end", {**key, "end_s": t, "outcome": outcome, "exit_code": code, "detail": detail})
+        )
 
     def _flush(self) -> Future[None] | None:
         """Write what the engine decided since the last flush (lock held): one durable
@@ -406,7 +440,7 @@ class Service:
         inflight = self._inflight
         if inflight is not None and not inflight.done():
             return inflight
-        if not (self._dirty or self._audit_buf or self._ledger_buf):
+        if not (self._dirty or self._audit_buf or self._ledger_buf or self._attempt_buf):
             return None
         now = self.clock.now()
         rows = [
@@ -415,12 +449,15 @@ class Service:
             if j in self.engine.jobs
         ]
         audit, ledger = self._audit_buf[:], self._ledger_buf[:]
+        attempts = self._attempt_buf[:]
         self._dirty.clear()
         self._audit_buf.clear()
         self._ledger_buf.clear()
+        self._attempt_buf.clear()
 
         def op(tx: Tx) -> None:
             repo.update_jobs(tx, rows)
+            repo.write_attempts(tx, attempts)
             repo.append_ledger(tx, ledger)
             for t, kind, payload in audit:
                 tx.audit(t, kind, payload)
@@ -434,7 +471,7 @@ class Service:
         exc = fut.exception()
         if exc is not None and not isinstance(exc, StoreUnavailable):
             log.error("engine changes not written: %r", exc)
-        if self._dirty or self._audit_buf or self._ledger_buf:
+        if self._dirty or self._audit_buf or self._ledger_buf or self._attempt_buf:
             self.clock.wake()  # the engine thread flushes what came meanwhile
 
     def _flush_all(self, timeout: float = DURABLE_WAIT_S) -> None:
@@ -448,11 +485,16 @@ class Service:
 
     def _job_columns(self, run: JobRun, now: int) -> Row:
         live = run.state in (JobState.RUNNING, JobState.RECLAIMING)
+        reason, detail = run.reason, run.reason_detail
+        if run.state is JobState.PENDING:  # its own reason, or its tenant's wait
+            reason, detail = self.engine.why(run.id)
+        elif run.state in TERMINAL and run.id in self._ended_why:  # how it ended, not
+            reason, detail = self._ended_why[run.id]  # the reason it was placed with
         return {
             "id": run.id,
             "state": run.state.value,
-            "reason": run.reason[:64],
-            "reason_detail": run.reason_detail[:500],
+            "reason": reason[:64],
+            "reason_detail": detail[:500],
             **placement_columns(run.placement if live else None),
             "borrowed": bool(run.borrowed and live),
             "start_s": run.start_s if live else None,
@@ -529,6 +571,12 @@ class Service:
         if tenant not in self.tenant_names:
             raise NotFound(f"no tenant {tenant!r}")
         self._check_fits(fields)
+        if self.settings.backend != "sim" and not fields.get("command"):
+            raise Unprocessable(
+                "command",
+                f"the {self.settings.backend} backend runs real processes: give the job a "
+                "command (cotenant jobs submit ... -- COMMAND ARGS)",
+            )
         fingerprint = hashlib.sha256(
             canonical_json({"tenant": tenant, **fields}).encode()
         ).hexdigest()
@@ -618,19 +666,42 @@ class Service:
         self._engine_call(cancel)
         return self.job(job_id)
 
-    def why(self, job_id: str) -> tuple[str, str, str]:
-        """(state, reason code, detail)."""
-        row = self.job(job_id)
-        # A read: without the engine's lock. Each field read is atomic under the
-        # interpreter lock, and the engine sets a job's reason as of its last cycle; a job
-        # still in the inbox (not yet seen by the engine) answers from its stored row.
-        run = self.engine.jobs.get(job_id)
-        if run is not None:
-            reason, detail = self.engine.why(job_id)
-            return run.state.value, reason, detail
-        if row["state"] == JobState.PENDING.value and not row["reason"]:
-            return row["state"], "queued", "accepted; the engine has not considered it yet"
-        return row["state"], row["reason"], row["reason_detail"]
+    def log_file(self, row: Row, attempt: int | None, stream: str) -> tuple[Path, int, bool]:
+        """(path, attempt, whether that run is over) of a job's stdout or stderr. The
+        files live in the state directory, so they outlive the server that started the run."""
+        from cotenant.backends.local import safe_name
+
+        if self.settings.backend == "sim":
+            raise NotFound("the sim backend runs no processes: its jobs have no logs")
+        last = int(row["attempt"])
+        if last < 1:
+            raise NotFound(f"job {row['id']!r} has not started yet: no logs")
+        n = last if attempt is None else attempt
+        if not 1 <= n <= last:
+            raise NotFound(f"job {row['id']!r} has no attempt {n} (it has 1 to {last})")
+        over = n < last or row["state"] not in RUNNING_STATES
+        job_dir = Path(self.settings.state_dir) / "jobs" / safe_name(row["id"])
+        return job_dir / f"attempt-{n}.{stream}", n, over
+
+    def live_row(self, row: Row) -> Row:
+        """A stored job with a pending job's reason as the engine sees it now: the one
+        source of ``why`` and of the job's ``reason``, so they agree by construction. A
+        read: without the engine's lock (each field read is atomic under the interpreter
+        lock, and the engine sets a job's reason as of its last cycle)."""
+        if row["state"] != JobState.PENDING.value:
+            return row
+        run = self.engine.jobs.get(row["id"])
+        if run is None or run.state is not JobState.PENDING:
+            if row["reason"]:
+                return row
+            detail = "accepted; the engine has not considered it yet"
+            return {**row, "reason": "queued", "reason_detail": detail}
+        reason, detail = self.engine.why(row["id"])
+        return {**row, "reason": reason, "reason_detail": detail}
+
+    def why(self, job_id: str) -> Row:
+        """The job as stored, with its live reason (``live_row``)."""
+        return self.live_row(self.job(job_id))
 
     # -- tenants and contracts ----------------------------------------------------------------
     def create_tenant(
@@ -845,6 +916,32 @@ def _int_list_json(values: tuple[int, ...]) -> str:
 
 
 # -- helpers shared with bootstrap ----------------------------------------------------------------
+def exit_text(code: int) -> str:
+    """``exit code 3``, or ``killed by SIGKILL`` for 128 + 9 (the shell's convention)."""
+    import signal
+
+    if 128 < code < 128 + 65:
+        try:
+            return f"killed by {signal.Signals(code - 128).name} (exit code {code})"
+        except ValueError:
+            pass
+    return f"exit code {code}"
+
+
+def attempt_outcome(exit_code: int) -> tuple[str, str]:
+    """(outcome, detail) of a run that ended with ``exit_code`` (the backends' codes:
+    the command's status, 128 + a signal, -1 lost, -2 never started)."""
+    from cotenant.backends.local import EXIT_LOST, EXIT_NOT_STARTED
+
+    if exit_code == 0:
+        return "completed", ""
+    if exit_code == EXIT_LOST:
+        return "lost", "the run vanished and left no exit status"
+    if exit_code == EXIT_NOT_STARTED:
+        return "not-started", "the run could not be launched (see its err log)"
+    return "failed", ""
+
+
 def _saved_job(row: Row) -> SavedJob:
     return SavedJob(
         spec=spec_from_row(row),

@@ -48,6 +48,7 @@ def cases(w: dict[str, Any]) -> list[tuple[str, str, Any, dict[str, Any]]]:
         ("GET", "/v1/jobs/{job_id}", None, {"job_id": job}),
         ("POST", "/v1/jobs/{job_id}/cancel", None, {"job_id": job}),
         ("GET", "/v1/jobs/{job_id}/why", None, {"job_id": job}),
+        ("GET", "/v1/jobs/{job_id}/logs", None, {"job_id": job}),
         ("GET", "/v1/tenants/{tenant}", None, {"tenant": A}),
         ("POST", "/v1/tenants", {"name": "b-shadow"}, {}),
         ("GET", "/v1/tenants/{tenant}/contract", None, {"tenant": A}),

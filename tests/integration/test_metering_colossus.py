@@ -145,8 +145,20 @@ def test_invoice_command_reads_the_saved_report(run: Report, tmp_path: Path) -> 
     )
     assert done.returncode == 0, done.stderr
     rows = list(csv.reader(io.StringIO(done.stdout)))
-    assert rows[0] == ["tenant", "month", "description", "quantity", "unit_price", "amount_cents"]
-    assert rows[-1][2:] == ["Total", "", "", str(FEE_CENTS)]
+    assert rows[0] == [
+        "tenant",
+        "month",
+        "description",
+        "quantity",
+        "unit",
+        "unit_price",
+        "price_unit",
+        "amount_cents",
+        "amount",
+    ]
+    assert float(rows[1][3]) == 1  # numbers, not text, in the numeric columns
+    assert rows[1][4:7] == ["month", "1250000000.00", "USD/month"]
+    assert rows[-1][2:] == ["Total", "", "", "", "", str(FEE_CENTS), f"{FEE_CENTS / 100:.2f}"]
 
 
 def test_notice_mid_october_prorates_the_bill_by_the_ramp() -> None:

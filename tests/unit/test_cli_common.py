@@ -66,3 +66,47 @@ def test_every_command_module_uses_the_one_copy(module: Any) -> None:
     assert module.friendly is common.friendly
     if hasattr(module, "fail"):
         assert module.fail is common.fail
+
+
+# -- durations ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        pytest.param("90d", 90 * 86_400, id="days"),
+        pytest.param("45", 45, id="plain-seconds"),
+        pytest.param("1.5h", 5400, id="fractional"),
+        pytest.param("1h30m", 5400, id="compound"),
+        pytest.param("2d12h30m15s", 2 * 86_400 + 12 * 3600 + 30 * 60 + 15, id="compound-all"),
+        pytest.param("1w2d", 9 * 86_400, id="weeks-days"),
+        pytest.param("5:00", 300, id="slurm-mm-ss"),
+        pytest.param("1:30:00", 5400, id="slurm-hh-mm-ss"),
+        pytest.param("2-00:00:00", 2 * 86_400, id="slurm-days"),
+        pytest.param("1-12", 36 * 3600, id="slurm-days-hours"),
+        pytest.param("1-12:30", 36 * 3600 + 1800, id="slurm-days-hours-minutes"),
+    ],
+)
+def test_durations_in_compound_and_slurm_forms(text: str, seconds: int) -> None:
+    from cotenant.model.time import parse_duration
+
+    assert parse_duration(text, "--duration") == seconds
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        pytest.param("-1h", "must not be negative", id="negative"),
+        pytest.param("1e400", "finite", id="huge"),
+        pytest.param("nan", "finite", id="nan"),
+        pytest.param("1h30", "cannot read", id="dangling-number"),
+        pytest.param("--5", "cannot read", id="double-sign"),
+        pytest.param("1-2-3", "cannot read", id="bad-slurm"),
+        pytest.param("soon", "cannot read", id="word"),
+    ],
+)
+def test_bad_durations_name_the_field(text: str, problem: str) -> None:
+    from cotenant.model.errors import SpecError
+    from cotenant.model.time import parse_duration
+
+    with pytest.raises(SpecError) as e:
+        parse_duration(text, "--duration")
+    assert e.value.field == "--duration" and problem in e.value.problem

@@ -428,7 +428,15 @@ def test_invoice_outputs_agree() -> None:
     buf = io.StringIO()
     csv.writer(buf).writerows(rows)
     assert rows[0][0] == "tenant"
-    assert rows[-1][2:] == ["Total", "", "", str(1_152_000 - 115_200)]
+    total = 1_152_000 - 115_200
+    assert rows[-1][2:] == ["Total", "", "", "", "", str(total), "10368.00"]
+    header, body = rows[0], rows[1:-3]
+    for row in body:  # numbers in the numeric columns, units in their own
+        cells = dict(zip(header, row, strict=True))
+        for col in ("quantity", "unit_price", "amount_cents", "amount"):
+            float(cells[col])
+        assert cells["unit"] == "GPU-h" and cells["price_unit"] == "USD/GPU-h"
+        assert float(cells["amount"]) * 100 == int(cells["amount_cents"])
 
     text = inv.render_text()
     assert "$11,520.00" in text and "-$1,152.00" in text and "$10,368.00" in text

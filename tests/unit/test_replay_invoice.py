@@ -186,7 +186,11 @@ def test_cli_replay_invoice_text_and_html(philly_dir: Path, tmp_path: Path) -> N
     )  # fmt: skip
     assert r.exit_code == 0, r.output
     text = r.stdout
-    assert "Metering under contract (price terms: built-in (REPLAY_PRICE))" in text
+    assert (
+        "Metering under contract (price terms: built-in: $1.875/GPU-h committed, "
+        "$3.00/GPU-h overage)" in text
+    )
+    assert "REPLAY_PRICE" not in text  # no internal constant names in what users read
     assert "Invoice: 6214e9, 2017-10 (USD)" in text
     # 6214e9's quota is 64 nodes, 512 GPUs: all of October is 512 * 744 = 380,928 GPU-h
     # committed, at $1.875: $714,240.00.

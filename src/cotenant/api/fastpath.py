@@ -126,7 +126,8 @@ async def submit(svc: Service, scope: Scope, body: bytes, send: Send) -> None:
         await unavailable(send, StoreUnavailable(f"the store is unavailable ({one_line(e)})"))
         return
     location = [(b"location", f"/v1/jobs/{row['id']}".encode())]
-    await respond(send, 201 if created else 200, job_dict(svc, row), location)
+    attempts = None if created else svc.store.attempts([row["id"]])[row["id"]]
+    await respond(send, 201 if created else 200, job_dict(svc, row, attempts), location)
 
 
 async def unavailable(send: Send, e: StoreUnavailable) -> None:

@@ -1,18 +1,21 @@
-"""/v1/jobs: submit, list, get, cancel, why."""
+"""/v1/jobs: submit, list, get, cancel, why, logs."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from typing import Annotated, Any
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path as Path_
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Path, Query, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from cotenant.api.auth import TENANT_ROLES, Caller, Svc, job_visible, require, tenant_visible
 from cotenant.api.errors import ERROR_RESPONSES, Forbidden
 from cotenant.api.keys import Principal, Role
-from cotenant.api.schemas import Job, JobPage, JobSubmit, TenantName, Why
+from cotenant.api.schemas import MAX_TIME, Job, JobPage, JobSubmit, TenantName, Why
 from cotenant.model.errors import SpecError
 from cotenant.model.jobs import JobState
 from cotenant.service import Service
@@ -30,11 +33,14 @@ IdempotencyKey = Annotated[
 ]
 
 
-def job_dict(svc: Service, row: dict[str, Any]) -> dict[str, Any]:
-    """A stored job as the ``Job`` schema's JSON (built directly: the submit path is hot)."""
+def job_dict(
+    svc: Service, row: dict[str, Any], attempts: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """A stored job (and its stored attempts) as the ``Job`` schema's JSON (built
+    directly: the submit path is hot)."""
     placement = None
+    names = svc.topo.node_names
     if row["nodes"] is not None and row["node_gpus"] is not None:
-        names = svc.topo.node_names
         placement = {
             "nodes": [names[n] for n in json.loads(row["nodes"])],
             "gpus": json.loads(row["node_gpus"]),
@@ -43,14 +49,47 @@ def job_dict(svc: Service, row: dict[str, Any]) -> dict[str, Any]:
     out["command"] = json.loads(row["command"])
     out["borrowed"] = bool(row["borrowed"])
     out["placement"] = placement
+    runs = [attempt_dict(names, a) for a in attempts or ()]
+    last = runs[-1] if runs else None
+    out["exit_code"] = last["exit_code"] if last else None
+    out["signal"] = last["signal"] if last else None
+    out["ended_at"] = row["end_s"] if row["state"] in ENDED else None
+    out["attempts"] = runs
     return out
 
 
-JOB_COLUMNS = [f for f in Job.model_fields if f not in ("command", "borrowed", "placement")]
+def attempt_dict(names: tuple[str, ...] | list[str], a: dict[str, Any]) -> dict[str, Any]:
+    code = a["exit_code"]
+    return {
+        "attempt": a["attempt"],
+        "nodes": [names[n] for n in json.loads(a["nodes"])],
+        "gpus": json.loads(a["node_gpus"]),
+        "start_s": a["start_s"],
+        "end_s": a["end_s"],
+        "outcome": a["outcome"],
+        "exit_code": code,
+        "signal": signal_name(code),
+        "detail": a["detail"],
+    }
+
+
+def signal_name(exit_code: int | None) -> str | None:
+    """The signal behind an exit status of 128 + N (the shell's convention)."""
+    if exit_code is None or not 128 < exit_code < 128 + 65:
+        return None
+    try:
+        return signal.Signals(exit_code - 128).name
+    except ValueError:
+        return f"signal {exit_code - 128}"
+
+
+ENDED = ("completed", "failed", "cancelled")
+DERIVED = ("command", "borrowed", "placement", "exit_code", "signal", "ended_at", "attempts")
+JOB_COLUMNS = [f for f in Job.model_fields if f not in DERIVED]
 
 
 def job_out(svc: Service, row: dict[str, Any]) -> Job:
-    return Job.model_validate(job_dict(svc, row))
+    return Job.model_validate(job_dict(svc, row, svc.store.attempts([row["id"]])[row["id"]]))
 
 
 def _submit_tenant(p: Principal, asked: str | None) -> str:
@@ -86,8 +125,9 @@ async def submit_job(
     tenant = _submit_tenant(p, body.tenant)
     fields = body.model_dump(exclude={"tenant"})
     row, created = await asyncio.wrap_future(svc.submit_job(p, tenant, fields, idempotency_key))
+    attempts = None if created else svc.store.attempts([row["id"]])[row["id"]]
     return JSONResponse(
-        job_dict(svc, row),
+        job_dict(svc, row, attempts),
         status_code=201 if created else 200,
         headers={"Location": f"/v1/jobs/{row['id']}"},
     )
@@ -101,6 +141,15 @@ def list_jobs(
     state: Annotated[list[JobState] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$")] = None,
+    name: Annotated[str | None, Query(max_length=200, description="only jobs so named")] = None,
+    since_s: Annotated[
+        int | None,
+        Query(ge=0, le=MAX_TIME, description="only jobs not ended before this (Unix s)"),
+    ] = None,
+    until_s: Annotated[
+        int | None,
+        Query(ge=0, le=MAX_TIME, description="only jobs submitted by this (Unix s)"),
+    ] = None,
 ) -> Response:
     require(p, Role.OPERATOR, *TENANT_ROLES)
     if p.role.tenant_scoped:
@@ -112,13 +161,22 @@ def list_jobs(
         if not cursor.isdigit() or len(cursor) > 18:
             raise SpecError("cursor", "not a cursor this server gave out")
         after = int(cursor)
-    rows = svc.store.jobs(tenant, [s.value for s in state or ()], after, limit + 1)
+    rows = svc.store.jobs(
+        tenant,
+        [s.value for s in state or ()],
+        after,
+        limit + 1,
+        name=name,
+        since_s=since_s,
+        until_s=until_s,
+    )
     more = len(rows) > limit
     rows = rows[:limit]
+    attempts = svc.store.attempts(r["id"] for r in rows)
     # Built as the schema's JSON directly: validating 100 models and then the page again
     # cost more than the query (bench/bench_live.py); the schema stays the documented one.
     page = {
-        "items": [job_dict(svc, r) for r in rows],
+        "items": [job_dict(svc, svc.live_row(r), attempts[r["id"]]) for r in rows],
         "next_cursor": str(rows[-1]["seq"]) if more and rows else None,
     }
     return JSONResponse(page)
@@ -126,8 +184,8 @@ def list_jobs(
 
 @router.get("/{job_id}", response_model=Job, summary="One job")
 def get_job(job_id: JobId, p: Caller, svc: Svc) -> Response:
-    row = job_visible(p, svc.store.job(job_id), job_id)
-    return JSONResponse(job_dict(svc, row))
+    row = svc.live_row(job_visible(p, svc.store.job(job_id), job_id))
+    return JSONResponse(job_dict(svc, row, svc.store.attempts([job_id])[job_id]))
 
 
 @router.post("/{job_id}/cancel", response_model=Job, summary="Cancel a pending or running job")
@@ -141,5 +199,102 @@ def cancel_job(job_id: JobId, p: Caller, svc: Svc) -> Job:
 @router.get("/{job_id}/why", response_model=Why, summary="Why a job is where it is")
 def why_job(job_id: JobId, p: Caller, svc: Svc) -> Why:
     job_visible(p, svc.store.job(job_id), job_id)
-    state, reason, detail = svc.why(job_id)
-    return Why(job=job_id, state=state, reason=reason, detail=detail)
+    row = svc.why(job_id)
+    job = job_dict(svc, row, svc.store.attempts([job_id])[job_id])
+    last = job["attempts"][-1] if job["attempts"] else None
+    since = None
+    if row["state"] in RUNNING:
+        since = row["start_s"]
+    elif row["state"] in ENDED:
+        since = row["end_s"]
+    return Why(
+        job=job_id,
+        state=row["state"],
+        reason=row["reason"],
+        detail=row["reason_detail"],
+        since_s=since,
+        attempt=row["attempt"],
+        nodes=last["nodes"] if last else [],
+        outcome=last["outcome"] if last else None,
+        exit_code=last["exit_code"] if last else None,
+        signal=last["signal"] if last else None,
+    )
+
+
+LOG_CHUNK = 64 * 1024
+FOLLOW_POLL_S = 0.5
+
+
+@router.get(
+    "/{job_id}/logs",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/plain": {}}, "description": "the log's bytes"}},
+    summary="A job's stdout or stderr (local and Slurm backends), optionally followed",
+)
+def job_logs(
+    job_id: JobId,
+    p: Caller,
+    svc: Svc,
+    attempt: Annotated[
+        int | None, Query(ge=1, le=1_000_000, description="default: the latest")
+    ] = None,
+    stream: Annotated[Literal["out", "err"], Query(description="stdout or stderr")] = "out",
+    offset: Annotated[int, Query(ge=0, le=1 << 50, description="skip this many bytes")] = 0,
+    follow: Annotated[
+        bool,
+        Query(
+            description="keep the answer open and send new output until the run ends (a "
+            "pending job's: wait for it to start)"
+        ),
+    ] = False,
+) -> StreamingResponse:
+    row = job_visible(p, svc.store.job(job_id), job_id)
+    waiting = follow and attempt is None and row["attempt"] < 1 and row["state"] == "pending"
+    if waiting:
+        svc.log_file({**row, "attempt": 1}, 1, stream)  # (the sim backend: 404 now)
+        path, n, over = Path_(), 0, False
+    else:
+        path, n, over = svc.log_file(row, attempt, stream)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        nonlocal path, n
+        if waiting:  # until its first run starts (or it ends without one)
+            while True:
+                now = svc.store.job(job_id)
+                if now is None or now["attempt"] >= 1 or now["state"] != "pending":
+                    break
+                await asyncio.sleep(FOLLOW_POLL_S)
+            if now is None or now["attempt"] < 1:
+                return
+            path, n, _ = svc.log_file(now, 1, stream)
+        pos, done = offset, over
+        while True:
+            data = _read_from(path, pos)
+            pos += len(data)
+            if data:
+                yield data
+                continue
+            if not follow or done:
+                return
+            await asyncio.sleep(FOLLOW_POLL_S)
+            now = svc.store.job(job_id)
+            done = now is None or now["attempt"] != n or now["state"] not in RUNNING
+            # (one more read after the run is seen over: what it wrote last)
+
+    return StreamingResponse(
+        chunks(),
+        media_type="text/plain; charset=utf-8",
+        headers={"X-Attempt": str(n or 1), "Cache-Control": "no-store"},
+    )
+
+
+RUNNING = ("running", "reclaiming")
+
+
+def _read_from(path: Path_, pos: int) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            f.seek(pos)
+            return f.read(LOG_CHUNK)
+    except FileNotFoundError:
+        return b""

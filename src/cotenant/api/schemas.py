@@ -80,6 +80,29 @@ class PlacementOut(BaseModel):
     gpus: list[int]
 
 
+class Attempt(BaseModel):
+    """One run of a job (``GET /v1/jobs/{id}`` and the job list carry them, oldest first)."""
+
+    attempt: int = Field(description="1 for the first run; logs are kept per attempt")
+    nodes: list[str] = Field(description="the nodes it ran on")
+    gpus: list[int] = Field(description="GPUs it held on each node, in the order of nodes")
+    start_s: int = Field(description="when it started (Unix s, service clock)")
+    end_s: int | None = Field(description="when it ended; null while it runs")
+    outcome: (
+        Literal[
+            "completed", "failed", "lost", "not-started", "preempted", "node-failure", "cancelled"
+        ]
+        | None
+    ) = Field(description="how it ended; null while it runs")
+    exit_code: int | None = Field(
+        description="the command's exit status (128 + N: killed by signal N; -1: lost, "
+        "-2: not started; the sim backend's runs end with 0); null while it runs or if it "
+        "did not end by itself (preempted, node failure, cancelled)"
+    )
+    signal: str | None = Field(description="the signal that killed it (e.g. SIGKILL), if any")
+    detail: str = Field(description="more on the outcome (e.g. the node failure's cause)")
+
+
 class Job(BaseModel):
     id: str
     tenant: str
@@ -106,6 +129,16 @@ class Job(BaseModel):
     placement: PlacementOut | None
     idempotency_key: str | None
     submitted_by: str
+    exit_code: int | None = Field(
+        description="the last attempt's exit status (see Attempt.exit_code); null before a "
+        "run ended by itself"
+    )
+    signal: str | None = Field(description="the signal that killed the last attempt, if any")
+    ended_at: int | None = Field(
+        description="when the job ended for good (completed, failed, cancelled; Unix s); "
+        "the same as end_s"
+    )
+    attempts: list[Attempt] = Field(description="every run of the job, oldest first")
 
 
 class JobPage(BaseModel):
@@ -114,10 +147,21 @@ class JobPage(BaseModel):
 
 
 class Why(BaseModel):
+    """Why a job is where it is: the same ``reason`` and ``reason_detail`` as the job's
+    own, and for a job that ran, where, since when and how its last run ended."""
+
     job: str
     state: str
     reason: str
     detail: str
+    since_s: int | None = Field(
+        None, description="in this state since (running: the run's start; ended: its end)"
+    )
+    attempt: int = Field(0, description="the latest attempt (0: never started)")
+    nodes: list[str] = Field(default_factory=list, description="where the latest run ran")
+    outcome: str | None = Field(None, description="how the latest run ended (Attempt.outcome)")
+    exit_code: int | None = None
+    signal: str | None = None
 
 
 # -- tenants and contracts --------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Service settings: defaults, then a TOML config file, then command-line options.
 
 # cotenant.toml
-db = "sqlite:///cotenant.db"      # or postgresql+psycopg://user@host/db
+db = "sqlite:///cotenant.db"      # (cotenant-demo.db with demo = true) or postgresql+psycopg://user@host/db
 host = "127.0.0.1"
 port = 8080
 speed = 1.0                       # simulated seconds per wall second
@@ -19,15 +19,18 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cotenant.model.errors import SpecError
+
+DEFAULT_DB = "sqlite:///cotenant.db"
+DEMO_DB = "sqlite:///cotenant-demo.db"
 
 
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    db: str = "sqlite:///cotenant.db"
+    db: str = DEFAULT_DB  # DEMO_DB with demo = true, unless given
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     speed: float = Field(1.0, gt=0, le=1_000_000)
@@ -53,6 +56,28 @@ class Settings(BaseModel):
             return self.workload
         return self.demo and self.scenario is None and self.backend == "sim"
 
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, v: str) -> str:
+        from cotenant.backends import BACKENDS
+
+        if v not in BACKENDS:
+            raise ValueError(f"unknown backend {v!r}; valid: {', '.join(sorted(BACKENDS))}")
+        return v
+
+    @model_validator(mode="after")
+    def _real_backend(self) -> Settings:
+        if self.backend != "sim":
+            if self.speed != 1:
+                raise ValueError(
+                    f"the {self.backend} backend runs real work: speed must be 1, "
+                    f"got {self.speed:g}"
+                )
+            d = Path(self.state_dir)
+            if d.exists() and not d.is_dir():
+                raise ValueError(f"state_dir {d} is a file; give a directory")
+        return self
+
     @property
     def seed_scenario(self) -> str | None:
         if self.scenario is not None:
@@ -71,9 +96,12 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
         except tomllib.TOMLDecodeError as e:
             raise SpecError("--config", f"{path}: {e}") from None
     raw.update({k: v for k, v in overrides.items() if v is not None})
+    if raw.get("demo") and "db" not in raw:
+        raw["db"] = DEMO_DB  # the demo keeps its own store: a later `serve` starts afresh
     try:
         return Settings(**raw)
     except ValidationError as e:
         err = e.errors()[0]
         field = ".".join(str(x) for x in err["loc"]) or "config"
-        raise SpecError(field, err["msg"], str(path) if path else None) from None
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        raise SpecError(field, msg, str(path) if path else None) from None

@@ -39,7 +39,6 @@ from typing import Any
 
 from cotenant.backends.base import BackendEvent, JobEnded, StartRequest
 from cotenant.backends.local_wrapper import proc_start_ticks
-from cotenant.backends.sim import SimBackend
 from cotenant.cluster.topology import ClusterSpec, NodeGroup, Topology
 from cotenant.model.errors import Conflict, SpecError
 
@@ -50,11 +49,19 @@ _START_GRACE_S = 10.0  # a recorded run with no pid yet may still be starting
 
 
 # -- shared with the Slurm backend -------------------------------------------------------------
+class NoCommand(ValueError):
+    """A job without a command (a simulated one) was handed to a real backend."""
+
+
 def job_command(req: StartRequest) -> tuple[str, ...]:
-    """The job's command; a job without one sleeps as long as the twin says its run takes."""
+    """The job's command. A job without one is the twin's (a duration, nothing to run):
+    a real backend never runs it, not even as a stand-in ``sleep``."""
     if req.spec.command:
         return req.spec.command
-    return ("sleep", str(SimBackend().run_length_s(req)))
+    raise NoCommand(
+        "the job has no command (a simulated job); a real backend runs only jobs "
+        "submitted with one"
+    )
 
 
 def job_env(req: StartRequest, checkpoint_dir: Path | str) -> dict[str, str]:
@@ -268,6 +275,11 @@ class LocalBackend:
         stem = str(job_dir / f"attempt-{req.attempt}")
         for suffix in (".exit", ".pid"):  # left by an earlier server that reused the id
             Path(stem + suffix).unlink(missing_ok=True)
+        try:
+            command = job_command(req)
+        except NoCommand as e:
+            self._fail(req, stem, str(e))
+            return
         gpu_ids: list[tuple[int, ...]] = []
         for node, count in zip(req.node_names, req.placement.gpus, strict=True):
             ids = self._gpus.take(node, count)
@@ -302,7 +314,7 @@ class LocalBackend:
                 f"{n}:{','.join(map(str, ids))}" for n, ids in zip(run.nodes, gpu_ids, strict=True)
             ),
         }
-        argv = [self.python, "-m", "cotenant.backends.local_wrapper", stem, "--", *job_command(req)]
+        argv = [self.python, "-m", "cotenant.backends.local_wrapper", stem, "--", *command]
         try:
             with open(stem + ".out", "ab") as out, open(stem + ".err", "ab") as err:
                 proc = subprocess.Popen(

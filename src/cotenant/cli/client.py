@@ -23,11 +23,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from cotenant.cli.common import fail, friendly
 from cotenant.model.time import parse_duration
+from cotenant.tablefit import Col, fitted_tables, print_fitted
 
 if TYPE_CHECKING:
     import httpx
@@ -92,27 +94,100 @@ def print_json(value: Any) -> None:
 # -- jobs ------------------------------------------------------------------------------------
 jobs_app = typer.Typer(help="Submit and follow jobs on a running server.", no_args_is_help=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
+WideOpt = Annotated[bool, typer.Option("--wide", help="every column, whatever the width")]
 
 
-def _job_table(jobs: list[dict[str, Any]]) -> Table:
-    t = Table("id", "tenant", "name", "GPUs", "state", "reason", "submitted", "started", "nodes")
+WIDE_AT = 150  # columns from which the job table shows every column without --wide
+
+
+def _nodes(j: dict[str, Any]) -> str:
+    p = j.get("placement")
+    if not p:
+        return ""
+    return ", ".join(p["nodes"][:3]) + (f" +{len(p['nodes']) - 3}" if len(p["nodes"]) > 3 else "")
+
+
+def _exit(j: dict[str, Any]) -> str:
+    if j.get("signal"):
+        return str(j["signal"])
+    return "" if j.get("exit_code") is None else str(j["exit_code"])
+
+
+def _job_tables(jobs: list[dict[str, Any]]) -> list[Table]:
+    """Jobs as tables that fit the console: ids, numbers, states and times are never
+    wrapped or cut; names and reasons fold; too wide, the columns are stacked in several
+    tables, each starting with the id. Narrower than WIDE_AT columns (and without --wide)
+    it leaves out the submission time and the nodes and writes times as MM-DD HH:MM."""
+    return fitted_tables(console, None, *_job_columns(jobs, console.width >= WIDE_AT))
+
+
+def _job_columns(jobs: list[dict[str, Any]], wide: bool) -> tuple[list[Col], list[list[str]]]:
+    cols = [
+        Col("id", number=False, whole=True),
+        Col("tenant", number=False),
+        Col("name", number=False),
+        Col("GPUs"),
+        Col("state", number=False, whole=True),
+        Col("reason", number=False),
+    ]
+    if wide:
+        cols.append(Col("submitted", number=False, whole=True))
+    cols += [
+        Col("started", number=False, whole=True),
+        Col("ended", number=False, whole=True),
+        Col("exit"),
+    ]
+    if wide:
+        cols.append(Col("nodes", number=False))
+    stamp = when if wide else short_when
+    rows = []
     for j in jobs:
-        p = j.get("placement")
-        nodes = ""
-        if p:
-            nodes = ", ".join(p["nodes"][:3]) + (
-                f" +{len(p['nodes']) - 3}" if len(p["nodes"]) > 3 else ""
-            )
+        cells = [j["id"], j["tenant"], j["name"], str(j["gpus"]), j["state"], j["reason"]]
+        if wide:
+            cells.append(when(j["submit_s"]))
+        cells += [stamp(j["first_start_s"]), stamp(j.get("ended_at")), _exit(j)]
+        if wide:
+            cells.append(_nodes(j))
+        rows.append(cells)
+    return cols, rows
+
+
+def _print_jobs(jobs: list[dict[str, Any]], wide: bool) -> None:
+    """--wide: one table with every column, as wide as it needs (lines may be longer than
+    the terminal: pipe it to ``less -S``)."""
+    if wide:
+        (t,) = fitted_tables(console, None, *_job_columns(jobs, True), split=False)
+        console.print(t, width=10_000, crop=False)
+        return
+    for t in _job_tables(jobs):
+        console.print(t)
+
+
+def short_when(t: int | None) -> str:
+    if t is None:
+        return "-"
+    return datetime.fromtimestamp(t, UTC).strftime("%m-%d %H:%M")
+
+
+def _attempt_table(job: dict[str, Any]) -> Table:
+    t = Table(box=box.SIMPLE_HEAD, pad_edge=False, title=f"attempts of {job['id']}")
+    fixed = {"no_wrap": True, "overflow": "ignore"}
+    t.add_column("#", justify="right", **fixed)  # type: ignore[arg-type]
+    t.add_column("started", **fixed)  # type: ignore[arg-type]
+    t.add_column("ended", **fixed)  # type: ignore[arg-type]
+    t.add_column("outcome", **fixed)  # type: ignore[arg-type]
+    t.add_column("exit", justify="right", **fixed)  # type: ignore[arg-type]
+    t.add_column("nodes", overflow="fold")
+    t.add_column("detail", overflow="fold")
+    for a in job.get("attempts", []):
         t.add_row(
-            j["id"],
-            j["tenant"],
-            j["name"],
-            str(j["gpus"]),
-            j["state"],
-            j["reason"],
-            when(j["submit_s"]),
-            when(j["first_start_s"]),
-            nodes,
+            str(a["attempt"]),
+            when(a["start_s"]),
+            when(a["end_s"]),
+            a["outcome"] or "running",
+            a["signal"] or ("" if a["exit_code"] is None else str(a["exit_code"])),
+            ", ".join(a["nodes"]),
+            a["detail"],
         )
     return t
 
@@ -171,14 +246,33 @@ def jobs_list(
     state: Annotated[list[str] | None, typer.Option(help="only these states (repeatable)")] = None,
     limit: Annotated[int, typer.Option(help="jobs per page")] = 100,
     all_pages: Annotated[bool, typer.Option("--all", help="follow every page")] = False,
+    name: Annotated[str | None, typer.Option(help="only jobs with this name")] = None,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", "-S", help="only jobs not ended before this time (ISO or Unix s)"),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option("--until", "-E", help="only jobs submitted by this time (ISO or Unix s)"),
+    ] = None,
+    wide: WideOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """List jobs, oldest first."""
+    """List jobs, oldest first (--since/--until: those in the system in that window, like
+    sacct -S/-E)."""
+    from cotenant.scenario import parse_time
+
     params: dict[str, Any] = {"limit": limit}
     if tenant is not None:
         params["tenant"] = tenant
     if state:
         params["state"] = state
+    if name is not None:
+        params["name"] = name
+    if since is not None:
+        params["since_s"] = parse_time(since, "--since")
+    if until is not None:
+        params["until_s"] = parse_time(until, "--until")
     jobs: list[dict[str, Any]] = []
     with connect() as c:
         while True:
@@ -190,34 +284,99 @@ def jobs_list(
     if as_json:
         print_json(jobs)
     else:
-        console.print(_job_table(jobs))
+        _print_jobs(jobs, wide)
 
 
 @jobs_app.command("get")
 @friendly
-def jobs_get(job_id: str, as_json: JsonOpt = False) -> None:
-    """Show one job."""
+def jobs_get(job_id: str, wide: WideOpt = False, as_json: JsonOpt = False) -> None:
+    """Show one job and its attempts."""
     job = call("GET", f"/v1/jobs/{job_id}")
     if as_json:
         print_json(job)
     else:
-        console.print(_job_table([job]))
+        _print_jobs([job], wide)
+        if job.get("attempts"):
+            console.print(_attempt_table(job))
+
+
+@jobs_app.command("logs")
+@friendly
+def jobs_logs(
+    job_id: str,
+    attempt: Annotated[
+        int | None, typer.Option(min=1, help="which attempt (default: the latest)")
+    ] = None,
+    err: Annotated[bool, typer.Option("--err", help="standard error, not output")] = False,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="keep printing until the run ends")
+    ] = False,
+) -> None:
+    """Print a job's output (local and Slurm backends), as it runs or after it ended."""
+    import httpx
+
+    params: dict[str, Any] = {"stream": "err" if err else "out", "follow": follow}
+    if attempt is not None:
+        params["attempt"] = attempt
+    timeout = httpx.Timeout(30.0, read=None if follow else 30.0)
+    try:
+        with (
+            connect() as c,
+            c.stream("GET", f"/v1/jobs/{job_id}/logs", params=params, timeout=timeout) as r,
+        ):
+            if r.status_code >= 400:
+                r.read()
+                answer(r)
+            for chunk in r.iter_bytes():
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
 
 
 @jobs_app.command("cancel")
 @friendly
-def jobs_cancel(job_id: str) -> None:
+def jobs_cancel(job_id: str, as_json: JsonOpt = False) -> None:
     """Cancel a pending or running job."""
     job = call("POST", f"/v1/jobs/{job_id}/cancel")
-    print(f"{job['id']}: {job['state']}")
+    if as_json:
+        print_json(job)
+    else:
+        print(f"{job['id']}: {job['state']}")
 
 
 @jobs_app.command("why")
 @friendly
-def jobs_why(job_id: str) -> None:
-    """Why a job is pending (or where it is)."""
+def jobs_why(job_id: str, as_json: JsonOpt = False) -> None:
+    """Why a job is pending; where a running job runs, since when; how an ended one ended."""
     w = call("GET", f"/v1/jobs/{job_id}/why")
-    print(f"{w['job']}: {w['state']}, {w['reason']}" + (f" ({w['detail']})" if w["detail"] else ""))
+    if as_json:
+        print_json(w)
+    else:
+        print(why_line(w))
+
+
+def why_line(w: dict[str, Any]) -> str:
+    """One line: the state, then the reason (pending), the place and start (running), or
+    the end and how (ended)."""
+    state, detail = w["state"], w["detail"]
+    where = f"on {', '.join(w['nodes'])}" if w.get("nodes") else ""
+    if state in ("running", "reclaiming"):
+        out = f"{state} {where} since {when(w['since_s'])}, attempt {w['attempt']}"
+        if state == "reclaiming":
+            out += f" ({w['reason']}{': ' + detail if detail else ''})"
+        return f"{w['job']}: {out}"
+    if state in ("completed", "failed", "cancelled"):
+        how = [x for x in (w["reason"], detail) if x and x != state]
+        if w.get("attempt"):
+            how.append(f"attempt {w['attempt']}" + (f" {where}" if where else ""))
+        return f"{w['job']}: {state} at {when(w['since_s'])}" + (
+            f": {'; '.join(how)}" if how else ""
+        )
+    out = f"{w['job']}: {state}, {w['reason']}" + (f" ({detail})" if detail else "")
+    if w.get("outcome"):  # it ran before: how its last run ended
+        out += f"; last run (attempt {w['attempt']}) {w['outcome']}"
+    return out
 
 
 # -- usage, cluster -----------------------------------------------------------------------------
@@ -232,15 +391,18 @@ def usage_command(
     if as_json:
         print_json(u)
         return
-    t = Table("tenant", "GPU-hours", "own GPU-hours", "borrowed GPU-hours")
-    for x in u["tenants"]:
-        t.add_row(
+    cols = [Col("tenant", number=False, whole=True)]
+    cols += [Col(c) for c in ("GPU-hours", "own GPU-hours", "borrowed GPU-hours")]
+    rows = [
+        [
             x["tenant"],
             f"{x['gpu_seconds'] / 3600:,.2f}",
             f"{x['own_gpu_seconds'] / 3600:,.2f}",
             f"{x['borrowed_gpu_seconds'] / 3600:,.2f}",
-        )
-    console.print(t)
+        ]
+        for x in u["tenants"]
+    ]
+    print_fitted(console, None, cols, rows)
 
 
 @friendly
@@ -256,18 +418,21 @@ def cluster_command(as_json: JsonOpt = False) -> None:
         + (f"; {v['queue_depth']:,} jobs queued" if v["queue_depth"] is not None else ""),
         highlight=False,
     )
-    t = Table("tenant", "entitled", "allocated", "owned", "borrowed", "running", "pending")
-    for a in v["tenants"]:
-        t.add_row(
+    cols = [Col("tenant", number=False, whole=True)]
+    cols += [Col(c) for c in ("entitled", "allocated", "owned", "borrowed", "running", "pending")]
+    rows = [
+        [
             a["tenant"],
             f"{a['entitled_gpus']:,}",
             f"{a['allocated_gpus']:,}",
             f"{a['owned_gpus']:,}",
             f"{a['borrowed_gpus']:,}",
-            str(a["running_jobs"]),
-            str(a["pending_jobs"]),
-        )
-    console.print(t)
+            f"{a['running_jobs']:,}",
+            f"{a['pending_jobs']:,}",
+        ]
+        for a in v["tenants"]
+    ]
+    print_fitted(console, None, cols, rows)
 
 
 # -- audit --------------------------------------------------------------------------------------
@@ -277,7 +442,10 @@ audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True
 @audit_app.command("verify")
 @friendly
 def audit_verify(
-    db: Annotated[str | None, typer.Option(help="verify the store at this database URL")] = None,
+    db: Annotated[
+        str | None,
+        typer.Option(help="verify the store at this database URL (default: serve's default)"),
+    ] = None,
     file: Annotated[Path | None, typer.Option(help="verify an export (JSON lines)")] = None,
     head: Annotated[
         str | None, typer.Option(help="the head SEQ:HASH the chain must end on")
@@ -285,12 +453,16 @@ def audit_verify(
     full: Annotated[
         bool, typer.Option(help="with --db: every entry, not only those after the last verified")
     ] = False,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Check the chain: any edited, inserted, deleted or reordered entry is named. Exit 1 if bad."""
+    """Check the chain: any edited, inserted, deleted or reordered entry is named. Exit 1 if bad.
+
+    With neither --db nor --file it checks the store ``cotenant serve`` uses by default
+    (./cotenant.db)."""
     from cotenant.audit import Head, verify_file
 
-    if (db is None) == (file is None):
-        fail("give exactly one of --db URL or --file EXPORT.jsonl")
+    if db is not None and file is not None:
+        fail("give one of --db URL or --file EXPORT.jsonl, not both")
     expected = None
     if head is not None:
         try:
@@ -300,32 +472,75 @@ def audit_verify(
     if file is not None:
         verdict = verify_file(file, expected)
     else:
+        from cotenant.api.settings import DEFAULT_DB
         from cotenant.store.repo import Store
 
-        assert db is not None
-        store = Store(db, read_only=True)
+        url = db or DEFAULT_DB
+        require_store(url, given=db is not None)
+        store = Store(url, read_only=True)
         try:
             verdict = store.verify_audit(full=full, head=expected)
         finally:
             store.close()
-    if verdict.ok:
+    if as_json:
+        print_json(
+            {
+                "ok": verdict.ok,
+                "entries": verdict.entries,
+                "head": str(verdict.head),
+                "first_bad_seq": verdict.first_bad_seq,
+                "problem": verdict.problem,
+            }
+        )
+        if not verdict.ok:
+            raise typer.Exit(1)
+    elif verdict.ok:
         console.print(str(verdict), highlight=False)
     else:
         fail(str(verdict), code=1)
 
 
+def require_store(url: str, given: bool) -> None:
+    """A SQLite store that does not exist is an error (opening it would create it)."""
+    import sqlalchemy as sa
+
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        fail(f"--db: cannot read {url!r} as a database URL")
+    path = parsed.database
+    if parsed.get_backend_name() != "sqlite" or path in (None, "", ":memory:"):
+        return
+    if not Path(path).is_file():
+        where = "" if given else " (the default store of cotenant serve)"
+        fail(f"--db: no store at {path}{where}; give --db URL or --file EXPORT.jsonl")
+
+
 @audit_app.command("export")
 @friendly
 def audit_export(
-    out: Annotated[Path, typer.Option(help="write the JSON lines here")],
-    after_seq: Annotated[int, typer.Option(help="only entries after this seq")] = 0,
+    out: Annotated[
+        Path | None, typer.Option(help="write the JSON lines here (default: standard output)")
+    ] = None,
+    after_seq: Annotated[int, typer.Option(min=0, help="only entries after this seq")] = 0,
 ) -> None:
-    """Download the audit log (operator, auditor) and print its head."""
+    """Download the audit log (operator, auditor) as JSON lines; the head goes to stderr
+    when the lines go to standard output."""
+    if out is not None and out.is_dir():
+        fail(f"--out: {out} is a directory")
+    if out is not None and not out.parent.is_dir():
+        fail(f"--out: no directory {out.parent} to write {out.name} in")
     with connect() as c, c.stream("GET", "/v1/audit", params={"after_seq": after_seq}) as r:
         if r.status_code >= 400:
             r.read()
             answer(r)
-        with out.open("wb") as f:
+        if out is None:
             for chunk in r.iter_bytes():
-                f.write(chunk)
-        print(f"head {r.headers.get('X-Audit-Head', '?')}")
+                sys.stdout.buffer.write(chunk)
+            sys.stdout.flush()
+        else:
+            with out.open("wb") as f:
+                for chunk in r.iter_bytes():
+                    f.write(chunk)
+        note = f"head {r.headers.get('X-Audit-Head', '?')}"
+        print(note, file=sys.stderr if out is None else sys.stdout)

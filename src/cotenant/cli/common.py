@@ -29,6 +29,20 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
+MAX_DAYS = 36_500  # a century bounds every --days
+
+
+def days_seconds(days: float, field: str = "--days") -> int:
+    """A ``--days`` value as whole seconds: finite, > 0, at most a century."""
+    import math
+
+    if not math.isfinite(days) or days <= 0:
+        fail(f"{field}: must be a number of days > 0, got {days:g}")
+    if days > MAX_DAYS:
+        fail(f"{field}: at most {MAX_DAYS:,} days (a century), got {days:g}")
+    return int(days * 86_400)
+
+
 def _unreachable_server(e: Exception) -> bool:
     """An httpx transport error (connection refused, timeout, ...). Only the commands
     that talk to a server import httpx; if it is not loaded, the error is not one."""
@@ -48,6 +62,19 @@ def friendly(fn: F) -> F:
             fail(str(e))
         except FileNotFoundError as e:
             fail(f"file not found: {e.filename}")
+        except IsADirectoryError as e:
+            fail(f"{e.filename} is a directory; give a file")
+        except NotADirectoryError as e:
+            fail(f"{e.filename}: a part of this path is not a directory")
+        except PermissionError as e:
+            fail(f"{e.filename}: permission denied")
+        except UnicodeDecodeError as e:
+            fail(f"a file is not UTF-8 text (byte {e.start}: {e.reason}); is it the right file?")
+        except ModuleNotFoundError as e:
+            fail(
+                f"the library {e.name!r} is missing: reinstall cotenant "
+                "(python3 -m pip install -e .)"
+            )
         except Exception as e:
             if _unreachable_server(e):
                 fail(f"cannot reach the server ({e.__class__.__name__}); is COTENANT_URL right?")
@@ -56,4 +83,4 @@ def friendly(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-__all__ = ["console", "err_console", "fail", "friendly"]
+__all__ = ["console", "days_seconds", "err_console", "fail", "friendly"]

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cotenant.cli.common import console, fail, friendly
+from cotenant.cli.common import console, days_seconds, fail, friendly
 from cotenant.metering.rating import Invoice
 from cotenant.model.errors import SpecError
 
@@ -31,7 +31,8 @@ def invoice_command(
         typer.Option(help="read a JSON report saved by `simulate --out` instead of running"),
     ] = None,
     days: Annotated[
-        float | None, typer.Option(help="simulate only this many days of the scenario")
+        float | None,
+        typer.Option(envvar="COTENANT_DAYS", help="simulate only this many days of the scenario"),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the invoice as JSON")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="print the invoice as CSV")] = False,
@@ -86,9 +87,7 @@ def _run(scenario: str, days: float | None) -> dict[str, Any]:
 
     sc = load_scenario(scenario)
     if days is not None:
-        if days <= 0:
-            fail("--days: must be > 0")
-        sc = replace(sc, duration_s=int(days * 86_400))
+        sc = replace(sc, duration_s=days_seconds(days))
     _, rep = simulate(sc)
     metering: dict[str, Any] = rep.extra["metering"]
     return metering

@@ -8,21 +8,40 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from cotenant.cli.common import console, err_console, fail, friendly
+from cotenant.cli.common import console, days_seconds, err_console, fail, friendly
 
 app = typer.Typer(
     name="cotenant",
     help="Turn a GPU lease contract into enforced, metered, audited capacity.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from cotenant import __version__
+
+        print(f"cotenant {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="print the version and exit"
+        ),
+    ] = False,
+) -> None:
+    """Turn a GPU lease contract into enforced, metered, audited capacity."""
 
 
 @app.command()
@@ -36,7 +55,10 @@ def simulate(
     out: Annotated[
         Path | None, typer.Option(help="also write the JSON report (with time series) here")
     ] = None,
-    days: Annotated[float | None, typer.Option(help="simulate only this many days")] = None,
+    days: Annotated[
+        float | None,
+        typer.Option(envvar="COTENANT_DAYS", help="simulate only this many days"),
+    ] = None,
     why: Annotated[list[str] | None, typer.Option(help="explain a job's state at the end")] = None,
     invoice: Annotated[
         bool, typer.Option("--invoice", help="print the invoices after the report (text)")
@@ -53,6 +75,9 @@ def simulate(
         float | None,
         typer.Option(help="multiply the scenario's failure rates (0: no failures)"),
     ] = None,
+    wide: Annotated[
+        bool, typer.Option("--wide", help="one wide table each, whatever the terminal's width")
+    ] = False,
 ) -> None:
     """Run a scenario on the digital twin (simulated time) and report."""
     import math
@@ -66,9 +91,7 @@ def simulate(
     if policy is not None:
         get_policy(policy, "--policy")
     if days is not None:
-        if days <= 0:
-            fail("--days: must be > 0")
-        sc = replace(sc, duration_s=int(days * 86_400))
+        sc = replace(sc, duration_s=days_seconds(days))
     if failure_scale is not None and not (math.isfinite(failure_scale) and failure_scale >= 0):
         fail(f"--failure-scale: must be a finite number >= 0, got {failure_scale}")
     if html is not None and not html.parent.is_dir():
@@ -101,6 +124,8 @@ def simulate(
     if as_json:
         print(json.dumps(report.to_json_dict(), indent=2))
     else:
+        if wide:
+            console.width = max(console.width, 250)
         report.render(console)
         if invoice:
             from cotenant.cli.invoice import print_invoices
@@ -114,32 +139,59 @@ def simulate(
 
 
 @app.command()
-def policies() -> None:
+def policies(
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
     """List the scheduling policies."""
     from cotenant.scheduler.policies import get_policy, policy_names
 
-    t = Table("policy", "honours contracts", "description")
+    rows: list[dict[str, Any]] = []
     for name in policy_names():
         p = get_policy(name)
-        t.add_row(name, "yes" if p.honours_contracts else "no", p.description)
+        rows.append(
+            {"name": name, "honours_contracts": p.honours_contracts, "description": p.description}
+        )
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    t = Table("policy", "honours contracts", "description")
+    for r in rows:
+        t.add_row(r["name"], "yes" if r["honours_contracts"] else "no", r["description"])
     console.print(t)
 
 
 @app.command()
-def scenarios() -> None:
+def scenarios(
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
     """List the built-in scenarios."""
     from cotenant.scenario import builtin_names, load_scenario
 
-    t = Table("scenario", "cluster", "GPUs", "tenants", "days", "policy")
+    rows: list[dict[str, Any]] = []
     for name in builtin_names():
         s = load_scenario(name)
+        rows.append(
+            {
+                "name": name,
+                "cluster": s.cluster.name,
+                "gpus": s.cluster.total_gpus,
+                "tenants": [x.name for x in s.tenants],
+                "days": s.duration_s / 86_400,
+                "policy": s.policy,
+            }
+        )
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    t = Table("scenario", "cluster", "GPUs", "tenants", "days", "policy")
+    for r in rows:
         t.add_row(
-            name,
-            s.cluster.name,
-            f"{s.cluster.total_gpus:,}",
-            ", ".join(x.name for x in s.tenants),
-            f"{s.duration_s / 86_400:g}",
-            s.policy,
+            r["name"],
+            r["cluster"],
+            f"{r['gpus']:,}",
+            ", ".join(r["tenants"]),
+            f"{r['days']:g}",
+            r["policy"],
         )
     console.print(t)
 
@@ -158,18 +210,51 @@ from cotenant.cli.client import (  # noqa: E402
     jobs_app,
     usage_command,
 )
+from cotenant.cli.keys import keys_app  # noqa: E402
 from cotenant.cli.serve import serve_command  # noqa: E402
 
 app.command("serve")(serve_command)
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(audit_app, name="audit")
+app.add_typer(keys_app, name="keys")
 app.command("usage")(usage_command)
 app.command("cluster")(cluster_command)
 
 
+def run(argv: list[str] | None = None) -> int:
+    """Run the command line; the exit code. A usage error (a missing option, a value out
+    of range) is one line on stderr and exit code 2, like every other error a user can fix;
+    --help and a command group without a command print their help."""
+    try:  # typer >= 0.24 carries its own copy of click
+        from typer._click import exceptions as click_errors
+    except ImportError:  # pragma: no cover - older typer on click
+        from click import exceptions as click_errors  # type: ignore[no-redef]
+
+    cmd = typer.main.get_command(app)
+    try:
+        code = cmd.main(args=argv, prog_name="cotenant", standalone_mode=False)
+    except click_errors.NoArgsIsHelpError as e:
+        print(e.ctx.get_help() if e.ctx is not None else e.format_message())
+        return 0
+    except click_errors.ClickException as e:
+        message = " ".join(e.format_message().split())
+        err_console.print("error: " + message, style="bold red", highlight=False, markup=False)
+        return 2
+    except (typer.Exit, SystemExit) as e:
+        code = getattr(e, "exit_code", None)
+        if code is None:
+            code = e.code if isinstance(e, SystemExit) else 0
+        return int(code or 0)
+    except typer.Abort:
+        return 130
+    except KeyboardInterrupt:
+        return 130
+    return code if isinstance(code, int) else 0  # (typer returns an Exit's code)
+
+
 def main() -> None:  # pragma: no cover - console entry point
-    app()
+    sys.exit(run())
 
 
 if __name__ == "__main__":  # pragma: no cover
-    app()
+    main()

@@ -22,12 +22,12 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from cotenant.cli.common import console, err_console, friendly
 from cotenant.model.errors import SpecError
 from cotenant.replay import comparison_rows, tenant_rows
 from cotenant.report import Report
+from cotenant.tablefit import Col, print_fitted
 
 DEFAULT_POLICIES = "fifo-backfill,contract"
 SHOW_PROBLEMS = 5
@@ -68,7 +68,9 @@ def replay_command(
             "without --cluster the cluster is sized to the scaled quotas"
         ),
     ] = None,
-    limit: Annotated[int | None, typer.Option(help="replay only the first N jobs")] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, max=10**9, help="replay only the first N jobs")
+    ] = None,
     start: Annotated[
         str | None, typer.Option(help="keep jobs submitted from this ISO date-time (UTC)")
     ] = None,
@@ -323,25 +325,22 @@ def guess_format(path: Path) -> str:
 
 
 # -- tables -----------------------------------------------------------------------------------
-def _table(title: str, rows: list[dict[str, str]]) -> Table:
-    t = Table(title=title)
-    for i, col in enumerate(rows[0] if rows else {}):
-        t.add_column(col, justify="left" if i == 0 else "right", no_wrap=True)
-    for row in rows:
-        t.add_row(*row.values())
-    return t
+def _print_table(console: Console, title: str, rows: list[dict[str, str]]) -> None:
+    """Stacked into narrower tables where the console is too narrow; no figure is cut."""
+    names = list(rows[0]) if rows else []
+    cols = [Col(n, number=i > 0, whole=True) for i, n in enumerate(names)]
+    print_fitted(console, title, cols, [list(r.values()) for r in rows])
 
 
 def render_comparison(console: Console, reports: Sequence[Report]) -> None:
-    console.print(
-        _table(
-            "Policies compared (JCT = end - submit; queue = first start - submit; "
-            "utilisation over the run and while jobs arrive)",
-            comparison_rows(reports, compact=True),
-        )
+    _print_table(
+        console,
+        "Policies compared (JCT = end - submit; queue = first start - submit; "
+        "utilisation over the run and while jobs arrive)",
+        comparison_rows(reports, compact=True),
     )
     for r in reports:
-        console.print(_table(f"Per tenant under {r.policy}", tenant_rows(r)))
+        _print_table(console, f"Per tenant under {r.policy}", tenant_rows(r))
 
 
 def render_invoices(console: Console, reports: Sequence[Report]) -> None:
@@ -358,6 +357,7 @@ def render_invoices(console: Console, reports: Sequence[Report]) -> None:
             f"[bold]Metering under {escape(r.policy)}[/bold] "
             f"(price terms: {escape(str(m['price_terms']))})",
             highlight=False,
+            soft_wrap=True,
         )
         for line in metering_text(m):
             console.print(line, highlight=False, markup=False)

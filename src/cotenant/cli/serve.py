@@ -70,13 +70,17 @@ def serve_command(
             "(default: on for --demo without --scenario)"
         ),
     ] = None,
+    reset: Annotated[
+        bool,
+        typer.Option(help="delete the store (a SQLite file) first and seed it afresh"),
+    ] = False,
 ) -> None:
     """Run the control plane: the engine live on the wall clock, and its HTTP API."""
     import uvicorn
 
     from cotenant.api.app import create_app
     from cotenant.api.settings import load_settings
-    from cotenant.bootstrap import bootstrap
+    from cotenant.bootstrap import bootstrap, seeded_from
     from cotenant.model.errors import StoreUnavailable
     from cotenant.service import Service
     from cotenant.store.db import safe_url, sqlite_problem
@@ -98,11 +102,14 @@ def serve_command(
         workload=workload,
     )
     where = safe_url(settings.db)
+    if reset:
+        reset_store(settings.db)
     store: Store | None = None
     try:
         store = Store(settings.db)
         keys = bootstrap(store, settings)
         store.writer.probe()  # the store takes writes (not only reads)
+        seeded = seeded_from(store)
     except Exception as e:
         if store is not None:
             store.close()
@@ -131,8 +138,15 @@ def serve_command(
                     f,
                     indent=2,
                 )
-    elif demo:
-        console.print("the store is already set up; its keys were shown when it was created")
+    elif demo or keys_out is not None:
+        was = f" (seeded from {seeded})" if seeded else ""
+        console.print(
+            f"no keys printed: the store {where}{was} is already set up, and keys are "
+            "shown only when they are made. Issue one with: cotenant keys issue --db "
+            f"{settings.db} --role operator (or --reset to start afresh)",
+            highlight=False,
+            soft_wrap=True,
+        )
     try:
         svc = Service(store, settings)
         svc.start()
@@ -166,3 +180,22 @@ def _why(problem: str | None, e: Exception) -> str:
 
     why = str(e) if isinstance(e, StoreUnavailable) else one_line(e)
     return why if problem is None else f"{problem} ({why})"
+
+
+def reset_store(url: str) -> None:
+    """Delete a SQLite store's file (with its WAL and shared-memory files)."""
+    import sqlalchemy as sa
+
+    from cotenant.model.errors import SpecError
+
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        raise SpecError("--db", f"cannot read {url!r} as a database URL") from None
+    path = parsed.database
+    if parsed.get_backend_name() != "sqlite" or path in (None, "", ":memory:"):
+        raise SpecError(
+            "--reset", f"only a SQLite file store can be reset; drop {url} with its own tools"
+        )
+    for suffix in ("", "-wal", "-shm"):
+        Path(path + suffix).unlink(missing_ok=True)

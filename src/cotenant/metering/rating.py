@@ -207,21 +207,42 @@ class Invoice:
         }
 
     def to_csv_rows(self) -> list[list[str]]:
-        """A header row, one row per line, then Subtotal, Credits and Total rows."""
-        rows = [["tenant", "month", "description", "quantity", "unit_price", "amount_cents"]]
+        """A header row, one row per line, then Subtotal, Credits and Total rows. Numeric
+        columns hold plain numbers (no separators, no currency signs); the units are in
+        columns of their own: ``quantity`` in ``unit``, ``unit_price`` in USD per
+        ``price_unit``, ``amount`` in USD (exactly ``amount_cents`` / 100)."""
+        rows = [
+            [
+                "tenant",
+                "month",
+                "description",
+                "quantity",
+                "unit",
+                "unit_price",
+                "price_unit",
+                "amount_cents",
+                "amount",
+            ]
+        ]
         for line in self.lines:
+            qty, unit = _split_quantity(line.quantity)
+            price, per = _split_price(line.unit_price)
             rows.append(
                 [
                     self.tenant,
                     self.month,
                     line.description,
-                    line.quantity,
-                    line.unit_price,
+                    qty,
+                    unit,
+                    price,
+                    f"{self.currency}/{per}" if per else "",
                     str(line.amount_cents),
+                    _cents_number(line.amount_cents),
                 ]
             )
         for label, cents in self._totals():
-            rows.append([self.tenant, self.month, label, "", "", str(cents)])
+            row = [self.tenant, self.month, label, "", "", "", "", str(cents)]
+            rows.append([*row, _cents_number(cents)])
         return rows
 
     def render_text(self) -> str:
@@ -368,6 +389,25 @@ def rate_month(
         shortfall_gpu_seconds=shortfall_gpu_seconds,
         violation_gpu_seconds=violation_gpu_seconds,
     )
+
+
+def _split_quantity(text: str) -> tuple[str, str]:
+    """``"1,234.5 GPU-h"`` -> ``("1234.5", "GPU-h")`` (the line's display quantity)."""
+    number, _, unit = text.partition(" ")
+    return number.replace(",", ""), unit
+
+
+def _split_price(text: str) -> tuple[str, str]:
+    """``"$1,000,000.00/month"`` -> ``("1000000.00", "month")``; ``"-$1.5/GPU-h"`` ->
+    ``("-1.5", "GPU-h")``."""
+    amount, _, per = text.partition("/")
+    return amount.replace("$", "").replace(",", ""), per
+
+
+def _cents_number(cents: int) -> str:
+    sign = "-" if cents < 0 else ""
+    whole, rest = divmod(abs(cents), 100)
+    return f"{sign}{whole}.{rest:02d}"
 
 
 def _hours(gpu_seconds: int) -> str:

@@ -27,6 +27,13 @@ class SpecError(CotenantError):
         super().__init__(f"{where}{field}: {problem}")
 
 
+class Unprocessable(SpecError):
+    """Well-formed, but this server cannot act on it (e.g. a job without a command on a
+    backend that runs real processes)."""
+
+    http_status = 422
+
+
 class NotFound(CotenantError):
     http_status = 404
 

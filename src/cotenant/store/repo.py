@@ -21,7 +21,17 @@ from cotenant.model.contracts import Contract
 from cotenant.model.errors import SpecError
 from cotenant.store import mapping
 from cotenant.store.db import make_engine, migrate
-from cotenant.store.tables import AUDIT, CLUSTER, CONTRACTS, JOBS, KEYS, LEDGER, META, TENANTS
+from cotenant.store.tables import (
+    ATTEMPTS,
+    AUDIT,
+    CLUSTER,
+    CONTRACTS,
+    JOBS,
+    KEYS,
+    LEDGER,
+    META,
+    TENANTS,
+)
 from cotenant.store.wal import WAL_INTERVAL_S, WAL_LIMIT_BYTES, WalCheckpointer, sqlite_file
 from cotenant.store.writer import Tx, Writer, read_head
 
@@ -132,14 +142,41 @@ class Store:
         states: Iterable[str] = (),
         after_seq: int = 0,
         limit: int = 100,
+        *,
+        name: str | None = None,
+        since_s: int | None = None,
+        until_s: int | None = None,
     ) -> list[Row]:
+        """Jobs in submission order. ``since_s``/``until_s`` keep the jobs that were in
+        the system during the window (like sacct -S/-E): submitted before its end and
+        not ended before its start."""
         stmt = sa.select(JOBS).where(JOBS.c.seq > after_seq)
         if tenant is not None:
             stmt = stmt.where(JOBS.c.tenant == tenant)
+        if name is not None:
+            stmt = stmt.where(JOBS.c.name == name)
+        if until_s is not None:
+            stmt = stmt.where(JOBS.c.submit_s <= until_s)
+        if since_s is not None:
+            stmt = stmt.where(sa.or_(JOBS.c.end_s.is_(None), JOBS.c.end_s >= since_s))
         st = list(states)
         if st:
             stmt = stmt.where(JOBS.c.state.in_(st))
         return self._all(stmt.order_by(JOBS.c.seq).limit(limit))
+
+    def attempts(self, job_ids: Iterable[str]) -> dict[str, list[Row]]:
+        """Each job's attempts, in order."""
+        ids = sorted(set(job_ids))
+        out: dict[str, list[Row]] = {j: [] for j in ids}
+        for i in range(0, len(ids), 500):
+            stmt = (
+                sa.select(ATTEMPTS)
+                .where(ATTEMPTS.c.job_id.in_(ids[i : i + 500]))
+                .order_by(ATTEMPTS.c.job_id, ATTEMPTS.c.attempt)
+            )
+            for r in self._all(stmt):
+                out[r["job_id"]].append(r)
+        return out
 
     def live_jobs(self) -> list[Row]:
         """Jobs the engine must know after a restart, in submission order."""
@@ -361,6 +398,21 @@ def update_jobs(tx: Tx, rows: list[Row]) -> None:
         .values({c: sa.bindparam(f"b_{c}") for c in cols})
     )
     tx.conn.execute(stmt, [{f"b_{k}": v for k, v in r.items()} for r in rows])
+
+
+def write_attempts(tx: Tx, changes: Iterable[tuple[str, Row]]) -> None:
+    """Apply attempt changes in order: ``("start", columns)`` records a run (replacing a
+    row of the same attempt), ``("end", columns)`` closes the open run it names."""
+    for change, row in changes:
+        key = (ATTEMPTS.c.job_id == row["job_id"]) & (ATTEMPTS.c.attempt == row["attempt"])
+        if change == "start":
+            tx.conn.execute(sa.delete(ATTEMPTS).where(key))
+            tx.conn.execute(sa.insert(ATTEMPTS), dict(row))
+        else:
+            values = {k: v for k, v in row.items() if k not in ("job_id", "attempt")}
+            tx.conn.execute(
+                sa.update(ATTEMPTS).where(key & ATTEMPTS.c.end_s.is_(None)).values(values)
+            )
 
 
 def append_ledger(tx: Tx, records: Iterable[UsageRecord]) -> None:

@@ -106,6 +106,23 @@ class JobRow(Base):
     updated_s: Mapped[int] = mapped_column(BigInteger)
 
 
+class AttemptRow(Base):
+    """One run of a job: where, from when to when, and how it ended (``outcome`` null
+    while it runs). Written in the same transaction as the job's row."""
+
+    __tablename__ = "job_attempts"
+    job_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    nodes: Mapped[str] = mapped_column(Text)  # JSON node indices
+    node_gpus: Mapped[str] = mapped_column(Text)  # JSON, same length
+    start_s: Mapped[int] = mapped_column(BigInteger)
+    end_s: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # completed | failed | lost | not-started | preempted | node-failure | cancelled
+    outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    detail: Mapped[str] = mapped_column(String(200), default="")
+
+
 class LedgerRow(Base):
     """The usage ledger, append-only: one allocation interval per row."""
 
@@ -163,5 +180,6 @@ TENANTS = _table(TenantRow)
 CONTRACTS = _table(ContractRow)
 JOBS = _table(JobRow)
 LEDGER = _table(LedgerRow)
+ATTEMPTS = _table(AttemptRow)
 AUDIT = _table(AuditRow)
 KEYS = _table(ApiKeyRow)
