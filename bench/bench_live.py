@@ -326,6 +326,8 @@ def start_server(
         "cotenant.cli.main",
         "serve",
         "--demo",
+        "--scenario",  # named: the demo's own live workload stays off; this bench is the load
+        "colossus-lease",
         "--db",
         f"sqlite:///{workdir / 'live.db'}",
         "--host",
