@@ -44,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from bisect import bisect_left
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -326,6 +327,8 @@ def start_server(
         "cotenant.cli.main",
         "serve",
         "--demo",
+        "--scenario",  # named: the demo's own live workload stays off; this bench is the load
+        "colossus-lease",
         "--db",
         f"sqlite:///{workdir / 'live.db'}",
         "--host",
@@ -398,7 +401,8 @@ def stranded(
     slack_s: int,
 ) -> dict[str, Any]:
     """GPUs free while demand that would fit on them has waited beyond the grace period
-    (plus ``slack_s``, one cycle's worth of lag), sampled every ``step_s``. A job counts
+    (plus ``slack_s``, one cycle's worth of lag) and is still waiting ``slack_s`` later,
+    sampled every ``step_s``. A job counts
     if its tenant may take the GPUs (within its entitlement, or borrowing what the other
     tenant leaves idle of its own) and they are free on nodes it may use: node isolation
     between the two rival tenants is honoured (a node holding one tenant's work is not
@@ -416,6 +420,16 @@ def stranded(
         return {}
     t = entries[0][0]
     end = entries[-1][0]
+
+    places: dict[str, list[int]] = defaultdict(list)
+    for et, kind, p in entries:
+        if kind == "place":
+            places[p["job"]].append(et)
+
+    def next_place(job: str, since: int) -> float:
+        times = places.get(job, [])
+        k = bisect_left(times, since)
+        return times[k] if k < len(times) else math.inf
 
     def release(job: str, tenant: str) -> None:
         for n, g in placed.pop(job, []):
@@ -458,10 +472,12 @@ def stranded(
                     h[free[n]] += 1
             hist[tenant] = h
         total_free = sum(free)
+        # Waiting beyond the grace, and still waiting one cycle (slack_s) later: a job the
+        # engine places within slack_s of GPUs coming free is being served, not stranded.
         waiting = sorted(
             (since, job, tenant, g)
             for job, (since, tenant, g) in pending.items()
-            if t - since > GRACE_S + slack_s
+            if t - since > GRACE_S + slack_s and next_place(job, since) > t + slack_s
         )
         held = defaultdict(int)
         for n in range(n_nodes):
