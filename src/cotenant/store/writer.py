@@ -165,6 +165,7 @@ class Writer:
         self.listeners: list[Callable[[bool], None]] = []  # called with "down" on a change
         self._retry: list[_Op] = []  # durable operations waiting for the store
         self._unsettled: _Unsettled | None = None
+        self._retry_settled = False  # settling resolved some queued futures
 
     # -- caller side ------------------------------------------------------------------------
     @property
@@ -236,9 +237,12 @@ class Writer:
                     else:
                         self._refuse(item)
             else:
-                batch, self._retry = self._retry + batch, []
-                if self._settle():
-                    batch = [item for item in batch if not item.fut.done()]
+                if self._retry:
+                    batch, self._retry = self._retry + batch, []
+                if self._unsettled is None or self._settle():
+                    if self._retry_settled:  # (only after a commit of unknown outcome)
+                        batch = [item for item in batch if not item.fut.done()]
+                        self._retry_settled = False
                     if batch:
                         self._commit(batch)
                     elif self.down:
@@ -281,6 +285,7 @@ class Writer:
             batch, self._retry = self._retry, []
             if self._settle():
                 batch = [item for item in batch if not item.fut.done()]
+                self._retry_settled = False
                 if batch:
                     self._commit(batch)
             else:
@@ -376,6 +381,7 @@ class Writer:
         self._unsettled = None
         if head != u.expected:
             return True
+        self._retry_settled = True
         self.chain.head = head
         log.warning("a transaction whose commit failed had committed (audit head %s)", head)
         self._succeeded()
