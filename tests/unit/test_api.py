@@ -6,6 +6,7 @@ The real server over HTTP is tested in tests/e2e/.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -272,6 +273,19 @@ CONTRACT = {
     "isolation": {"rivals": [OWNER]},
     "price": {"kind": "rate", "committed_rate_per_gpu_hour": "2.5"},
 }
+
+
+def test_a_tenant_admin_gives_notice_for_its_own_tenant_only(api: Api) -> None:
+    # either side may exit on notice: the lessee's own admin may, for the lessee only
+    assert api.post(LESSEE, f"/v1/tenants/{OWNER}/contract/notice", {}).status_code == 404
+    r = api.post(LESSEE, f"/v1/tenants/{LESSEE}/contract/notice", {})
+    assert r.status_code == 200 and r.json()["notice"]["given_at"] is not None
+    notices = [
+        json.loads(line)
+        for line in api.get("auditor", "/v1/audit").text.splitlines()
+        if "contract-notice" in line
+    ]
+    assert [(e["payload"]["tenant"], e["kind"]) for e in notices] == [(LESSEE, "contract-notice")]
 
 
 def test_operator_creates_amends_and_gives_notice(api: Api) -> None:

@@ -207,7 +207,7 @@ def _notice_at(form_value: str, now: int) -> int | None:
 @router.get("/tenants/{name}/notice")
 def notice_confirm(request: Request, name: str) -> Response:
     def h(v: Viewer) -> Response:
-        require(v.p, Role.OPERATOR)
+        require(v.p, Role.OPERATOR, Role.TENANT_ADMIN)  # either side may exit (as the API)
         t = tenants.get_tenant(_tenant_name(name), v.p, v.svc)
         if t.contract is None:
             raise NotFound(f"tenant {name!r} has no contract")
@@ -226,7 +226,7 @@ async def notice_give(request: Request, name: str) -> Response:
 
     def h(v: Viewer) -> Response:
         check_post(request, v, form)
-        require(v.p, Role.OPERATOR)
+        require(v.p, Role.OPERATOR, Role.TENANT_ADMIN)
         tenant_visible(v.p, _tenant_name(name))
         raw_at = form.get("at", "")[:40]
         try:

@@ -117,8 +117,11 @@ def contract_versions(tenant: TenantPath, p: Caller, svc: Svc) -> list[ContractV
 @router.post(
     "/{tenant}/contract/notice",
     response_model=ContractOut,
-    summary="Give notice (operator): the entitlement ramps down over the notice period",
+    summary="Give notice (operator, or the tenant's own tenant-admin): the entitlement "
+    "ramps down over the notice period",
 )
 def give_notice(tenant: TenantPath, body: NoticeIn, p: Caller, svc: Svc) -> ContractOut:
-    require(p, Role.OPERATOR)
+    # Either side may exit on notice: the owner (an operator) or the tenant itself.
+    require(p, Role.OPERATOR, Role.TENANT_ADMIN)
+    tenant_visible(p, tenant)
     return contract_out(svc, svc.give_notice(p, tenant, body.at_s))
