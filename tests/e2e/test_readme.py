@@ -138,7 +138,7 @@ def clean_copy(dest: Path) -> None:
             shutil.copy2(src, dest / f.decode())
 
 
-@pytest.mark.slow
+@pytest.mark.readme
 def test_every_readme_command_runs(tmp_path: Path) -> None:
     bs = blocks((ROOT / "README.md").read_text())
     text, skipped = script(bs)

@@ -107,7 +107,8 @@ def test_the_store_holds_what_the_engine_decided_through_an_outage(
     with pytest.raises(StoreUnavailable):
         svc.submit_job(OP, "owner-lab", fields(rng), None).result(10)
     wait_for(lambda: svc.engine.hold is not None)
-    assert svc.why(waiting)[:2] == ("pending", "store-unavailable")
+    why = svc.why(waiting)
+    assert (why["state"], why["reason"]) == ("pending", "store-unavailable")
     assert svc.readiness_problems()
     with pytest.raises(StoreUnavailable):
         svc.invariants()

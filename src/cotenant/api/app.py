@@ -35,7 +35,7 @@ from cotenant.api.auth import READERS, Caller, Svc, require
 from cotenant.api.errors import ERROR_RESPONSES
 from cotenant.api.schemas import Health, Readiness
 from cotenant.api.settings import Settings
-from cotenant.service import Service
+from cotenant.service import AUDITED, Service
 from cotenant.store.repo import Store
 from cotenant.web.live import ConsoleState
 from cotenant.workload.demo import start_demo
@@ -90,8 +90,9 @@ class ServiceCollector(Collector):
             "Decisions acted on, by kind (place, reclaim, preempt, reject, end, ...; not waits)",
             labels=["kind"],
         )
-        for kind, n in sorted(dict(ku.decisions).items()):
-            by_kind.add_metric([kind], n)
+        made = dict(ku.decisions)
+        for kind in sorted(AUDITED | set(made)):  # every kind from the start, at 0
+            by_kind.add_metric([kind], made.get(kind, 0))
         yield by_kind
         yield CounterMetricFamily(
             "cotenant_wait_verdicts",
