@@ -28,6 +28,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--worlds", type=int, default=10_000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--bursts", type=int, default=4, help="most fault bursts per world")
     args = ap.parse_args()
     total = Coverage()
     t0 = time.perf_counter()
@@ -39,7 +40,7 @@ def main() -> int:
         database=None,
         suppress_health_check=list(HealthCheck),
     )
-    @given(worlds())
+    @given(worlds(args.bursts))
     def search(world: World) -> None:
         try:
             cov = run_world(world)

@@ -91,7 +91,8 @@ class Coverage:
 
 
 @st.composite
-def worlds(draw: st.DrawFn) -> World:
+def worlds(draw: st.DrawFn, bursts: int = 4) -> World:
+    """A world; ``bursts`` is the most fault bursts it may draw (more: denser faults)."""
     per_rack = draw(st.sampled_from([1, 2, 4]))
     racks_per_block = draw(st.sampled_from([1, 2]))
     n_racks = draw(st.integers(1, max(1, 16 // per_rack)))
@@ -213,7 +214,7 @@ def worlds(draw: st.DrawFn) -> World:
     jobs.sort(key=lambda j: (j.submit_s, j.id))
 
     failures: list[FailureEvent] = []
-    for _ in range(draw(st.integers(0, 4))):
+    for _ in range(draw(st.integers(0, bursts))):
         at = START + draw(st.integers(0, horizon))
         for _ in range(draw(st.integers(1, 3))):
             effect = draw(st.sampled_from(list(Effect)))
