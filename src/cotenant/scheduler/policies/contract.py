@@ -51,12 +51,18 @@ class ContractPolicy:
             t: snap.entitlements.get(t, 0) - snap.owned_gpus.get(t, 0) for t in snap.entitlements
         }
         taken_victims: set[str] = {r.spec.id for r in reclaiming}
-        # Jobs with room already being reclaimed for them go first, oldest promise first,
-        # and keep the very room promised while it is still theirs: a promise is kept.
-        promised = sorted(
-            (pj for pj in snap.pending if pj.promise is not None),
-            key=lambda pj: (pj.promised_since_s, pj.spec.id),
-        )
+        # Jobs with room already being reclaimed for them go first, the one whose grace
+        # period ends first first (oldest promise first among equal graces), and keep the
+        # very room promised while it is still theirs: a promise is kept. (By deadline,
+        # not age: room or power freed for a job with a short grace is not taken by an
+        # older promise that can still wait.)
+        def due(pj: PendingJob) -> tuple[int, int, str]:
+            since = pj.promised_since_s or 0
+            c = snap.contracts.get(pj.spec.tenant)
+            grace = c.lending.reclaim_grace_s if c is not None else 0
+            return (since + grace, since, pj.spec.id)
+
+        promised = sorted((pj for pj in snap.pending if pj.promise is not None), key=due)
         for pj in promised:
             job, p = pj.spec, pj.promise
             assert p is not None
