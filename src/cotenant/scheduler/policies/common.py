@@ -74,6 +74,13 @@ class PowerBudget:
         if self.future is not None:
             self.future -= gpus
 
+    def keep_now(self, gpus: int) -> None:
+        """A job waits for power with a deadline: the headroom there is now is kept for
+        it (up to ``gpus``), or a job that can wait longer would start on it and leave
+        this one short when its own reclaims end."""
+        if self.left is not None:
+            self.left -= min(max(self.left, 0), gpus)
+
     def promise(self, gpus: int, freeing: int = 0) -> None:
         """A job waits for room that ``freeing`` GPUs of new reclaims make: it takes
         ``gpus`` of the future's power, and those reclaims give some back."""

@@ -70,6 +70,7 @@ class ContractPolicy:
                 continue
             if ws.still_fits(job, p, now=True) and not power_budget(ws).allows(job.gpus):
                 self._power_for(snap, ws, job, taken_victims, out)
+                power_budget(ws).keep_now(job.gpus)
                 ws.promise(job.tenant, p)
                 power_budget(ws).hold(job.id, out, p)
             elif ws.still_fits(job, p, now=True):
