@@ -30,9 +30,9 @@ The default test run keeps a few hundred worlds (tests/property/test_adversarial
 
 from __future__ import annotations
 
-import tomllib
+import json
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -65,11 +65,33 @@ class World:
     horizon_s: int
 
     def describe(self) -> str:
-        """Enough to rebuild the world as a unit test."""
-        return (
-            f"scenario={self.raw!r}\njobs={self.jobs!r}\nfailures={self.failures!r}\n"
-            f"horizon_s={self.horizon_s}"
+        """The world as JSON: saved under tests/fixtures/adversarial/, a regression case."""
+        return json.dumps(
+            {
+                "scenario": self.raw,
+                "jobs": [asdict(j) for j in self.jobs],
+                "failures": [asdict(f) for f in self.failures],
+                "horizon_s": self.horizon_s,
+            },
+            sort_keys=True,
         )
+
+    @staticmethod
+    def from_json(text: str) -> World:
+        d = json.loads(text)
+        jobs = [
+            JobSpec(
+                **{
+                    **j,
+                    "kind": JobKind(j["kind"]),
+                    "constraint": Constraint(j["constraint"]),
+                    "command": tuple(j["command"]),
+                }
+            )
+            for j in d["jobs"]
+        ]
+        failures = [FailureEvent(**{**f, "effect": Effect(f["effect"])}) for f in d["failures"]]
+        return World(d["scenario"], jobs, failures, int(d["horizon_s"]))
 
 
 @dataclass
@@ -238,8 +260,8 @@ def worlds(draw: st.DrawFn, bursts: int = 4) -> World:
 
 # -- running and checking ----------------------------------------------------------------------
 def scenario_of(world: World) -> Scenario:
-    """The world through the real scenario parser (TOML round trip: only valid files)."""
-    return parse_scenario(tomllib.loads(_toml(world.raw)))
+    """The world through the real scenario parser (as a scenario file's tables)."""
+    return parse_scenario(world.raw)
 
 
 def run_world(world: World) -> Coverage:
@@ -322,76 +344,3 @@ def check_end(eng: Engine, end_s: int) -> None:
         if run.state is JobState.PENDING and run.spec.submit_s <= end_s:
             reason, _ = eng.why(run.id)
             assert reason, f"{run.id} waits without a reason"
-
-
-def _toml(raw: dict[str, Any]) -> str:
-    """Just enough TOML for the worlds above (tables, arrays of tables, inline values)."""
-    lines: list[str] = []
-    tables: list[tuple[str, dict[str, Any]]] = []
-    arrays: list[tuple[str, list[dict[str, Any]]]] = []
-    for k, v in raw.items():
-        if isinstance(v, dict):
-            tables.append((k, v))
-        elif isinstance(v, list) and v and isinstance(v[0], dict) and k != "groups":
-            arrays.append((k, v))
-        else:
-            lines.append(f"{k} = {_value(v)}")
-    for k, v in tables:
-        lines.append(f"[{k}]")
-        lines += [f"{kk} = {_value(vv)}" for kk, vv in v.items()]
-    for k, items in arrays:
-        for item in items:
-            lines.append(f"[[{k}]]")
-            lines += [f"{kk} = {_value(vv)}" for kk, vv in item.items()]
-    return "\n".join(lines) + "\n"
-
-
-def _value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return repr(v)
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(v, list):
-        return "[" + ", ".join(_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{k} = {_value(x)}" for k, x in v.items()) + " }"
-    raise TypeError(f"no TOML for {type(v).__name__}")
-
-
-def explain(world: World) -> list[str]:
-    """Debugging aid: the engine's events around each late job of a world."""
-    sc = scenario_of(world)
-    eng = build_sim_engine(sc)
-    eng.site = parse_metering_settings(sc.sections.get("energy")).site
-    events: list[dict[str, Any]] = []
-    late: list[tuple[str, int]] = []
-    seen: dict[str, int] = {}
-
-    def on_event(e: dict[str, Any]) -> None:
-        events.append(e)
-        if e.get("event") == "place":
-            tt = eng.acct.tenants[str(e["tenant"])]
-            if tt.violation_s > seen.get(str(e["tenant"]), 0):
-                late.append((str(e["job"]), tt.violation_s - seen.get(str(e["tenant"]), 0)))
-                seen[str(e["tenant"])] = tt.violation_s
-
-    eng.sinks.append(on_event)
-    scaler = install_services(eng, sc)
-    schedule(eng, world.failures)
-    for spec in world.jobs:
-        eng.submit(spec)
-    eng.run(sc.end_s, progress=None if scaler is None else scaler.progress(None))
-    out = []
-    for job, secs in late:
-        run = eng.jobs[job]
-        out.append(f"LATE {job} ({run.tenant}, {run.spec.gpus} GPUs) by {secs} s")
-        place_t = next(e["t"] for e in events if e.get("job") == job and e["event"] == "place")
-        lo = place_t - secs - 400
-        out += [
-            f"  {e['t'] - START:>6} {e}"
-            for e in events
-            if lo <= e["t"] <= place_t and (e.get("tenant") == run.tenant or e["event"] != "submit")
-        ]
-    return out
