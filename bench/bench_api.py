@@ -19,34 +19,24 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
+from server import free_port, launch
+
 TARGET_RATE = 1000.0
 TARGET_P99_MS = 50.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_server(
     workdir: Path, port: int, scenario: str | None
 ) -> tuple[subprocess.Popen[bytes], str]:
     keys = workdir / "keys.json"
-    argv = [
-        sys.executable,
-        "-m",
-        "cotenant.cli.main",
-        "serve",
+    args = [
         "--demo",
         "--db",
         f"sqlite:///{workdir / 'bench.db'}",
@@ -59,19 +49,8 @@ def start_server(
         "1",
     ]
     if scenario:
-        argv += ["--scenario", scenario]
-    log = (workdir / "server.log").open("wb")
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"server did not start; see {workdir / 'server.log'}")
-        time.sleep(0.1)
+        args += ["--scenario", scenario]
+    proc = launch(args, port, workdir)
     tenant_key = next(k for k in json.loads(keys.read_text()) if k["tenant"])
     return proc, tenant_key["token"]
 

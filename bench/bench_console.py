@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,36 +39,16 @@ from cotenant.model.jobs import JobKind, JobSpec
 from cotenant.store import repo
 from cotenant.store.mapping import pending_job_row
 from cotenant.store.repo import Store
+from server import free_port, launch
 
 TARGET_PAGE_S = 1.0
 TARGET_RATIO = 0.8
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def serve(workdir: Path, db: str, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    argv = [
-        sys.executable, "-m", "cotenant.cli.main", "serve", "--db", db,
-        "--port", str(port), "--keys-out", str(workdir / "keys.json"), *extra,
-    ]  # fmt: skip
-    log = (workdir / "server.log").open("ab")
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"server did not start; see {workdir / 'server.log'}")
-        time.sleep(0.1)
+    args = ["--db", db, "--port", str(port), "--keys-out", str(workdir / "keys.json"), *extra]
+    return launch(args, port, workdir, timeout_s=180), f"http://127.0.0.1:{port}"
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

@@ -38,10 +38,8 @@ import os
 import random
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import time
 from bisect import bisect_left
@@ -49,6 +47,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from server import free_port, launch
 
 OWNER, LESSEE = "owner-lab", "lessee-lab"
 GRACE_S = 300  # colossus-lease: reclaim grace 5 min for both tenants
@@ -295,12 +295,6 @@ async def drive(args: argparse.Namespace, port: int, keys: dict[str, str], pid: 
 
 
 # -- the server -------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def rss_kb(pid: int) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -314,18 +308,12 @@ def rss_kb(pid: int) -> int:
 def start_server(
     workdir: Path, port: int, speed: float, read_concurrency: int | None = None
 ) -> tuple[subprocess.Popen[bytes], Any]:
-    import httpx
-
     keys = workdir / "keys.json"
     config = workdir / "serve.toml"
     config.write_text(
         "" if read_concurrency is None else f"read_concurrency = {read_concurrency}\n"
     )
-    argv = [
-        sys.executable,
-        "-m",
-        "cotenant.cli.main",
-        "serve",
+    args = [
         "--demo",
         "--scenario",  # named: the demo's own live workload stays off; this bench is the load
         "colossus-lease",
@@ -342,19 +330,7 @@ def start_server(
         "--config",
         str(config),
     ]
-    log = (workdir / "server.log").open("wb")
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise SystemExit(f"server did not start:\n{(workdir / 'server.log').read_text()}")
-        time.sleep(0.2)
+    proc = launch(args, port, workdir)
     return proc, {k["tenant"] or k["role"]: k["token"] for k in json.loads(keys.read_text())}
 
 

@@ -176,3 +176,15 @@ class LiveServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def all_jobs(c: httpx.Client) -> list[dict[str, Any]]:
+    """Every job the client's key may see, page by page."""
+    jobs: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"limit": 1000}
+    while True:
+        page = c.get("/v1/jobs", params=params).json()
+        jobs += page["items"]
+        if page["next_cursor"] is None:
+            return jobs
+        params["cursor"] = page["next_cursor"]

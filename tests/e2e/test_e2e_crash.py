@@ -14,11 +14,10 @@ import signal
 import threading
 import time
 from collections import Counter
-from typing import Any
 
 import httpx
 import pytest
-from live import LiveServer
+from live import LiveServer, all_jobs
 
 KILLS = 5
 CLIENTS = 4
@@ -63,17 +62,6 @@ def submitter(
                 errors.append(f"{key}: HTTP {r.status_code} {r.text}")
                 break
             i += 1
-
-
-def all_jobs(c: httpx.Client) -> list[dict[str, Any]]:
-    jobs: list[dict[str, Any]] = []
-    params: dict[str, Any] = {"limit": 1000}
-    while True:
-        page = c.get("/v1/jobs", params=params).json()
-        jobs += page["items"]
-        if page["next_cursor"] is None:
-            return jobs
-        params["cursor"] = page["next_cursor"]
 
 
 @pytest.mark.slow

@@ -34,7 +34,7 @@ from typing import Any
 
 import httpx
 import pytest
-from live import LiveServer
+from live import LiveServer, all_jobs
 
 from harness.postgres import LocalPostgres, postgres_available
 
@@ -177,17 +177,6 @@ def check_outage(s: LiveServer, pending_job: str | None) -> None:
 def recover(s: LiveServer) -> None:
     wait_for(lambda: status(s, "/readyz") == 200, 30, "/readyz to say 200 after the outage")
     wait_for(lambda: invariants_ok(s), RECOVERY_S, "invariants ok after the outage")
-
-
-def all_jobs(c: httpx.Client) -> list[dict[str, Any]]:
-    jobs: list[dict[str, Any]] = []
-    params: dict[str, Any] = {"limit": 1000}
-    while True:
-        page = c.get("/v1/jobs", params=params).json()
-        jobs += page["items"]
-        if page["next_cursor"] is None:
-            return jobs
-        params["cursor"] = page["next_cursor"]
 
 
 def audited_usage(entries: list[dict[str, Any]], until: int) -> dict[str, int]:
