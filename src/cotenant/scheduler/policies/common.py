@@ -99,7 +99,9 @@ def power_budget(ws: Workspace) -> PowerBudget:
     """This cycle's power budget, kept with the policy's workspace (one per ``decide``)."""
     got = ws.cache.get("power-budget")
     if not isinstance(got, PowerBudget):
-        stopping = sum(r.gpus for r in ws.snap.running if r.reclaiming)
-        got = PowerBudget(ws.snap.power_headroom_gpus, stopping)
+        headroom = ws.snap.power_headroom_gpus
+        # (only under a cap: every cycle builds a budget, and the running set is large)
+        stopping = 0 if headroom is None else sum(r.gpus for r in ws.snap.running if r.reclaiming)
+        got = PowerBudget(headroom, stopping)
         ws.cache["power-budget"] = got
     return got
