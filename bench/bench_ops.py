@@ -60,6 +60,14 @@ NODE_GPUS = 8
 
 
 # -- seeding -----------------------------------------------------------------------------------
+
+def run_record(spec: JobSpec, nodes: list[int], borrowed: bool, a: int, b: int) -> UsageRecord:
+    """One run of a seeded job, [a, b)."""
+    return UsageRecord(
+        spec.id, spec.tenant, spec.gpus, "H100-SXM-80GB", tuple(nodes[:8]), a, b, borrowed,
+        spec.kind.value,
+    )  # fmt: skip
+
 def seed(store: Store, n_jobs: int, now: int, rng: random.Random, n_nodes: int) -> dict[str, int]:
     """Jobs, ledger and audit entries through the store's own write operations, in
     transactions of 2,000 jobs. Running jobs get whole nodes, none shared."""
@@ -111,19 +119,7 @@ def seed(store: Store, n_jobs: int, now: int, rng: random.Random, n_nodes: int) 
                 t = start
                 for _ in range(pieces - 1):  # preempted and resumed
                     end = t + rng.randrange(60, 7200)
-                    records.append(
-                        UsageRecord(
-                            spec.id,
-                            tenant,
-                            gpus,
-                            "H100-SXM-80GB",
-                            tuple(nodes[:8]),
-                            t,
-                            end,
-                            borrowed,
-                            spec.kind.value,
-                        )
-                    )
+                    records.append(run_record(spec, nodes, borrowed, t, end))
                     t = end + rng.randrange(0, 600)
                 if state == "running":
                     next_node += whole
@@ -140,19 +136,7 @@ def seed(store: Store, n_jobs: int, now: int, rng: random.Random, n_nodes: int) 
                     )
                 else:
                     end = t + duration
-                    records.append(
-                        UsageRecord(
-                            spec.id,
-                            tenant,
-                            gpus,
-                            "H100-SXM-80GB",
-                            tuple(nodes[:8]),
-                            t,
-                            end,
-                            borrowed,
-                            spec.kind.value,
-                        )
-                    )
+                    records.append(run_record(spec, nodes, borrowed, t, end))
                     audit.append((end, "end", {"job": spec.id, "state": "completed"}))
                     row.update(state="completed", first_start_s=start, end_s=end, attempt=pieces)
             rows.append(row)
