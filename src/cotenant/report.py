@@ -87,17 +87,17 @@ class Report:
         print_fitted(console, "Per tenant (GPU-hours)", cols, rows)
         books = [(n, r["jobs"]) for n, r in self.tenants.items() if "jobs" in r]
         if books:
-            console.print(
-                "jobs: "
-                + "; ".join(
-                    f"{n} {b['submitted']:,} submitted = {b['completed']:,} done + "
-                    f"{b['running']:,} running + {b['pending']:,} pending + "
-                    f"{b['rejected']:,} rejected + {b['failed'] + b['cancelled']:,} "
-                    f"failed or cancelled, {b.get('lost', 0):,} lost"
-                    for n, b in books
-                ),
-                highlight=False,
-                markup=False,
+            # every submitted job is in one of the other columns: "lost" must read 0
+            heads = {"completed": "done", "cancelled": "cancel"}
+            lost = sum(b.get("lost", 0) for _, b in books)
+            print_fitted(
+                console,
+                f"Jobs ({lost:,} lost)",  # each submitted job is in one of the other columns
+                [
+                    Col("tenant", number=False, whole=True),
+                    *(Col(heads.get(k, k)) for k in JOB_BOOK),
+                ],
+                [[n, *(f"{b[k]:,}" for k in JOB_BOOK)] for n, b in books],
             )
         faults = self.extra.get("faults")
         if faults and faults.get("enabled"):
