@@ -190,10 +190,9 @@ def _ramp(v: Viewer, tenant: str, at: int | None) -> list[dict[str, int]]:
     cap = v.svc.topo.capacity_of(c.commitment.accelerator)
     period = max(c.notice.period_s, 1)
     points = []
-    for i in range(0, 11):
+    for i in range(0, 11):  # tenths of the period, its end included
         t = start + period * i // 10
         points.append({"t": t, "gpus": entitled_gpus(c, t, cap, others)})
-    points.append({"t": start + period, "gpus": entitled_gpus(c, start + period, cap, others)})
     return points
 
 
