@@ -126,8 +126,11 @@ def open_page(page: Any, url: str, ready: str) -> None:
     page.wait_for_selector(ready, state="attached", timeout=10_000)
     charts = page.locator("[data-chart]").count()
     if charts:  # uPlot drew every chart from the server's series
+        # A function, not an expression string: Playwright evaluates a bare
+        # expression with eval(), which the console's CSP (rightly) forbids.
         page.wait_for_function(
-            f"document.querySelectorAll('[data-chart] .u-wrap').length >= {charts}",
+            "n => document.querySelectorAll('[data-chart] .u-wrap').length >= n",
+            arg=charts,
             timeout=10_000,
         )
 
