@@ -14,7 +14,9 @@ blocking checkpoint write delta. A job interrupted every M of wall time spends R
 restarting, whatever its interval; writing and lost work cost about sqrt(2 delta / M) more
 at the Young/Daly interval. The bench prints the first-order model (``expected_goodput``)
 next to each simulated figure, the arithmetic at the engine's defaults (R = 10 min,
-delta = 60 s), and the assumptions under which 95% is reached.
+delta = 60 s), and then the same job at restart costs measured by published recovery
+systems (FlashRecovery 150 s at 4,800 devices; TrainMover 20 s at 1,024 GPUs, both with
+standby machines) with PyTorch's asynchronous checkpoint write (6 s).
 
     python bench/bench_goodput.py [--seeds 3]
 """
@@ -42,6 +44,21 @@ from cotenant.runtime import simulate
 from cotenant.scenario import Scenario, parse_scenario
 
 JOB = "llama3-405b"
+# Restart costs measured by published recovery systems (time from a failure to training
+# again, on standby/spare machines). Both papers are on arXiv; cite them as such.
+SOURCED_RECOVERY = (
+    (
+        150,
+        "FlashRecovery (arXiv 2509.03047: training restored on 4,800 devices in 150 s, "
+        "recovery time nearly constant with scale)",
+    ),
+    (
+        20,
+        "TrainMover (arXiv 2412.12636: about 20 s of downtime per interruption at "
+        "1,024 GPUs, with standby machines)",
+    ),
+)
+ASYNC_WRITE_S = 6  # PyTorch DCP async checkpoint: 148.8 s -> 6.3 s blocking (PyTorch blog)
 SPARE_NODES = 104
 TARGET = 0.95
 
@@ -194,8 +211,10 @@ def main() -> None:
     defaults = compare(a.seeds, 10 * MINUTE, 60, "engine defaults")
     if defaults < TARGET:
         arithmetic(10 * MINUTE, 60)
-    compare(a.seeds, 2 * MINUTE, 5, "fast recovery (assumed: restart 2 min, write 5 s)")
-    compare(a.seeds, 5 * MINUTE, 2, "fast recovery (assumed: restart 5 min, write 2 s)")
+    # Published recovery systems, each with the asynchronous checkpoint write the
+    # colossus-lease scenario uses (PyTorch DCP async: 6.3 s blocking, PyTorch blog 2024):
+    for restart_s, source in SOURCED_RECOVERY:
+        compare(a.seeds, restart_s, ASYNC_WRITE_S, source)
     tau = suggested_interval(10 * MINUTE, 60)
     no_spares = run(1, 10 * MINUTE, 60, tau, spare_nodes=0)
     print(
