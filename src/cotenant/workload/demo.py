@@ -87,6 +87,7 @@ class DemoFeeder:
             )
             if services:
                 self.autoscaler = Autoscaler(self.svc.engine, services, now, end).install()
+                self.svc.unstored_job = self.autoscaler.replicas.__contains__
         self.svc.clock.wake()
         self._thread = threading.Thread(target=self._run, name="cotenant-demo", daemon=True)
         self._thread.start()
