@@ -390,3 +390,61 @@ def test_room_lost_to_a_fault_during_the_grace_period_is_not_a_violation() -> No
     eng.run(T0 + HOUR)
     assert [e["t"] - T0 for e in of(ev, "place", "a")] == [260 + 300]
     assert eng.acct.tenants["A"].violation_s == 0
+
+
+def test_a_promise_broken_by_a_fault_does_not_take_another_tenants_promise() -> None:
+    """Four nodes lent to C. O (16 GPUs, the higher contract priority) is promised two
+    nodes at 10 s, L (8 GPUs) a third at 20 s, each reclaimed with a 5-minute grace. At
+    30 s one of O's promised nodes fails: O's plan is made afresh, and it may not take
+    the node promised to L (it did: L waited a new grace period and started late); it
+    reclaims the fourth node instead. Nobody's guarantee is broken."""
+    ev: list[dict[str, Any]] = []
+    eng = engine(
+        cluster(nodes=4, per_rack=1, racks_per_block=4),
+        [contract("O", 16, priority=10), contract("L", 8)],
+        tenants=["C"],
+        events=ev,
+    )
+    for name in ("c1", "c2", "c3", "c4"):
+        eng.submit(job(name, "C", 8, duration_s=DAY, checkpoint_interval_s=HOUR))
+    eng.submit(job("o1", "O", 16, submit_s=T0 + 10, duration_s=DAY))
+    eng.submit(job("l1", "L", 8, submit_s=T0 + 20, duration_s=DAY))
+    eng.run(T0 + 21)
+    o_room, l_room = eng.jobs["o1"].promise, eng.jobs["l1"].promise
+    assert o_room is not None and l_room is not None
+    inject(eng, node_down(30, o_room.nodes[0]))
+    eng.run(T0 + HOUR)
+    assert [e["nodes"] for e in of(ev, "place", "l1")] == [list(l_room.nodes)]
+    assert [e["t"] - T0 for e in of(ev, "place", "l1")] == [20 + 300]
+    assert eng.acct.tenants["L"].violation_s == 0
+    assert eng.acct.tenants["O"].violation_s == 0
+    assert o_room.nodes[0] not in of(ev, "place", "o1")[0]["nodes"]
+
+
+def test_a_job_requeued_ahead_does_not_take_the_room_owed_to_a_promised_job() -> None:
+    """Three nodes: A (16 GPUs) runs a0 on one, lends the other to C; O holds the third.
+    At 10 s A asks for a1 (8 GPUs): C is reclaimed for it. At 20 s a0's node fails and
+    a0 goes back to the queue, ahead of a1 (it was submitted first). The room being
+    reclaimed is a1's: a1 stays owed from 10 s and starts at its deadline; a0 waits for
+    the repair, held back by its own tenant's promised work, not by a borrower."""
+    ev: list[dict[str, Any]] = []
+    eng = engine(
+        cluster(nodes=3, per_rack=1, racks_per_block=3),
+        [contract("A", 16), contract("O", 8)],
+        tenants=["C"],
+        events=ev,
+    )
+    eng.submit(job("a0", "A", 8, duration_s=DAY, checkpoint_interval_s=HOUR))
+    eng.submit(job("o0", "O", 8, duration_s=DAY))
+    eng.submit(job("c1", "C", 8, duration_s=DAY, checkpoint_interval_s=HOUR))
+    eng.submit(job("a1", "A", 8, submit_s=T0 + 10, duration_s=DAY))
+    eng.run(T0 + 11)
+    assert eng.jobs["a1"].promise is not None
+    inject(eng, node_down(20, node_of(eng, "a0"), repair=HOUR))
+    eng.run(T0 + 21)
+    assert eng.jobs["a1"].entitled_since_s == T0 + 10  # still owed from its request
+    assert eng.jobs["a0"].entitled_since_s is None  # its tenant's promised work holds the room
+    eng.run(T0 + 2 * HOUR)
+    assert [e["t"] - T0 for e in of(ev, "place", "a1")] == [10 + 300]
+    assert [e["t"] - T0 for e in of(ev, "place", "a0")] == [0, 20 + HOUR]
+    assert eng.acct.tenants["A"].violation_s == 0

@@ -789,8 +789,27 @@ class Engine(FaultHandling):
         owed: list[tuple[str, Any]],
         owed_now: set[str],
     ) -> None:
+        # The tenant's jobs already promised room come first, as the policy serves them
+        # (a promise is kept): room they hold is the tenant's own work holding it, not
+        # a borrower, whatever their place in the queue (a job requeued after a fault
+        # goes back to its old place, ahead of them).
+        for run in self._own_promised(tenant):
+            if run.spec.gpus > room or run.spec.gpus > power_room:
+                continue
+            p = run.promise
+            if p is None or trial.free_part(p) != p:
+                p = find_placement(
+                    self.topo, trial.free, elig, run.spec.gpus, run.spec.constraint
+                )
+            if p is None:
+                continue
+            room -= run.spec.gpus
+            power_room -= run.spec.gpus
+            self._owe(tenant, run, p, trial, now, here, owed, owed_now)
         for n, key in enumerate(keys):
             run = self.jobs[key[3]]
+            if run.id in owed_now:
+                continue
             if run.spec.gpus > room or n >= self.guarantee_window:
                 break
             if run.spec.gpus > power_room:
@@ -802,12 +821,36 @@ class Engine(FaultHandling):
                 # Held back by the tenant's own work (or the topology): it is not owed yet,
                 # and neither is anything behind it in the tenant's own order.
                 break
-            trial.apply(tenant, p)
-            here.append((tenant, p))
-            owed.append((tenant, p))
-            owed_now.add(run.id)
-            if run.entitled_since_s is None:
-                run.entitled_since_s = now
+            self._owe(tenant, run, p, trial, now, here, owed, owed_now)
+
+    def _owe(
+        self,
+        tenant: str,
+        run: JobRun,
+        p: Placement,
+        trial: ClusterState,
+        now: int,
+        here: list[tuple[str, Any]],
+        owed: list[tuple[str, Any]],
+        owed_now: set[str],
+    ) -> None:
+        """The job fits inside its entitlement with borrowers gone: it is owed (from now,
+        if it was not already), and its room is taken in the trial view."""
+        trial.apply(tenant, p)
+        here.append((tenant, p))
+        owed.append((tenant, p))
+        owed_now.add(run.id)
+        if run.entitled_since_s is None:
+            run.entitled_since_s = now
+
+    def _own_promised(self, tenant: str) -> list[JobRun]:
+        """The tenant's pending jobs with room promised, in the order the policy serves
+        them (oldest promise first)."""
+        if not self._promised:
+            return []
+        runs = [self.jobs[j] for j in self._promised if self.jobs[j].tenant == tenant]
+        runs.sort(key=lambda r: (r.promised_since_s or 0, r.id))
+        return runs
 
     def _entitled_promises(self) -> list[tuple[str, Placement]]:
         """Room being reclaimed for jobs inside their tenant's entitlement (counting the

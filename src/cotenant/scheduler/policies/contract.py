@@ -6,7 +6,8 @@ The cycle, in order:
    starts if it fits now; otherwise, if borrowers hold the room, they are told to
    checkpoint and stop after the grace period (victims that lose the least work
    since their last checkpoint first) and the job waits with the room promised.
-   Jobs already waiting for a reclaim go first, so a promise is never stolen.
+   Jobs already waiting for a reclaim go first, so a promise is never stolen; one
+   whose promised room a fault broke is planned afresh after the whole promises.
    A tenant's first job that exceeds its headroom gets a reservation among its own
    jobs (EASY within the tenant), so a big run is not starved by its own small ones.
 2. Borrowing. What lenders leave idle (within their lending limits) plus capacity
@@ -63,6 +64,9 @@ class ContractPolicy:
             return (since + grace, since, pj.spec.id)
 
         promised = sorted((pj for pj in snap.pending if pj.promise is not None), key=due)
+        # Promises still whole are kept before any broken one (a fault took part of its
+        # room) is planned afresh: the new plan must not take room promised to another.
+        broken: list[PendingJob] = []
         for pj in promised:
             job, p = pj.spec, pj.promise
             assert p is not None
@@ -83,9 +87,16 @@ class ContractPolicy:
                 out.waits.append(
                     Wait(job.id, Reason.WAITING_FOR_RECLAIM, "borrowers are checkpointing", p)
                 )
-            elif not self._serve(snap, ws, job, taken_victims, out):
+            else:
+                broken.append(pj)
                 continue
             headroom[job.tenant] -= job.gpus
+        for pj in broken:
+            job = pj.spec
+            if self._room(snap, headroom, job) >= job.gpus and self._serve(
+                snap, ws, job, taken_victims, out
+            ):
+                headroom[job.tenant] -= job.gpus
         served = {p.job_id for p in out.places} | {w.job_id for w in out.waits}
         to_borrow = self._entitled_demand(snap, ws, headroom, taken_victims, out, served)
         self._lend(snap, ws, headroom, reclaiming, to_borrow, out)
