@@ -83,9 +83,9 @@ def simulate(
     import math
     from dataclasses import replace
 
-    from cotenant.runtime import simulate as run_sim
-    from cotenant.scenario import load_scenario
     from cotenant.scheduler.policies import get_policy
+    from cotenant.twin.runtime import simulate as run_sim
+    from cotenant.twin.scenario import load_scenario
 
     sc = load_scenario(scenario)
     if policy is not None:
@@ -117,7 +117,7 @@ def simulate(
     if out is not None:
         out.write_text(json.dumps(report.to_json_dict(with_series=True), indent=2))
     if html is not None:
-        from cotenant.htmlreport import write_html
+        from cotenant.twin.htmlreport import write_html
 
         days_run = (report.end_s - report.start_s) / 86_400
         write_html([report], html, f"{sc.name} under {report.policy}: {days_run:g} days simulated")
@@ -165,7 +165,7 @@ def scenarios(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """List the built-in scenarios."""
-    from cotenant.scenario import builtin_names, load_scenario
+    from cotenant.twin.scenario import builtin_names, load_scenario
 
     rows: list[dict[str, Any]] = []
     for name in builtin_names():

@@ -25,9 +25,9 @@ from rich.console import Console
 
 from cotenant.cli.common import console, err_console, friendly
 from cotenant.model.errors import SpecError
-from cotenant.replay import comparison_rows, tenant_rows
-from cotenant.report import Report
 from cotenant.tablefit import Col, print_fitted
+from cotenant.twin.replay import comparison_rows, tenant_rows
+from cotenant.twin.report import Report
 
 DEFAULT_POLICIES = "fifo-backfill,contract"
 SHOW_PROBLEMS = 5
@@ -153,7 +153,10 @@ def _replay(
     progress: bool,
 ) -> None:
     from cotenant.metering.run import MeteringSettings
-    from cotenant.replay import (
+    from cotenant.model.time import parse_time
+    from cotenant.scheduler.policies import get_policy
+    from cotenant.traces import load_trace
+    from cotenant.twin.replay import (
         default_cluster,
         load_price_terms,
         parse_cluster_arg,
@@ -162,9 +165,6 @@ def _replay(
         scale_quotas,
         select_jobs,
     )
-    from cotenant.scenario import parse_time
-    from cotenant.scheduler.policies import get_policy
-    from cotenant.traces import load_trace
 
     policies = [p.strip() for p in policy.split(",") if p.strip()]
     if not policies:
@@ -233,7 +233,7 @@ def _replay(
         ),
     )
     if html is not None:
-        from cotenant.htmlreport import write_html
+        from cotenant.twin.htmlreport import write_html
 
         write_html(reports, html, f"{t.name} replay: {len(t.jobs):,} jobs on {spec.name}")
     if as_json:

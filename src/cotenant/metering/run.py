@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cotenant.contracts.entitlement import effective_end, ramp_integral
+from cotenant.contracts.terms import parse_usd
 from cotenant.metering.economics import economics_from_totals
 from cotenant.metering.energy import (
     OWNER_UNALLOCATED,
@@ -61,14 +62,13 @@ from cotenant.metering.rating import (
     month_bounds,
     rate_month,
 )
-from cotenant.metering.terms import parse_usd
 from cotenant.model.accelerators import CATALOGUE
 from cotenant.model.contracts import Contract, PriceKind
 from cotenant.model.errors import SpecError
 
 if TYPE_CHECKING:
     from cotenant.engine.core import Engine
-    from cotenant.scenario import Scenario
+    from cotenant.twin.scenario import Scenario
 
 _MICRO_PLACES = 6
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from cotenant.audit import GENESIS_HEAD, AuditEntry, Head, StoredEntry, Verdict, verify_stored
+from cotenant.audit.chain import GENESIS_HEAD, AuditEntry, Head, StoredEntry, Verdict, verify_stored
 from cotenant.cluster.topology import ClusterSpec
 from cotenant.metering.ledger import UsageRecord
 from cotenant.model.contracts import Contract

@@ -1,6 +1,6 @@
 """Replay a real trace on the digital twin under several policies and compare them.
 
-A :class:`~cotenant.traces.Trace` becomes a :class:`~cotenant.scenario.Scenario`:
+A :class:`~cotenant.traces.Trace` becomes a :class:`~cotenant.twin.scenario.Scenario`:
 
 - the cluster: ``--cluster`` (a preset name, ``NxG`` nodes, ``pooled:N`` GPUs
   with no topology, or a TOML file with a ``[cluster]`` table as in scenario
@@ -21,7 +21,7 @@ run has (invoices per tenant and month, energy, power over time, economics), wit
 commitment billed from the first submission to the end of the replay.
 
 Each policy runs in the same process on the same jobs, one engine after the
-other, and gets a :class:`~cotenant.report.Report` with replay figures in
+other, and gets a :class:`~cotenant.twin.report.Report` with replay figures in
 ``extra`` (job completion time, queueing delay, makespan) and the per-job
 values for plots in ``series``. See docs/design/0003-replay.md.
 """
@@ -42,19 +42,19 @@ import numpy as np
 
 from cotenant.cluster.presets import PRESETS, preset
 from cotenant.cluster.topology import ClusterSpec, NodeGroup, Topology
+from cotenant.contracts.terms import parse_price_terms
 from cotenant.engine.core import Engine
 from cotenant.metering.money import format_rate
 from cotenant.metering.run import MeteringSettings, UsageProbe, metering_report
-from cotenant.metering.terms import parse_price_terms
 from cotenant.model.contracts import Commitment, Contract, PriceKind, PriceTerms, Tenant
 from cotenant.model.errors import SpecError
 from cotenant.model.jobs import JobSpec, JobState
 from cotenant.model.time import DAY
-from cotenant.report import Report, build_report
-from cotenant.runtime import build_sim_engine
-from cotenant.scenario import Scenario, parse_cluster, read_toml
 from cotenant.scheduler.policies import get_policy
 from cotenant.traces import Trace, TraceNode
+from cotenant.twin.report import Report, build_report
+from cotenant.twin.runtime import build_sim_engine
+from cotenant.twin.scenario import Scenario, parse_cluster, read_toml
 
 # The kind that names a trace-sized or pooled cluster. Replays compare scheduling, not
 # energy, so the kind only names the pool; jobs in these traces ask for no kind.
