@@ -196,6 +196,19 @@ def scenarios(
     console.print(t)
 
 
+scenario_app = typer.Typer(no_args_is_help=True, help="Scenario files.")
+
+
+@scenario_app.command("schema")
+def scenario_schema() -> None:
+    """Print the JSON Schema of a scenario file (for editors and checks)."""
+    from cotenant.twin.scenario import scenario_json_schema
+
+    print(json.dumps(scenario_json_schema(), indent=2))
+
+
+app.add_typer(scenario_app, name="scenario")
+
 from cotenant.cli.replay import replay_command  # noqa: E402
 
 app.command("replay")(replay_command)

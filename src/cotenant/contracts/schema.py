@@ -6,11 +6,12 @@ contract requests both use it, so a contract means the same thing in both.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, Field, WithJsonSchema
 
 from cotenant.cluster.topology import ClusterSpec
-from cotenant.contracts.terms import parse_price_terms
+from cotenant.contracts.terms import PriceTable
 from cotenant.model.contracts import (
     Commitment,
     Contract,
@@ -22,108 +23,135 @@ from cotenant.model.contracts import (
     Tenant,
 )
 from cotenant.model.errors import SpecError
-from cotenant.model.time import parse_duration, parse_time
+from cotenant.model.spec import (
+    Duration,
+    Flag,
+    Integer,
+    SpecTable,
+    Text,
+    Time,
+    Whole,
+    problem,
+)
 
-_CONTRACT = {
-    "commitment",
-    "term",
-    "price",
-    "notice",
-    "lending",
-    "isolation",
-    "priority",
-    "spares_backed",
-}
+
+def _either(valid: tuple[str, ...]) -> Any:
+    def check(v: Any) -> str:
+        if v not in valid:
+            raise problem(f"must be {' or '.join(repr(x) for x in valid)}, got {v!r}")
+        return str(v)
+
+    return BeforeValidator(check)
+
+
+def _names(v: Any) -> list[str]:
+    if not isinstance(v, list) or not all(isinstance(r, str) for r in v):
+        raise problem("must be a list of tenant names")
+    return v
+
+
+_RAMPS = tuple(r.value for r in Ramp)
+_LEVELS = tuple(x.value for x in IsolationLevel)
+
+
+class CommitmentTable(SpecTable):
+    gpus: Whole = 0
+    all_available: Flag = False
+    reserve_gpus: Whole = 0
+    accelerator: Text | None = None
+
+
+class TermTable(SpecTable):
+    start: Time | None = Field(None, description="default: the scenario's start")
+    end: Time | None = None
+    length: Duration = Field("365d", validate_default=True, description="if end is absent")
+
+
+class NoticeTable(SpecTable):
+    period: Duration = Field("90d", validate_default=True)
+    ramp: Annotated[str, _either(_RAMPS), WithJsonSchema({"enum": _RAMPS})] = "linear"
+    given_at: Time | None = None
+
+
+class LendingTable(SpecTable):
+    lend_idle: Flag = True
+    limit_gpus: Whole | None = None
+    reclaim_grace: Duration = Field("5m", validate_default=True)
+
+
+class IsolationTable(SpecTable):
+    rivals: Annotated[
+        list[str],
+        BeforeValidator(_names),
+        WithJsonSchema({"type": "array", "items": {"type": "string"}}),
+    ] = Field(default_factory=list)
+    level: Annotated[str, _either(_LEVELS), WithJsonSchema({"enum": _LEVELS})] = "node"
+
+
+class ContractTable(SpecTable):
+    """A tenant's contract as written (a scenario's ``[tenants.contract]`` table, or the
+    body of a contract request). ``contract()`` checks it against the cluster."""
+
+    commitment: CommitmentTable = Field(default_factory=CommitmentTable)
+    term: TermTable = Field(default_factory=TermTable)
+    price: PriceTable | None = None
+    notice: NoticeTable = Field(default_factory=NoticeTable)
+    lending: LendingTable = Field(default_factory=LendingTable)
+    isolation: IsolationTable = Field(default_factory=IsolationTable)
+    priority: Integer = 0
+    spares_backed: Flag = False
+
+    def contract(self, tenant: str, f: str, default_start: int, cluster: ClusterSpec) -> Contract:
+        """The contract of ``tenant``; ``f`` names this table in errors."""
+        term = self.term
+        start = default_start if term.start is None else term.start
+        end = start + term.length if term.end is None else term.end
+        if end <= start:
+            raise SpecError(f"{f}.term.end", "the term must end after it starts")
+        nt, ln, iso = self.notice, self.lending, self.isolation
+        kw: dict[str, Any] = {}
+        if self.price is not None:
+            kw["price"] = self.price.terms(f"{f}.price")
+        return Contract(
+            tenant,
+            start,
+            end,
+            self._commitment(f"{f}.commitment", cluster),
+            notice=NoticeTerms(nt.period, Ramp(nt.ramp), nt.given_at),
+            lending=LendingTerms(ln.lend_idle, ln.limit_gpus, ln.reclaim_grace),
+            isolation=IsolationTerms(tuple(iso.rivals), IsolationLevel(iso.level)),
+            priority=self.priority,
+            spares_backed=self.spares_backed,
+            **kw,
+        )
+
+    def _commitment(self, f: str, cluster: ClusterSpec) -> Commitment:
+        """The commitment, if the cluster has the kind and the GPUs it names."""
+        cm = self.commitment
+        kind = cm.accelerator
+        if kind is not None:
+            kinds = {g.accelerator for g in cluster.groups}
+            if kind not in kinds:
+                raise SpecError(
+                    f"{f}.accelerator",
+                    f"{kind!r} is not a kind this cluster has; it has: {', '.join(sorted(kinds))}",
+                )
+        capacity = sum(
+            g.nodes * g.node_gpus for g in cluster.groups if kind is None or g.accelerator == kind
+        )
+        for key, gpus in (("gpus", cm.gpus), ("reserve_gpus", cm.reserve_gpus)):
+            if gpus > capacity:
+                raise SpecError(f"{f}.{key}", f"{gpus} GPUs is more than the cluster's {capacity}")
+        if cm.all_available and cm.gpus:
+            raise SpecError(f, "give either gpus or all_available, not both")
+        return Commitment(cm.gpus, cm.all_available, cm.reserve_gpus, kind)
 
 
 def parse_contract(
     tenant: str, raw: Any, f: str, default_start: int, cluster: ClusterSpec
 ) -> Contract:
-    if not isinstance(raw, Mapping):
-        raise SpecError(f, "must be a table")
-    no_unknown(raw, _CONTRACT, f)
-    cm = raw.get("commitment", {})
-    no_unknown(cm, {"gpus", "all_available", "reserve_gpus", "accelerator"}, f"{f}.commitment")
-    kind = cm.get("accelerator")
-    if kind is not None:
-        kinds = {g.accelerator for g in cluster.groups}
-        if kind not in kinds:
-            raise SpecError(
-                f"{f}.commitment.accelerator",
-                f"{kind!r} is not a kind this cluster has; it has: {', '.join(sorted(kinds))}",
-            )
-    capacity = sum(
-        g.nodes * g.node_gpus for g in cluster.groups if kind is None or g.accelerator == kind
-    )
-    gpus = _whole(cm.get("gpus", 0), f"{f}.commitment.gpus")
-    if gpus > capacity:
-        raise SpecError(
-            f"{f}.commitment.gpus", f"{gpus} GPUs is more than the cluster's {capacity}"
-        )
-    reserve = _whole(cm.get("reserve_gpus", 0), f"{f}.commitment.reserve_gpus")
-    if reserve > capacity:
-        raise SpecError(
-            f"{f}.commitment.reserve_gpus", f"{reserve} GPUs is more than the cluster's {capacity}"
-        )
-    all_av = _flag(cm.get("all_available", False), f"{f}.commitment.all_available")
-    if all_av and gpus:
-        raise SpecError(f"{f}.commitment", "give either gpus or all_available, not both")
-    commitment = Commitment(gpus, all_av, reserve, kind)
-    term = raw.get("term", {})
-    no_unknown(term, {"start", "end", "length"}, f"{f}.term")
-    start = parse_time(term["start"], f"{f}.term.start") if "start" in term else default_start
-    if "end" in term:
-        end = parse_time(term["end"], f"{f}.term.end")
-    else:
-        end = start + parse_duration(term.get("length", "365d"), f"{f}.term.length")
-    if end <= start:
-        raise SpecError(f"{f}.term.end", "the term must end after it starts")
-    nt = raw.get("notice", {})
-    no_unknown(nt, {"period", "ramp", "given_at"}, f"{f}.notice")
-    ramp = nt.get("ramp", "linear")
-    if ramp not in {r.value for r in Ramp}:
-        raise SpecError(f"{f}.notice.ramp", f"must be 'linear' or 'step', got {ramp!r}")
-    given = parse_time(nt["given_at"], f"{f}.notice.given_at") if "given_at" in nt else None
-    notice = NoticeTerms(
-        parse_duration(nt.get("period", "90d"), f"{f}.notice.period"), Ramp(ramp), given
-    )
-    ln = raw.get("lending", {})
-    no_unknown(ln, {"lend_idle", "limit_gpus", "reclaim_grace"}, f"{f}.lending")
-    limit = ln.get("limit_gpus")
-    if limit is not None:
-        limit = _whole(limit, f"{f}.lending.limit_gpus")
-    lending = LendingTerms(
-        _flag(ln.get("lend_idle", True), f"{f}.lending.lend_idle"),
-        limit,
-        parse_duration(ln.get("reclaim_grace", "5m"), f"{f}.lending.reclaim_grace"),
-    )
-    iso = raw.get("isolation", {})
-    no_unknown(iso, {"rivals", "level"}, f"{f}.isolation")
-    level = iso.get("level", "node")
-    if level not in {x.value for x in IsolationLevel}:
-        raise SpecError(f"{f}.isolation.level", f"must be 'node' or 'rack', got {level!r}")
-    rivals = iso.get("rivals", [])
-    if not isinstance(rivals, list) or not all(isinstance(r, str) for r in rivals):
-        raise SpecError(f"{f}.isolation.rivals", "must be a list of tenant names")
-    price = parse_price_terms(raw.get("price", {}), f"{f}.price") if "price" in raw else None
-    prio = raw.get("priority", 0)
-    if not isinstance(prio, int) or isinstance(prio, bool):
-        raise SpecError(f"{f}.priority", f"must be an integer, got {prio!r}")
-    kw: dict[str, Any] = {}
-    if price is not None:
-        kw["price"] = price
-    return Contract(
-        tenant,
-        start,
-        end,
-        commitment,
-        notice=notice,
-        lending=lending,
-        isolation=IsolationTerms(tuple(rivals), IsolationLevel(level)),
-        priority=prio,
-        spares_backed=_flag(raw.get("spares_backed", False), f"{f}.spares_backed"),
-        **kw,
-    )
+    """A contract table read and checked against the cluster; errors name ``f.<key>``."""
+    return ContractTable.read(raw, f).contract(tenant, f, default_start, cluster)
 
 
 def validate_contracts(tenants: list[Tenant], cluster: ClusterSpec) -> None:
@@ -174,24 +202,3 @@ def validate_contracts(tenants: list[Tenant], cluster: ClusterSpec) -> None:
                 f"tenants[{i}].contract.commitment.gpus",
                 f"commitments add up to {fixed} GPUs, more than the cluster's {capacity}",
             )
-
-
-def _whole(v: Any, f: str) -> int:
-    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-        raise SpecError(f, f"must be a whole number >= 0, got {v!r}")
-    return v
-
-
-def _flag(v: Any, f: str) -> bool:
-    if not isinstance(v, bool):
-        raise SpecError(f, f"must be true or false, got {v!r}")
-    return v
-
-
-def no_unknown(raw: Any, allowed: set[str], f: str) -> None:
-    if not isinstance(raw, Mapping):
-        raise SpecError(f or "scenario", "must be a table")
-    unknown = sorted(set(raw) - allowed)
-    if unknown:
-        where = f"{f}.{unknown[0]}" if f else unknown[0]
-        raise SpecError(where, f"unknown key; valid: {', '.join(sorted(allowed))}")

@@ -24,112 +24,133 @@ and SLA credit terms.
 from __future__ import annotations
 
 import decimal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, WithJsonSchema
 
 from cotenant.model.contracts import CreditCapBase, PriceKind, PriceTerms
 from cotenant.model.errors import SpecError
+from cotenant.model.spec import SpecTable, one_of, problem
 
 SUPPORTED_CURRENCIES = ("USD",)
-
-_FEE_KEY = "flat_fee_per_month"
-_RATE_KEYS = (
-    "committed_rate_per_gpu_hour",
-    "overage_rate_per_gpu_hour",
-    "sla_credit_per_gpu_hour",
-)
-_CAP_KEY = "sla_credit_cap_percent"
-_CAP_BASE_KEY = "sla_credit_cap_base"
-VALID_KEYS = ("kind", "currency", _FEE_KEY, *_RATE_KEYS, _CAP_KEY, _CAP_BASE_KEY)
 
 _CENT_PLACES = 2
 _MICRO_PLACES = 6
 
 
+def _amount(places: int) -> Callable[[Any], int]:
+    def check(v: Any) -> int:
+        try:
+            return _parse_amount(v, "", places)
+        except SpecError as e:
+            raise problem(e.problem) from None
+
+    return check
+
+
+def _currency(v: Any) -> str:
+    if v not in SUPPORTED_CURRENCIES:
+        raise problem(f"unsupported currency {v!r}; supported: {', '.join(SUPPORTED_CURRENCIES)}")
+    return str(v)
+
+
+def _cap_percent(v: Any) -> int:
+    cap = _amount(0)(v)
+    if cap > 100:
+        raise problem(f"must be between 0 and 100, got {cap}")
+    return cap
+
+
+_AMOUNT_SCHEMA = {
+    "anyOf": [{"type": "number", "minimum": 0}, {"type": "string"}],
+    "description": 'USD, a number or a string such as "$1,250,000,000"; exact, never rounded',
+}
+Cents = Annotated[int, BeforeValidator(_amount(_CENT_PLACES)), WithJsonSchema(_AMOUNT_SCHEMA)]
+Micros = Annotated[int, BeforeValidator(_amount(_MICRO_PLACES)), WithJsonSchema(_AMOUNT_SCHEMA)]
+_KINDS = tuple(k.value for k in PriceKind)
+_CAP_BASES = tuple(b.value for b in CreditCapBase)
+
+
+class PriceTable(SpecTable):
+    """A contract's ``price`` table as written; amounts in cents (fees) or micro-dollars
+    (rates). ``terms()`` checks the kind against the amounts and gives the terms."""
+
+    kind: Annotated[
+        str | None, BeforeValidator(one_of(_KINDS, "price kind")), WithJsonSchema({"enum": _KINDS})
+    ] = None
+    currency: Annotated[
+        str, BeforeValidator(_currency), WithJsonSchema({"enum": SUPPORTED_CURRENCIES})
+    ] = "USD"
+    flat_fee_per_month: Cents | None = None
+    committed_rate_per_gpu_hour: Micros | None = None
+    overage_rate_per_gpu_hour: Micros | None = None
+    sla_credit_per_gpu_hour: Micros | None = None
+    sla_credit_cap_percent: Annotated[
+        int,
+        BeforeValidator(_cap_percent),
+        WithJsonSchema({"type": "integer", "minimum": 0, "maximum": 100}),
+    ] = 100
+    sla_credit_cap_base: Annotated[
+        str, BeforeValidator(one_of(_CAP_BASES, "cap base")), WithJsonSchema({"enum": _CAP_BASES})
+    ] = CreditCapBase.SUBTOTAL.value
+
+    @classmethod
+    def unknown_key(cls, key: str) -> str:
+        return f"unknown key {key!r}; valid keys: {', '.join(cls.keys())}"
+
+    @classmethod
+    def not_a_table(cls, raw: Any) -> str:
+        return f"expected a table of price terms, got {type(raw).__name__}"
+
+    def terms(self, field: str) -> PriceTerms:
+        """The terms; a kind that does not match the amounts raises ``SpecError``."""
+        fee = self.flat_fee_per_month
+        if self.kind is None:
+            kind = PriceKind.FLAT if fee is not None else PriceKind.RATE
+        else:
+            kind = PriceKind(self.kind)
+        if kind is PriceKind.FLAT:
+            if not fee:
+                raise SpecError(
+                    f"{field}.flat_fee_per_month",
+                    "a flat contract needs a monthly fee greater than zero",
+                )
+            if self.committed_rate_per_gpu_hour is not None:
+                raise SpecError(
+                    f"{field}.committed_rate_per_gpu_hour",
+                    "applies to kind = 'rate' only; a flat contract pays flat_fee_per_month",
+                )
+        elif fee is not None:
+            raise SpecError(
+                f"{field}.flat_fee_per_month",
+                "applies to kind = 'flat' only; a rate contract pays committed_rate_per_gpu_hour",
+            )
+        return PriceTerms(
+            kind=kind,
+            currency=self.currency,
+            flat_fee_cents_per_month=fee or 0,
+            committed_rate_micro_per_gpu_hour=self.committed_rate_per_gpu_hour or 0,
+            overage_rate_micro_per_gpu_hour=self.overage_rate_per_gpu_hour or 0,
+            sla_credit_micro_per_gpu_hour=self.sla_credit_per_gpu_hour or 0,
+            sla_credit_cap_percent=self.sla_credit_cap_percent,
+            sla_credit_cap_base=CreditCapBase(self.sla_credit_cap_base),
+        )
+
+
+VALID_KEYS = tuple(PriceTable.keys())
+
+
 def parse_price_terms(mapping: Mapping[str, object], field: str = "price") -> PriceTerms:
     """Read price terms; any problem raises ``SpecError`` naming ``{field}.{key}``."""
-    if not isinstance(mapping, Mapping):
-        raise SpecError(field, f"expected a table of price terms, got {type(mapping).__name__}")
-    for key in mapping:
-        if key not in VALID_KEYS:
-            raise SpecError(
-                f"{field}.{key}", f"unknown key {key!r}; valid keys: {', '.join(VALID_KEYS)}"
-            )
-
-    currency = mapping.get("currency", "USD")
-    if currency not in SUPPORTED_CURRENCIES:
-        raise SpecError(
-            f"{field}.currency",
-            f"unsupported currency {currency!r}; supported: {', '.join(SUPPORTED_CURRENCIES)}",
-        )
-
-    kind = _parse_kind(mapping, field)
-
-    fee_cents = 0
-    if _FEE_KEY in mapping:
-        fee_cents = _parse_amount(mapping[_FEE_KEY], f"{field}.{_FEE_KEY}", _CENT_PLACES)
-    rates = {
-        key: _parse_amount(mapping[key], f"{field}.{key}", _MICRO_PLACES) if key in mapping else 0
-        for key in _RATE_KEYS
-    }
-    cap = 100
-    if _CAP_KEY in mapping:
-        cap = _parse_amount(mapping[_CAP_KEY], f"{field}.{_CAP_KEY}", 0)
-        if cap > 100:
-            raise SpecError(f"{field}.{_CAP_KEY}", f"must be between 0 and 100, got {cap}")
-    cap_base = _parse_cap_base(mapping.get(_CAP_BASE_KEY, CreditCapBase.SUBTOTAL.value), field)
-
-    if kind is PriceKind.FLAT:
-        if fee_cents <= 0:
-            raise SpecError(
-                f"{field}.{_FEE_KEY}", "a flat contract needs a monthly fee greater than zero"
-            )
-        if "committed_rate_per_gpu_hour" in mapping:
-            raise SpecError(
-                f"{field}.committed_rate_per_gpu_hour",
-                "applies to kind = 'rate' only; a flat contract pays flat_fee_per_month",
-            )
-    elif _FEE_KEY in mapping:
-        raise SpecError(
-            f"{field}.{_FEE_KEY}",
-            "applies to kind = 'flat' only; a rate contract pays committed_rate_per_gpu_hour",
-        )
-
-    return PriceTerms(
-        kind=kind,
-        currency=str(currency),
-        flat_fee_cents_per_month=fee_cents,
-        committed_rate_micro_per_gpu_hour=rates["committed_rate_per_gpu_hour"],
-        overage_rate_micro_per_gpu_hour=rates["overage_rate_per_gpu_hour"],
-        sla_credit_micro_per_gpu_hour=rates["sla_credit_per_gpu_hour"],
-        sla_credit_cap_percent=cap,
-        sla_credit_cap_base=cap_base,
-    )
+    return PriceTable.read(mapping, field).terms(field)
 
 
 def parse_usd(value: object, field: str, places: int) -> int:
     """A non-negative USD amount, exact, scaled by ``10**places`` (2: cents, 6:
     micro-dollars); read like the price terms, never rounded. ``SpecError`` names ``field``."""
     return _parse_amount(value, field, places)
-
-
-def _parse_cap_base(raw: object, field: str) -> CreditCapBase:
-    valid = [b.value for b in CreditCapBase]
-    if not isinstance(raw, str) or raw not in valid:
-        raise SpecError(
-            f"{field}.{_CAP_BASE_KEY}", f"unknown cap base {raw!r}; valid: {', '.join(valid)}"
-        )
-    return CreditCapBase(raw)
-
-
-def _parse_kind(mapping: Mapping[str, object], field: str) -> PriceKind:
-    raw = mapping.get("kind")
-    if raw is None:
-        return PriceKind.FLAT if _FEE_KEY in mapping else PriceKind.RATE
-    valid = [k.value for k in PriceKind]
-    if not isinstance(raw, str) or raw not in valid:
-        raise SpecError(f"{field}.kind", f"unknown price kind {raw!r}; valid: {', '.join(valid)}")
-    return PriceKind(raw)
 
 
 def _parse_amount(value: object, field: str, places: int) -> int:

@@ -34,9 +34,10 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
+from pydantic import BeforeValidator, Field, WithJsonSchema
 
 from cotenant.contracts.entitlement import effective_end, ramp_integral
 from cotenant.contracts.terms import parse_usd
@@ -65,6 +66,7 @@ from cotenant.metering.rating import (
 from cotenant.model.accelerators import CATALOGUE
 from cotenant.model.contracts import Contract, PriceKind
 from cotenant.model.errors import SpecError
+from cotenant.model.spec import SpecTable, problem
 
 if TYPE_CHECKING:
     from cotenant.engine.core import Engine
@@ -80,9 +82,45 @@ class MeteringSettings:
     fixed_cost_micro_per_gpu_hour: int = 0  # owner's capex amortisation and non-power opex
 
 
-_NUMBER_KEYS = ("pue", "wue_l_per_kwh", "carbon_kg_per_kwh", "node_overhead_watts", "power_cap_mw")
 _USD_KEYS = ("power_price_per_kwh", "fixed_cost_per_gpu_hour")
-ENERGY_KEYS = (*_NUMBER_KEYS, *_USD_KEYS)
+
+
+def _number(v: Any) -> int | float:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise problem(f"expected a number, got {v!r}")
+    return v
+
+
+def _micro_usd(v: Any) -> int:
+    try:
+        return parse_usd(v, "", _MICRO_PLACES)
+    except SpecError as e:
+        raise problem(e.problem) from None
+
+
+Number = Annotated[int | float, BeforeValidator(_number), WithJsonSchema({"type": "number"})]
+MicroUsd = Annotated[
+    int,
+    BeforeValidator(_micro_usd),
+    WithJsonSchema({"anyOf": [{"type": "number", "minimum": 0}, {"type": "string"}]}),
+]
+
+
+class EnergyTable(SpecTable):
+    """The scenario's ``[energy]`` table; an absent key keeps ``SiteEnergy``'s default."""
+
+    pue: Number | None = None
+    wue_l_per_kwh: Number | None = None
+    carbon_kg_per_kwh: Number | None = None
+    node_overhead_watts: Number | None = None
+    power_cap_mw: Number | None = None
+    power_price_per_kwh: MicroUsd | None = Field(None, description="USD, exact to the micro-dollar")
+    fixed_cost_per_gpu_hour: MicroUsd | None = Field(
+        None, description="the owner's capex amortisation and non-power opex, USD"
+    )
+
+
+ENERGY_KEYS = tuple(EnergyTable.keys())
 
 
 def parse_metering_settings(
@@ -94,36 +132,18 @@ def parse_metering_settings(
     naming ``energy.<key>``."""
     if raw is None:
         return MeteringSettings()
-    if not isinstance(raw, Mapping):
-        raise SpecError(field, "must be a table")
-    for key in raw:
-        if key not in ENERGY_KEYS:
-            raise SpecError(
-                f"{field}.{key}", f"unknown key; valid: {', '.join(sorted(ENERGY_KEYS))}"
-            )
-    numbers: dict[str, Any] = {}
-    for key in _NUMBER_KEYS:
-        if key in raw:
-            value = raw[key]
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise SpecError(f"{field}.{key}", f"expected a number, got {value!r}")
-            numbers[key] = value
-    if "power_price_per_kwh" in raw:
-        numbers["power_price_micro_per_kwh"] = parse_usd(
-            raw["power_price_per_kwh"], f"{field}.power_price_per_kwh", _MICRO_PLACES
-        )
-    fixed = 0
-    if "fixed_cost_per_gpu_hour" in raw:
-        fixed = parse_usd(
-            raw["fixed_cost_per_gpu_hour"], f"{field}.fixed_cost_per_gpu_hour", _MICRO_PLACES
-        )
+    table = EnergyTable.read(raw, field)
+    given = table.model_dump(exclude_none=True)
+    numbers = {k: v for k, v in given.items() if k not in _USD_KEYS}
+    if table.power_price_per_kwh is not None:
+        numbers["power_price_micro_per_kwh"] = table.power_price_per_kwh
     try:
         site = SiteEnergy(**numbers).validate(field)
     except SpecError as e:
         if e.field == f"{field}.power_price_micro_per_kwh":
             raise SpecError(f"{field}.power_price_per_kwh", e.problem) from None
         raise
-    return MeteringSettings(site, fixed)
+    return MeteringSettings(site, table.fixed_cost_per_gpu_hour or 0)
 
 
 # -- observing a run ---------------------------------------------------------------------

@@ -12,17 +12,29 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic_core import core_schema
 
 from cotenant.cluster.presets import PRESETS, preset
 from cotenant.cluster.topology import ClusterSpec, NodeGroup
-from cotenant.contracts.schema import no_unknown, parse_contract, validate_contracts
-from cotenant.model.contracts import (
-    Contract,
-    Tenant,
-)
+from cotenant.contracts.schema import ContractTable, validate_contracts
+from cotenant.model.contracts import Contract, Tenant
 from cotenant.model.errors import SpecError
-from cotenant.model.time import DAY, parse_duration, parse_time
+from cotenant.model.spec import (
+    Count,
+    Duration,
+    Integer,
+    PositiveDuration,
+    SpecTable,
+    Text,
+    Time,
+    one_of,
+    problem,
+)
+from cotenant.model.time import DAY
 from cotenant.scheduler.policies import policy_names
 from cotenant.workload.synthetic import FrontierLabWorkload, parse_workload
 
@@ -51,21 +63,6 @@ class Scenario:
 
 
 BUILTIN = ("colossus-lease", "small-lease", "alibaba-serving")
-_TOP = {
-    "name",
-    "start",
-    "duration",
-    "seed",
-    "policy",
-    "cluster",
-    "tenants",
-    "engine",
-    "failures",
-    "energy",
-    "services",
-    "description",
-}
-_TENANT = {"name", "display_name", "contract", "workload"}
 
 
 def builtin_names() -> list[str]:
@@ -117,113 +114,196 @@ def read_toml(path: Path) -> dict[str, Any]:
     return parse_toml(text, str(path))
 
 
+_WORKLOAD_SCHEMA = {
+    "anyOf": [{"type": "object"}, {"type": "array", "items": {"type": "object"}}],
+    "description": "a workload generator table, or an array of them (workload/synthetic.py)",
+}
+
+
+def _tenant_name(v: Any) -> str:
+    if not isinstance(v, str) or not v.strip():
+        raise problem("a tenant needs a non-empty name")
+    return v
+
+
+def _tables(v: Any) -> list[Any]:
+    """A table or an array of tables, as an array."""
+    items = v if isinstance(v, list) else [v]
+    for item in items:
+        if not isinstance(item, Mapping):
+            raise problem("must be a table")
+    return items
+
+
+def _tenant_tables(v: Any) -> Any:
+    if not isinstance(v, list):
+        raise problem("must be an array of tables ([[tenants]])")
+    return v
+
+
+class GroupTable(SpecTable):
+    """One ``[[cluster.groups]]``: nodes of one accelerator kind."""
+
+    model_config = ConfigDict(json_schema_extra={"required": ["accelerator", "nodes"]})
+
+    accelerator: Text | None = None
+    nodes: Count | None = None
+    nodes_per_rack: Count = 8
+    racks_per_block: Count = 8
+    gpus_per_node: Count | None = None
+
+
+class ClusterTable(SpecTable):
+    """``[cluster]``: a preset by name, or node groups."""
+
+    preset: Annotated[
+        str | None,
+        BeforeValidator(one_of(sorted(PRESETS), "preset")),
+        WithJsonSchema({"enum": sorted(PRESETS)}),
+    ] = None
+    name: Text = "custom"
+    groups: list[GroupTable] | None = None
+
+    def spec(self, f: str) -> ClusterSpec:
+        if self.preset is not None:
+            return preset(self.preset, f"{f}.preset")
+        if not self.groups:
+            raise SpecError(f, "give a preset or at least one [[cluster.groups]]")
+        out = []
+        for i, g in enumerate(self.groups):
+            if g.accelerator is None or g.nodes is None:
+                raise SpecError(f"{f}.groups[{i}]", "needs accelerator and nodes")
+            out.append(
+                NodeGroup(
+                    g.accelerator, g.nodes, g.nodes_per_rack, g.racks_per_block, g.gpus_per_node
+                )
+            )
+        spec = ClusterSpec(self.name, tuple(out))
+        spec.validate()
+        return spec
+
+
+class TenantTable(SpecTable):
+    """One ``[[tenants]]``: a name, a contract, and the workloads it runs in the twin."""
+
+    model_config = ConfigDict(json_schema_extra={"required": ["name"]})
+
+    name: Annotated[str, BeforeValidator(_tenant_name)] = Field(None, validate_default=True)
+    display_name: Text | None = None
+    contract: ContractTable | None = None
+    workload: Annotated[
+        list[dict[str, Any]] | None, BeforeValidator(_tables), WithJsonSchema(_WORKLOAD_SCHEMA)
+    ] = None
+
+
+class EngineTable(SpecTable):
+    """``[engine]``: what a restart and a checkpoint cost."""
+
+    restart_cost: Duration = Field("10m", validate_default=True)
+    checkpoint_write: Duration = Field("60s", validate_default=True)
+
+
+class ScenarioFile(SpecTable):
+    """A scenario file as written. The ``failures``, ``energy`` and ``services`` sections
+    are read by their own parsers (faults, metering, serving)."""
+
+    name: Text = "scenario"
+    description: Text | None = None
+    start: Time = Field("2026-10-01T00:00:00Z", validate_default=True)
+    duration: PositiveDuration = Field("30d", validate_default=True)
+    seed: Integer = 0
+    policy: Annotated[
+        str,
+        BeforeValidator(one_of(policy_names(), "policy")),
+        WithJsonSchema({"enum": policy_names()}),
+    ] = "contract"
+    cluster: ClusterTable = Field(default_factory=ClusterTable)
+    tenants: Annotated[list[TenantTable], BeforeValidator(_tenant_tables)] = Field(
+        default_factory=list
+    )
+    engine: EngineTable = Field(default_factory=EngineTable)
+    failures: Annotated[Any, WithJsonSchema({"type": "object"})] = Field(
+        None, description="failure model (faults/injector.py)"
+    )
+    energy: Annotated[Any, WithJsonSchema({"type": "object"})] = Field(
+        None, description="site energy and power (metering/run.py)"
+    )
+    services: Annotated[Any, WithJsonSchema({"type": "array", "items": {"type": "object"}})] = (
+        Field(None, description="inference services (serving/services.py)")
+    )
+
+
+class _TomlSchema(GenerateJsonSchema):
+    """TOML has no null: an optional key is one that may be left out."""
+
+    def nullable_schema(self, schema: core_schema.NullableSchema) -> JsonSchemaValue:
+        return self.generate_inner(schema["schema"])
+
+    def default_schema(self, schema: core_schema.WithDefaultSchema) -> JsonSchemaValue:
+        out = super().default_schema(schema)
+        if out.get("default", 0) is None:
+            del out["default"]
+        return out
+
+
+def scenario_json_schema() -> dict[str, Any]:
+    """The JSON Schema of a scenario file (for editors; TOML dates are strings in it)."""
+    schema = ScenarioFile.model_json_schema(schema_generator=_TomlSchema)
+    schema["title"] = "cotenant scenario"
+    return schema
+
+
 def parse_scenario(raw: Mapping[str, Any], base_dir: Path | None = None) -> Scenario:
-    no_unknown(raw, _TOP, "")
-    start = parse_time(raw.get("start", "2026-10-01T00:00:00Z"), "start")
-    duration = parse_duration(raw.get("duration", "30d"), "duration")
-    if duration <= 0:
-        raise SpecError("duration", "must be > 0")
-    seed = raw.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise SpecError("seed", f"must be an integer, got {seed!r}")
-    policy = raw.get("policy", "contract")
-    if policy not in policy_names():
-        raise SpecError("policy", f"unknown policy {policy!r}; valid: {', '.join(policy_names())}")
-    cluster = parse_cluster(raw.get("cluster", {}), "cluster")
-    raw_tenants = raw.get("tenants", [])
-    if not isinstance(raw_tenants, list):
-        raise SpecError("tenants", "must be an array of tables ([[tenants]])")
+    """A scenario table read and checked; a problem raises ``SpecError`` naming the field."""
+    sf = ScenarioFile.read(raw)
+    cluster = sf.cluster.spec("cluster")
     tenants: list[Tenant] = []
     workloads: list[FrontierLabWorkload] = []
-    for i, rt in enumerate(raw_tenants):
+    for i, rt in enumerate(sf.tenants):
         f = f"tenants[{i}]"
-        if not isinstance(rt, Mapping):
-            raise SpecError(f, "must be a table")
-        no_unknown(rt, _TENANT, f)
-        name = rt.get("name")
-        if not isinstance(name, str) or not name.strip():
-            raise SpecError(f"{f}.name", "a tenant needs a non-empty name")
+        name = rt.name
         if any(t.name == name for t in tenants):
             raise SpecError(f"{f}.name", f"tenant {name!r} appears twice")
         contract = None
-        if "contract" in rt:
-            contract = parse_contract(name, rt["contract"], f"{f}.contract", start, cluster)
-        tenants.append(Tenant(name, str(rt.get("display_name", name)), contract))
-        wl = rt.get("workload")
-        if wl is not None:
-            items = wl if isinstance(wl, list) else [wl]
-            for j, w in enumerate(items):
-                if not isinstance(w, Mapping):
-                    raise SpecError(f"{f}.workload", "must be a table")
-                workloads.append(parse_workload(name, w, f"{f}.workload[{j}]"))
+        if rt.contract is not None:
+            contract = rt.contract.contract(name, f"{f}.contract", sf.start, cluster)
+        display = name if rt.display_name is None else rt.display_name
+        tenants.append(Tenant(name, display, contract))
+        for j, w in enumerate(rt.workload or ()):
+            workloads.append(parse_workload(name, w, f"{f}.workload[{j}]"))
     validate_contracts(tenants, cluster)
-    engine = raw.get("engine", {})
-    no_unknown(engine, {"restart_cost", "checkpoint_write"}, "engine")
-    restart = parse_duration(engine.get("restart_cost", "10m"), "engine.restart_cost")
-    write = parse_duration(engine.get("checkpoint_write", "60s"), "engine.checkpoint_write")
-    if "failures" in raw:
-        from cotenant.faults.injector import parse_failure_settings
-
-        parse_failure_settings(raw["failures"])  # fail early, naming the field
-    if "services" in raw:
-        from cotenant.serving.services import parse_services
-
-        parse_services(raw["services"], [t.name for t in tenants], seed, base_dir)
-    sections = {k: raw[k] for k in ("failures", "energy", "services") if k in raw}
+    _check_sections(sf, [t.name for t in tenants], base_dir)
     return Scenario(
-        name=str(raw.get("name", "scenario")),
-        start_s=start,
-        duration_s=duration,
-        seed=seed,
-        policy=policy,
+        name=sf.name,
+        start_s=sf.start,
+        duration_s=sf.duration,
+        seed=sf.seed,
+        policy=sf.policy,
         cluster=cluster,
         tenants=tuple(tenants),
         workloads=tuple(workloads),
-        restart_cost_s=restart,
-        checkpoint_write_s=write,
-        sections=sections,
+        restart_cost_s=sf.engine.restart_cost,
+        checkpoint_write_s=sf.engine.checkpoint_write,
+        sections={k: raw[k] for k in ("failures", "energy", "services") if k in raw},
         base_dir=base_dir,
     )
 
 
+def _check_sections(sf: ScenarioFile, tenants: list[str], base_dir: Path | None) -> None:
+    """Fail early, naming the field, on a bad ``failures`` or ``services`` section."""
+    if sf.failures is not None:
+        from cotenant.faults.injector import parse_failure_settings
+
+        parse_failure_settings(sf.failures)
+    if sf.services is not None:
+        from cotenant.serving.services import parse_services
+
+        parse_services(sf.services, tenants, sf.seed, base_dir)
+
+
 def parse_cluster(raw: Any, f: str) -> ClusterSpec:
-    if not isinstance(raw, Mapping):
-        raise SpecError(f, "must be a table")
-    no_unknown(raw, {"preset", "name", "groups"}, f)
-    if "preset" in raw:
-        if raw["preset"] not in PRESETS:
-            raise SpecError(
-                f"{f}.preset",
-                f"unknown preset {raw['preset']!r}; valid: {', '.join(sorted(PRESETS))}",
-            )
-        return preset(raw["preset"], f"{f}.preset")
-    groups = raw.get("groups")
-    if not isinstance(groups, list) or not groups:
-        raise SpecError(f, "give a preset or at least one [[cluster.groups]]")
-    out = []
-    for i, g in enumerate(groups):
-        gf = f"{f}.groups[{i}]"
-        no_unknown(
-            g, {"accelerator", "nodes", "nodes_per_rack", "racks_per_block", "gpus_per_node"}, gf
-        )
-        for key in ("nodes", "nodes_per_rack", "racks_per_block", "gpus_per_node"):
-            v = g.get(key)
-            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
-                raise SpecError(f"{gf}.{key}", f"must be a whole number >= 1, got {v!r}")
-        if "accelerator" not in g or "nodes" not in g:
-            raise SpecError(gf, "needs accelerator and nodes")
-        out.append(
-            NodeGroup(
-                g["accelerator"],
-                g["nodes"],
-                g.get("nodes_per_rack", 8),
-                g.get("racks_per_block", 8),
-                g.get("gpus_per_node"),
-            )
-        )
-    spec = ClusterSpec(str(raw.get("name", "custom")), tuple(out))
-    spec.validate()
-    return spec
+    """A ``[cluster]`` table as a cluster spec; errors name ``f.<key>``."""
+    return ClusterTable.read(raw, f).spec(f)
 
 
 __all__ = ["DAY", "Scenario", "builtin_names", "load_scenario", "parse_scenario"]
