@@ -139,9 +139,6 @@ class PriceTable(SpecTable):
         )
 
 
-VALID_KEYS = tuple(PriceTable.keys())
-
-
 def parse_price_terms(mapping: Mapping[str, object], field: str = "price") -> PriceTerms:
     """Read price terms; any problem raises ``SpecError`` naming ``{field}.{key}``."""
     return PriceTable.read(mapping, field).terms(field)

@@ -178,14 +178,6 @@ class Invoice:
     def used_gpu_seconds(self) -> int:
         return self.own_gpu_seconds + self.borrowed_gpu_seconds
 
-    @property
-    def own_gpu_hours(self) -> Fraction:
-        return Fraction(self.own_gpu_seconds, SECONDS_PER_HOUR)
-
-    @property
-    def borrowed_gpu_hours(self) -> Fraction:
-        return Fraction(self.borrowed_gpu_seconds, SECONDS_PER_HOUR)
-
     def to_json_dict(self) -> dict[str, object]:
         usage = {
             name: getattr(self, f"{name}_gpu_seconds")

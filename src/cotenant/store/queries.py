@@ -32,7 +32,6 @@ JOB_LIST_COLUMNS = (
     "attempt",
     "preemptions",
 )
-JOB_EVENTS = ("place", "reclaim", "preempt", "end", "interrupt", "cancel", "reject", "retag")
 
 
 @dataclass(frozen=True, slots=True)
