@@ -29,7 +29,7 @@ from cotenant.cluster.topology import ClusterSpec
 from cotenant.model.errors import SpecError
 from cotenant.tablefit import Col, print_fitted
 from cotenant.traces.base import Trace
-from cotenant.twin.replay import comparison_rows, tenant_rows
+from cotenant.twin.comparison import comparison_rows, tenant_rows
 from cotenant.twin.report import Report
 
 DEFAULT_POLICIES = "fifo-backfill,contract"

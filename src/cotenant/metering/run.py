@@ -44,6 +44,7 @@ from cotenant.contracts.terms import parse_usd
 from cotenant.metering.economics import economics_from_totals
 from cotenant.metering.energy import (
     OWNER_UNALLOCATED,
+    EnergyReport,
     EnergyUse,
     SiteEnergy,
     energy_report,
@@ -69,6 +70,7 @@ from cotenant.model.errors import SpecError
 from cotenant.model.spec import SpecTable, problem
 
 if TYPE_CHECKING:
+    from cotenant.cluster.topology import Topology
     from cotenant.engine.core import Engine
     from cotenant.twin.scenario import Scenario
 
@@ -325,43 +327,8 @@ def metering_report(
     )
     months = months_between(h0, h1)
 
-    invoices: list[dict[str, Any]] = []
-    accrued: dict[str, int] = {}
-    for c in contracts:
-        capacity = topo.capacity_of(c.commitment.accelerator)
-        accrued.setdefault(c.tenant, 0)
-        for m in months:
-            m0, m1 = month_bounds(m)
-            if c.start_s >= m1 or effective_end(c) <= m0:
-                continue
-            short, late = probe.owed_not_served(c.tenant, m) if probe is not None else (0, 0)
-            inv = rate_month(c, m, ledger, capacity, contracts, short, late)
-            run_part = accrued_cents(inv, c, h0, h1, capacity, contracts)
-            accrued[c.tenant] += run_part
-            invoices.append(
-                {
-                    **inv.to_json_dict(),
-                    "price_kind": c.price.kind.value,
-                    "accrued_over_run_cents": run_part,
-                    "accrued_over_run": format_usd(run_part),
-                }
-            )
-
+    invoices, accrued = _invoices(topo, contracts, months, ledger, probe, (h0, h1))
     energy = energy_report(ledger, site, CATALOGUE, gpus_by_kind, (h0, h1))
-    by_month = {
-        m: {
-            t: _energy_json(u)
-            for t, u in energy_report(
-                ledger,
-                site,
-                CATALOGUE,
-                gpus_by_kind,
-                (max(h0, month_bounds(m)[0]), min(h1, month_bounds(m)[1])),
-            ).per_tenant.items()
-        }
-        for m in months
-    }
-
     used = {c.tenant: ledger.gpu_seconds(c.tenant, h0, h1) for c in contracts}
     entitled = {
         c.tenant: entitled_gpu_seconds(
@@ -392,15 +359,77 @@ def metering_report(
         "length; usage and credits come from the run; economics use revenue accrued over "
         "the run",
         "invoices": invoices,
-        "energy": {
-            "site": {f.name: getattr(site, f.name) for f in fields(site)},
-            "per_tenant": {t: _energy_json(u) for t, u in energy.per_tenant.items()},
-            "total": _energy_json(energy.total),
-            "by_month": by_month,
-            "per_job": {j: _energy_json(u, brief=True) for j, u in energy.per_job.items()},
-        },
+        "energy": _energy_section(energy, ledger, site, gpus_by_kind, months, (h0, h1)),
         "power": power_section(engine, ledger, site, installed, energy, holds),
         "economics": econ.to_json_dict(),
+    }
+
+
+def _invoices(
+    topo: Topology,
+    contracts: list[Contract],
+    months: list[str],
+    ledger: UsageLedger,
+    probe: UsageProbe | None,
+    horizon: tuple[int, int],
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Every contract's invoice for every month its term overlaps, and each tenant's
+    revenue accrued over the run (``horizon``)."""
+    h0, h1 = horizon
+    invoices: list[dict[str, Any]] = []
+    accrued: dict[str, int] = {}
+    for c in contracts:
+        capacity = topo.capacity_of(c.commitment.accelerator)
+        accrued.setdefault(c.tenant, 0)
+        for m in months:
+            m0, m1 = month_bounds(m)
+            if c.start_s >= m1 or effective_end(c) <= m0:
+                continue
+            short, late = probe.owed_not_served(c.tenant, m) if probe is not None else (0, 0)
+            inv = rate_month(c, m, ledger, capacity, contracts, short, late)
+            run_part = accrued_cents(inv, c, h0, h1, capacity, contracts)
+            accrued[c.tenant] += run_part
+            invoices.append(
+                {
+                    **inv.to_json_dict(),
+                    "price_kind": c.price.kind.value,
+                    "accrued_over_run_cents": run_part,
+                    "accrued_over_run": format_usd(run_part),
+                }
+            )
+    return invoices, accrued
+
+
+def _energy_section(
+    energy: EnergyReport,
+    ledger: UsageLedger,
+    site: SiteEnergy,
+    gpus_by_kind: Mapping[str, int],
+    months: list[str],
+    horizon: tuple[int, int],
+) -> dict[str, Any]:
+    """The report's energy: the site's figures, per tenant, in total, per calendar month
+    (each month's part of the run) and per job."""
+    h0, h1 = horizon
+    by_month = {
+        m: {
+            t: _energy_json(u)
+            for t, u in energy_report(
+                ledger,
+                site,
+                CATALOGUE,
+                gpus_by_kind,
+                (max(h0, month_bounds(m)[0]), min(h1, month_bounds(m)[1])),
+            ).per_tenant.items()
+        }
+        for m in months
+    }
+    return {
+        "site": {f.name: getattr(site, f.name) for f in fields(site)},
+        "per_tenant": {t: _energy_json(u) for t, u in energy.per_tenant.items()},
+        "total": _energy_json(energy.total),
+        "by_month": by_month,
+        "per_job": {j: _energy_json(u, brief=True) for j, u in energy.per_job.items()},
     }
 
 

@@ -33,7 +33,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from jinja2 import Environment, PackageLoader, Template, select_autoescape
 
-from cotenant.twin.replay import comparison_rows, tenant_rows
+from cotenant.twin.comparison import comparison_rows, tenant_rows
 from cotenant.twin.report import Report
 
 DPI = 110
