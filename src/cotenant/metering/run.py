@@ -34,7 +34,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from fractions import Fraction
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 import numpy as np
 from pydantic import BeforeValidator, Field, WithJsonSchema
@@ -72,9 +72,18 @@ from cotenant.model.spec import SpecTable, problem
 if TYPE_CHECKING:
     from cotenant.cluster.topology import Topology
     from cotenant.engine.core import Engine
-    from cotenant.twin.scenario import Scenario
 
 _MICRO_PLACES = 6
+
+
+class RunSpan(Protocol):
+    """What metering needs of a run's scenario: the metered horizon."""
+
+    @property
+    def start_s(self) -> int: ...
+
+    @property
+    def end_s(self) -> int: ...
 
 
 # -- settings ----------------------------------------------------------------------------
@@ -302,7 +311,7 @@ def accrued_cents(
 
 def metering_report(
     engine: Engine,
-    scenario: Scenario,
+    scenario: RunSpan,
     settings: MeteringSettings | None = None,
     probe: UsageProbe | None = None,
     contracts: Iterable[Contract] | None = None,
