@@ -120,6 +120,11 @@ _WORKLOAD_SCHEMA = {
 }
 
 
+def _policy(v: Any) -> str:
+    """A registered policy's name (looked up when read: a policy may register later)."""
+    return one_of(policy_names(), "policy")(v)
+
+
 def _tenant_name(v: Any) -> str:
     if not isinstance(v, str) or not v.strip():
         raise problem("a tenant needs a non-empty name")
@@ -214,7 +219,7 @@ class ScenarioFile(SpecTable):
     seed: Integer = 0
     policy: Annotated[
         str,
-        BeforeValidator(one_of(policy_names(), "policy")),
+        BeforeValidator(_policy),
         WithJsonSchema({"enum": policy_names()}),
     ] = "contract"
     cluster: ClusterTable = Field(default_factory=ClusterTable)
