@@ -13,8 +13,8 @@ import argparse
 import resource
 import time
 
-from cotenant.runtime import simulate, workload_of
-from cotenant.scenario import load_scenario
+from cotenant.twin.runtime import simulate, workload_of
+from cotenant.twin.scenario import load_scenario
 
 
 def main() -> None:

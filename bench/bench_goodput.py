@@ -40,8 +40,8 @@ from cotenant.faults.model import (
 )
 from cotenant.model.jobs import JobKind, JobSpec
 from cotenant.model.time import DAY, MINUTE
-from cotenant.runtime import simulate
-from cotenant.scenario import Scenario, parse_scenario
+from cotenant.twin.runtime import simulate
+from cotenant.twin.scenario import Scenario, parse_scenario
 
 JOB = "llama3-405b"
 # Restart costs measured by published recovery systems (time from a failure to training

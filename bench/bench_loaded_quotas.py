@@ -22,8 +22,8 @@ import sys
 import time
 from pathlib import Path
 
-from cotenant.replay import default_cluster, parse_quota_scale, replay, scale_quotas
 from cotenant.traces import load_trace
+from cotenant.twin.replay import default_cluster, parse_quota_scale, replay, scale_quotas
 
 PHILLY = Path(__file__).resolve().parents[2] / "shared" / "data" / "philly" / "philly_jobs.csv"
 

@@ -41,7 +41,7 @@ import sqlalchemy as sa
 from starlette.responses import StreamingResponse
 
 from cotenant.api.settings import Settings
-from cotenant.audit import AuditEntry, to_jsonl, verify
+from cotenant.audit.chain import AuditEntry, to_jsonl, verify
 from cotenant.bootstrap import bootstrap
 from cotenant.metering.ledger import UsageLedger, UsageRecord
 from cotenant.metering.rating import rate_month

@@ -22,9 +22,9 @@ import resource
 import time
 from pathlib import Path
 
-from cotenant.replay import default_cluster, replay
-from cotenant.report import Report
 from cotenant.traces import load_trace
+from cotenant.twin.replay import default_cluster, replay
+from cotenant.twin.report import Report
 
 PHILLY = Path(__file__).resolve().parents[2] / "shared" / "data" / "philly" / "philly_jobs.csv"
 TARGET_S = 10.0

@@ -9,15 +9,16 @@ from dataclasses import dataclass
 
 from cotenant.api.keys import Role, hash_token, new_token
 from cotenant.api.settings import Settings
-from cotenant.audit import canonical_json
+from cotenant.audit.chain import canonical_json
 from cotenant.cluster.presets import preset
 from cotenant.model.contracts import Contract
 from cotenant.model.errors import SpecError
-from cotenant.scenario import load_scenario, parse_time
+from cotenant.model.time import parse_time
 from cotenant.store import repo
 from cotenant.store.mapping import contract_to_dict
 from cotenant.store.repo import Store
 from cotenant.store.writer import Tx
+from cotenant.twin.scenario import load_scenario
 
 CLOCK_META = "clock"
 ENERGY_META = "site-energy"  # the seeding scenario's [energy] table, as JSON

@@ -42,7 +42,7 @@ from typing import Any
 
 from cotenant.api.keys import KeyRing, Principal, Role
 from cotenant.api.settings import Settings
-from cotenant.audit import canonical_json
+from cotenant.audit.chain import canonical_json
 from cotenant.backends import BACKENDS, get_backend
 from cotenant.backends.base import Backend
 from cotenant.bootstrap import (
@@ -55,6 +55,7 @@ from cotenant.bootstrap import (
 )
 from cotenant.cluster.state import Health, Placement
 from cotenant.cluster.topology import Topology
+from cotenant.contracts.schema import parse_contract, validate_contracts
 from cotenant.engine.clock import WallClock
 from cotenant.engine.core import Engine
 from cotenant.engine.jobs import JobRun
@@ -75,7 +76,6 @@ from cotenant.model.errors import (
     Unprocessable,
 )
 from cotenant.model.jobs import Constraint, JobKind, JobSpec, JobState
-from cotenant.scenario import parse_contract, validate_contracts
 from cotenant.scheduler.decisions import Reason
 from cotenant.scheduler.policies import get_policy
 from cotenant.store import repo

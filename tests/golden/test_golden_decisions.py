@@ -12,8 +12,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from cotenant.runtime import simulate
-from cotenant.scenario import load_scenario
+from cotenant.twin.runtime import simulate
+from cotenant.twin.scenario import load_scenario
 
 GOLDEN = Path(__file__).parent / "small_lease_decisions.jsonl"
 

@@ -60,8 +60,8 @@ from cotenant.faults.model import (
 )
 from cotenant.model.jobs import JobKind, JobSpec
 from cotenant.model.time import DAY, MINUTE
-from cotenant.runtime import simulate
-from cotenant.scenario import Scenario, parse_scenario
+from cotenant.twin.runtime import simulate
+from cotenant.twin.scenario import Scenario, parse_scenario
 
 SEEDS = (0, 1, 2, 3, 4)
 NODES = 2_152  # 2,048 for the job + 104 spare (5.1%)

@@ -27,9 +27,10 @@ import pytest
 from rich.console import Console
 
 from cotenant.metering.money import micro_to_cents
-from cotenant.report import Report
-from cotenant.runtime import simulate
-from cotenant.scenario import Scenario, load_scenario, parse_time
+from cotenant.model.time import parse_time
+from cotenant.twin.report import Report
+from cotenant.twin.runtime import simulate
+from cotenant.twin.scenario import Scenario, load_scenario
 
 FEE_CENTS = 125_000_000_000  # $1.25B
 DAYS = 3

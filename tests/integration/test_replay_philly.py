@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from cotenant.replay import nodes_cluster, replay, select_jobs
-from cotenant.scenario import parse_time
+from cotenant.model.time import parse_time
 from cotenant.traces import load_trace
+from cotenant.twin.replay import nodes_cluster, replay, select_jobs
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 PHILLY = DATA / "philly" / "philly_jobs.csv"

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from cotenant.runtime import simulate
-from cotenant.scenario import load_scenario
 from cotenant.serving.demand import ALIBABA_2025_DIR, ALIBABA_2025_FILE
+from cotenant.twin.runtime import simulate
+from cotenant.twin.scenario import load_scenario
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 TRACE = SHARED / ALIBABA_2025_DIR / ALIBABA_2025_FILE

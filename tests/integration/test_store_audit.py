@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from cotenant.audit import read_jsonl, to_jsonl, verify
+from cotenant.audit.chain import read_jsonl, to_jsonl, verify
 from cotenant.store import repo
 from cotenant.store.repo import AUDIT_VERIFIED, Store
 from harness.postgres import LocalPostgres

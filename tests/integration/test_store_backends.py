@@ -19,7 +19,7 @@ from alembic.runtime.migration import MigrationContext
 
 from cotenant.api.keys import Principal, Role
 from cotenant.api.settings import Settings
-from cotenant.audit import verify
+from cotenant.audit.chain import verify
 from cotenant.bootstrap import bootstrap
 from cotenant.metering.ledger import UsageRecord
 from cotenant.model.contracts import (

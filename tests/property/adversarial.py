@@ -45,9 +45,9 @@ from cotenant.faults.model import Effect, FailureEvent
 from cotenant.metering.run import metered_ledger, parse_metering_settings
 from cotenant.model.contracts import IsolationLevel
 from cotenant.model.jobs import Constraint, JobKind, JobSpec, JobState
-from cotenant.report import job_states
-from cotenant.runtime import build_sim_engine, install_services
-from cotenant.scenario import Scenario, parse_scenario
+from cotenant.twin.report import job_states
+from cotenant.twin.runtime import build_sim_engine, install_services
+from cotenant.twin.scenario import Scenario, parse_scenario
 
 START = 1_790_812_800  # 2026-10-01T00:00:00Z
 HOUR = 3600

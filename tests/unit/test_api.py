@@ -462,7 +462,7 @@ def test_the_live_server_holds_work_beyond_the_seeding_scenarios_power_cap(tmp_p
         lo, hi = (mid, hi) if room(mid) < 16 else (lo, mid)
     cap_mw = hi
     assert room(cap_mw) == 16
-    text = (resources.files("cotenant.scenarios") / "small-lease.toml").read_text()
+    text = (resources.files("cotenant.twin.scenarios") / "small-lease.toml").read_text()
     scenario = tmp_path / "capped.toml"
     scenario.write_text(
         text.replace('name = "small-lease"', 'name = "capped"')

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cotenant.audit import (
+from cotenant.audit.chain import (
     GENESIS,
     AuditEntry,
     Chain,

@@ -13,10 +13,10 @@ from fastapi.testclient import TestClient
 from cotenant.api.app import create_app
 from cotenant.api.settings import Settings
 from cotenant.bootstrap import bootstrap
-from cotenant.runtime import workload_of
-from cotenant.scenario import load_scenario
-from cotenant.scenarios import __file__ as scenarios_init
 from cotenant.store.repo import Store
+from cotenant.twin.runtime import workload_of
+from cotenant.twin.scenario import load_scenario
+from cotenant.twin.scenarios import __file__ as scenarios_init
 
 SMALL = Path(scenarios_init).parent / "small-lease.toml"
 

@@ -18,9 +18,9 @@ from cotenant.engine.core import Engine
 from cotenant.model.contracts import Ramp
 from cotenant.model.errors import Conflict
 from cotenant.model.jobs import Constraint, JobState
-from cotenant.report import build_report
-from cotenant.runtime import simulate
-from cotenant.scenario import load_scenario
+from cotenant.twin.report import build_report
+from cotenant.twin.runtime import simulate
+from cotenant.twin.scenario import load_scenario
 
 SMALL = cluster(nodes=4, per_rack=2, racks_per_block=2)  # 32 GPUs
 BIG = cluster(nodes=16, per_rack=4, racks_per_block=2)  # 128 GPUs

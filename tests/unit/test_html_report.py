@@ -7,10 +7,10 @@ from dataclasses import replace
 
 import pytest
 
-from cotenant.htmlreport import render_html
-from cotenant.report import Report
-from cotenant.runtime import simulate
-from cotenant.scenario import load_scenario
+from cotenant.twin.htmlreport import render_html
+from cotenant.twin.report import Report
+from cotenant.twin.runtime import simulate
+from cotenant.twin.scenario import load_scenario
 
 
 @pytest.fixture(scope="module")

@@ -32,8 +32,9 @@ from cotenant.metering.run import (
 )
 from cotenant.model.contracts import PriceKind, PriceTerms
 from cotenant.model.errors import SpecError
-from cotenant.runtime import build_sim_engine, workload_of
-from cotenant.scenario import parse_scenario, parse_time
+from cotenant.model.time import parse_time
+from cotenant.twin.runtime import build_sim_engine, workload_of
+from cotenant.twin.scenario import parse_scenario
 
 NOV_1 = parse_time("2026-11-01", "t")
 

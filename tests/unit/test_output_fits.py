@@ -10,7 +10,7 @@ import pytest
 from rich.console import Console
 
 from cotenant.cli import client
-from cotenant.report import Report
+from cotenant.twin.report import Report
 
 BIG = 56_160_000.4
 

@@ -1,6 +1,6 @@
 """fifo (strict), sjf and las on small traces whose outcomes are worked out by hand.
 
-The runs go through ``cotenant.replay`` (a trace becomes a scenario; each policy runs
+The runs go through ``cotenant.twin.replay`` (a trace becomes a scenario; each policy runs
 until every job has ended). Most use a *pooled* cluster: 1-GPU nodes all in one rack
 and one block, so a gang of g GPUs fits exactly when g GPUs are free, wherever they
 are: no topology. The engine's defaults apply: a restart costs 600 s and a checkpoint
@@ -17,13 +17,13 @@ from builders import HOUR, MIN, T0, job
 from cotenant.cluster.topology import ClusterSpec, Topology
 from cotenant.engine.core import Engine
 from cotenant.model.jobs import JobSpec, JobState
-from cotenant.replay import pooled_cluster, replay_scenario, run_policy
-from cotenant.report import Report
 from cotenant.scheduler.decisions import Reason
 from cotenant.scheduler.placement import find_placement
 from cotenant.scheduler.policies import get_policy, policy_names
 from cotenant.scheduler.policies.las import THRESHOLDS_GPU_S, LeastAttainedService
 from cotenant.traces import Trace
+from cotenant.twin.replay import pooled_cluster, replay_scenario, run_policy
+from cotenant.twin.report import Report
 
 RESTART = 600
 CKPT_WRITE = 60

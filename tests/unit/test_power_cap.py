@@ -23,11 +23,11 @@ from cotenant.metering.energy import (
 )
 from cotenant.metering.run import metered_ledger
 from cotenant.model.accelerators import CATALOGUE
-from cotenant.runtime import simulate
-from cotenant.scenario import parse_scenario
 from cotenant.scheduler.decisions import Decisions, Reason
 from cotenant.scheduler.policies import Policy
 from cotenant.scheduler.snapshot import Snapshot
+from cotenant.twin.runtime import simulate
+from cotenant.twin.scenario import parse_scenario
 
 CAP_MW = 0.022
 SITE = SiteEnergy(power_cap_mw=CAP_MW)

@@ -22,13 +22,13 @@ from typer.testing import CliRunner
 
 from builders import HOUR, MIN, T0, TIGHT_POWER_SCENARIO, cluster, engine, job
 from cotenant.cli.main import app
-from cotenant.htmlreport import power_plot, render_html
 from cotenant.metering.energy import SiteEnergy
 from cotenant.metering.power import PowerHolds
 from cotenant.metering.run import MeteringSettings, UsageProbe, metering_report
-from cotenant.report import Report
-from cotenant.runtime import simulate
-from cotenant.scenario import parse_scenario
+from cotenant.twin.htmlreport import power_plot, render_html
+from cotenant.twin.report import Report
+from cotenant.twin.runtime import simulate
+from cotenant.twin.scenario import parse_scenario
 
 CAP_MW = 0.022
 

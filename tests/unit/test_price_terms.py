@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cotenant.metering.terms import parse_price_terms
+from cotenant.contracts.terms import parse_price_terms
 from cotenant.model.contracts import CreditCapBase, PriceKind, PriceTerms
 from cotenant.model.errors import SpecError
 

@@ -20,7 +20,8 @@ from builders import T0, job
 from cotenant.cli.main import app
 from cotenant.model.errors import SpecError
 from cotenant.model.jobs import JobState
-from cotenant.replay import (
+from cotenant.traces import Trace, TraceNode, load_trace
+from cotenant.twin.replay import (
     default_cluster,
     nodes_cluster,
     parse_cluster_arg,
@@ -31,7 +32,6 @@ from cotenant.replay import (
     scale_quotas,
     select_jobs,
 )
-from cotenant.traces import Trace, TraceNode, load_trace
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 PHILLY = FIXTURES / "philly_excerpt.csv"

@@ -23,7 +23,8 @@ from builders import HOUR, T0, job
 from cotenant.cli.main import app
 from cotenant.metering.run import MeteringSettings
 from cotenant.model.errors import SpecError
-from cotenant.replay import (
+from cotenant.traces import Trace
+from cotenant.twin.replay import (
     REPLAY_PRICE,
     ReplayPrices,
     load_price_terms,
@@ -31,7 +32,6 @@ from cotenant.replay import (
     replay,
     replay_scenario,
 )
-from cotenant.traces import Trace
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 TRACE = Trace(

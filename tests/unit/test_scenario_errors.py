@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cotenant.model.errors import SpecError
-from cotenant.scenario import load_scenario
+from cotenant.twin.scenario import load_scenario
 
 CLUSTER = '[cluster]\npreset = "small-16"\n'  # 128 GPUs
 

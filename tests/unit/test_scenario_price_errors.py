@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cotenant.model.errors import SpecError
-from cotenant.scenario import load_scenario
+from cotenant.twin.scenario import load_scenario
 
 BASE = """
 name = "price-errors"

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from cotenant.model.errors import SpecError
-from cotenant.scenario import load_scenario
 from cotenant.serving.queueing import replicas_needed, replicas_needed_many
 from cotenant.serving.services import (
     AlibabaDemand,
@@ -18,6 +17,7 @@ from cotenant.serving.services import (
     DiurnalDemand,
     parse_services,
 )
+from cotenant.twin.scenario import load_scenario
 
 GOOD: dict[str, Any] = {
     "name": "chat",

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from cotenant.audit import verify
+from cotenant.audit.chain import verify
 from cotenant.model.errors import StoreUnavailable
 from cotenant.store.health import Backoff, Episode, is_store_fault, one_line
 from cotenant.store.repo import Store

@@ -12,8 +12,8 @@ from cotenant.faults.injector import parse_failure_settings
 from cotenant.faults.model import FailureModel, job_mtbf_s
 from cotenant.model.errors import SpecError
 from cotenant.model.jobs import JobKind
-from cotenant.runtime import workload_of
-from cotenant.scenario import load_scenario
+from cotenant.twin.runtime import workload_of
+from cotenant.twin.scenario import load_scenario
 from cotenant.workload.synthetic import FIXED_INTERVAL_S, parse_workload
 
 

@@ -30,7 +30,7 @@ from cotenant.api.keys import Role
 from cotenant.api.schemas import NoticeIn
 from cotenant.contracts.entitlement import entitled_gpus
 from cotenant.model.errors import NotFound, SpecError
-from cotenant.scenario import parse_time
+from cotenant.model.time import parse_time
 from cotenant.store.queries import audit_page, stored_job_ids
 from cotenant.web.render import STATIC, render
 from cotenant.web.series import RANGES

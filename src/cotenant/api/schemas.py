@@ -219,7 +219,7 @@ class ContractIn(Strict):
     spares_backed: bool = False
 
     def to_raw(self) -> dict[str, Any]:
-        """The scenario-file table ``scenario.parse_contract`` reads."""
+        """The scenario-file table ``contracts.schema.parse_contract`` reads."""
         return self.model_dump(exclude_none=True)
 
 

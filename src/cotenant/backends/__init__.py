@@ -15,6 +15,7 @@ from typing import Any
 
 from cotenant.backends.base import Backend
 from cotenant.model.errors import SpecError
+from cotenant.model.registry import Registry
 
 BackendClass = Callable[..., Backend]
 
@@ -38,20 +39,20 @@ def _slurm() -> BackendClass:
 
 
 # Name -> loader of the backend's class. Settings are the class's keyword arguments.
-BACKENDS: dict[str, Callable[[], BackendClass]] = {"sim": _sim, "local": _local, "slurm": _slurm}
+BACKENDS: Registry[Callable[[], BackendClass]] = Registry("backend", "backend")
+BACKENDS.add("sim", _sim)
+BACKENDS.add("local", _local)
+BACKENDS.add("slurm", _slurm)
 
 
 def backend_names() -> list[str]:
-    return sorted(BACKENDS)
+    return BACKENDS.names()
 
 
 def get_backend(name: str, field: str = "backend", **settings: Any) -> Backend:
     """The backend ``name`` built with ``settings``: ``topo`` and ``state_dir`` for
     local, ``topo`` and ``log_dir`` for slurm (see each class for the optional ones)."""
-    load = BACKENDS.get(name)
-    if load is None:
-        raise SpecError(field, f"unknown backend {name!r}; valid: {', '.join(backend_names())}")
-    cls = load()
+    cls = BACKENDS.get(name, field)()
     params = inspect.signature(cls).parameters
     valid = ", ".join(params) or "none"
     for key in sorted(settings):

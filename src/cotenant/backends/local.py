@@ -39,7 +39,7 @@ from typing import Any
 
 from cotenant.backends.base import BackendEvent, JobEnded, StartRequest
 from cotenant.backends.local_wrapper import proc_start_ticks
-from cotenant.cluster.topology import ClusterSpec, NodeGroup, Topology
+from cotenant.cluster.topology import Topology
 from cotenant.model.errors import Conflict, SpecError
 
 EXIT_LOST = -1  # the run vanished and left no exit status
@@ -92,15 +92,6 @@ def write_json_atomic(path: Path, data: Any) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-
-
-def virtual_cluster(nodes: int = 1, gpus_per_node: int = 8, name: str = "local") -> ClusterSpec:
-    """A cluster of virtual nodes ``local0..`` for a host without GPUs (or with them)."""
-    return ClusterSpec(
-        name,
-        (NodeGroup("H100-SXM-80GB", nodes, gpus_per_node=gpus_per_node),),
-        node_names=tuple(f"local{i}" for i in range(nodes)),
-    )
 
 
 # -- GPU indices ----------------------------------------------------------------------------------

@@ -260,7 +260,7 @@ def jobs_list(
 ) -> None:
     """List jobs, oldest first (--since/--until: those in the system in that window, like
     sacct -S/-E)."""
-    from cotenant.scenario import parse_time
+    from cotenant.model.time import parse_time
 
     params: dict[str, Any] = {"limit": limit}
     if tenant is not None:
@@ -459,7 +459,7 @@ def audit_verify(
 
     With neither --db nor --file it checks the store ``cotenant serve`` uses by default
     (./cotenant.db)."""
-    from cotenant.audit import Head, verify_file
+    from cotenant.audit.chain import Head, verify_file
 
     if db is not None and file is not None:
         fail("give one of --db URL or --file EXPORT.jsonl, not both")

@@ -82,8 +82,8 @@ def _saved_metering(path: Path) -> dict[str, Any]:
 
 
 def _run(scenario: str, days: float | None) -> dict[str, Any]:
-    from cotenant.runtime import simulate
-    from cotenant.scenario import load_scenario
+    from cotenant.twin.runtime import simulate
+    from cotenant.twin.scenario import load_scenario
 
     sc = load_scenario(scenario)
     if days is not None:

@@ -44,48 +44,60 @@ def _root(
     """Turn a GPU lease contract into enforced, metered, audited capacity."""
 
 
+# The options of ``simulate``.
+ScenarioOpt = Annotated[str, typer.Argument(help="built-in scenario name or a TOML file")]
+PolicyOpt = Annotated[str | None, typer.Option(help="scheduling policy (default: the scenario's)")]
+AsJsonOpt = Annotated[bool, typer.Option("--json", help="print the report as JSON")]
+OutOpt = Annotated[
+    Path | None, typer.Option(help="also write the JSON report (with time series) here")
+]
+DaysOpt = Annotated[
+    float | None,
+    typer.Option(envvar="COTENANT_DAYS", help="simulate only this many days"),
+]
+WhyOpt = Annotated[list[str] | None, typer.Option(help="explain a job's state at the end")]
+InvoiceOpt = Annotated[
+    bool, typer.Option("--invoice", help="print the invoices after the report (text)")
+]
+HtmlOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="also write a self-contained HTML report here (utilisation, allocation "
+        "against commitment, power against the cap)"
+    ),
+]
+ProgressOpt = Annotated[bool, typer.Option(help="show a progress bar")]
+FailureScaleOpt = Annotated[
+    float | None,
+    typer.Option(help="multiply the scenario's failure rates (0: no failures)"),
+]
+WideOpt = Annotated[
+    bool, typer.Option("--wide", help="one wide table each, whatever the terminal's width")
+]
+
+
 @app.command()
 @friendly
 def simulate(
-    scenario: Annotated[str, typer.Argument(help="built-in scenario name or a TOML file")],
-    policy: Annotated[
-        str | None, typer.Option(help="scheduling policy (default: the scenario's)")
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
-    out: Annotated[
-        Path | None, typer.Option(help="also write the JSON report (with time series) here")
-    ] = None,
-    days: Annotated[
-        float | None,
-        typer.Option(envvar="COTENANT_DAYS", help="simulate only this many days"),
-    ] = None,
-    why: Annotated[list[str] | None, typer.Option(help="explain a job's state at the end")] = None,
-    invoice: Annotated[
-        bool, typer.Option("--invoice", help="print the invoices after the report (text)")
-    ] = False,
-    html: Annotated[
-        Path | None,
-        typer.Option(
-            help="also write a self-contained HTML report here (utilisation, allocation "
-            "against commitment, power against the cap)"
-        ),
-    ] = None,
-    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
-    failure_scale: Annotated[
-        float | None,
-        typer.Option(help="multiply the scenario's failure rates (0: no failures)"),
-    ] = None,
-    wide: Annotated[
-        bool, typer.Option("--wide", help="one wide table each, whatever the terminal's width")
-    ] = False,
+    scenario: ScenarioOpt,
+    policy: PolicyOpt = None,
+    as_json: AsJsonOpt = False,
+    out: OutOpt = None,
+    days: DaysOpt = None,
+    why: WhyOpt = None,
+    invoice: InvoiceOpt = False,
+    html: HtmlOpt = None,
+    progress: ProgressOpt = True,
+    failure_scale: FailureScaleOpt = None,
+    wide: WideOpt = False,
 ) -> None:
     """Run a scenario on the digital twin (simulated time) and report."""
     import math
     from dataclasses import replace
 
-    from cotenant.runtime import simulate as run_sim
-    from cotenant.scenario import load_scenario
     from cotenant.scheduler.policies import get_policy
+    from cotenant.twin.runtime import simulate as run_sim
+    from cotenant.twin.scenario import load_scenario
 
     sc = load_scenario(scenario)
     if policy is not None:
@@ -117,7 +129,7 @@ def simulate(
     if out is not None:
         out.write_text(json.dumps(report.to_json_dict(with_series=True), indent=2))
     if html is not None:
-        from cotenant.htmlreport import write_html
+        from cotenant.twin.htmlreport import write_html
 
         days_run = (report.end_s - report.start_s) / 86_400
         write_html([report], html, f"{sc.name} under {report.policy}: {days_run:g} days simulated")
@@ -165,7 +177,7 @@ def scenarios(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """List the built-in scenarios."""
-    from cotenant.scenario import builtin_names, load_scenario
+    from cotenant.twin.scenario import builtin_names, load_scenario
 
     rows: list[dict[str, Any]] = []
     for name in builtin_names():
@@ -195,6 +207,19 @@ def scenarios(
         )
     console.print(t)
 
+
+scenario_app = typer.Typer(no_args_is_help=True, help="Scenario files.")
+
+
+@scenario_app.command("schema")
+def scenario_schema() -> None:
+    """Print the JSON Schema of a scenario file (for editors and checks)."""
+    from cotenant.twin.scenario import scenario_json_schema
+
+    print(json.dumps(scenario_json_schema(), indent=2))
+
+
+app.add_typer(scenario_app, name="scenario")
 
 from cotenant.cli.replay import replay_command  # noqa: E402
 

@@ -17,6 +17,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,10 +25,12 @@ import typer
 from rich.console import Console
 
 from cotenant.cli.common import console, err_console, friendly
+from cotenant.cluster.topology import ClusterSpec
 from cotenant.model.errors import SpecError
-from cotenant.replay import comparison_rows, tenant_rows
-from cotenant.report import Report
 from cotenant.tablefit import Col, print_fitted
+from cotenant.traces.base import Trace
+from cotenant.twin.comparison import comparison_rows, tenant_rows
+from cotenant.twin.report import Report
 
 DEFAULT_POLICIES = "fifo-backfill,contract"
 SHOW_PROBLEMS = 5
@@ -35,80 +38,98 @@ PHILLY_COLUMNS = {"timestamp", "duration", "num_gpus", "cluster"}
 CSV_COLUMNS = {"id", "tenant", "submit_s", "gpus", "duration_s"}
 
 
+# The options of ``replay_command``.
+TraceOpt = Annotated[
+    Path, typer.Argument(help="trace file (Philly, cotenant CSV) or directory (Alibaba 2023)")
+]
+FmtOpt = Annotated[
+    str | None,
+    typer.Option("--format", help="philly, alibaba-2023 or csv (default: guess from the file)"),
+]
+ClusterOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="a preset, NxG (16x8: 16 nodes of 8 GPUs), pooled:N (N GPUs, no topology) or a "
+        "TOML file with a cluster table (default: the trace's nodes, or sized to the trace)"
+    ),
+]
+PolicyOpt = Annotated[
+    str, typer.Option(help="comma-separated policies to compare (see `cotenant policies`)")
+]
+TenantsFromTraceOpt = Annotated[
+    bool,
+    typer.Option(
+        "--tenants-from-trace",
+        help="the trace's quotas become fixed commitments (tenants without one only borrow)",
+    ),
+]
+QuotaScaleOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="scale the trace's quotas (with --tenants-from-trace): a factor (0.5, 96/352; "
+        "each quota rounded) or 'fit' (shared out to add up to --cluster exactly); "
+        "without --cluster the cluster is sized to the scaled quotas"
+    ),
+]
+LimitOpt = Annotated[
+    int | None, typer.Option(min=1, max=10**9, help="replay only the first N jobs")
+]
+StartOpt = Annotated[
+    str | None, typer.Option(help="keep jobs submitted from this ISO date-time (UTC)")
+]
+EndOpt = Annotated[
+    str | None, typer.Option(help="keep jobs submitted before this ISO date-time (UTC)")
+]
+MaxGpusOpt = Annotated[
+    int | None,
+    typer.Option(help="a job asking for more GPUs is a bad row (default: the cluster's size)"),
+]
+MaxJobGpusOpt = Annotated[
+    int | None,
+    typer.Option(help="keep only jobs of at most N GPUs (a filter; the rest are not bad rows)"),
+]
+StrictOpt = Annotated[bool, typer.Option("--strict", help="refuse the trace at its first bad row")]
+AsJsonOpt = Annotated[bool, typer.Option("--json", help="print the comparison as JSON")]
+HtmlOpt = Annotated[
+    Path | None,
+    typer.Option(help="also write a self-contained HTML report here (with power over time)"),
+]
+InvoiceOpt = Annotated[
+    bool,
+    typer.Option(
+        "--invoice",
+        help="meter each policy's run and print its invoices per tenant and month "
+        "(needs --tenants-from-trace; with --json they are in each report's metering)",
+    ),
+]
+PriceTermsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="TOML price terms for the commitments ([price], [tenants.NAME]); default: "
+        "$1.875/GPU-h committed, $3.00/GPU-h overage, no SLA credit"
+    ),
+]
+ProgressOpt = Annotated[bool, typer.Option(help="show a progress bar (on a terminal)")]
+
+
 def replay_command(
-    trace: Annotated[
-        Path, typer.Argument(help="trace file (Philly, cotenant CSV) or directory (Alibaba 2023)")
-    ],
-    fmt: Annotated[
-        str | None,
-        typer.Option("--format", help="philly, alibaba-2023 or csv (default: guess from the file)"),
-    ] = None,
-    cluster: Annotated[
-        str | None,
-        typer.Option(
-            help="a preset, NxG (16x8: 16 nodes of 8 GPUs), pooled:N (N GPUs, no topology) or a "
-            "TOML file with a cluster table (default: the trace's nodes, or sized to the trace)"
-        ),
-    ] = None,
-    policy: Annotated[
-        str, typer.Option(help="comma-separated policies to compare (see `cotenant policies`)")
-    ] = DEFAULT_POLICIES,
-    tenants_from_trace: Annotated[
-        bool,
-        typer.Option(
-            "--tenants-from-trace",
-            help="the trace's quotas become fixed commitments (tenants without one only borrow)",
-        ),
-    ] = False,
-    quota_scale: Annotated[
-        str | None,
-        typer.Option(
-            help="scale the trace's quotas (with --tenants-from-trace): a factor (0.5, 96/352; "
-            "each quota rounded) or 'fit' (shared out to add up to --cluster exactly); "
-            "without --cluster the cluster is sized to the scaled quotas"
-        ),
-    ] = None,
-    limit: Annotated[
-        int | None, typer.Option(min=1, max=10**9, help="replay only the first N jobs")
-    ] = None,
-    start: Annotated[
-        str | None, typer.Option(help="keep jobs submitted from this ISO date-time (UTC)")
-    ] = None,
-    end: Annotated[
-        str | None, typer.Option(help="keep jobs submitted before this ISO date-time (UTC)")
-    ] = None,
-    max_gpus: Annotated[
-        int | None,
-        typer.Option(help="a job asking for more GPUs is a bad row (default: the cluster's size)"),
-    ] = None,
-    max_job_gpus: Annotated[
-        int | None,
-        typer.Option(help="keep only jobs of at most N GPUs (a filter; the rest are not bad rows)"),
-    ] = None,
-    strict: Annotated[
-        bool, typer.Option("--strict", help="refuse the trace at its first bad row")
-    ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="print the comparison as JSON")] = False,
-    html: Annotated[
-        Path | None,
-        typer.Option(help="also write a self-contained HTML report here (with power over time)"),
-    ] = None,
-    invoice: Annotated[
-        bool,
-        typer.Option(
-            "--invoice",
-            help="meter each policy's run and print its invoices per tenant and month "
-            "(needs --tenants-from-trace; with --json they are in each report's metering)",
-        ),
-    ] = False,
-    price_terms: Annotated[
-        Path | None,
-        typer.Option(
-            help="TOML price terms for the commitments ([price], [tenants.NAME]); default: "
-            "$1.875/GPU-h committed, $3.00/GPU-h overage, no SLA credit"
-        ),
-    ] = None,
-    progress: Annotated[bool, typer.Option(help="show a progress bar (on a terminal)")] = True,
+    trace: TraceOpt,
+    fmt: FmtOpt = None,
+    cluster: ClusterOpt = None,
+    policy: PolicyOpt = DEFAULT_POLICIES,
+    tenants_from_trace: TenantsFromTraceOpt = False,
+    quota_scale: QuotaScaleOpt = None,
+    limit: LimitOpt = None,
+    start: StartOpt = None,
+    end: EndOpt = None,
+    max_gpus: MaxGpusOpt = None,
+    max_job_gpus: MaxJobGpusOpt = None,
+    strict: StrictOpt = False,
+    as_json: AsJsonOpt = False,
+    html: HtmlOpt = None,
+    invoice: InvoiceOpt = False,
+    price_terms: PriceTermsOpt = None,
+    progress: ProgressOpt = True,
 ) -> None:
     """Replay a real cluster trace under each policy and compare job completion time,
     queueing, makespan, utilisation, preemptions and per-tenant figures."""
@@ -153,18 +174,102 @@ def _replay(
     progress: bool,
 ) -> None:
     from cotenant.metering.run import MeteringSettings
-    from cotenant.replay import (
+    from cotenant.model.time import parse_time
+    from cotenant.traces import load_trace
+    from cotenant.twin.replay import (
         default_cluster,
         load_price_terms,
         parse_cluster_arg,
-        parse_quota_scale,
         replay,
         scale_quotas,
         select_jobs,
     )
-    from cotenant.scenario import parse_time
+
+    policies, scale = _check_options(
+        policy, tenants_from_trace, invoice, price_terms, quota_scale, cluster_arg
+    )
+    prices = load_price_terms(price_terms) if price_terms is not None else None
+    meter = MeteringSettings() if invoice or html is not None else None
+    kind = fmt or guess_format(path)
+    spec = parse_cluster_arg(cluster_arg) if cluster_arg is not None else None
+    bound = _gpu_bound(max_gpus, spec)
+    t = load_trace(
+        kind,
+        path,
+        strict=strict,
+        start_s=parse_time(start, "--start") if start is not None else None,
+        end_s=parse_time(end, "--end") if end is not None else None,
+        max_gpus=bound,
+    )
+    t = select_jobs(t, max_job_gpus=max_job_gpus, limit=limit)
+    if scale is not None:
+        t = scale_quotas(t, scale, None if spec is None else spec.total_gpus)
+    _warn_bad_rows(t)
+    if not t.jobs:
+        raise SpecError("trace", "no jobs left to replay (check --start, --end and --limit)")
+    spec = spec if spec is not None else default_cluster(t)
+    show = progress and not as_json and sys.stderr.isatty()
+    reports = _run_with_progress(
+        err_console,
+        show,
+        lambda cb: replay(
+            t,
+            spec,
+            policies,
+            tenants_from_trace=tenants_from_trace,
+            progress=cb,
+            prices=prices,
+            meter=meter,
+        ),
+    )
+    if html is not None:
+        from cotenant.twin.htmlreport import write_html
+
+        write_html(reports, html, f"{t.name} replay: {len(t.jobs):,} jobs on {spec.name}")
+    if as_json:
+        print(json.dumps(_json_out(t, spec, reports), indent=2))
+        return
+    _print_text(t, spec, reports, tenants_from_trace, invoice)
+    if html is not None:
+        console.print(f"HTML report: {html}")
+
+
+def _gpu_bound(max_gpus: int | None, spec: ClusterSpec | None) -> int | None:
+    """The most GPUs a job may ask for: ``--max-gpus``, at most the cluster's size."""
+    if max_gpus is not None and max_gpus < 1:
+        raise SpecError("--max-gpus", f"must be at least 1, got {max_gpus}")
+    if spec is None:
+        return max_gpus
+    return spec.total_gpus if max_gpus is None else min(max_gpus, spec.total_gpus)
+
+
+def _print_text(
+    t: Trace, spec: ClusterSpec, reports: list[Report], tenants_from_trace: bool, invoice: bool
+) -> None:
+    """The trace in one line, its notes, the comparison and (``--invoice``) the invoices."""
+    console.print(
+        f"[bold]{t.name}[/bold]: {len(t.jobs):,} jobs, {len(t.tenants)} tenants, "
+        f"{t.gpu_seconds / 3600:,.0f} GPU-hours, on {spec.name} ({spec.total_gpus:,} GPUs); "
+        f"quotas as commitments: {'yes' if tenants_from_trace else 'no'}"
+    )
+    for note in t.notes:
+        console.print(f"  note: {note}", style="dim", markup=False, highlight=False)
+    render_comparison(console, reports)
+    if invoice:
+        render_invoices(console, reports)
+
+
+def _check_options(
+    policy: str,
+    tenants_from_trace: bool,
+    invoice: bool,
+    price_terms: Path | None,
+    quota_scale: str | None,
+    cluster_arg: str | None,
+) -> tuple[list[str], Fraction | str | None]:
+    """The policies to run and the quota scale, once the options agree with each other."""
     from cotenant.scheduler.policies import get_policy
-    from cotenant.traces import load_trace
+    from cotenant.twin.replay import parse_quota_scale
 
     policies = [p.strip() for p in policy.split(",") if p.strip()]
     if not policies:
@@ -185,88 +290,42 @@ def _replay(
     scale = parse_quota_scale(quota_scale) if quota_scale is not None else None
     if scale == "fit" and cluster_arg is None:
         raise SpecError("--quota-scale", "'fit' scales the quotas to --cluster: give one")
-    prices = load_price_terms(price_terms) if price_terms is not None else None
-    meter = MeteringSettings() if invoice or html is not None else None
-    kind = fmt or guess_format(path)
-    spec = parse_cluster_arg(cluster_arg) if cluster_arg is not None else None
-    if max_gpus is not None and max_gpus < 1:
-        raise SpecError("--max-gpus", f"must be at least 1, got {max_gpus}")
-    bound = max_gpus
-    if spec is not None:
-        bound = spec.total_gpus if bound is None else min(bound, spec.total_gpus)
-    t = load_trace(
-        kind,
-        path,
-        strict=strict,
-        start_s=parse_time(start, "--start") if start is not None else None,
-        end_s=parse_time(end, "--end") if end is not None else None,
-        max_gpus=bound,
-    )
-    t = select_jobs(t, max_job_gpus=max_job_gpus, limit=limit)
-    if scale is not None:
-        t = scale_quotas(t, scale, None if spec is None else spec.total_gpus)
-    if t.problems:
-        lines = [
-            f"warning: {len(t.problems)} bad row(s) skipped in {t.source} (--strict refuses them):"
-        ]
-        lines += [f"  line {p.line}: {p.field}: {p.problem}" for p in t.problems[:SHOW_PROBLEMS]]
-        if len(t.problems) > SHOW_PROBLEMS:
-            lines.append(f"  and {len(t.problems) - SHOW_PROBLEMS} more")
-        err_console.print(
-            "\n".join(lines), style="yellow", markup=False, highlight=False, soft_wrap=True
-        )
-    if not t.jobs:
-        raise SpecError("trace", "no jobs left to replay (check --start, --end and --limit)")
-    spec = spec if spec is not None else default_cluster(t)
-    show = progress and not as_json and sys.stderr.isatty()
-    reports = _run_with_progress(
-        err_console,
-        show,
-        lambda cb: replay(
-            t,
-            spec,
-            policies,
-            tenants_from_trace=tenants_from_trace,
-            progress=cb,
-            prices=prices,
-            meter=meter,
-        ),
-    )
-    if html is not None:
-        from cotenant.htmlreport import write_html
+    return policies, scale
 
-        write_html(reports, html, f"{t.name} replay: {len(t.jobs):,} jobs on {spec.name}")
-    if as_json:
-        out = {
-            "trace": {
-                "name": t.name,
-                "source": t.source,
-                "jobs": len(t.jobs),
-                "tenants": list(t.tenants),
-                "notes": list(t.notes),
-                "bad_rows": len(t.problems),
-                "problems": [
-                    {"line": p.line, "field": p.field, "problem": p.problem}
-                    for p in t.problems[:SHOW_PROBLEMS]
-                ],
-            },
-            "cluster": {"name": spec.name, "gpus": spec.total_gpus},
-            "reports": [r.to_json_dict() for r in reports],
-        }
-        print(json.dumps(out, indent=2))
+
+def _warn_bad_rows(t: Trace) -> None:
+    """The rows a lenient load skipped, on stderr (the first few, then a count)."""
+    if not t.problems:
         return
-    console.print(
-        f"[bold]{t.name}[/bold]: {len(t.jobs):,} jobs, {len(t.tenants)} tenants, "
-        f"{t.gpu_seconds / 3600:,.0f} GPU-hours, on {spec.name} ({spec.total_gpus:,} GPUs); "
-        f"quotas as commitments: {'yes' if tenants_from_trace else 'no'}"
+    lines = [
+        f"warning: {len(t.problems)} bad row(s) skipped in {t.source} (--strict refuses them):"
+    ]
+    lines += [f"  line {p.line}: {p.field}: {p.problem}" for p in t.problems[:SHOW_PROBLEMS]]
+    if len(t.problems) > SHOW_PROBLEMS:
+        lines.append(f"  and {len(t.problems) - SHOW_PROBLEMS} more")
+    err_console.print(
+        "\n".join(lines), style="yellow", markup=False, highlight=False, soft_wrap=True
     )
-    for note in t.notes:
-        console.print(f"  note: {note}", style="dim", markup=False, highlight=False)
-    render_comparison(console, reports)
-    if invoice:
-        render_invoices(console, reports)
-    if html is not None:
-        console.print(f"HTML report: {html}")
+
+
+def _json_out(t: Trace, spec: ClusterSpec, reports: list[Report]) -> dict[str, Any]:
+    """``replay --json``: the trace, the cluster and one report per policy."""
+    return {
+        "trace": {
+            "name": t.name,
+            "source": t.source,
+            "jobs": len(t.jobs),
+            "tenants": list(t.tenants),
+            "notes": list(t.notes),
+            "bad_rows": len(t.problems),
+            "problems": [
+                {"line": p.line, "field": p.field, "problem": p.problem}
+                for p in t.problems[:SHOW_PROBLEMS]
+            ],
+        },
+        "cluster": {"name": spec.name, "gpus": spec.total_gpus},
+        "reports": [r.to_json_dict() for r in reports],
+    }
 
 
 def _run_with_progress(err: Console, show: bool, run: Any) -> list[Report]:

@@ -120,16 +120,6 @@ class Topology:
             for i, (b, r) in enumerate(zip(self.node_block, self.node_rack, strict=True))
         )
 
-    def node_index(self, name: str) -> int:
-        try:
-            return self._name_index[name]
-        except KeyError:
-            raise SpecError("node", f"no node named {name!r}") from None
-
-    @cached_property
-    def _name_index(self) -> dict[str, int]:
-        return {n: i for i, n in enumerate(self.node_names)}
-
     def capacity_by_kind(self) -> dict[str | None, int]:
         return dict(self._capacity_by_kind)
 

@@ -185,33 +185,9 @@ def economics_from_totals(
     fixed_cents = micro_to_cents(gpu_seconds_cost_micro(installed, fixed_cost_micro_per_gpu_hour))
     power_cents = energy.total.cost_cents
 
-    break_even: Fraction | None = None
-    if total_used > 0 and gpus:
-        price = Fraction(total_revenue * MICRO_PER_CENT * SECONDS_PER_HOUR, total_used)
-        n = sum(gpus.values())
-        e_idle = (
-            sum(
-                (
-                    gpu_hour_power_cost_micro(catalogue[k], site, busy=False) * g
-                    for k, g in gpus.items()
-                ),
-                start=Fraction(0),
-            )
-            / n
-        )
-        e_busy = (
-            sum(
-                (
-                    gpu_hour_power_cost_micro(catalogue[k], site, busy=True) * g
-                    for k, g in gpus.items()
-                ),
-                start=Fraction(0),
-            )
-            / n
-        )
-        margin_per_sold = price - (e_busy - e_idle)
-        if margin_per_sold > 0:
-            break_even = (fixed_cost_micro_per_gpu_hour + e_idle) / margin_per_sold
+    break_even = _break_even(
+        total_revenue, total_used, gpus, site, catalogue, fixed_cost_micro_per_gpu_hour
+    )
 
     return DealEconomics(
         start_s=energy.start_s,
@@ -227,6 +203,41 @@ def economics_from_totals(
         implied_price_micro_per_gpu_hour=price_per_gpu_hour_micro(total_revenue, total_used),
         break_even_utilization=break_even,
     )
+
+
+def _break_even(
+    revenue_cents: int,
+    used_gpu_s: int,
+    gpus: Mapping[str, int],
+    site: SiteEnergy,
+    catalogue: Mapping[str, AcceleratorKind],
+    fixed_cost_micro_per_gpu_hour: int,
+) -> Fraction | None:
+    """The utilisation at which the owner breaks even at the implied price: the fixed
+    cost and idle power of every GPU, against the margin of each GPU-hour sold (price less
+    the extra power of a busy GPU); ``None`` without use or a positive margin."""
+    if used_gpu_s <= 0 or not gpus:
+        return None
+    price = Fraction(revenue_cents * MICRO_PER_CENT * SECONDS_PER_HOUR, used_gpu_s)
+    n = sum(gpus.values())
+
+    def mean_power_cost(busy: bool) -> Fraction:
+        return (
+            sum(
+                (
+                    gpu_hour_power_cost_micro(catalogue[k], site, busy=busy) * g
+                    for k, g in gpus.items()
+                ),
+                start=Fraction(0),
+            )
+            / n
+        )
+
+    e_idle, e_busy = mean_power_cost(False), mean_power_cost(True)
+    margin_per_sold = price - (e_busy - e_idle)
+    if margin_per_sold <= 0:
+        return None
+    return (fixed_cost_micro_per_gpu_hour + e_idle) / margin_per_sold
 
 
 def _hours(gpu_seconds: int) -> float:

@@ -248,6 +248,39 @@ class EnergyReport:
         }
 
 
+def _idle_it_watts(
+    installed: Mapping[str, int], catalogue: Mapping[str, AcceleratorKind], site: SiteEnergy
+) -> float:
+    """IT power with every installed GPU idle and every node on."""
+    base_w = 0.0
+    for name, gpus in sorted(installed.items()):
+        where = f"cluster_gpus_by_kind[{name!r}]"
+        kind = _kind(catalogue, name, where)
+        if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0:
+            raise SpecError(where, f"must be a whole number of GPUs >= 0, got {gpus!r}")
+        base_w += it_power_watts(0, gpus, gpus / kind.gpus_per_node, kind, site)
+    return base_w
+
+
+def _idle_gpu_seconds(
+    installed: Mapping[str, int], allocated: Mapping[str, int], horizon_s: int
+) -> dict[str, int]:
+    """Installed GPU-seconds of each kind that no record allocated (the owner's idle)."""
+    idle: dict[str, int] = {}
+    for name in sorted(set(installed) | set(allocated)):
+        gpus = installed.get(name, 0)
+        spare = gpus * horizon_s - allocated.get(name, 0)
+        if spare < 0:
+            raise SpecError(
+                f"cluster_gpus_by_kind[{name!r}]",
+                f"{gpus} GPUs installed, but the ledger holds {allocated[name]} GPU-seconds of "
+                f"{name} in a {horizon_s} s horizon",
+            )
+        if spare:
+            idle[name] = spare
+    return idle
+
+
 def energy_report(
     ledger: UsageLedger,
     site: SiteEnergy,
@@ -262,13 +295,7 @@ def energy_report(
     """
     site.validate()
     installed = dict(cluster_gpus_by_kind or {})
-    base_w = 0.0  # IT power with every installed GPU idle and every node on
-    for name, gpus in sorted(installed.items()):
-        where = f"cluster_gpus_by_kind[{name!r}]"
-        kind = _kind(catalogue, name, where)
-        if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0:
-            raise SpecError(where, f"must be a whole number of GPUs >= 0, got {gpus!r}")
-        base_w += it_power_watts(0, gpus, gpus / kind.gpus_per_node, kind, site)
+    base_w = _idle_it_watts(installed, catalogue, site)
     records = ledger.records()
     if horizon is None:
         lo = min((r.start_s for r in records), default=0)
@@ -298,18 +325,7 @@ def energy_report(
         times += [part.start_s, part.end_s]
         deltas += [step, -step]
 
-    idle: dict[str, int] = {}
-    for name in sorted(set(installed) | set(allocated)):
-        gpus = installed.get(name, 0)
-        spare = gpus * (h1 - h0) - allocated.get(name, 0)
-        if spare < 0:
-            raise SpecError(
-                f"cluster_gpus_by_kind[{name!r}]",
-                f"{gpus} GPUs installed, but the ledger holds {allocated[name]} GPU-seconds of "
-                f"{name} in a {h1 - h0} s horizon",
-            )
-        if spare:
-            idle[name] = spare
+    idle = _idle_gpu_seconds(installed, allocated, h1 - h0)
 
     exact_tenant = {t: _exact_use(by_tenant[t], catalogue, site, True) for t in sorted(by_tenant)}
     exact_tenant[OWNER_UNALLOCATED] = _exact_use(idle, catalogue, site, False)

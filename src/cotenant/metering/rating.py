@@ -48,7 +48,7 @@ from cotenant.metering.money import (
     gpu_seconds_cost_micro,
     micro_to_cents,
 )
-from cotenant.model.contracts import Contract, CreditCapBase, PriceKind, Ramp
+from cotenant.model.contracts import Contract, CreditCapBase, PriceKind, PriceTerms, Ramp
 from cotenant.model.errors import InvariantBroken, SpecError
 
 _MONTH = re.compile(r"(\d{4})-(\d{2})")
@@ -178,14 +178,6 @@ class Invoice:
     def used_gpu_seconds(self) -> int:
         return self.own_gpu_seconds + self.borrowed_gpu_seconds
 
-    @property
-    def own_gpu_hours(self) -> Fraction:
-        return Fraction(self.own_gpu_seconds, SECONDS_PER_HOUR)
-
-    @property
-    def borrowed_gpu_hours(self) -> Fraction:
-        return Fraction(self.borrowed_gpu_seconds, SECONDS_PER_HOUR)
-
     def to_json_dict(self) -> dict[str, object]:
         usage = {
             name: getattr(self, f"{name}_gpu_seconds")
@@ -312,6 +304,35 @@ def rate_month(
     borrowed = ledger.gpu_seconds(tenant=tenant, start_s=m0, end_s=m1, borrowed=True)
     entitled = entitled_gpu_seconds(contract, m0, m1, capacity, others)
 
+    charges = _charge_lines(contract, m0, m1, entitled, borrowed)
+    subtotal = sum(line.amount_cents for line in charges)
+    credits = _credit_lines(
+        price, charges[0].amount_cents, subtotal, shortfall_gpu_seconds, violation_gpu_seconds
+    )
+    credit_total = sum(line.amount_cents for line in credits)
+
+    return Invoice(
+        tenant=tenant,
+        month=month,
+        currency=price.currency,
+        lines=(*charges, *credits),
+        subtotal_cents=subtotal,
+        credits_cents=credit_total,
+        total_cents=subtotal + credit_total,
+        own_gpu_seconds=own,
+        borrowed_gpu_seconds=borrowed,
+        entitled_gpu_seconds=entitled,
+        shortfall_gpu_seconds=shortfall_gpu_seconds,
+        violation_gpu_seconds=violation_gpu_seconds,
+    )
+
+
+def _charge_lines(
+    contract: Contract, m0: int, m1: int, entitled: int, borrowed: int
+) -> list[InvoiceLine]:
+    """The month's charges: the fixed charge (the flat fee prorated by the term and the
+    notice ramp, or the entitled GPU-hours at the committed rate), then any overage."""
+    price = contract.price
     charges: list[InvoiceLine] = []
     if price.kind is PriceKind.FLAT:
         share = ramp_integral(contract, m0, m1) / (m1 - m0)
@@ -345,50 +366,41 @@ def rate_month(
                 micro_to_cents(gpu_seconds_cost_micro(borrowed, over)),
             )
         )
-    subtotal = sum(line.amount_cents for line in charges)
+    return charges
 
-    credits: list[InvoiceLine] = []
+
+def _credit_lines(
+    price: PriceTerms,
+    committed_cents: int,
+    subtotal_cents: int,
+    shortfall_gpu_seconds: int,
+    violation_gpu_seconds: int,
+) -> list[InvoiceLine]:
+    """The SLA credit for the GPU-seconds owed and not served (shortfall plus lateness),
+    capped at a percentage of the charges (or of the committed charge alone)."""
     credit_rate = price.sla_credit_micro_per_gpu_hour
     owed = shortfall_gpu_seconds + violation_gpu_seconds
-    if owed > 0 and credit_rate > 0:
-        raw = gpu_seconds_cost_micro(owed, credit_rate)
-        cap_percent = price.sla_credit_cap_percent
-        committed_only = price.sla_credit_cap_base is CreditCapBase.COMMITTED
-        base = charges[0].amount_cents if committed_only else subtotal
-        cap = Fraction(base * MICRO_PER_CENT * cap_percent, 100)
-        kinds = [
-            name
-            for name, v in (("shortfall", shortfall_gpu_seconds), ("late", violation_gpu_seconds))
-            if v > 0
-        ]
-        desc = f"SLA credit ({' + '.join(kinds)} GPU-hours)"
-        if raw > cap:
-            of = "the committed charge" if committed_only else "charges"
-            desc = f"SLA credit ({' + '.join(kinds)} GPU-hours, capped at {cap_percent}% of {of})"
-        credits.append(
-            InvoiceLine(
-                desc,
-                f"{_hours(owed)} GPU-h",
-                format_rate(-credit_rate),
-                -micro_to_cents(min(raw, cap)),
-            )
+    if owed <= 0 or credit_rate <= 0:
+        return []
+    raw = gpu_seconds_cost_micro(owed, credit_rate)
+    cap_percent = price.sla_credit_cap_percent
+    committed_only = price.sla_credit_cap_base is CreditCapBase.COMMITTED
+    base = committed_cents if committed_only else subtotal_cents
+    cap = Fraction(base * MICRO_PER_CENT * cap_percent, 100)
+    kinds = [
+        name
+        for name, v in (("shortfall", shortfall_gpu_seconds), ("late", violation_gpu_seconds))
+        if v > 0
+    ]
+    desc = f"SLA credit ({' + '.join(kinds)} GPU-hours)"
+    if raw > cap:
+        of = "the committed charge" if committed_only else "charges"
+        desc = f"SLA credit ({' + '.join(kinds)} GPU-hours, capped at {cap_percent}% of {of})"
+    return [
+        InvoiceLine(
+            desc, f"{_hours(owed)} GPU-h", format_rate(-credit_rate), -micro_to_cents(min(raw, cap))
         )
-    credit_total = sum(line.amount_cents for line in credits)
-
-    return Invoice(
-        tenant=tenant,
-        month=month,
-        currency=price.currency,
-        lines=(*charges, *credits),
-        subtotal_cents=subtotal,
-        credits_cents=credit_total,
-        total_cents=subtotal + credit_total,
-        own_gpu_seconds=own,
-        borrowed_gpu_seconds=borrowed,
-        entitled_gpu_seconds=entitled,
-        shortfall_gpu_seconds=shortfall_gpu_seconds,
-        violation_gpu_seconds=violation_gpu_seconds,
-    )
+    ]
 
 
 def _split_quantity(text: str) -> tuple[str, str]:

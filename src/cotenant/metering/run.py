@@ -34,14 +34,17 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 import numpy as np
+from pydantic import BeforeValidator, Field, WithJsonSchema
 
 from cotenant.contracts.entitlement import effective_end, ramp_integral
+from cotenant.contracts.terms import parse_usd
 from cotenant.metering.economics import economics_from_totals
 from cotenant.metering.energy import (
     OWNER_UNALLOCATED,
+    EnergyReport,
     EnergyUse,
     SiteEnergy,
     energy_report,
@@ -61,16 +64,26 @@ from cotenant.metering.rating import (
     month_bounds,
     rate_month,
 )
-from cotenant.metering.terms import parse_usd
 from cotenant.model.accelerators import CATALOGUE
 from cotenant.model.contracts import Contract, PriceKind
 from cotenant.model.errors import SpecError
+from cotenant.model.spec import SpecTable, problem
 
 if TYPE_CHECKING:
+    from cotenant.cluster.topology import Topology
     from cotenant.engine.core import Engine
-    from cotenant.scenario import Scenario
 
 _MICRO_PLACES = 6
+
+
+class RunSpan(Protocol):
+    """What metering needs of a run's scenario: the metered horizon."""
+
+    @property
+    def start_s(self) -> int: ...
+
+    @property
+    def end_s(self) -> int: ...
 
 
 # -- settings ----------------------------------------------------------------------------
@@ -80,9 +93,45 @@ class MeteringSettings:
     fixed_cost_micro_per_gpu_hour: int = 0  # owner's capex amortisation and non-power opex
 
 
-_NUMBER_KEYS = ("pue", "wue_l_per_kwh", "carbon_kg_per_kwh", "node_overhead_watts", "power_cap_mw")
 _USD_KEYS = ("power_price_per_kwh", "fixed_cost_per_gpu_hour")
-ENERGY_KEYS = (*_NUMBER_KEYS, *_USD_KEYS)
+
+
+def _number(v: Any) -> int | float:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise problem(f"expected a number, got {v!r}")
+    return v
+
+
+def _micro_usd(v: Any) -> int:
+    try:
+        return parse_usd(v, "", _MICRO_PLACES)
+    except SpecError as e:
+        raise problem(e.problem) from None
+
+
+Number = Annotated[int | float, BeforeValidator(_number), WithJsonSchema({"type": "number"})]
+MicroUsd = Annotated[
+    int,
+    BeforeValidator(_micro_usd),
+    WithJsonSchema({"anyOf": [{"type": "number", "minimum": 0}, {"type": "string"}]}),
+]
+
+
+class EnergyTable(SpecTable):
+    """The scenario's ``[energy]`` table; an absent key keeps ``SiteEnergy``'s default."""
+
+    pue: Number | None = None
+    wue_l_per_kwh: Number | None = None
+    carbon_kg_per_kwh: Number | None = None
+    node_overhead_watts: Number | None = None
+    power_cap_mw: Number | None = None
+    power_price_per_kwh: MicroUsd | None = Field(None, description="USD, exact to the micro-dollar")
+    fixed_cost_per_gpu_hour: MicroUsd | None = Field(
+        None, description="the owner's capex amortisation and non-power opex, USD"
+    )
+
+
+ENERGY_KEYS = tuple(EnergyTable.keys())
 
 
 def parse_metering_settings(
@@ -94,36 +143,18 @@ def parse_metering_settings(
     naming ``energy.<key>``."""
     if raw is None:
         return MeteringSettings()
-    if not isinstance(raw, Mapping):
-        raise SpecError(field, "must be a table")
-    for key in raw:
-        if key not in ENERGY_KEYS:
-            raise SpecError(
-                f"{field}.{key}", f"unknown key; valid: {', '.join(sorted(ENERGY_KEYS))}"
-            )
-    numbers: dict[str, Any] = {}
-    for key in _NUMBER_KEYS:
-        if key in raw:
-            value = raw[key]
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise SpecError(f"{field}.{key}", f"expected a number, got {value!r}")
-            numbers[key] = value
-    if "power_price_per_kwh" in raw:
-        numbers["power_price_micro_per_kwh"] = parse_usd(
-            raw["power_price_per_kwh"], f"{field}.power_price_per_kwh", _MICRO_PLACES
-        )
-    fixed = 0
-    if "fixed_cost_per_gpu_hour" in raw:
-        fixed = parse_usd(
-            raw["fixed_cost_per_gpu_hour"], f"{field}.fixed_cost_per_gpu_hour", _MICRO_PLACES
-        )
+    table = EnergyTable.read(raw, field)
+    given = table.model_dump(exclude_none=True)
+    numbers = {k: v for k, v in given.items() if k not in _USD_KEYS}
+    if table.power_price_per_kwh is not None:
+        numbers["power_price_micro_per_kwh"] = table.power_price_per_kwh
     try:
         site = SiteEnergy(**numbers).validate(field)
     except SpecError as e:
         if e.field == f"{field}.power_price_micro_per_kwh":
             raise SpecError(f"{field}.power_price_per_kwh", e.problem) from None
         raise
-    return MeteringSettings(site, fixed)
+    return MeteringSettings(site, table.fixed_cost_per_gpu_hour or 0)
 
 
 # -- observing a run ---------------------------------------------------------------------
@@ -280,7 +311,7 @@ def accrued_cents(
 
 def metering_report(
     engine: Engine,
-    scenario: Scenario,
+    scenario: RunSpan,
     settings: MeteringSettings | None = None,
     probe: UsageProbe | None = None,
     contracts: Iterable[Contract] | None = None,
@@ -305,43 +336,8 @@ def metering_report(
     )
     months = months_between(h0, h1)
 
-    invoices: list[dict[str, Any]] = []
-    accrued: dict[str, int] = {}
-    for c in contracts:
-        capacity = topo.capacity_of(c.commitment.accelerator)
-        accrued.setdefault(c.tenant, 0)
-        for m in months:
-            m0, m1 = month_bounds(m)
-            if c.start_s >= m1 or effective_end(c) <= m0:
-                continue
-            short, late = probe.owed_not_served(c.tenant, m) if probe is not None else (0, 0)
-            inv = rate_month(c, m, ledger, capacity, contracts, short, late)
-            run_part = accrued_cents(inv, c, h0, h1, capacity, contracts)
-            accrued[c.tenant] += run_part
-            invoices.append(
-                {
-                    **inv.to_json_dict(),
-                    "price_kind": c.price.kind.value,
-                    "accrued_over_run_cents": run_part,
-                    "accrued_over_run": format_usd(run_part),
-                }
-            )
-
+    invoices, accrued = _invoices(topo, contracts, months, ledger, probe, (h0, h1))
     energy = energy_report(ledger, site, CATALOGUE, gpus_by_kind, (h0, h1))
-    by_month = {
-        m: {
-            t: _energy_json(u)
-            for t, u in energy_report(
-                ledger,
-                site,
-                CATALOGUE,
-                gpus_by_kind,
-                (max(h0, month_bounds(m)[0]), min(h1, month_bounds(m)[1])),
-            ).per_tenant.items()
-        }
-        for m in months
-    }
-
     used = {c.tenant: ledger.gpu_seconds(c.tenant, h0, h1) for c in contracts}
     entitled = {
         c.tenant: entitled_gpu_seconds(
@@ -372,15 +368,77 @@ def metering_report(
         "length; usage and credits come from the run; economics use revenue accrued over "
         "the run",
         "invoices": invoices,
-        "energy": {
-            "site": {f.name: getattr(site, f.name) for f in fields(site)},
-            "per_tenant": {t: _energy_json(u) for t, u in energy.per_tenant.items()},
-            "total": _energy_json(energy.total),
-            "by_month": by_month,
-            "per_job": {j: _energy_json(u, brief=True) for j, u in energy.per_job.items()},
-        },
+        "energy": _energy_section(energy, ledger, site, gpus_by_kind, months, (h0, h1)),
         "power": power_section(engine, ledger, site, installed, energy, holds),
         "economics": econ.to_json_dict(),
+    }
+
+
+def _invoices(
+    topo: Topology,
+    contracts: list[Contract],
+    months: list[str],
+    ledger: UsageLedger,
+    probe: UsageProbe | None,
+    horizon: tuple[int, int],
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Every contract's invoice for every month its term overlaps, and each tenant's
+    revenue accrued over the run (``horizon``)."""
+    h0, h1 = horizon
+    invoices: list[dict[str, Any]] = []
+    accrued: dict[str, int] = {}
+    for c in contracts:
+        capacity = topo.capacity_of(c.commitment.accelerator)
+        accrued.setdefault(c.tenant, 0)
+        for m in months:
+            m0, m1 = month_bounds(m)
+            if c.start_s >= m1 or effective_end(c) <= m0:
+                continue
+            short, late = probe.owed_not_served(c.tenant, m) if probe is not None else (0, 0)
+            inv = rate_month(c, m, ledger, capacity, contracts, short, late)
+            run_part = accrued_cents(inv, c, h0, h1, capacity, contracts)
+            accrued[c.tenant] += run_part
+            invoices.append(
+                {
+                    **inv.to_json_dict(),
+                    "price_kind": c.price.kind.value,
+                    "accrued_over_run_cents": run_part,
+                    "accrued_over_run": format_usd(run_part),
+                }
+            )
+    return invoices, accrued
+
+
+def _energy_section(
+    energy: EnergyReport,
+    ledger: UsageLedger,
+    site: SiteEnergy,
+    gpus_by_kind: Mapping[str, int],
+    months: list[str],
+    horizon: tuple[int, int],
+) -> dict[str, Any]:
+    """The report's energy: the site's figures, per tenant, in total, per calendar month
+    (each month's part of the run) and per job."""
+    h0, h1 = horizon
+    by_month = {
+        m: {
+            t: _energy_json(u)
+            for t, u in energy_report(
+                ledger,
+                site,
+                CATALOGUE,
+                gpus_by_kind,
+                (max(h0, month_bounds(m)[0]), min(h1, month_bounds(m)[1])),
+            ).per_tenant.items()
+        }
+        for m in months
+    }
+    return {
+        "site": {f.name: getattr(site, f.name) for f in fields(site)},
+        "per_tenant": {t: _energy_json(u) for t, u in energy.per_tenant.items()},
+        "total": _energy_json(energy.total),
+        "by_month": by_month,
+        "per_job": {j: _energy_json(u, brief=True) for j, u in energy.per_job.items()},
     }
 
 

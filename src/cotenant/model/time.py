@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import UTC, date, datetime
+from typing import Any
 
 MINUTE = 60
 HOUR = 3600
@@ -65,3 +67,28 @@ def parse_duration(text: str | int | float, field: str) -> int:
     if value < 0:
         raise SpecError(field, f"must not be negative, got {text!r}")
     return round(value)
+
+
+def parse_time(v: Any, f: str) -> int:
+    """An ISO date or date-time (UTC unless it says otherwise), or Unix seconds."""
+    from cotenant.model.errors import SpecError
+
+    if isinstance(v, bool):
+        raise SpecError(f, f"expected a date, got {v!r}")
+    if isinstance(v, int):
+        return v
+    if isinstance(v, datetime):
+        dt = v if v.tzinfo else v.replace(tzinfo=UTC)
+        return int(dt.timestamp())
+    if isinstance(v, date):
+        return int(datetime(v.year, v.month, v.day, tzinfo=UTC).timestamp())
+    if isinstance(v, str):
+        try:
+            dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
+        except ValueError:
+            raise SpecError(
+                f, f"cannot read {v!r} as a date (use 2026-10-01 or 2026-10-01T00:00Z)"
+            ) from None
+        dt = dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+        return int(dt.timestamp())
+    raise SpecError(f, f"expected a date, got {v!r}")

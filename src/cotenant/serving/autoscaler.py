@@ -18,7 +18,6 @@ report.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -289,10 +288,3 @@ class Autoscaler:
             if r.running_since is not None:
                 out.append((r.running_since, self.end_s))
         return out
-
-
-def tenants_with_services(services: Sequence[ServiceConfig]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = defaultdict(list)
-    for s in services:
-        out[s.spec.tenant].append(s.name)
-    return dict(out)

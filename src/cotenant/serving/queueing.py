@@ -14,6 +14,7 @@ Pure functions of floats and ints; no I/O, no clock, no randomness.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -167,6 +168,76 @@ class _ErlangBSweep:
         return self._b[c - self._c0]
 
 
+def _server_rate(service_rate_per_replica: float, servers_per_replica: int) -> float:
+    """Each server's rate (``mu``): a replica's rate shared by its batch slots."""
+    if isinstance(servers_per_replica, bool) or servers_per_replica < 1:
+        raise SpecError("servers_per_replica", f"must be >= 1, got {servers_per_replica!r}")
+    if not (service_rate_per_replica > 0.0 and math.isfinite(service_rate_per_replica)):
+        raise SpecError(
+            "service_rate_per_replica", f"must be finite and > 0, got {service_rate_per_replica!r}"
+        )
+    return service_rate_per_replica / servers_per_replica
+
+
+def _unreachable(
+    latency_target_s: float, quantile: float, service_quantile: float, mu: float
+) -> SpecError:
+    """A target below the quantile of the service time alone: no replica count meets it."""
+    return SpecError(
+        "latency_target_s",
+        f"{latency_target_s:g} s cannot be met: the p{quantile * 100:g} of the service "
+        f"time alone is {service_quantile:g} s at {mu:g} requests/s per server",
+    )
+
+
+def _smallest_meeting(first: int, max_replicas: int | None, meets: Callable[[int], bool]) -> int:
+    """The smallest count from ``first`` that ``meets`` (decreasing tail: doubling steps,
+    then bisection); ``max_replicas`` when even that many miss."""
+    if meets(first):
+        return first
+    bad, step = first, 1
+    while True:
+        good = bad + step
+        if max_replicas is not None and good >= max_replicas:
+            if not meets(max_replicas):
+                return max_replicas
+            good = max_replicas
+            break
+        if meets(good):
+            break
+        bad, step = good, step * 2
+    while good - bad > 1:
+        mid = (bad + good) // 2
+        if meets(mid):
+            good = mid
+        else:
+            bad = mid
+    return good
+
+
+def _tails_within(
+    c: int,
+    a: NDArray[np.float64],
+    b: NDArray[np.float64],
+    lam: NDArray[np.float64],
+    mu: float,
+    t: float,
+    tail: float,
+) -> NDArray[np.bool_]:
+    """For each offered load ``a`` (Erlang B ``b`` at ``c`` servers, arrival rate ``lam``):
+    is the M/M/c response-time tail at ``t`` within ``tail``? (as ``_response_survival``)"""
+    wait = c * b / (c - a * (1.0 - b))
+    theta = c * mu - lam
+    r1 = np.minimum(theta, mu)
+    r2 = np.maximum(theta, mu)
+    x = (r2 - r1) * t
+    with np.errstate(divide="ignore", invalid="ignore"):
+        phi = np.where(x < 1e-8, 1.0 - x / 2.0, -np.expm1(-x) / np.where(x > 0, x, 1.0))
+    hypo = np.exp(-r1 * t) * (1.0 + r1 * t * phi)
+    result: NDArray[np.bool_] = (1.0 - wait) * math.exp(-mu * t) + wait * hypo <= tail
+    return result
+
+
 def replicas_needed(
     arrival_rate: float,
     service_rate_per_replica: float,
@@ -193,13 +264,7 @@ def replicas_needed(
     ``latency_target_s`` when no replica count can meet it: the target is below the
     ``quantile`` of the service time alone, ``-ln(1 - quantile) / mu``.
     """
-    if isinstance(servers_per_replica, bool) or servers_per_replica < 1:
-        raise SpecError("servers_per_replica", f"must be >= 1, got {servers_per_replica!r}")
-    if not (service_rate_per_replica > 0.0 and math.isfinite(service_rate_per_replica)):
-        raise SpecError(
-            "service_rate_per_replica", f"must be finite and > 0, got {service_rate_per_replica!r}"
-        )
-    mu = service_rate_per_replica / servers_per_replica
+    mu = _server_rate(service_rate_per_replica, servers_per_replica)
     _check_rates(arrival_rate, mu)
     _check_quantile(quantile)
     if min_replicas < 0:
@@ -215,11 +280,7 @@ def replicas_needed(
     if latency_target_s < service_quantile or (
         arrival_rate > 0.0 and latency_target_s <= service_quantile
     ):
-        raise SpecError(
-            "latency_target_s",
-            f"{latency_target_s:g} s cannot be met: the p{quantile * 100:g} of the service "
-            f"time alone is {service_quantile:g} s at {mu:g} requests/s per server",
-        )
+        raise _unreachable(latency_target_s, quantile, service_quantile, mu)
     if arrival_rate == 0.0:
         return min_replicas
 
@@ -242,26 +303,7 @@ def replicas_needed(
         theta = c * mu - arrival_rate
         return _response_survival(latency_target_s, wait_prob, theta, mu) <= tail
 
-    if meets(first):
-        return first
-    bad, step = first, 1
-    while True:
-        good = bad + step
-        if max_replicas is not None and good >= max_replicas:
-            if not meets(max_replicas):
-                return max_replicas
-            good = max_replicas
-            break
-        if meets(good):
-            break
-        bad, step = good, step * 2
-    while good - bad > 1:
-        mid = (bad + good) // 2
-        if meets(mid):
-            good = mid
-        else:
-            bad = mid
-    return good
+    return _smallest_meeting(first, max_replicas, meets)
 
 
 def replicas_needed_many(
@@ -289,12 +331,7 @@ def replicas_needed_many(
     lam_all = np.asarray(arrival_rates, dtype=np.float64)
     if lam_all.ndim != 1:
         raise SpecError("arrival_rates", f"must be one-dimensional, got shape {lam_all.shape}")
-    if isinstance(servers_per_replica, bool) or servers_per_replica < 1:
-        raise SpecError("servers_per_replica", f"must be >= 1, got {servers_per_replica!r}")
-    if not (service_rate_per_replica > 0.0 and math.isfinite(service_rate_per_replica)):
-        raise SpecError(
-            "service_rate_per_replica", f"must be finite and > 0, got {service_rate_per_replica!r}"
-        )
+    mu = _server_rate(service_rate_per_replica, servers_per_replica)
     _check_quantile(quantile)
     if min_replicas < 0:
         raise SpecError("min_replicas", f"must be >= 0, got {min_replicas}")
@@ -303,7 +340,6 @@ def replicas_needed_many(
     if lam_all.size and not bool(np.all(np.isfinite(lam_all) & (lam_all >= 0.0))):
         raise SpecError("arrival_rate", "every rate must be finite and >= 0")
     s = servers_per_replica
-    mu = service_rate_per_replica / s
     tail = 1.0 - quantile
     service_quantile = -math.log(tail) / mu
     out = np.full(lam_all.size, min_replicas, dtype=np.int64)
@@ -311,11 +347,7 @@ def replicas_needed_many(
     if busy.size == 0:
         return out
     if latency_target_s <= service_quantile:
-        raise SpecError(
-            "latency_target_s",
-            f"{latency_target_s:g} s cannot be met: the p{quantile * 100:g} of the service "
-            f"time alone is {service_quantile:g} s at {mu:g} requests/s per server",
-        )
+        raise _unreachable(latency_target_s, quantile, service_quantile, mu)
     if limit is None:
         limit = replicas_needed(
             float(lam_all[busy].max()), service_rate_per_replica, latency_target_s,
@@ -327,7 +359,6 @@ def replicas_needed_many(
     floor_n = np.maximum(np.floor(a / s).astype(np.int64) + 1, max(min_replicas, 1))
     idx = busy
     b = np.ones(lam.size)
-    e_mu = math.exp(-mu * latency_target_s)
     t = latency_target_s
     for n in range(1, limit + 1):
         k0 = (n - 1) * s
@@ -338,16 +369,7 @@ def replicas_needed_many(
         cand = floor_n <= n
         if not cand.any():
             continue
-        ac, bc, lc = a[cand], b[cand], lam[cand]
-        wait = c * bc / (c - ac * (1.0 - bc))
-        theta = c * mu - lc
-        r1 = np.minimum(theta, mu)
-        r2 = np.maximum(theta, mu)
-        x = (r2 - r1) * t
-        with np.errstate(divide="ignore", invalid="ignore"):
-            phi = np.where(x < 1e-8, 1.0 - x / 2.0, -np.expm1(-x) / np.where(x > 0, x, 1.0))
-        hypo = np.exp(-r1 * t) * (1.0 + r1 * t * phi)
-        meets = (1.0 - wait) * e_mu + wait * hypo <= tail
+        meets = _tails_within(c, a[cand], b[cand], lam[cand], mu, t, tail)
         if meets.any():
             done = np.flatnonzero(cand)[meets]
             out[idx[done]] = n

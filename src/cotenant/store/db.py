@@ -71,10 +71,6 @@ def _gate(engine: sa.Engine) -> ConnectGate:
     return gate
 
 
-def default_url(path: str | Path = "cotenant.db") -> str:
-    return f"sqlite:///{Path(path)}"
-
-
 def make_engine(url: str, **kw: Any) -> sa.Engine:
     """An engine for ``url``; SQLite files get WAL, a busy timeout and thread-shareable
     connections. An unusable URL raises SpecError on ``db``."""

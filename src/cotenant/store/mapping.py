@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from cotenant.audit import canonical_json
+from cotenant.audit.chain import canonical_json
 from cotenant.cluster.state import Placement
 from cotenant.cluster.topology import ClusterSpec, NodeGroup
 from cotenant.metering.ledger import UsageRecord

@@ -11,7 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from cotenant.audit import AuditEntry
+from cotenant.audit.chain import AuditEntry
 from cotenant.store.repo import Row, Store
 from cotenant.store.tables import AUDIT, JOBS
 
@@ -32,7 +32,6 @@ JOB_LIST_COLUMNS = (
     "attempt",
     "preemptions",
 )
-JOB_EVENTS = ("place", "reclaim", "preempt", "end", "interrupt", "cancel", "reject", "retag")
 
 
 @dataclass(frozen=True, slots=True)

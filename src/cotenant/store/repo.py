@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from cotenant.audit import GENESIS_HEAD, AuditEntry, Head, StoredEntry, Verdict, verify_stored
+from cotenant.audit.chain import GENESIS_HEAD, AuditEntry, Head, StoredEntry, Verdict, verify_stored
 from cotenant.cluster.topology import ClusterSpec
 from cotenant.metering.ledger import UsageRecord
 from cotenant.model.contracts import Contract
@@ -191,14 +191,6 @@ class Store:
         with self.engine.connect() as conn:
             return [{"id": i, "nodes": n, "node_gpus": g} for i, n, g in conn.execute(stmt).all()]
 
-    def job_counts(self) -> dict[tuple[str, str], int]:
-        rows = self._all(
-            sa.select(JOBS.c.tenant, JOBS.c.state, sa.func.count().label("n")).group_by(
-                JOBS.c.tenant, JOBS.c.state
-            )
-        )
-        return {(r["tenant"], r["state"]): int(r["n"]) for r in rows}
-
     def ledger(self, tenant: str | None = None) -> list[UsageRecord]:
         stmt = sa.select(LEDGER).order_by(LEDGER.c.id)
         if tenant is not None:
@@ -345,12 +337,6 @@ def put_cluster(tx: Tx, spec: ClusterSpec) -> None:
 def add_tenant(tx: Tx, name: str, display_name: str, now: int) -> None:
     tx.conn.execute(
         sa.insert(TENANTS), {"name": name, "display_name": display_name, "created_s": now}
-    )
-
-
-def tenant_exists(tx: Tx, name: str) -> bool:
-    return (
-        tx.conn.execute(sa.select(TENANTS.c.name).where(TENANTS.c.name == name)).first() is not None
     )
 
 

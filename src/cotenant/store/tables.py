@@ -145,7 +145,7 @@ class LedgerRow(Base):
 
 
 class AuditRow(Base):
-    """The hash-chained audit log (see cotenant.audit). Triggers refuse UPDATE and DELETE."""
+    """The hash-chained audit log (see cotenant.audit.chain). Triggers refuse UPDATE and DELETE."""
 
     __tablename__ = "audit_log"
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)

@@ -49,7 +49,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from cotenant.audit import AuditEntry, Chain, Head, canonical_json
+from cotenant.audit.chain import AuditEntry, Chain, Head, canonical_json
 from cotenant.model.errors import StoreUnavailable
 from cotenant.store.health import Backoff, Episode, is_store_fault, one_line
 from cotenant.store.tables import AUDIT, META

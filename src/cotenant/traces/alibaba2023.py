@@ -121,16 +121,7 @@ def load_alibaba2023(
     seconds like every other trace. ``start_s``/``end_s`` are Unix seconds too.
     """
     opts = Options(strict, limit, start_s, end_s, max_gpus)
-    if not tenant:
-        raise SpecError("tenant", f"must be {BY_QOS!r} or a tenant name")
-    if checkpoint_interval_s < 0:
-        raise SpecError(
-            "checkpoint_interval_s", f"must not be negative, got {checkpoint_interval_s}"
-        )
-    root = Path(path)
-    if not root.is_dir():
-        what = "not found" if not root.exists() else "not a directory"
-        raise SpecError("path", f"Alibaba 2023 trace directory {what}: {root}")
+    root = _trace_dir(path, tenant, checkpoint_interval_s)
 
     notes: list[str] = []
     nodes, node_out = _nodes(root / nodes_file, opts, notes)
@@ -144,21 +135,9 @@ def load_alibaba2023(
     with open_csv(root / pods_file, POD_COLUMNS, what="Alibaba pod list") as (rows, cols):
         for line, row in rows:
             try:
-                name = cell(row, cols, "name")
-                if name in seen:
-                    raise RowError("name", f"duplicate pod, first on line {seen[name]}")
-                num_gpu = parse_int(cell(row, cols, "num_gpu"), "num_gpu", minimum=0)
-                milli = parse_int(cell(row, cols, "gpu_milli"), "gpu_milli", minimum=0)
-                if milli > 1000:
-                    raise RowError("gpu_milli", f"must be at most 1000, got {milli}")
-                qos = cell(row, cols, "qos")
-                created = parse_int(cell(row, cols, "creation_time"), "creation_time", 0)
-                deleted = parse_int(cell(row, cols, "deletion_time"), "deletion_time", 0)
-                sched_text = optional_cell(row, cols, "scheduled_time")
-                started = parse_int(sched_text, "scheduled_time", 0) if sched_text else created
-                if deleted < started:
-                    field = "deletion_time"
-                    raise RowError(field, f"before the pod started ({deleted} < {started})")
+                name, num_gpu, milli, qos, created, started, deleted, sched_text = _pod(
+                    row, cols, seen
+                )
             except RowError as e:
                 out.bad(line, e.field, e.problem)
                 continue
@@ -193,6 +172,60 @@ def load_alibaba2023(
     # Node problems come first, their field prefixed so the file is clear.
     out.problems[:0] = [replace(p, field=f"nodes:{p.field}") for p in node_out.problems]
     trace = out.build("alibaba-2023", nodes=nodes)
+    notes += _pod_notes(
+        trace, cpu_only, rounded_milli, unscheduled, several_models, tenant, epoch_s
+    )
+    return replace(trace, notes=(*notes, *trace.notes))
+
+
+def _trace_dir(path: str | Path, tenant: str, checkpoint_interval_s: int) -> Path:
+    """The trace directory, once the options are sound."""
+    if not tenant:
+        raise SpecError("tenant", f"must be {BY_QOS!r} or a tenant name")
+    if checkpoint_interval_s < 0:
+        raise SpecError(
+            "checkpoint_interval_s", f"must not be negative, got {checkpoint_interval_s}"
+        )
+    root = Path(path)
+    if not root.is_dir():
+        what = "not found" if not root.exists() else "not a directory"
+        raise SpecError("path", f"Alibaba 2023 trace directory {what}: {root}")
+    return root
+
+
+def _pod(
+    row: list[str], cols: dict[str, int], seen: Mapping[str, int]
+) -> tuple[str, int, int, str, int, int, int, str]:
+    """One pod row's name, GPUs, milli-GPUs, QoS, creation, start and deletion times and
+    scheduled-time text; a bad cell raises ``RowError``."""
+    name = cell(row, cols, "name")
+    if name in seen:
+        raise RowError("name", f"duplicate pod, first on line {seen[name]}")
+    num_gpu = parse_int(cell(row, cols, "num_gpu"), "num_gpu", minimum=0)
+    milli = parse_int(cell(row, cols, "gpu_milli"), "gpu_milli", minimum=0)
+    if milli > 1000:
+        raise RowError("gpu_milli", f"must be at most 1000, got {milli}")
+    qos = cell(row, cols, "qos")
+    created = parse_int(cell(row, cols, "creation_time"), "creation_time", 0)
+    deleted = parse_int(cell(row, cols, "deletion_time"), "deletion_time", 0)
+    sched_text = optional_cell(row, cols, "scheduled_time")
+    started = parse_int(sched_text, "scheduled_time", 0) if sched_text else created
+    if deleted < started:
+        raise RowError("deletion_time", f"before the pod started ({deleted} < {started})")
+    return name, num_gpu, milli, qos, created, started, deleted, sched_text
+
+
+def _pod_notes(
+    trace: Trace,
+    cpu_only: int,
+    rounded_milli: Mapping[str, int],
+    unscheduled: set[str],
+    several_models: set[str],
+    tenant: str,
+    epoch_s: int,
+) -> list[str]:
+    """What the loader changed or assumed, for the jobs kept."""
+    notes: list[str] = []
     jobs = trace.jobs
     added_milli_s = sum(rounded_milli.get(j.id, 0) * j.duration_s for j in jobs)
     notes.append(f"{cpu_only} CPU-only pods dropped")
@@ -211,7 +244,7 @@ def load_alibaba2023(
     if n := sum(j.id in several_models for j in jobs):
         notes.append(f"{n} pods allow several GPU models; accelerator left unset")
     notes.append(f"trace second 0 is Unix time {epoch_s}")
-    return replace(trace, notes=(*notes, *trace.notes))
+    return notes
 
 
 def _percent(part: int, whole: int) -> str:

@@ -29,12 +29,12 @@ from cotenant.api.keys import Principal, Role
 from cotenant.faults.injector import install as install_failures
 from cotenant.faults.injector import parse_failure_settings
 from cotenant.model.jobs import JobSpec
-from cotenant.runtime import workload_of
-from cotenant.scenario import Scenario, load_scenario
 from cotenant.service import Service
 from cotenant.serving.autoscaler import Autoscaler
 from cotenant.serving.queueing import replicas_needed_many
 from cotenant.serving.services import parse_services
+from cotenant.twin.runtime import workload_of
+from cotenant.twin.scenario import Scenario, load_scenario
 
 log = logging.getLogger("cotenant.demo")
 FEEDER = Principal("demo-feeder", Role.OPERATOR, None, "demo workload")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from cotenant.model.errors import SpecError
+from cotenant.model.registry import Registry
 from cotenant.scheduler.decisions import Decisions
 from cotenant.scheduler.snapshot import Snapshot
 
@@ -18,30 +18,21 @@ class Policy(Protocol):
     def decide(self, snap: Snapshot) -> Decisions: ...
 
 
-_REGISTRY: dict[str, Callable[[], Policy]] = {}
-
-
-def register(name: str) -> Callable[[Callable[[], Policy]], Callable[[], Policy]]:
-    def wrap(factory: Callable[[], Policy]) -> Callable[[], Policy]:
-        _REGISTRY[name] = factory
-        return factory
-
-    return wrap
-
-
-def policy_names() -> list[str]:
-    _load_builtins()
-    return sorted(_REGISTRY)
-
-
-def get_policy(name: str, field: str = "policy") -> Policy:
-    _load_builtins()
-    factory = _REGISTRY.get(name)
-    if factory is None:
-        raise SpecError(field, f"unknown policy {name!r}; valid: {', '.join(sorted(_REGISTRY))}")
-    return factory()
-
-
 def _load_builtins() -> None:
     # Imported for their @register side effect.
     from cotenant.scheduler.policies import contract, fifo_backfill, las, sjf  # noqa: F401
+
+
+POLICIES: Registry[Callable[[], Policy]] = Registry("policy", "policy", _load_builtins)
+
+
+def register(name: str) -> Callable[[Callable[[], Policy]], Callable[[], Policy]]:
+    return POLICIES.register(name)
+
+
+def policy_names() -> list[str]:
+    return POLICIES.names()
+
+
+def get_policy(name: str, field: str = "policy") -> Policy:
+    return POLICIES.get(name, field)()

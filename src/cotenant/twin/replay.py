@@ -1,6 +1,6 @@
 """Replay a real trace on the digital twin under several policies and compare them.
 
-A :class:`~cotenant.traces.Trace` becomes a :class:`~cotenant.scenario.Scenario`:
+A :class:`~cotenant.traces.Trace` becomes a :class:`~cotenant.twin.scenario.Scenario`:
 
 - the cluster: ``--cluster`` (a preset name, ``NxG`` nodes, ``pooled:N`` GPUs
   with no topology, or a TOML file with a ``[cluster]`` table as in scenario
@@ -21,7 +21,7 @@ run has (invoices per tenant and month, energy, power over time, economics), wit
 commitment billed from the first submission to the end of the replay.
 
 Each policy runs in the same process on the same jobs, one engine after the
-other, and gets a :class:`~cotenant.report.Report` with replay figures in
+other, and gets a :class:`~cotenant.twin.report.Report` with replay figures in
 ``extra`` (job completion time, queueing delay, makespan) and the per-job
 values for plots in ``series``. See docs/design/0003-replay.md.
 """
@@ -42,19 +42,19 @@ import numpy as np
 
 from cotenant.cluster.presets import PRESETS, preset
 from cotenant.cluster.topology import ClusterSpec, NodeGroup, Topology
+from cotenant.contracts.terms import parse_price_terms
 from cotenant.engine.core import Engine
 from cotenant.metering.money import format_rate
 from cotenant.metering.run import MeteringSettings, UsageProbe, metering_report
-from cotenant.metering.terms import parse_price_terms
 from cotenant.model.contracts import Commitment, Contract, PriceKind, PriceTerms, Tenant
 from cotenant.model.errors import SpecError
 from cotenant.model.jobs import JobSpec, JobState
 from cotenant.model.time import DAY
-from cotenant.report import Report, build_report
-from cotenant.runtime import build_sim_engine
-from cotenant.scenario import Scenario, parse_cluster, read_toml
 from cotenant.scheduler.policies import get_policy
 from cotenant.traces import Trace, TraceNode
+from cotenant.twin.report import Report, build_report
+from cotenant.twin.runtime import build_sim_engine
+from cotenant.twin.scenario import Scenario, parse_cluster, read_toml
 
 # The kind that names a trace-sized or pooled cluster. Replays compare scheduling, not
 # energy, so the kind only names the pool; jobs in these traces ask for no kind.
@@ -574,66 +574,3 @@ def job_figures(engine: Engine, start_s: int) -> tuple[dict[str, Any], dict[str,
         "guarantee_violation_s": sum(tt.violation_s for tt in engine.acct.tenants.values()),
     }
     return extra, {"jct_s": jct, "queue_delay_s": queue}
-
-
-# -- tables -----------------------------------------------------------------------------------
-def dur(s: float) -> str:
-    """Seconds as a short human duration."""
-    if s < 120:
-        return f"{s:.0f}s"
-    if s < 7200:
-        return f"{s / 60:.0f}m"
-    if s < 4 * 86_400:
-        return f"{s / 3600:.1f}h"
-    return f"{s / 86_400:.1f}d"
-
-
-def comparison_rows(reports: Sequence[Report], compact: bool = False) -> list[dict[str, str]]:
-    """One row of formatted figures per policy; ``compact`` joins avg/p50/p99 in one cell
-    (for a terminal), otherwise one column each (HTML)."""
-    rows = []
-    for r in reports:
-        e = r.extra
-        jobs = e["jobs"]
-        row = {"policy": r.policy, "jobs done": f"{jobs['completed']:,}/{jobs['total']:,}"}
-        for key, label in (("jct_s", "JCT"), ("queue_delay_s", "queue")):
-            st = e[key]
-            if compact:
-                row[f"{label} avg/p50/p99"] = "/".join(dur(st[k]) for k in ("avg", "p50", "p99"))
-            else:
-                row.update({f"{label} {k}": dur(st[k]) for k in ("avg", "p50", "p99")})
-        row["makespan"] = dur(e["makespan_s"])
-        util = f"{r.utilization:.1%}"
-        arrivals = f"{e.get('utilization_arrivals', r.utilization):.1%}"
-        if compact:
-            row["util. run/arrivals"] = f"{util}/{arrivals}"
-        else:
-            row["utilisation (run)"] = util
-            row["utilisation (arrivals)"] = arrivals
-        row["preemptions"] = f"{e['preemptions']:,}"
-        row["guarantee violations" if not compact else "violations"] = (
-            f"{e['guarantee_violation_s']:,} s"
-        )
-        row["wall"] = f"{r.engine['wall_s']:.1f} s"
-        rows.append(row)
-    return rows
-
-
-def tenant_rows(report: Report) -> list[dict[str, str]]:
-    rows = []
-    for name, t in report.tenants.items():
-        hours = (report.end_s - report.start_s) / 3600
-        commit = t["entitled_gpu_h"] / hours if hours > 0 else 0.0
-        rows.append(
-            {
-                "tenant": name,
-                "commitment": f"{commit:,.0f}" if commit else "-",
-                "GPU-hours": f"{t['used_gpu_h']:,.0f}",
-                "queue p50": dur(t["queue_p50_s"]),
-                "queue p99": dur(t["queue_p99_s"]),
-                "borrowed GPU-h": f"{t['borrowed_gpu_h']:,.0f}",
-                "lent GPU-h": f"{t['lent_gpu_h']:,.0f}",
-                "done/submitted": f"{t['completed']:,}/{t['submitted']:,}",
-            }
-        )
-    return rows

@@ -2,7 +2,7 @@
 template ``templates/report.html``: matplotlib PNGs embedded as base64, the comparison
 table, and per run its tenants, faults, money and energy where the run computed them.
 Used by ``replay --html``; ``write_html`` takes any
-list of :class:`~cotenant.report.Report` so ``simulate --html`` can reuse it.
+list of :class:`~cotenant.twin.report.Report` so ``simulate --html`` can reuse it.
 
 Figures (each only when the reports carry the data):
 1. Utilisation over time, one line per policy (``series``: allocated per tenant).
@@ -33,8 +33,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from jinja2 import Environment, PackageLoader, Template, select_autoescape
 
-from cotenant.replay import comparison_rows, tenant_rows
-from cotenant.report import Report
+from cotenant.twin.comparison import comparison_rows, tenant_rows
+from cotenant.twin.report import Report
 
 DPI = 110
 MAX_STACKED = 9  # tenants drawn one by one in the stacked plot; the rest are "others"
@@ -86,7 +86,7 @@ def render_html(reports: Sequence[Report], title: str, *, stack_policy: str | No
 
 def _template() -> Template:
     env = Environment(
-        loader=PackageLoader("cotenant", "templates"),
+        loader=PackageLoader("cotenant.twin", "templates"),
         autoescape=select_autoescape(["html"]),
         trim_blocks=True,
         lstrip_blocks=True,

@@ -54,98 +54,11 @@ class Report:
             f"[bold]{self.scenario}[/bold] under [bold]{self.policy}[/bold]: {days:g} days on "
             f"{self.cluster_gpus:,} GPUs; utilisation {self.utilization:.1%}"
         )
-        rows = [
-            [
-                name,
-                f"{r['entitled_gpu_h']:,.0f}",
-                f"{r['used_gpu_h']:,.0f}",
-                f"{r['borrowed_gpu_h']:,.0f}",
-                f"{r['lent_gpu_h']:,.0f}",
-                f"{r['completed']:,}/{r['submitted']:,}",
-                f"{_dur(r['queue_p50_s'])}/{_dur(r['queue_p99_s'])}",
-                f"{r['preemptions']:,} ({r['preempted_lost_gpu_h']:,.0f})",
-                f"{r['guarantee_violation_s']:,} s, {r['guarantee_violation_jobs']} jobs",
-            ]
-            for name, r in self.tenants.items()
-        ]
-        cols = [
-            Col("tenant", number=False, whole=True),
-            *(
-                Col(c)
-                for c in (
-                    "entitled",
-                    "used",
-                    "borrowed",
-                    "lent",
-                    "done/submitted",
-                    "queue p50/p99",
-                    "preempted (lost)",
-                    "guarantee violations",
-                )
-            ),
-        ]
-        print_fitted(console, "Per tenant (GPU-hours)", cols, rows)
-        books = [(n, r["jobs"]) for n, r in self.tenants.items() if "jobs" in r]
-        if books:
-            # every submitted job is in one of the other columns: "lost" must read 0
-            heads = {"completed": "done", "cancelled": "cancel"}
-            lost = sum(b.get("lost", 0) for _, b in books)
-            print_fitted(
-                console,
-                f"Jobs ({lost:,} lost)",  # each submitted job is in one of the other columns
-                [
-                    Col("tenant", number=False, whole=True),
-                    *(Col(heads.get(k, k)) for k in JOB_BOOK),
-                ],
-                [[n, *(f"{b[k]:,}" for k in JOB_BOOK)] for n, b in books],
-            )
+        _tenant_table(console, self.tenants)
+        _job_book(console, self.tenants)
         faults = self.extra.get("faults")
         if faults and faults.get("enabled"):
-            frows = []
-            for name, r in faults["tenants"].items():
-                top = sorted(r["by_cause"].items(), key=lambda kv: (-kv[1], kv[0]))[:3]
-                frows.append(
-                    [
-                        name,
-                        f"{r['interruptions']:,} ({r['planned']:,})",
-                        ", ".join(f"{c} {n:,}" for c, n in top) or "-",
-                        f"{r['failure_lost_gpu_h']:,.0f}",
-                        f"{r['restart_gpu_h'] + r['checkpoint_gpu_h']:,.0f}",
-                        "-" if r["goodput"] is None else f"{r['goodput']:.1%}",
-                        f"{r['sla_shortfall_gpu_h']:,.0f}",
-                    ]
-                )
-            fcols = [
-                Col("tenant", number=False, whole=True),
-                Col("interruptions (planned)"),
-                Col("top causes", number=False),
-                Col("lost to failures"),
-                Col("restart + checkpoint"),
-                Col("goodput"),
-                Col("SLA shortfall"),
-            ]
-            print_fitted(console, "Faults (GPU-hours)", fcols, frows)
-            srows = []
-            for size, b in faults["by_job_size"].items():
-                every = b.get("suggested_checkpoint_interval_s")
-                srows.append(
-                    [
-                        size,
-                        f"{b['interruptions']:,}",
-                        "-" if b["mtbi_h"] is None else _dur(b["mtbi_h"] * H),
-                        "-" if every is None else f"every {_dur(every)}",
-                    ]
-                )
-            scols = [
-                Col(c)
-                for c in ("GPUs", "interruptions", "mean time between", "suggested checkpoint")
-            ]
-            print_fitted(console, "Interruptions by job size", scols, srows)
-            goodput = faults["cluster_goodput"]
-            console.print(
-                f"{sum(faults['node_failures_by_cause'].values()):,} node or rack failures; "
-                f"cluster goodput {'-' if goodput is None else f'{goodput:.1%}'}"
-            )
+            _fault_tables(console, faults)
         metering = self.extra.get("metering")
         if metering:
             from cotenant.metering.run import metering_text
@@ -163,6 +76,107 @@ class Report:
             f"{e['cycles']:,} scheduling cycles, {e['decisions']:,} decisions, "
             f"{e['wall_s']:.1f} s wall ({e['speedup']:,.0f}x real time)"
         )
+
+
+def _tenant_table(console: Console, tenants: dict[str, dict[str, Any]]) -> None:
+    """Per tenant: entitled, used, borrowed and lent GPU-hours, jobs, queueing, preemptions
+    and guarantee violations."""
+    rows = [
+        [
+            name,
+            f"{r['entitled_gpu_h']:,.0f}",
+            f"{r['used_gpu_h']:,.0f}",
+            f"{r['borrowed_gpu_h']:,.0f}",
+            f"{r['lent_gpu_h']:,.0f}",
+            f"{r['completed']:,}/{r['submitted']:,}",
+            f"{_dur(r['queue_p50_s'])}/{_dur(r['queue_p99_s'])}",
+            f"{r['preemptions']:,} ({r['preempted_lost_gpu_h']:,.0f})",
+            f"{r['guarantee_violation_s']:,} s, {r['guarantee_violation_jobs']} jobs",
+        ]
+        for name, r in tenants.items()
+    ]
+    cols = [
+        Col("tenant", number=False, whole=True),
+        *(
+            Col(c)
+            for c in (
+                "entitled",
+                "used",
+                "borrowed",
+                "lent",
+                "done/submitted",
+                "queue p50/p99",
+                "preempted (lost)",
+                "guarantee violations",
+            )
+        ),
+    ]
+    print_fitted(console, "Per tenant (GPU-hours)", cols, rows)
+
+
+def _job_book(console: Console, tenants: dict[str, dict[str, Any]]) -> None:
+    """Where every submitted job ended up, per tenant (the "lost" column must read 0)."""
+    books = [(n, r["jobs"]) for n, r in tenants.items() if "jobs" in r]
+    if books:
+        # every submitted job is in one of the other columns: "lost" must read 0
+        heads = {"completed": "done", "cancelled": "cancel"}
+        lost = sum(b.get("lost", 0) for _, b in books)
+        print_fitted(
+            console,
+            f"Jobs ({lost:,} lost)",  # each submitted job is in one of the other columns
+            [
+                Col("tenant", number=False, whole=True),
+                *(Col(heads.get(k, k)) for k in JOB_BOOK),
+            ],
+            [[n, *(f"{b[k]:,}" for k in JOB_BOOK)] for n, b in books],
+        )
+
+
+def _fault_tables(console: Console, faults: dict[str, Any]) -> None:
+    """Interruptions and their cost per tenant, interruptions by job size, and the cluster's
+    node failures and goodput."""
+    frows = []
+    for name, r in faults["tenants"].items():
+        top = sorted(r["by_cause"].items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+        frows.append(
+            [
+                name,
+                f"{r['interruptions']:,} ({r['planned']:,})",
+                ", ".join(f"{c} {n:,}" for c, n in top) or "-",
+                f"{r['failure_lost_gpu_h']:,.0f}",
+                f"{r['restart_gpu_h'] + r['checkpoint_gpu_h']:,.0f}",
+                "-" if r["goodput"] is None else f"{r['goodput']:.1%}",
+                f"{r['sla_shortfall_gpu_h']:,.0f}",
+            ]
+        )
+    fcols = [
+        Col("tenant", number=False, whole=True),
+        Col("interruptions (planned)"),
+        Col("top causes", number=False),
+        Col("lost to failures"),
+        Col("restart + checkpoint"),
+        Col("goodput"),
+        Col("SLA shortfall"),
+    ]
+    print_fitted(console, "Faults (GPU-hours)", fcols, frows)
+    srows = []
+    for size, b in faults["by_job_size"].items():
+        every = b.get("suggested_checkpoint_interval_s")
+        srows.append(
+            [
+                size,
+                f"{b['interruptions']:,}",
+                "-" if b["mtbi_h"] is None else _dur(b["mtbi_h"] * H),
+                "-" if every is None else f"every {_dur(every)}",
+            ]
+        )
+    scols = [Col(c) for c in ("GPUs", "interruptions", "mean time between", "suggested checkpoint")]
+    print_fitted(console, "Interruptions by job size", scols, srows)
+    goodput = faults["cluster_goodput"]
+    console.print(
+        f"{sum(faults['node_failures_by_cause'].values()):,} node or rack failures; "
+        f"cluster goodput {'-' if goodput is None else f'{goodput:.1%}'}"
+    )
 
 
 def _dur(s: float) -> str:

@@ -17,12 +17,12 @@ from cotenant.faults.injector import install as install_failures
 from cotenant.faults.model import job_mtbf_s, young_daly_interval
 from cotenant.metering.run import UsageProbe, metering_report, parse_metering_settings
 from cotenant.model.jobs import JobSpec
-from cotenant.report import Report, build_report, fault_report
-from cotenant.scenario import Scenario
 from cotenant.scheduler.policies import get_policy
 from cotenant.serving.autoscaler import Autoscaler
 from cotenant.serving.measure import services_report
 from cotenant.serving.services import parse_services
+from cotenant.twin.report import Report, build_report, fault_report
+from cotenant.twin.scenario import Scenario
 from cotenant.workload.synthetic import FIXED_INTERVAL_S
 
 
