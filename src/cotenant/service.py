@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from cotenant.api.keys import KeyRing, Principal, Role
+from cotenant.api.readmodel import JobBook
 from cotenant.api.settings import Settings
 from cotenant.audit import canonical_json
 from cotenant.backends import BACKENDS, get_backend
@@ -91,6 +92,7 @@ from cotenant.store.writer import Tx
 
 log = logging.getLogger("cotenant.service")
 FOREVER = 1 << 62
+_BOOK = "job-book"  # Tx.pending: the jobs a transaction wrote, read back after it commits
 DURABLE_WAIT_S = 10.0  # how long a request waits for the engine's changes to commit
 RUNNING_STATES = ("running", "reclaiming")
 TERMINAL = (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
@@ -236,6 +238,9 @@ class Service:
         self._usage_since: dict[str, int] = {}
         self._rates: deque[tuple[float, int]] = deque(maxlen=120)
         self.engine.ledger = RecordingLedger(self._ledger_buf.append)
+        # Every stored job as ready JSON, refreshed after each commit that wrote jobs:
+        # what the hot reads are served from (api/readmodel.py, api/fastread.py).
+        self.book = JobBook(self.topo.node_names)
 
     # -- lifecycle --------------------------------------------------------------------------
     def _backend(self) -> Backend:
@@ -290,6 +295,8 @@ class Service:
         self.store.writer.call(op)
         for f in fixes:
             log.warning("restore: job %s %s: %s", f.job, f.action, f.why)
+        rows = self.store.jobs(limit=1 << 62)
+        self.book.load(rows, self.store.attempts(r["id"] for r in rows))
         self.engine.sinks.append(self._on_decision)
         self.store.writer.listeners.append(self._on_store_state)
         self.store.writer.start()
@@ -459,6 +466,7 @@ class Service:
             repo.update_jobs(tx, rows)
             repo.write_attempts(tx, attempts)
             repo.append_ledger(tx, ledger)
+            self._book_after(tx, [r["id"] for r in rows] + [a["job_id"] for _, a in attempts])
             for t, kind, payload in audit:
                 tx.audit(t, kind, payload)
 
@@ -619,10 +627,32 @@ class Service:
             )
             if idempotency_key is not None:
                 tx.pending[k] = row
+            self._book_after(tx, [spec.id])
             tx.after_commit(lambda: self._enqueue(spec))
             return row, True
 
         return self.store.writer.submit(op)
+
+    def _book_after(self, tx: Tx, job_ids: list[str]) -> None:
+        """Read these jobs back into the book once the transaction commits: one read for
+        every job the transaction wrote (the batch's operations share it)."""
+        ids: list[str] | None = tx.pending.get(_BOOK)
+        if ids is None:
+            ids = tx.pending[_BOOK] = []
+            tx.after_commit(lambda: self._refresh_book(ids))
+        ids.extend(job_ids)
+
+    def _refresh_book(self, job_ids: list[str]) -> None:
+        """(Writer thread, after a commit.) If the read fails the book can no longer be
+        trusted: reads go to the store from then on."""
+        if not self.book.ready or not job_ids:
+            return
+        try:
+            rows = self.store.jobs_by_id(job_ids)
+            self.book.refresh(rows, self.store.attempts(job_ids))
+        except Exception:
+            log.exception("job book not refreshed; reads go to the store from now on")
+            self.book.ready = False
 
     def _check_fits(self, fields: Mapping[str, Any]) -> None:
         acc = fields.get("accelerator")
