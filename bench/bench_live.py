@@ -442,6 +442,32 @@ def stranded(
             place_nodes[p["job"]].append(list(p["nodes"]))
     promised: dict[str, int] = {}  # job waiting for room reclaimed for it -> since
     promise_kept: list[int] = []  # free GPUs held for promises, per sample
+    reserve_kept: list[int] = []  # and for reservations
+
+    def usable(tenant: str, n: int, avail: list[int]) -> bool:
+        return avail[n] > 0 and all(k == tenant for k in holder[n])
+
+    def reserve(avail: list[int], held: dict[str, int]) -> int:
+        """The contract policy's reservation (EASY within a tenant): a tenant's first
+        waiting job beyond its headroom that cannot start now keeps free GPUs for
+        itself (its smaller jobs wait unless they end before it could start). Taken
+        off ``avail``; returns how many."""
+        kept = 0
+        for tenant in (OWNER, LESSEE):
+            room = entitled.get(tenant, 0) - held[tenant]
+            queue = sorted((s, j, g) for j, (s, t, g) in pending.items() if t == tenant)
+            head = next((g for _, _, g in queue if room < g <= entitled.get(tenant, 0)), None)
+            if head is None:
+                continue
+            nodes = sorted(
+                (n for n in range(n_nodes) if usable(tenant, n, avail)), key=lambda n: -avail[n]
+            )
+            if sum(avail[n] for n in nodes) >= head:
+                continue  # it could start now: nothing is held for it
+            for n in nodes:
+                kept += avail[n]
+                avail[n] = 0
+        return kept
 
     def next_place(job: str, since: int) -> float:
         times = places.get(job, [])
@@ -500,6 +526,11 @@ def stranded(
                 need -= take
                 kept += take
         promise_kept.append(kept)
+        held = defaultdict(int)
+        for n in range(n_nodes):
+            for k, v in holder[n].items():
+                held[k] += v
+        reserve_kept.append(reserve(avail, held))
         hist: dict[str, list[int]] = {}
         for tenant in (OWNER, LESSEE):
             h = [0] * (GPUS_PER_NODE + 1)
@@ -515,10 +546,6 @@ def stranded(
             for job, (since, tenant, g) in pending.items()
             if t - since > GRACE_S + slack_s and next_place(job, since) > t + slack_s
         )
-        held = defaultdict(int)
-        for n in range(n_nodes):
-            for k, v in holder[n].items():
-                held[k] += v
         idle = {k: max(0, e - held[k]) for k, e in entitled.items()}
         may = {
             k: entitled.get(k, 0) - held[k] + sum(v for o, v in idle.items() if o != k)
@@ -562,6 +589,8 @@ def stranded(
         "free_mean": sum(frees) / len(frees),
         "promised_mean": sum(promise_kept) / len(promise_kept),
         "promised_max": max(promise_kept),
+        "reserved_mean": sum(reserve_kept) / len(reserve_kept),
+        "reserved_max": max(reserve_kept),
         "worst": worst,
     }
 
@@ -680,7 +709,9 @@ def report(
         f"{st.get('mean', 0):,.0f}, max {st.get('max', 0):,}, in "
         f"{st.get('share_nonzero', 0):.0%} of {st.get('samples', 0)} samples "
         f"(free GPUs mean {st.get('free_mean', 0):,.0f}; held free for promised jobs mean "
-        f"{st.get('promised_mean', 0):,.0f}, max {st.get('promised_max', 0):,}, not stranded)"
+        f"{st.get('promised_mean', 0):,.0f}, max {st.get('promised_max', 0):,}, and for "
+        f"reservations mean {st.get('reserved_mean', 0):,.0f}, max "
+        f"{st.get('reserved_max', 0):,}: not stranded)"
         f"  target: none beyond one cycle"
     )
     if st.get("worst"):
