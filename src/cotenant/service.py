@@ -39,7 +39,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cotenant.api.keys import KeyRing, Principal, Role
 from cotenant.api.readmodel import JobBook
@@ -92,8 +92,9 @@ from cotenant.store.usage import StoredUsage
 from cotenant.store.writer import Tx
 
 log = logging.getLogger("cotenant.service")
+T = TypeVar("T")
 FOREVER = 1 << 62
-_BOOK = "job-book"  # Tx.pending: the jobs a transaction wrote, read back after it commits
+_BOOK = "job-book"  # Tx.pending: the batch stored new jobs (read back once, after commit)
 DURABLE_WAIT_S = 10.0  # how long a request waits for the engine's changes to commit
 RUNNING_STATES = ("running", "reclaiming")
 TERMINAL = (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
@@ -243,6 +244,8 @@ class Service:
         self._lag_at_start = 0.0
         self._inbox_since: float | None = None
         self.stepping = False  # the engine is in a step: readers let it finish first
+        self._writes = 0  # writes queued or committing: readers let them go first too
+        self._writes_lock = threading.Lock()
         self.error: str | None = None
         self.submitted = 0
         self._stopping = False
@@ -489,11 +492,11 @@ class Service:
             repo.update_jobs(tx, rows)
             repo.write_attempts(tx, attempts)
             repo.append_ledger(tx, ledger)
-            self._book_after(tx, [r["id"] for r in rows] + [a["job_id"] for _, a in attempts])
+            tx.after_commit(lambda: self._update_book(rows, attempts))
             for t, kind, payload in audit:
                 tx.audit(t, kind, payload)
 
-        fut = self.store.writer.submit(op, durable=True)
+        fut = self._write(op, durable=True)
         self._inflight = fut
         fut.add_done_callback(self._flushed)
         return fut
@@ -650,32 +653,59 @@ class Service:
             )
             if idempotency_key is not None:
                 tx.pending[k] = row
-            self._book_after(tx, [spec.id])
+            if _BOOK not in tx.pending:  # one read-back for the batch's new jobs
+                tx.pending[_BOOK] = True
+                tx.after_commit(self._add_to_book)
             tx.after_commit(lambda: self._enqueue(spec))
             return row, True
 
-        return self.store.writer.submit(op)
+        return self._write(op)
 
-    def _book_after(self, tx: Tx, job_ids: list[str]) -> None:
-        """Read these jobs back into the book once the transaction commits: one read for
-        every job the transaction wrote (the batch's operations share it)."""
-        ids: list[str] | None = tx.pending.get(_BOOK)
-        if ids is None:
-            ids = tx.pending[_BOOK] = []
-            tx.after_commit(lambda: self._refresh_book(ids))
-        ids.extend(job_ids)
+    def _write(self, op: Callable[[Tx], T], durable: bool = False) -> Future[T]:
+        """``writer.submit``, counted while queued or committing (``writing``)."""
+        with self._writes_lock:
+            self._writes += 1
+        fut = self.store.writer.submit(op, durable=durable)
+        fut.add_done_callback(self._written)
+        return fut
 
-    def _refresh_book(self, job_ids: list[str]) -> None:
-        """(Writer thread, after a commit.) If the read fails the book can no longer be
-        trusted: reads go to the store from then on."""
-        if not self.book.ready or not job_ids:
-            return
-        try:
-            rows = self.store.jobs_by_id(job_ids)
-            self.book.refresh(rows, self.store.attempts(job_ids))
-        except Exception:
-            log.exception("job book not refreshed; reads go to the store from now on")
-            self.book.ready = False
+    def _written(self, _fut: Future[Any]) -> None:
+        with self._writes_lock:
+            self._writes -= 1
+
+    @property
+    def writing(self) -> bool:
+        """A submission or the engine's changes are being written: the hot reads, which
+        need no write, let the writer have the interpreter first (api/fastread.py)."""
+        return self._writes > 0 and not self.store.writer.down  # (down: retried later)
+
+    def _add_to_book(self) -> None:
+        """(Writer thread, after a commit that stored new jobs.) Read them back into the
+        book: every job stored after the newest it has (one writer: commit order is seq
+        order)."""
+        book = self.book
+        if book.ready:
+            try:
+                book.add(self.store.jobs(after_seq=book.last_seq, limit=1 << 62))
+            except Exception:
+                self._book_failed()
+
+    def _update_book(self, rows: list[Row], attempts: list[tuple[str, Row]]) -> None:
+        """(Writer thread, after the engine's changes committed.) The same changes to
+        the book; jobs it cannot apply them to are read back whole."""
+        book = self.book
+        if book.ready:
+            try:
+                missing = book.update(rows, attempts)
+                if missing:
+                    book.refresh(self.store.jobs_by_id(missing), self.store.attempts(missing))
+            except Exception:
+                self._book_failed()
+
+    def _book_failed(self) -> None:
+        """The book can no longer be trusted: reads go to the store from now on."""
+        log.exception("job book not refreshed; reads go to the store from now on")
+        self.book.ready = False
 
     def _check_fits(self, fields: Mapping[str, Any]) -> None:
         acc = fields.get("accelerator")

@@ -55,11 +55,15 @@ class FastReads:
         path = scope["path"]
         return path in HOT_PATHS or _JOB.match(path) is not None
 
+    def _busy(self) -> bool:
+        return self.svc.stepping or self.svc.writing
+
     async def engine_first(self) -> None:
-        """Let an engine step in progress finish before a read starts (a few ms; at most
-        ENGINE_FIRST_S, so a stuck engine cannot stall reads). One poller for all the
-        reads waiting, not one each."""
-        if not self.svc.stepping:
+        """Let an engine step or a write in progress finish before a read starts (a few
+        ms; at most ENGINE_FIRST_S, so a stuck engine or store cannot stall reads): reads
+        in a closed loop would otherwise keep the interpreter busy while the engine
+        and the writer wait for it. One poller for all the reads waiting, not one each."""
+        if not self._busy():
             return
         if self._engine_step is None or self._engine_step.done():
             self._engine_step = asyncio.ensure_future(self._step_over())
@@ -67,7 +71,7 @@ class FastReads:
 
     async def _step_over(self) -> None:
         waited = 0.0
-        while self.svc.stepping and waited < ENGINE_FIRST_S:
+        while self._busy() and waited < ENGINE_FIRST_S:
             await asyncio.sleep(0.001)
             waited += 0.001
 

@@ -8,11 +8,14 @@ the ``Job`` schema, with each job's place in submission order (overall and per t
 so ``GET /v1/jobs/{id}``, a page of ``GET /v1/jobs`` and the cluster view are answered
 from memory, in one stretch of Python, by ``api/fastread.py``.
 
-It is the store, not a second account of it: after each transaction that wrote jobs
-commits, the writer thread reads those jobs back (``refresh``: one query for the rows,
-one for their attempts) before the requests that caused it are answered, so a job is
-in the book as soon as its submission is acknowledged and a read never sees less than
-the request before it wrote. A pending job's reason is the engine's current one
+It follows the store, commit by commit, on the writer thread, before the requests that
+wrote are answered (so a job is in the book as soon as its submission is acknowledged,
+and a read never sees less than the request before it wrote): new jobs are read back
+(one query per transaction: every job stored after the newest the book has); the
+engine's changes are applied as written (the very column values and attempt changes
+the transaction stored), and a job the book cannot apply them to is read back whole.
+Reading every change back cost the writer half its time and the submissions their
+latency (bench_live). A pending job's reason is the engine's current one
 (``Service.live_row``, as for the SQL route): its bytes are rendered again only when
 that reason changed. Only pending jobs keep their row for that; the others keep only
 their bytes.
@@ -114,13 +117,17 @@ def signal_name(exit_code: int | None) -> str | None:
         return f"signal {exit_code - 128}"
 
 
+LIVE = ("pending", "running", "reclaiming")
+
+
 @dataclass(slots=True)
 class Entry:
     seq: int
     tenant: str
     body: bytes  # the Job JSON as last rendered
-    # Pending jobs only: the stored row and attempts, and the reason the body shows (the
-    # engine's reason changes every cycle without the row being written).
+    # Jobs not ended: the stored row and attempts, which later writes change (and for a
+    # pending job the reason the body shows: the engine's changes every cycle without
+    # the row being written).
     row: Row | None = None
     attempts: list[Row] | None = None
     shown: tuple[str, str] = ("", "")
@@ -128,8 +135,8 @@ class Entry:
 
 class JobBook:
     """Every stored job's ``Job`` JSON, by id and in submission order. Written by the
-    writer thread (``load``, ``refresh``); read by the API without locks (a dict lookup
-    and appends to lists that only grow are atomic under the interpreter lock)."""
+    writer thread (``load``, ``add``, ``update``); read by the API without locks (a dict
+    lookup and appends to lists that only grow are atomic under the interpreter lock)."""
 
     def __init__(self, names: Sequence[str]) -> None:
         self.names = names
@@ -137,38 +144,85 @@ class JobBook:
         self.order: list[tuple[int, str]] = []  # (seq, id), ascending
         self.by_tenant: dict[str, list[tuple[int, str]]] = {}
         self.ready = False
-        self._mutex = threading.Lock()  # refreshes come from the writer; load from start
+        self._mutex = threading.Lock()  # (one writer at a time; reads take no lock)
+
+    @property
+    def last_seq(self) -> int:
+        """The newest job's ``seq``: every job stored after it is new to the book."""
+        return self.order[-1][0] if self.order else 0
 
     # -- writing -------------------------------------------------------------------------
     def load(self, rows: Iterable[Row], attempts: dict[str, list[Row]]) -> None:
         """Everything stored (at start, before the writer runs)."""
         with self._mutex:
-            self._put(sorted(rows, key=lambda r: int(r["seq"])), attempts)
+            for row in sorted(rows, key=lambda r: int(r["seq"])):
+                self._put(row, attempts.get(row["id"], []))
             self.ready = True
 
-    def refresh(self, rows: Iterable[Row], attempts: dict[str, list[Row]]) -> None:
-        """Jobs just read back from the store after a commit (writer thread)."""
+    def add(self, rows: Iterable[Row]) -> None:
+        """Jobs just inserted (read back with their ``seq``; no attempts yet)."""
         with self._mutex:
-            self._put(sorted(rows, key=lambda r: int(r["seq"])), attempts)
+            for row in sorted(rows, key=lambda r: int(r["seq"])):
+                self._put(row, [])
 
-    def _put(self, rows: list[Row], attempts: dict[str, list[Row]]) -> None:
-        for row in rows:
-            job_id, seq, tenant = row["id"], int(row["seq"]), row["tenant"]
-            runs = attempts.get(job_id, [])
-            pending = row["state"] == "pending"
-            entry = Entry(
-                seq,
-                tenant,
-                dumps(job_doc(self.names, row, runs)),
-                row if pending else None,
-                runs if pending else None,
-                (row["reason"], row["reason_detail"]),
-            )
-            new = job_id not in self.entries
-            self.entries[job_id] = entry
-            if new:
-                self._index(self.order, seq, job_id)
-                self._index(self.by_tenant.setdefault(tenant, []), seq, job_id)
+    def update(self, jobs: Iterable[Row], attempts: Iterable[tuple[str, Row]]) -> set[str]:
+        """Apply what a committed transaction wrote: job columns (``repo.update_jobs``)
+        and attempt changes (``repo.write_attempts``: a start replaces the row of its
+        attempt, an end closes the open run it names). Returns the ids of jobs the book
+        cannot update (not in it, or ended before): the caller reads those back."""
+        with self._mutex:
+            missing: set[str] = set()
+            rows: dict[str, Row] = {}
+            runs: dict[str, list[Row]] = {}
+            for cols in jobs:
+                entry = self.entries.get(cols["id"])
+                if entry is None or entry.row is None:
+                    missing.add(cols["id"])
+                    continue
+                rows[cols["id"]] = {**(rows.get(cols["id"]) or entry.row), **cols}
+            for change, a in attempts:
+                job_id = a["job_id"]
+                entry = self.entries.get(job_id)
+                if entry is None or entry.attempts is None:
+                    missing.add(job_id)
+                    continue
+                mine = runs.setdefault(job_id, list(entry.attempts))
+                if change == "start":
+                    mine[:] = [r for r in mine if r["attempt"] != a["attempt"]] + [dict(a)]
+                    mine.sort(key=lambda r: int(r["attempt"]))
+                else:
+                    for i, r in enumerate(mine):
+                        if r["attempt"] == a["attempt"] and r["end_s"] is None:
+                            mine[i] = {**r, **a}
+            for job_id in (rows.keys() | runs.keys()) - missing:
+                entry = self.entries[job_id]
+                row = rows.get(job_id, entry.row)
+                assert row is not None and entry.attempts is not None
+                self._put(row, runs.get(job_id, entry.attempts))
+            return missing
+
+    def refresh(self, rows: Iterable[Row], attempts: dict[str, list[Row]]) -> None:
+        """Jobs read back from the store whole (those ``update`` could not apply)."""
+        with self._mutex:
+            for row in sorted(rows, key=lambda r: int(r["seq"])):
+                self._put(row, attempts.get(row["id"], []))
+
+    def _put(self, row: Row, runs: list[Row]) -> None:
+        job_id, seq, tenant = row["id"], int(row["seq"]), row["tenant"]
+        live = row["state"] in LIVE
+        entry = Entry(
+            seq,
+            tenant,
+            dumps(job_doc(self.names, row, runs)),
+            row if live else None,
+            runs if live else None,
+            (row["reason"], row["reason_detail"]),
+        )
+        new = job_id not in self.entries
+        self.entries[job_id] = entry
+        if new:
+            self._index(self.order, seq, job_id)
+            self._index(self.by_tenant.setdefault(tenant, []), seq, job_id)
 
     @staticmethod
     def _index(order: list[tuple[int, str]], seq: int, job_id: str) -> None:
@@ -181,7 +235,7 @@ class JobBook:
     def body(self, entry: Entry, live_row: LiveRow) -> bytes:
         """The job's JSON, with a pending job's reason as the engine sees it now."""
         row = entry.row
-        if row is None:
+        if row is None or row["state"] != "pending":
             return entry.body
         live = live_row(row)
         shown = (live["reason"], live["reason_detail"])
