@@ -154,11 +154,13 @@ class CotenantAPI(FastAPI):
 
     The engine shares the interpreter with the API: every thread running Python takes
     its turn at the one lock. Reads take neither the engine's lock nor its time, and
-    wait for an engine step in progress to finish before they start. The hot reads
-    (a job, a page of jobs, the cluster) are answered from memory on the event loop
-    (``api/fastread.py``): no thread, no database. Other reads (``GET /v1/...``) pass a
-    gate of ``read_concurrency`` slots; a read waiting for a slot is an idle coroutine.
-    Audit exports (long streams) and probes do not queue."""
+    wait for an engine step or a write in progress to finish before they start. The hot
+    reads (a job, a page of jobs, the cluster) are answered from memory on the event
+    loop (``api/fastread.py``): no thread, no database. Reads pass gates of
+    ``read_concurrency`` slots (one for the hot reads, one for the others); a read
+    waiting for a slot is an idle coroutine, so a submission arriving meanwhile is not
+    queued on the event loop behind every reader. Audit exports (long streams) and
+    probes do not queue."""
 
     read_gate: asyncio.Semaphore | None = None
     fast_reads: fastread.FastReads | None = None
@@ -171,10 +173,13 @@ class CotenantAPI(FastAPI):
             return
         if svc is not None and self.read_gate is not None and _gated(scope):
             fast = self.fast_reads
-            if fast is not None:
+            if fast is not None and fast.wants(scope):
+                async with fast.gate:  # (few at once: a submission is not queued behind 32)
+                    await fast.engine_first()
+                    if await fast.handle(scope, send):
+                        return
+            elif fast is not None:
                 await fast.engine_first()
-                if fast.wants(scope) and await fast.handle(scope, send):
-                    return
             async with self.read_gate:
                 await super().__call__(scope, receive, send)
             return
@@ -204,7 +209,7 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
         registry.register(ServiceCollector(svc))
         app.state.service = svc
         if isinstance(app, CotenantAPI):
-            app.fast_reads = fastread.FastReads(svc)
+            app.fast_reads = fastread.FastReads(svc, settings.read_concurrency)
         app.state.registry = registry
         feeder = start_demo(svc)  # None unless the live demo workload is on
         app.state.console = ConsoleState(svc, feeder)

@@ -42,8 +42,9 @@ ENGINE_FIRST_S = 0.05
 
 
 class FastReads:
-    def __init__(self, svc: Service) -> None:
+    def __init__(self, svc: Service, slots: int = 2) -> None:
         self.svc = svc
+        self.gate = asyncio.Semaphore(slots)
         self._status: Status | None = None
         self._tenants = 0
         self._cluster: dict[str | None, bytes] = {}
