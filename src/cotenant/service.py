@@ -81,6 +81,7 @@ from cotenant.scenario import parse_contract, validate_contracts
 from cotenant.scheduler.decisions import Reason
 from cotenant.scheduler.policies import get_policy
 from cotenant.store import repo
+from cotenant.store.health import is_store_fault, one_line
 from cotenant.store.mapping import (
     pending_job_row,
     placement_columns,
@@ -95,6 +96,7 @@ log = logging.getLogger("cotenant.service")
 T = TypeVar("T")
 FOREVER = 1 << 62
 _BOOK = "job-book"  # Tx.pending: the batch stored new jobs (read back once, after commit)
+BOOK_RETRY_S = 5.0  # after a failed read-back, read the whole book again at most this often
 DURABLE_WAIT_S = 10.0  # how long a request waits for the engine's changes to commit
 RUNNING_STATES = ("running", "reclaiming")
 TERMINAL = (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
@@ -263,6 +265,7 @@ class Service:
         # Every stored job as ready JSON, refreshed after each commit that wrote jobs:
         # what the hot reads are served from (api/readmodel.py, api/fastread.py).
         self.book = JobBook(self.topo.node_names)
+        self._book_tried = 0.0  # when the book was last read whole after a failure
 
     # -- lifecycle --------------------------------------------------------------------------
     def _backend(self) -> Backend:
@@ -684,28 +687,46 @@ class Service:
         book: every job stored after the newest it has (one writer: commit order is seq
         order)."""
         book = self.book
-        if book.ready:
-            try:
+        try:
+            if book.ready:
                 book.add(self.store.jobs(after_seq=book.last_seq, limit=1 << 62))
-            except Exception:
-                self._book_failed()
+            else:
+                self._reload_book()
+        except Exception as e:
+            self._book_failed(e)
 
     def _update_book(self, rows: list[Row], attempts: list[tuple[str, Row]]) -> None:
         """(Writer thread, after the engine's changes committed.) The same changes to
         the book; jobs it cannot apply them to are read back whole."""
         book = self.book
-        if book.ready:
-            try:
+        try:
+            if book.ready:
                 missing = book.update(rows, attempts)
                 if missing:
                     book.refresh(self.store.jobs_by_id(missing), self.store.attempts(missing))
-            except Exception:
-                self._book_failed()
+            else:
+                self._reload_book()
+        except Exception as e:
+            self._book_failed(e)
 
-    def _book_failed(self) -> None:
-        """The book can no longer be trusted: reads go to the store from now on."""
-        log.exception("job book not refreshed; reads go to the store from now on")
+    def _reload_book(self) -> None:
+        """Read the whole book again after a read-back failed (at most every few s)."""
+        if time.monotonic() - self._book_tried < BOOK_RETRY_S:
+            return
+        self._book_tried = time.monotonic()
+        rows = self.store.jobs(limit=1 << 62)
+        self.book.load(rows, self.store.attempts(r["id"] for r in rows))
+        log.warning("job book read again: the hot reads are served from memory again")
+
+    def _book_failed(self, e: Exception) -> None:
+        """A read-back failed: the book is behind the store. Until it is read again
+        whole, every read goes to the store (which answers 503 while it is down)."""
         self.book.ready = False
+        self._book_tried = time.monotonic()
+        if is_store_fault(e):
+            log.warning("job book not read back (%s): reads go to the store", one_line(e))
+        else:
+            log.exception("job book not read back: reads go to the store")
 
     def _check_fits(self, fields: Mapping[str, Any]) -> None:
         acc = fields.get("accelerator")

@@ -180,3 +180,29 @@ def test_a_restarted_server_reads_what_was_stored(tmp_path: Path) -> None:
         assert again.served == 1
         for j in ids:
             same(again, OWNER, f"/v1/jobs/{j}")
+
+
+def test_a_failed_read_back_sends_reads_to_the_store_until_the_book_is_read_again(
+    api: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cotenant.service
+
+    svc = api.c.app.state.service  # type: ignore[attr-defined]
+    first = submit(api, LESSEE, 8, DAY)
+    real = svc.store.jobs
+
+    def broken(*args: Any, **kw: Any) -> Any:
+        raise OSError("disk I/O error")
+
+    monkeypatch.setattr(svc.store, "jobs", broken)
+    second = submit(api, LESSEE, 8, DAY)  # committed; its read-back fails
+    monkeypatch.setattr(svc.store, "jobs", real)
+    assert not svc.book.ready
+    before = api.served
+    for j in (first, second):  # answered by the route, from the store
+        assert api.get(LESSEE, f"/v1/jobs/{j}").json()["id"] == j
+    assert api.served == before
+    monkeypatch.setattr(cotenant.service, "BOOK_RETRY_S", 0.0)
+    submit(api, LESSEE, 8, DAY)  # the next commit reads the book again
+    assert svc.book.ready
+    same(api, LESSEE, f"/v1/jobs/{second}")
