@@ -165,7 +165,6 @@ def serve_command(
     # cyclic GC walks them all every few hundred allocations, which showed up as the
     # p99 of submissions (bench/bench_api.py: 60 ms against 84-135 ms). Collect rarely.
     gc.set_threshold(100_000, 50, 100)
-    sys.setswitchinterval(float(os.environ.get("COTENANT_SWITCH_S", "0.005")))
     uvicorn.run(
         create_app(settings, svc),
         host=settings.host,
