@@ -28,6 +28,7 @@ recorded when the store is back. Requests that need a write answer 503.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import logging
 import secrets
@@ -38,9 +39,10 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cotenant.api.keys import KeyRing, Principal, Role
+from cotenant.api.readmodel import JobBook
 from cotenant.api.settings import Settings
 from cotenant.audit.chain import canonical_json
 from cotenant.backends import BACKENDS, get_backend
@@ -79,6 +81,7 @@ from cotenant.model.jobs import Constraint, JobKind, JobSpec, JobState
 from cotenant.scheduler.decisions import Reason
 from cotenant.scheduler.policies import get_policy
 from cotenant.store import repo
+from cotenant.store.health import is_store_fault, one_line
 from cotenant.store.mapping import (
     pending_job_row,
     placement_columns,
@@ -90,7 +93,10 @@ from cotenant.store.usage import StoredUsage
 from cotenant.store.writer import Tx
 
 log = logging.getLogger("cotenant.service")
+T = TypeVar("T")
 FOREVER = 1 << 62
+_BOOK = "job-book"  # Tx.pending: the batch stored new jobs (read back once, after commit)
+BOOK_RETRY_S = 5.0  # after a failed read-back, read the whole book again at most this often
 DURABLE_WAIT_S = 10.0  # how long a request waits for the engine's changes to commit
 RUNNING_STATES = ("running", "reclaiming")
 TERMINAL = (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
@@ -111,7 +117,12 @@ AUDITED = {
 
 class LiveClock(WallClock):
     """The wall clock, releasing the engine lock while it waits. After waiting it runs
-    ``on_wake`` (with the lock held again) so the engine takes new submissions."""
+    ``on_wake`` (with the lock held again) so the engine takes new submissions.
+
+    Steps are at least ``min_step_s`` apart, so that a burst of submissions makes one
+    cycle; but a reclaim deadline (``next_deadline``) is not held back by that gap: the
+    engine steps at the deadline itself, as the contract's grace period ends then (at
+    speed 60 the gap alone, 50 ms, was up to 3 s of lateness)."""
 
     def __init__(
         self,
@@ -120,11 +131,13 @@ class LiveClock(WallClock):
         lock: threading.Lock,
         on_wake: Callable[[], None],
         min_step_s: float,
+        next_deadline: Callable[[], int | None] = lambda: None,
     ) -> None:
         super().__init__(start_s, speed)
         self.lock = lock
         self.on_wake = on_wake
         self.min_step_s = min_step_s
+        self.next_deadline = next_deadline
         self._last = 0.0
 
     def wait_until(self, t: int) -> int:
@@ -132,7 +145,12 @@ class LiveClock(WallClock):
         try:
             gap = self.min_step_s - (time.monotonic() - self._last)
             if gap > 0:
-                time.sleep(gap)
+                deadline = self.next_deadline()
+                if deadline is not None and deadline <= t:  # the next event is a deadline
+                    due_in = self._wall0 + (deadline - self._sim0) / self.speed - time.time()
+                    gap = min(gap, due_in)
+                if gap > 0:
+                    time.sleep(gap)
             super().wait_until(t)
         finally:
             self.lock.acquire()
@@ -196,8 +214,14 @@ class Service:
         self.topo = Topology(spec)
         self.lock = threading.Lock()
         self.inbox: deque[JobSpec] = deque()
+        self._deadlines: list[int] = []  # reclaim deadlines not yet reached (a heap)
         self.clock = LiveClock(
-            self._anchor_clock(), settings.speed, self.lock, self._step_begins, settings.min_step_s
+            self._anchor_clock(),
+            settings.speed,
+            self.lock,
+            self._step_begins,
+            settings.min_step_s,
+            lambda: self._deadlines[0] if self._deadlines else None,
         )
         self.contracts: dict[str, Contract] = store.contracts()
         self.tenant_names: set[str] = {r["name"] for r in store.tenants()}
@@ -222,6 +246,8 @@ class Service:
         self._lag_at_start = 0.0
         self._inbox_since: float | None = None
         self.stepping = False  # the engine is in a step: readers let it finish first
+        self._writes = 0  # writes queued or committing: readers let them go first too
+        self._writes_lock = threading.Lock()
         self.error: str | None = None
         self.submitted = 0
         # Engine jobs that an in-process owner runs without storing them (the demo's
@@ -240,6 +266,10 @@ class Service:
         self._usage_since: dict[str, int] = {}
         self._rates: deque[tuple[float, int]] = deque(maxlen=120)
         self.engine.ledger = RecordingLedger(self._ledger_buf.append)
+        # Every stored job as ready JSON, refreshed after each commit that wrote jobs:
+        # what the hot reads are served from (api/readmodel.py, api/fastread.py).
+        self.book = JobBook(self.topo.node_names)
+        self._book_tried = 0.0  # when the book was last read whole after a failure
 
     # -- lifecycle --------------------------------------------------------------------------
     def _backend(self) -> Backend:
@@ -294,6 +324,8 @@ class Service:
         self.store.writer.call(op)
         for f in fixes:
             log.warning("restore: job %s %s: %s", f.job, f.action, f.why)
+        rows = self.store.jobs(limit=1 << 62)
+        self.book.load(rows, self.store.attempts(r["id"] for r in rows))
         self.engine.sinks.append(self._on_decision)
         self.store.writer.listeners.append(self._on_store_state)
         self.store.writer.start()
@@ -373,6 +405,8 @@ class Service:
         self._drain_inbox()
 
     def _after_step(self, t: int) -> None:
+        while self._deadlines and self._deadlines[0] <= t:
+            heapq.heappop(self._deadlines)  # (this step handled every event due by t)
         self.keepup.stepped(self._lag_at_start, time.monotonic() - self._step_began)
         self._flush()
         self._refresh_status(t)
@@ -402,6 +436,8 @@ class Service:
             elif kind in ("end", "preempt", "cancel", "reject", "interrupt"):
                 self._usage_since.pop(job, None)
             self._note_attempt(kind, job, t, ev)
+        if kind == "reclaim":
+            heapq.heappush(self._deadlines, int(ev["deadline"]))
         if kind in AUDITED:
             self.keepup.decisions[kind] += 1
             payload = {k: v for k, v in ev.items() if k not in ("t", "event")}
@@ -463,10 +499,11 @@ class Service:
             repo.update_jobs(tx, rows)
             repo.write_attempts(tx, attempts)
             repo.append_ledger(tx, ledger)
+            tx.after_commit(lambda: self._update_book(rows, attempts))
             for t, kind, payload in audit:
                 tx.audit(t, kind, payload)
 
-        fut = self.store.writer.submit(op, durable=True)
+        fut = self._write(op, durable=True)
         self._inflight = fut
         fut.add_done_callback(self._flushed)
         return fut
@@ -623,10 +660,77 @@ class Service:
             )
             if idempotency_key is not None:
                 tx.pending[k] = row
+            if _BOOK not in tx.pending:  # one read-back for the batch's new jobs
+                tx.pending[_BOOK] = True
+                tx.after_commit(self._add_to_book)
             tx.after_commit(lambda: self._enqueue(spec))
             return row, True
 
-        return self.store.writer.submit(op)
+        return self._write(op)
+
+    def _write(self, op: Callable[[Tx], T], durable: bool = False) -> Future[T]:
+        """``writer.submit``, counted while queued or committing (``writing``)."""
+        with self._writes_lock:
+            self._writes += 1
+        fut = self.store.writer.submit(op, durable=durable)
+        fut.add_done_callback(self._written)
+        return fut
+
+    def _written(self, _fut: Future[Any]) -> None:
+        with self._writes_lock:
+            self._writes -= 1
+
+    @property
+    def writing(self) -> bool:
+        """A submission or the engine's changes are being written: the hot reads, which
+        need no write, let the writer have the interpreter first (api/fastread.py)."""
+        return self._writes > 0 and not self.store.writer.down  # (down: retried later)
+
+    def _add_to_book(self) -> None:
+        """(Writer thread, after a commit that stored new jobs.) Read them back into the
+        book: every job stored after the newest it has (one writer: commit order is seq
+        order)."""
+        book = self.book
+        try:
+            if book.ready:
+                book.add(self.store.jobs(after_seq=book.last_seq, limit=1 << 62))
+            else:
+                self._reload_book()
+        except Exception as e:
+            self._book_failed(e)
+
+    def _update_book(self, rows: list[Row], attempts: list[tuple[str, Row]]) -> None:
+        """(Writer thread, after the engine's changes committed.) The same changes to
+        the book; jobs it cannot apply them to are read back whole."""
+        book = self.book
+        try:
+            if book.ready:
+                missing = book.update(rows, attempts)
+                if missing:
+                    book.refresh(self.store.jobs_by_id(missing), self.store.attempts(missing))
+            else:
+                self._reload_book()
+        except Exception as e:
+            self._book_failed(e)
+
+    def _reload_book(self) -> None:
+        """Read the whole book again after a read-back failed (at most every few s)."""
+        if time.monotonic() - self._book_tried < BOOK_RETRY_S:
+            return
+        self._book_tried = time.monotonic()
+        rows = self.store.jobs(limit=1 << 62)
+        self.book.load(rows, self.store.attempts(r["id"] for r in rows))
+        log.warning("job book read again: the hot reads are served from memory again")
+
+    def _book_failed(self, e: Exception) -> None:
+        """A read-back failed: the book is behind the store. Until it is read again
+        whole, every read goes to the store (which answers 503 while it is down)."""
+        self.book.ready = False
+        self._book_tried = time.monotonic()
+        if is_store_fault(e):
+            log.warning("job book not read back (%s): reads go to the store", one_line(e))
+        else:
+            log.exception("job book not read back: reads go to the store")
 
     def _check_fits(self, fields: Mapping[str, Any]) -> None:
         acc = fields.get("accelerator")

@@ -30,7 +30,7 @@ from prometheus_client.registry import Collector
 from starlette.types import Receive, Scope, Send
 
 import cotenant
-from cotenant.api import admin, console, errors, fastpath, jobs, reports, tenants
+from cotenant.api import admin, console, errors, fastpath, fastread, jobs, reports, tenants
 from cotenant.api.auth import READERS, Caller, Svc, require
 from cotenant.api.errors import ERROR_RESPONSES
 from cotenant.api.schemas import Health, Readiness
@@ -153,14 +153,17 @@ class CotenantAPI(FastAPI):
     and reads through a gate.
 
     The engine shares the interpreter with the API: every thread running Python takes
-    its turn at the one lock, so 32 readers at once would leave the engine a thirty-third
-    of it. Reads (``GET /v1/...``) pass a gate of ``read_concurrency`` slots; a read
-    waiting for a slot is an idle coroutine, and a read does not start while the engine
-    is in a step. Reads take neither the engine's lock nor its time: they are served
-    from the status the engine publishes after each step and from the store. Audit
-    exports (long streams) and probes do not queue."""
+    its turn at the one lock. Reads take neither the engine's lock nor its time, and
+    wait for an engine step or a write in progress to finish before they start. The hot
+    reads (a job, a page of jobs, the cluster) are answered from memory on the event
+    loop (``api/fastread.py``): no thread, no database. Reads pass gates of
+    ``read_concurrency`` slots (one for the hot reads, one for the others); a read
+    waiting for a slot is an idle coroutine, so a submission arriving meanwhile is not
+    queued on the event loop behind every reader. Audit exports (long streams) and
+    probes do not queue."""
 
     read_gate: asyncio.Semaphore | None = None
+    fast_reads: fastread.FastReads | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         svc: Service | None = getattr(self.state, "service", None)
@@ -169,19 +172,18 @@ class CotenantAPI(FastAPI):
             await fastpath.handle(svc, super().__call__, scope, receive, send)
             return
         if svc is not None and self.read_gate is not None and _gated(scope):
+            fast = self.fast_reads
+            if fast is not None and fast.wants(scope):
+                async with fast.gate:  # (few at once: a submission is not queued behind 32)
+                    await fast.engine_first()
+                    if await fast.handle(scope, send):
+                        return
+            elif fast is not None:
+                await fast.engine_first()
             async with self.read_gate:
-                # Engine first: a read does not start while the engine is in a step
-                # (a few ms; at most ENGINE_FIRST_S, so a stuck engine cannot stall reads).
-                waited = 0.0
-                while svc.stepping and waited < ENGINE_FIRST_S:
-                    await asyncio.sleep(0.002)
-                    waited += 0.002
                 await super().__call__(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
-
-
-ENGINE_FIRST_S = 0.05
 
 
 def _gated(scope: Scope) -> bool:
@@ -206,6 +208,8 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(ServiceCollector(svc))
         app.state.service = svc
+        if isinstance(app, CotenantAPI):
+            app.fast_reads = fastread.FastReads(svc, settings.read_concurrency)
         app.state.registry = registry
         feeder = start_demo(svc)  # None unless the live demo workload is on
         app.state.console = ConsoleState(svc, feeder)

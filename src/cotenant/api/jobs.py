@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import signal
 from collections.abc import AsyncIterator
 from pathlib import Path as Path_
 from typing import Annotated, Any, Literal
@@ -15,6 +13,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from cotenant.api.auth import TENANT_ROLES, Caller, Svc, job_visible, require, tenant_visible
 from cotenant.api.errors import ERROR_RESPONSES, Forbidden
 from cotenant.api.keys import Principal, Role
+from cotenant.api.readmodel import ENDED, job_doc
 from cotenant.api.schemas import MAX_TIME, Job, JobPage, JobSubmit, TenantName, Why
 from cotenant.model.errors import SpecError
 from cotenant.model.jobs import JobState
@@ -38,54 +37,7 @@ def job_dict(
 ) -> dict[str, Any]:
     """A stored job (and its stored attempts) as the ``Job`` schema's JSON (built
     directly: the submit path is hot)."""
-    placement = None
-    names = svc.topo.node_names
-    if row["nodes"] is not None and row["node_gpus"] is not None:
-        placement = {
-            "nodes": [names[n] for n in json.loads(row["nodes"])],
-            "gpus": json.loads(row["node_gpus"]),
-        }
-    out = {k: row[k] for k in JOB_COLUMNS}
-    out["command"] = json.loads(row["command"])
-    out["borrowed"] = bool(row["borrowed"])
-    out["placement"] = placement
-    runs = [attempt_dict(names, a) for a in attempts or ()]
-    last = runs[-1] if runs else None
-    out["exit_code"] = last["exit_code"] if last else None
-    out["signal"] = last["signal"] if last else None
-    out["ended_at"] = row["end_s"] if row["state"] in ENDED else None
-    out["attempts"] = runs
-    return out
-
-
-def attempt_dict(names: tuple[str, ...] | list[str], a: dict[str, Any]) -> dict[str, Any]:
-    code = a["exit_code"]
-    return {
-        "attempt": a["attempt"],
-        "nodes": [names[n] for n in json.loads(a["nodes"])],
-        "gpus": json.loads(a["node_gpus"]),
-        "start_s": a["start_s"],
-        "end_s": a["end_s"],
-        "outcome": a["outcome"],
-        "exit_code": code,
-        "signal": signal_name(code),
-        "detail": a["detail"],
-    }
-
-
-def signal_name(exit_code: int | None) -> str | None:
-    """The signal behind an exit status of 128 + N (the shell's convention)."""
-    if exit_code is None or not 128 < exit_code < 128 + 65:
-        return None
-    try:
-        return signal.Signals(exit_code - 128).name
-    except ValueError:
-        return f"signal {exit_code - 128}"
-
-
-ENDED = ("completed", "failed", "cancelled")
-DERIVED = ("command", "borrowed", "placement", "exit_code", "signal", "ended_at", "attempts")
-JOB_COLUMNS = [f for f in Job.model_fields if f not in DERIVED]
+    return job_doc(svc.topo.node_names, row, attempts)
 
 
 def job_out(svc: Service, row: dict[str, Any]) -> Job:

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Path, Query
 
 from cotenant.api.auth import READERS, Caller, Svc, require, tenant_visible
 from cotenant.api.errors import ERROR_RESPONSES
-from cotenant.api.keys import Role
+from cotenant.api.keys import Principal, Role
 from cotenant.api.schemas import (
     MAX_TIME,
     ClusterView,
@@ -23,6 +23,7 @@ from cotenant.api.schemas import (
     UsageOut,
 )
 from cotenant.model.errors import NotFound, SpecError
+from cotenant.service import Service
 
 router = APIRouter(prefix="/v1", tags=["cluster and usage"], responses=ERROR_RESPONSES)
 Time = Annotated[int | None, Query(ge=0, le=MAX_TIME)]
@@ -30,7 +31,13 @@ Time = Annotated[int | None, Query(ge=0, le=MAX_TIME)]
 
 @router.get("/cluster", response_model=ClusterView, summary="Cluster status")
 def cluster(p: Caller, svc: Svc) -> ClusterView:
-    st = svc.status  # published by the engine after each step: no lock, no database
+    return cluster_view(svc, p)
+
+
+def cluster_view(svc: Service, p: Principal) -> ClusterView:
+    """The cluster as ``p`` may see it, from the status the engine published after its
+    last step: no lock, no database."""
+    st = svc.status
     names = [p.tenant] if p.tenant is not None else sorted(svc.tenant_names)
 
     def alloc(t: str) -> TenantAllocation:

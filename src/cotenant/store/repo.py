@@ -164,6 +164,14 @@ class Store:
             stmt = stmt.where(JOBS.c.state.in_(st))
         return self._all(stmt.order_by(JOBS.c.seq).limit(limit))
 
+    def jobs_by_id(self, job_ids: Iterable[str]) -> list[Row]:
+        """The jobs with these ids (any order; unknown ids are left out)."""
+        ids = sorted(set(job_ids))
+        out: list[Row] = []
+        for i in range(0, len(ids), 500):
+            out += self._all(sa.select(JOBS).where(JOBS.c.id.in_(ids[i : i + 500])))
+        return out
+
     def attempts(self, job_ids: Iterable[str]) -> dict[str, list[Row]]:
         """Each job's attempts, in order."""
         ids = sorted(set(job_ids))
