@@ -25,7 +25,7 @@ def render_text(s: Summary, console: Console) -> None:
         + ("" if s.complete else f" [yellow](incomplete: {s.runs} runs finished)[/yellow]")
     )
     for line in s.headline:
-        console.print(line, highlight=False, markup=False)
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
     if s.headline:
         console.print()
     t = Table(

@@ -54,6 +54,7 @@ def run_one(task: RunTask) -> dict[str, Any]:
         "seed": task.seed,
         "metrics": metrics_of(report, spec.scenario),
         "wall_s": time.perf_counter() - t0,
+        "pid": os.getpid(),  # which process ran it (for the tests and the benchmark)
     }
 
 

@@ -26,7 +26,7 @@ from cotenant.model.contracts import Contract
 from cotenant.model.errors import SpecError
 from cotenant.scenario import Scenario
 from cotenant.whatif.summary import Summary, fmt_diff, fmt_interval
-from cotenant.whatif.variants import Assignment, BaseScenario
+from cotenant.whatif.variants import Assignment, BaseScenario, parse_value
 
 STUDIES = ("notice", "spares", "price", "power")
 
@@ -79,6 +79,10 @@ def _date(t: int) -> str:
     return datetime.fromtimestamp(t, UTC).date().isoformat()
 
 
+def _hour(t: int) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%MZ")
+
+
 # notice ----------------------------------------------------------------------------
 
 
@@ -86,10 +90,16 @@ def _notice(sc: Scenario, lessee: Contract) -> Study:
     t = lessee.tenant
     key = f"run.notice.{t}"
     day = 86_400
-    span_days = sc.duration_s // day
-    starts = sorted({sc.start_s + (span_days * k // 3) * day for k in range(3)})
+    if sc.duration_s >= 3 * day:  # whole days, a third of the run apart
+        span_days = sc.duration_s // day
+        starts = sorted({sc.start_s + (span_days * k // 3) * day for k in range(3)})
+        texts = [_date(x) for x in starts]
+    else:  # a short run: whole hours
+        span_h = sc.duration_s // 3600
+        starts = sorted({sc.start_s + (span_h * k // 3) * 3600 for k in range(3)})
+        texts = [_hour(x) for x in starts]
     axis = [Assignment(key, "none", "none")]
-    axis += [Assignment(key, _date(s), _date(s)) for s in starts]
+    axis += [Assignment(key, parse_value(x), x) for x in texts]
     metrics = [
         "revenue_usd",
         "utilisation",
