@@ -43,8 +43,8 @@ def scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     ]
     try:
         for i, cmd in enumerate(cmds):
-            out = (logs / f"p{i}.log").open("wb")
-            procs.append(subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT))
+            with (logs / f"p{i}.log").open("wb") as out:  # the child keeps its own copy
+                procs.append(subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT))
             if i == 0:
                 time.sleep(0.5)
         from distributed import Client

@@ -173,7 +173,8 @@ def _on_dask(
             n_workers=n,
             threads_per_worker=1,  # the twin is pure Python: one run per process
             processes=True,
-            dashboard_address=None,
+            host="127.0.0.1",  # a local cluster listens on loopback only
+            dashboard_address="127.0.0.1:0",
             silence_logs=logging.ERROR,
         )
         client = dist.Client(cluster)
