@@ -130,9 +130,12 @@ def whatif_command(
         if summary.labels:
             summary.headline = the_study.answer(summary)
     sys.stdout.flush()
+    where = f" on {outcome.workers} workers" if outcome.ran and not serial else ""
+    if outcome.overhead is not None and not serial:
+        where += f" (wall x workers / run time: {outcome.overhead:.2f})"
     err_console.print(
         f"{outcome.ran} runs done, {outcome.cached} from the cache, in {outcome.wall_s:.1f} s"
-        + (f" on {outcome.workers} workers" if outcome.ran and not serial else ""),
+        + where,
         highlight=False,
     )
     if outcome.cancelled:

@@ -87,6 +87,17 @@ class Outcome:
     wall_s: float = 0.0
     workers: int = 1
 
+    @property
+    def run_s(self) -> float:
+        """The runs' own time, summed over the runs done now (not those from the cache)."""
+        return sum(float(r["wall_s"]) for r in self.results.values() if r.get("_ran"))
+
+    @property
+    def overhead(self) -> float | None:
+        """Wall time x workers over the runs' own time: 1.0 is perfect, 1.1 is 10% lost
+        to distribution (start-up, shipping tasks and results, idle workers at the end)."""
+        return self.wall_s * self.workers / self.run_s if self.run_s > 0 else None
+
 
 Progress = Callable[[int, int], None]  # (done, total)
 
@@ -144,7 +155,7 @@ def execute(
 
 def _keep(out: Outcome, cache: RunCache, key: str, result: dict[str, Any]) -> None:
     cache.put(key, result)
-    out.results[key] = result
+    out.results[key] = {**result, "_ran": True}
     out.ran += 1
 
 
