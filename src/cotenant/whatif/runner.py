@@ -43,11 +43,12 @@ class RunTask:
 
 
 def run_one(task: RunTask) -> dict[str, Any]:
-    """Build and simulate one run; its metrics and its wall time (what a worker runs)."""
+    """Build and simulate one run; its metrics and its own wall time, from reading the
+    scenario to the metrics (what a worker runs)."""
     from cotenant.runtime import simulate
 
-    spec = build(task.base, task.variant, task.seed, task.days)
     t0 = time.perf_counter()
+    spec = build(task.base, task.variant, task.seed, task.days)
     _, report = simulate(spec.scenario, policy=task.policy, failure_scale=spec.failure_scale)
     return {
         "variant": task.variant.label,
