@@ -112,3 +112,46 @@ def test_cancelling_on_dask_keeps_finished_runs(scheduler: str, tmp_path: Path) 
     assert kept == out.ran
     rest = execute(plan.tasks(), RunCache(tmp_path), scheduler=scheduler)
     assert rest.cached == kept and rest.ran == 12 - kept
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_the_command_cancels_cleanly_and_keeps_finished_runs(tmp_path: Path) -> None:
+    """What a terminal's Ctrl-C does: SIGINT to the whole process group (the command and
+    its local cluster's workers). The command exits 130 within seconds, says how many
+    runs it kept, prints no traceback, and leaves no process behind; the runs it
+    finished are in the cache."""
+    import glob
+    import signal
+
+    cache = tmp_path / "cache"
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    cmd = ["cotenant", "whatif", "small-lease", "--vary", "run.failure_scale=0,1"]
+    cmd += ["--seeds", "30", "--workers", "2", "--cache", str(cache)]
+    p = subprocess.Popen(
+        cmd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.monotonic() + 180
+    while len(glob.glob(f"{cache}/*/*.json")) < 3 and time.monotonic() < deadline:
+        assert p.poll() is None, p.communicate()
+        time.sleep(0.2)
+    os.killpg(p.pid, signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    kept = len(glob.glob(f"{cache}/*/*.json"))
+    assert 3 <= kept < 60
+    assert f"cancelled: {kept} of 60 runs finished and are cached" in err
+    left = ""
+    for _ in range(40):  # multiprocessing's resource tracker goes once its pipe closes
+        ps = ["ps", "-o", "pid=,args=", "--sid", str(p.pid)]
+        left = subprocess.run(ps, capture_output=True, text=True).stdout.strip()
+        if not left:
+            break
+        time.sleep(0.5)
+    assert left == "", left

@@ -6,11 +6,14 @@ the cache as they arrive, so a cancelled study keeps them."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
+import signal
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,6 +157,18 @@ def execute(
     return out
 
 
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
 def _keep(out: Outcome, cache: RunCache, key: str, result: dict[str, Any]) -> None:
     cache.put(key, result)
     out.results[key] = {**result, "_ran": True}
@@ -181,14 +196,18 @@ def _on_dask(
     cluster: Any = None
     if scheduler is None:
         n = workers or default_workers()
-        cluster = dist.LocalCluster(
-            n_workers=n,
-            threads_per_worker=1,  # the twin is pure Python: one run per process
-            processes=True,
-            host="127.0.0.1",  # a local cluster listens on loopback only
-            dashboard_address="127.0.0.1:0",
-            silence_logs=logging.ERROR,
-        )
+        # The worker processes ignore Ctrl-C (a terminal sends it to the whole process
+        # group): this process cancels their runs and shuts them down, without a
+        # traceback from each. They inherit the ignored signal when they start.
+        with _sigint_ignored():
+            cluster = dist.LocalCluster(
+                n_workers=n,
+                threads_per_worker=1,  # the twin is pure Python: one run per process
+                processes=True,
+                host="127.0.0.1",  # a local cluster listens on loopback only
+                dashboard_address="127.0.0.1:0",
+                silence_logs=logging.ERROR,
+            )
         client = dist.Client(cluster)
     else:
         client = dist.Client(scheduler, timeout="20s")
