@@ -208,7 +208,7 @@ def _price(base: BaseScenario, sc: Scenario, lessee: Contract) -> Study:
         v = (now * Decimal(f)).quantize(Decimal("0.01"))
         if v > 0 and v not in values:
             values.append(v)
-    axis = [Assignment(key, str(v), f'"{v}"') for v in values]
+    axis = [Assignment(key, str(v), str(v)) for v in values]  # a quoted amount: exact
     metrics = [
         "margin_usd",
         "revenue_usd",
