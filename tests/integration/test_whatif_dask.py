@@ -155,3 +155,16 @@ def test_ctrl_c_on_the_command_cancels_cleanly_and_keeps_finished_runs(tmp_path:
             break
         time.sleep(0.5)
     assert left == "", left
+
+
+def test_an_unreachable_scheduler_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cotenant.cli.main import run
+
+    (port,) = free_ports(1)  # nothing listens there
+    args = ["whatif", "small-lease", "--vary", "run.failure_scale=0,1", "--seeds", "1"]
+    args += ["--scheduler", f"tcp://127.0.0.1:{port}", "--cache", str(tmp_path)]
+    assert run(args) == 2
+    err = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+    assert len(err) == 1 and err[0].startswith("error: --scheduler: cannot reach"), err

@@ -157,6 +157,34 @@ def execute(
     return out
 
 
+def worker_version() -> str:
+    """The cotenant version a worker runs (it must import cotenant to run a study)."""
+    from cotenant import __version__
+
+    return __version__
+
+
+def _check_workers(client: Any, scheduler: str) -> None:
+    """Every worker of a remote scheduler can import cotenant, at this version."""
+    from cotenant import __version__
+
+    try:
+        versions: dict[str, str] = client.run(worker_version)
+    except Exception as e:
+        raise SpecError(
+            "--scheduler",
+            f"the workers of {scheduler} cannot run cotenant ({e.__class__.__name__}: {e}); "
+            f"install cotenant {__version__} where they run",
+        ) from None
+    if not versions:
+        raise SpecError("--scheduler", f"{scheduler} has no workers")
+    for addr, v in sorted(versions.items()):
+        if v != __version__:
+            raise SpecError(
+                "--scheduler", f"worker {addr} runs cotenant {v}; this is {__version__}"
+            )
+
+
 @contextlib.contextmanager
 def _sigint_ignored() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
@@ -210,8 +238,13 @@ def _on_dask(
             )
         client = dist.Client(cluster)
     else:
-        client = dist.Client(scheduler, timeout="20s")
+        try:
+            client = dist.Client(scheduler, timeout="10s")
+        except (OSError, TimeoutError) as e:
+            raise SpecError("--scheduler", f"cannot reach {scheduler}: {e}") from None
     try:
+        if cluster is None:
+            _check_workers(client, scheduler or "")
         out.workers = max(1, len(client.scheduler_info().get("workers", {})))
         by_key = {t.key: t for t in todo}
         futures = [client.submit(run_one, t, key=f"whatif-{k}") for k, t in by_key.items()]
