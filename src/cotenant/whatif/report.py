@@ -13,7 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from cotenant.whatif.summary import Summary, fmt_diff, fmt_interval, metric_name
+from cotenant.whatif.summary import Summary, fmt_diff, fmt_interval, is_share, metric_name
 
 
 def render_text(s: Summary, console: Console) -> None:
@@ -140,6 +140,11 @@ def interval_png(s: Summary, m: str) -> str | None:
             ax.plot([i], [c.mean], "o", color="#1f77b4")
     ax.set_xticks(range(len(labels)), labels, rotation=20 if len(labels) > 4 else 0)
     ax.set_ylabel(metric_name(m))
+    if is_share(m):
+        from matplotlib.ticker import PercentFormatter
+
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.set_title("mean and 95% CI per variant (red: baseline; grey: one run each)", fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     buf = io.BytesIO()

@@ -184,6 +184,11 @@ def _kind(m: str) -> str:
     return "num"
 
 
+def is_share(m: str) -> bool:
+    """A metric that is a fraction (shown as a percentage)."""
+    return _kind(m) == "pct"
+
+
 def fmt(m: str, x: float, signed: bool = False) -> str:
     """One value of metric ``m`` as a reader wants it ($1.25B, 97.1%, 1,234 GPU-h, 3.5 h)."""
     kind = _kind(m)
@@ -241,6 +246,7 @@ __all__ = [
     "fmt",
     "fmt_diff",
     "fmt_interval",
+    "is_share",
     "metric_name",
     "summarise",
 ]
