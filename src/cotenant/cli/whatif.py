@@ -51,10 +51,12 @@ def whatif_command(
         bool, typer.Option("--serial", help="run here, one by one, without Dask")
     ] = False,
     metric: Annotated[
-        list[str] | None, typer.Option(help="show this metric (repeat); default: the study's")
+        list[str] | None,
+        typer.Option(help="show this metric (repeat; --json lists them all); default: the study's"),
     ] = None,
     tenant: Annotated[
-        str | None, typer.Option(help="the lessee a built-in study looks at (default: guessed)")
+        str | None,
+        typer.Option(help="the lessee a study looks at (default: the one taking all available)"),
     ] = None,
     policy: Annotated[str | None, typer.Option(help="scheduling policy")] = None,
     cache: Annotated[
