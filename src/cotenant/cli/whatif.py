@@ -126,6 +126,11 @@ def whatif_command(
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     summary = summarise(plan, outcome, metric or (the_study.metrics if the_study else None))
+    unknown = [m for m in metric or [] if summary.samples and m not in summary.samples]
+    if unknown:  # the runs are cached: a rerun with the right name costs nothing
+        fail(
+            f"--metric {unknown[0]}: not a metric of these runs; have: {', '.join(summary.samples)}"
+        )
     if the_study is not None:
         summary.study = the_study.name
         summary.question = the_study.question
