@@ -64,6 +64,11 @@ def main() -> None:
         f"dask:   {dist.ran} runs in {dist.wall_s:.1f} s on {dist.workers} workers; run time "
         f"{dist.run_s:.1f} s (mean {per_run:.2f} s); wall x workers / run time {ratio:.3f}"
     )
+    steady = (dist.wall_s - dist.startup_s) * dist.workers / dist.run_s
+    print(
+        f"        of which starting the cluster {dist.startup_s:.1f} s; without it, "
+        f"wall x workers / run time {steady:.3f}"
+    )
     speedup = (serial.run_s / n_serial) * args.runs / dist.wall_s
     print(
         f"overhead of distribution: {100 * (ratio - 1):.1f}% (target < 10%); over the "

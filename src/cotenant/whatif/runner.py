@@ -90,6 +90,7 @@ class Outcome:
     cancelled: bool = False
     wall_s: float = 0.0
     workers: int = 1
+    startup_s: float = 0.0  # starting the local cluster (or connecting) until it is ready
 
     @property
     def run_s(self) -> float:
@@ -221,6 +222,7 @@ def _on_dask(
             "(or run with --serial)",
         ) from None
 
+    t0 = time.perf_counter()
     cluster: Any = None
     if scheduler is None:
         n = workers or default_workers()
@@ -246,6 +248,7 @@ def _on_dask(
         if cluster is None:
             _check_workers(client, scheduler or "")
         out.workers = max(1, len(client.scheduler_info().get("workers", {})))
+        out.startup_s = time.perf_counter() - t0
         by_key = {t.key: t for t in todo}
         futures = [client.submit(run_one, t, key=f"whatif-{k}") for k, t in by_key.items()]
         pending = set(futures)
