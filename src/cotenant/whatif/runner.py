@@ -159,7 +159,9 @@ def execute(
 
 
 def worker_version() -> str:
-    """The cotenant version a worker runs (it must import cotenant to run a study)."""
+    """The cotenant version a worker runs; it loads the twin too, so that the first run's
+    time does not include importing it (that is part of starting the cluster)."""
+    import cotenant.runtime  # noqa: F401
     from cotenant import __version__
 
     return __version__
@@ -247,6 +249,8 @@ def _on_dask(
     try:
         if cluster is None:
             _check_workers(client, scheduler or "")
+        else:
+            client.run(worker_version)
         out.workers = max(1, len(client.scheduler_info().get("workers", {})))
         out.startup_s = time.perf_counter() - t0
         by_key = {t.key: t for t in todo}
