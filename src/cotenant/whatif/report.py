@@ -13,7 +13,14 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from cotenant.whatif.summary import Summary, fmt_diff, fmt_interval, is_share, metric_name
+from cotenant.whatif.summary import (
+    Summary,
+    days,
+    fmt_diff,
+    fmt_interval,
+    is_share,
+    metric_name,
+)
 
 
 def render_text(s: Summary, console: Console) -> None:
@@ -21,7 +28,7 @@ def render_text(s: Summary, console: Console) -> None:
     if s.study:
         head += f", study [bold]{s.study}[/bold]"
     console.print(
-        f"{head}: {len(s.labels)} variants x {len(s.seeds)} seeds, {s.days:g} days each"
+        f"{head}: {len(s.labels)} variants x {len(s.seeds)} seeds, {days(s.days)} each"
         + ("" if s.complete else f" [yellow](incomplete: {s.runs} runs finished)[/yellow]")
     )
     for line in s.headline:
@@ -100,7 +107,7 @@ def render_html(s: Summary, title: str) -> str:
         answer=s.headline,
         note=(
             f"{len(s.labels)} variants x {len(s.seeds)} seeds (seeds {s.seeds[0]}.."
-            f"{s.seeds[-1]}), {s.days:g} days each; baseline {s.baseline!r}"
+            f"{s.seeds[-1]}), {days(s.days)} each; baseline {s.baseline!r}"
             + ("" if s.complete else f"; incomplete: {s.runs} runs finished")
         )
         if s.seeds

@@ -25,7 +25,7 @@ import numpy as np
 from cotenant.model.contracts import Contract
 from cotenant.model.errors import SpecError
 from cotenant.scenario import Scenario
-from cotenant.whatif.summary import Summary, fmt_diff, fmt_interval
+from cotenant.whatif.summary import Summary, days, fmt_diff, fmt_interval
 from cotenant.whatif.variants import Assignment, BaseScenario, parse_value
 
 STUDIES = ("notice", "spares", "price", "power")
@@ -114,7 +114,7 @@ def _notice(sc: Scenario, lessee: Contract) -> Study:
     def answer(s: Summary) -> list[str]:
         lines = [
             f"If {t} gives notice ({lessee.notice.period_s // day} days, "
-            f"{lessee.notice.ramp.value} ramp) on each date, over {s.days:g} days from "
+            f"{lessee.notice.ramp.value} ramp) on each date, over {days(s.days)} from "
             f"{_date(sc.start_s)} (mean ± 95% CI over {len(s.seeds)} seeds):"
         ]
         for label in s.labels:

@@ -184,6 +184,11 @@ def _kind(m: str) -> str:
     return "num"
 
 
+def days(d: float) -> str:
+    """``1 day``, ``2.5 days``."""
+    return f"{d:g} day" if d == 1 else f"{d:g} days"
+
+
 def is_share(m: str) -> bool:
     """A metric that is a fraction (shown as a percentage)."""
     return _kind(m) == "pct"
@@ -242,6 +247,7 @@ def _usd(x: float) -> str:
 
 __all__ = [
     "Summary",
+    "days",
     "default_metrics",
     "fmt",
     "fmt_diff",
