@@ -229,6 +229,10 @@ from cotenant.cli.invoice import invoice_command  # noqa: E402
 
 app.command("invoice")(invoice_command)
 
+from cotenant.cli.whatif import whatif_command  # noqa: E402
+
+app.command("whatif")(whatif_command)
+
 from cotenant.cli.client import (  # noqa: E402
     audit_app,
     cluster_command,
