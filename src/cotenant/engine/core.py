@@ -30,7 +30,7 @@ from cotenant.model.contracts import Contract
 from cotenant.model.errors import Conflict, NotFound, SpecError
 from cotenant.model.jobs import JobKind, JobSpec, JobState
 from cotenant.scheduler.decisions import Decisions, Reason
-from cotenant.scheduler.placement import find_placement
+from cotenant.scheduler.placement import find_placement, never_fits
 from cotenant.scheduler.policies import Policy
 from cotenant.scheduler.snapshot import RunningJob, Snapshot, blocked_nodes, rival_map
 
@@ -61,6 +61,10 @@ class Engine(FaultHandling):
         self._guarantee_views: dict[str, ClusterState] = {}
         self._owed: dict[str, set[str]] = {}
         self._promised: set[str] = set()
+        # Tenants whose ownership may need rebalancing: what a rebalance reads of them
+        # (entitlement, runs, owned and borrowed GPUs, promises) changed since their last.
+        self._unbalanced: set[str] = set()
+        self._promised_for: set[str] = set()  # tenants with a promise at the last rebalance
         self._demotions = 0  # owned runs retagged as borrowed, ever
         self._policy_wake_s = -1  # the cycle a time-driven policy asked for
         self._order: list[str] = []  # tenants by contract priority (see _tenant_order)
@@ -102,6 +106,9 @@ class Engine(FaultHandling):
         self._rivals: dict[str, Any] = {}
         self._open_usage: dict[str, tuple[int, bool]] = {}
         self._tenant_reason: dict[str, tuple[str, str]] = {}
+        # Strict FIFO's verdict for the jobs from the head on: (head's key, reason, detail).
+        self._behind: tuple[tuple[int, int, int, str], str, str] | None = None
+        self._never_fit: set[str] = set()  # pending jobs no empty cluster could hold
         self._node_jobs: dict[int, set[str]] = defaultdict(set)
         self._callbacks: dict[str, Callable[[int], Any]] = {}
         self._pending_gpus: dict[str, int] = defaultdict(int)
@@ -187,6 +194,8 @@ class Engine(FaultHandling):
             return run.state.value, run.reason_detail
         if self.hold is not None:
             return self.hold
+        if self._behind is not None and self._pending_key(run) >= self._behind[0]:
+            return self._behind[1], self._behind[2]
         if run.reason:
             return run.reason, run.reason_detail
         return self._tenant_reason.get(run.tenant, ("queued", "not yet considered"))
@@ -315,6 +324,8 @@ class Engine(FaultHandling):
             borrowed_gpus=self.borrowed,
             rivals=self._rivals,
             power_headroom_gpus=topology_power_headroom(self.site, self.topo, self.state),
+            never_fit=frozenset(self._never_fit),
+            pending_tenants=frozenset(t for t, keys in self._by_tenant_pending.items() if keys),
         )
 
     def cycle(self, now: int) -> Decisions:
@@ -333,7 +344,7 @@ class Engine(FaultHandling):
         d = self.policy.decide(snap)
         self.cycles += 1
         self.decisions_made += len(d)
-        self.waits += len(d.waits)
+        self.waits += d.wait_count()
         self._apply(d, now)
         demoted = self._demotions
         self._rebalance(now)
@@ -371,10 +382,17 @@ class Engine(FaultHandling):
             self.entitled, self.deficit = deliverable(
                 self._ent_full, self.contracts, down, self.topo.total_gpus
             )
+            self._unbalanced.update(self._running_by_tenant)
             self._delivered_for_down = down
 
     def _apply(self, d: Decisions, now: int) -> None:
         self._tenant_reason = {t: (w.reason.value, w.detail) for t, w in d.tenant_waits.items()}
+        b = d.behind
+        self._behind = (
+            (self._pending_keys[b.index], b.reason.value, b.detail)
+            if b is not None and b.index < len(self._pending_keys)
+            else None
+        )
         for rj in d.rejects:
             run = self.jobs[rj.job_id]
             self._dequeue(run)
@@ -410,6 +428,7 @@ class Engine(FaultHandling):
                 continue
             self._running_remove(run)
             run.state = JobState.RECLAIMING
+            self._unbalanced.add(run.tenant)
             run.reclaim_deadline_s = rc.deadline_s
             # The victim writes a checkpoint that completes by the deadline; a grace period
             # shorter than the write time leaves it its last periodic checkpoint.
@@ -529,6 +548,7 @@ class Engine(FaultHandling):
             self._running_by_tenant[run.tenant][run.id] = None
         else:
             self._running_by_tenant[run.tenant].pop(run.id, None)
+        self._unbalanced.add(run.tenant)
 
     def _stop_run(self, run: JobRun, now: int) -> None:
         """Release a run's GPUs and close its usage interval."""
@@ -654,7 +674,16 @@ class Engine(FaultHandling):
         start) until the tenant owns no more than its entitlement. A tenant with a job
         waiting for a reclaim promotes nothing: that room is promised."""
         promised = self._promised_tenants()
-        for tenant in list(self._running_by_tenant):
+        if promised != self._promised_for:
+            self._unbalanced |= promised ^ self._promised_for
+            self._promised_for = promised
+        if not self._unbalanced:
+            return
+        # A tenant whose inputs did not change since a rebalance that changed nothing for it
+        # would change nothing again; one that changed something (a retag) is marked anew.
+        todo = [t for t in self._running_by_tenant if t in self._unbalanced]
+        self._unbalanced.clear()
+        for tenant in todo:
             ent = self.entitled.get(tenant, 0)
             sizes = self._borrowed_sizes.get(tenant)
             if sizes and tenant not in promised:
@@ -883,6 +912,9 @@ class Engine(FaultHandling):
         self._pending_views.insert(i, run.pending_view())
         insort(self._by_tenant_pending[run.tenant], key)
         self._pending_gpus[run.tenant] += run.spec.gpus
+        spec = run.spec
+        if never_fits(self.topo, spec.gpus, spec.constraint, spec.accelerator) is not None:
+            self._never_fit.add(run.id)
         self._dirty = True
 
     def _refresh_pending_view(self, run: JobRun) -> None:
@@ -906,6 +938,7 @@ class Engine(FaultHandling):
             tl = self._by_tenant_pending[run.tenant]
             del tl[bisect_left(tl, key)]
             self._pending_gpus[run.tenant] -= run.spec.gpus
+            self._never_fit.discard(run.id)
 
     def _running_add(self, run: JobRun) -> None:
         key = (run.expected_end_s(), run.id)

@@ -71,6 +71,11 @@ class Snapshot:
     rivals: Mapping[str, tuple[frozenset[str], IsolationLevel]] = field(default_factory=dict)
     # Extra capacity the policy must leave alone (e.g. power headroom), in GPUs; None: no cap.
     power_headroom_gpus: int | None = None
+    # Ids of the pending jobs no empty cluster could hold (decided once per job shape, at
+    # submit); None: not known, the policy checks each job it looks at.
+    never_fit: frozenset[str] | None = None
+    # The tenants with a job pending; None: not known (read from ``pending``).
+    pending_tenants: frozenset[str] | None = None
 
     @property
     def topo(self):  # type: ignore[no-untyped-def]
