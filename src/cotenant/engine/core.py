@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from bisect import bisect_left, insort
+from bisect import bisect_left
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -24,13 +24,14 @@ from cotenant.engine.accounting import Accounting
 from cotenant.engine.clock import Clock
 from cotenant.engine.faults import FaultHandling
 from cotenant.engine.jobs import JobRun
+from cotenant.engine.queue import PendingQueue, queue_key
 from cotenant.metering.energy import SiteEnergy, topology_power_headroom
 from cotenant.metering.ledger import UsageLedger, UsageRecord
 from cotenant.model.contracts import Contract
 from cotenant.model.errors import Conflict, NotFound, SpecError
 from cotenant.model.jobs import JobKind, JobSpec, JobState
 from cotenant.scheduler.decisions import Decisions, Reason
-from cotenant.scheduler.placement import find_placement, never_fits
+from cotenant.scheduler.placement import find_placement
 from cotenant.scheduler.policies import Policy
 from cotenant.scheduler.snapshot import RunningJob, Snapshot, blocked_nodes, rival_map
 
@@ -89,11 +90,13 @@ class Engine(FaultHandling):
         self._capacity = topo.capacity_by_kind()
         self._events: list[tuple[int, int, int, str]] = []
         self._seq = itertools.count()
-        self._pending_keys: list[tuple[int, int, int, str]] = []
-        self._pending_views: list[Any] = []
-        self._by_tenant_pending: dict[str, list[tuple[int, int, int, str]]] = defaultdict(list)
+        self.queue = PendingQueue(topo)
         self._running_keys: list[tuple[int, str]] = []
         self._running_views: list[RunningJob] = []
+        # The runs being reclaimed, by running key (expected end, id), and as a tuple.
+        self._reclaiming: dict[tuple[int, str], RunningJob] = {}
+        self._reclaiming_tuple: tuple[RunningJob, ...] | None = ()
+        self._lenders_stale = True  # owned GPUs or entitlements changed since the last refresh
         self._running_by_tenant: dict[str, dict[str, None]] = defaultdict(dict)
         self._borrowed_sizes: dict[str, Counter[int]] = defaultdict(Counter)
         self._borrowed_prio: dict[str, Counter[int]] = defaultdict(Counter)
@@ -108,10 +111,8 @@ class Engine(FaultHandling):
         self._tenant_reason: dict[str, tuple[str, str]] = {}
         # Strict FIFO's verdict for the jobs from the head on: (head's key, reason, detail).
         self._behind: tuple[tuple[int, int, int, str], str, str] | None = None
-        self._never_fit: set[str] = set()  # pending jobs no empty cluster could hold
         self._node_jobs: dict[int, set[str]] = defaultdict(set)
         self._callbacks: dict[str, Callable[[int], Any]] = {}
-        self._pending_gpus: dict[str, int] = defaultdict(int)
         self.deficit: dict[str, int] = {}
         self._init_faults()
         self._dirty = True
@@ -175,8 +176,7 @@ class Engine(FaultHandling):
         run = self._job(job_id)
         now = self.clock.now()
         if run.state is JobState.PENDING:
-            if self._in_queue(run):
-                self._dequeue(run)
+            self.queue.remove(run)
         elif run.state in (JobState.RUNNING, JobState.RECLAIMING):
             self.backend.stop(job_id, now)
             self._stop_run(run, now)
@@ -194,7 +194,7 @@ class Engine(FaultHandling):
             return run.state.value, run.reason_detail
         if self.hold is not None:
             return self.hold
-        if self._behind is not None and self._pending_key(run) >= self._behind[0]:
+        if self._behind is not None and queue_key(run) >= self._behind[0]:
             return self._behind[1], self._behind[2]
         if run.reason:
             return run.reason, run.reason_detail
@@ -279,7 +279,7 @@ class Engine(FaultHandling):
             self._callbacks.pop(key)(now)
         elif kind == _SUBMIT:
             run = self.jobs[key]
-            if run.state is JobState.PENDING and not self._in_queue(run):
+            if run.state is JobState.PENDING and run not in self.queue:
                 run.queued_since_s = max(run.spec.submit_s, min(run.queued_since_s, due))
                 self._enqueue(run)
                 self._emit(
@@ -315,7 +315,7 @@ class Engine(FaultHandling):
         return Snapshot(
             now=now,
             state=self.state,
-            pending=tuple(self._pending_views),
+            pending=tuple(self.queue.views),
             running=tuple(self._running_views),
             contracts=self.contracts,
             entitlements=self.entitled,
@@ -324,8 +324,10 @@ class Engine(FaultHandling):
             borrowed_gpus=self.borrowed,
             rivals=self._rivals,
             power_headroom_gpus=topology_power_headroom(self.site, self.topo, self.state),
-            never_fit=frozenset(self._never_fit),
-            pending_tenants=frozenset(t for t, keys in self._by_tenant_pending.items() if keys),
+            never_fit=frozenset(self.queue.never_fit),
+            pending_tenants=self.queue.tenants_waiting(),
+            pending_by_tenant=self.queue.by_tenant(),
+            reclaiming=self._reclaiming_runs(),
         )
 
     def cycle(self, now: int) -> Decisions:
@@ -337,7 +339,7 @@ class Engine(FaultHandling):
         self._cycle_no += 1
         self._read_entitlements(now)
         self._rebalance(now)
-        if not self._pending_keys:
+        if not self.queue:
             self._refresh_lenders()
             return Decisions()
         snap = self.snapshot(now)
@@ -365,7 +367,7 @@ class Engine(FaultHandling):
         every = getattr(self.policy, "wake_every_s", None)
         if not isinstance(every, int) or every <= 0 or self._policy_wake_s > now:
             return
-        if self._pending_keys and self._running_views:
+        if self.queue and self._running_views:
             self._policy_wake_s = now + every
             self._push(self._policy_wake_s, _POLICY_WAKE, "")
 
@@ -383,19 +385,17 @@ class Engine(FaultHandling):
                 self._ent_full, self.contracts, down, self.topo.total_gpus
             )
             self._unbalanced.update(self._running_by_tenant)
+            self._lenders_stale = True
             self._delivered_for_down = down
 
     def _apply(self, d: Decisions, now: int) -> None:
         self._tenant_reason = {t: (w.reason.value, w.detail) for t, w in d.tenant_waits.items()}
         b = d.behind
-        self._behind = (
-            (self._pending_keys[b.index], b.reason.value, b.detail)
-            if b is not None and b.index < len(self._pending_keys)
-            else None
-        )
+        head = None if b is None else self.queue.head_key(b.index)
+        self._behind = None if b is None or head is None else (head, b.reason.value, b.detail)
         for rj in d.rejects:
             run = self.jobs[rj.job_id]
-            self._dequeue(run)
+            self.queue.remove(run)
             run.state = JobState.FAILED
             run.end_s = now
             run.reason, run.reason_detail = rj.reason.value, rj.detail
@@ -468,10 +468,10 @@ class Engine(FaultHandling):
                 elif run.promised_since_s is None:
                     run.promised_since_s = now
                 run.promise = w.promise
-                self._refresh_pending_view(run)
+                self.queue.refresh(run)
 
     def _start(self, run: JobRun, placement: Any, borrowed: bool, now: int, reason: Reason) -> None:
-        self._dequeue(run)
+        self.queue.remove(run)
         self.state.apply(run.tenant, placement)
         run.state = JobState.RUNNING
         run.placement = placement
@@ -544,6 +544,7 @@ class Engine(FaultHandling):
         else:
             self.owned[run.tenant] += g
             _count(self.owned_by_priority[run.tenant], run.spec.priority, g)
+            self._lenders_stale = True
         if sign > 0:
             self._running_by_tenant[run.tenant][run.id] = None
         else:
@@ -730,6 +731,9 @@ class Engine(FaultHandling):
         )
 
     def _refresh_lenders(self) -> None:
+        if not self._lenders_stale:
+            return
+        self._lenders_stale = False
         self._lenders_idle = {
             t: max(0, e - self.owned[t])
             for t, e in self.entitled.items()
@@ -749,12 +753,12 @@ class Engine(FaultHandling):
         incrementally and undoes its placements: no copies. Only the first
         ``guarantee_window`` jobs of each prefix are placed each cycle; later ones keep
         their state (a bound on the work per cycle; see docs/design/0001-core.md)."""
-        if not self._pending_keys and not any(self._owed.values()):
+        if not self.queue and not any(self._owed.values()):
             return  # nothing waits, nothing was owed
         owed: list[tuple[str, Any]] = []
         promises = self._entitled_promises() if self._promised else []
         for tenant in self._tenant_order():
-            keys = self._by_tenant_pending.get(tenant)
+            keys = self.queue.tenant_keys(tenant)
             room = self.entitled.get(tenant, 0) - self.owned[tenant]
             if tenant not in self.contracts or room <= 0 or not keys:
                 for job_id in self._owed.pop(tenant, set()):
@@ -876,9 +880,10 @@ class Engine(FaultHandling):
 
     def _tenant_order(self) -> list[str]:
         """Tenants with a queue, in contract-priority order (then name)."""
-        if len(self._by_tenant_pending) != self._order_for:
-            self._order = sorted(self._by_tenant_pending, key=self._tenant_rank)
-            self._order_for = len(self._by_tenant_pending)
+        seen = self.queue.tenants_seen()
+        if len(seen) != self._order_for:
+            self._order = sorted(seen, key=self._tenant_rank)
+            self._order_for = len(seen)
         return self._order
 
     def _tenant_rank(self, t: str) -> tuple[int, str]:
@@ -895,56 +900,26 @@ class Engine(FaultHandling):
                 # Demand the full entitlement covers but the deliverable one (failures beyond
                 # the spare pool taken out) does not.
                 ent = self.entitled.get(tenant, 0)
-                want = self.owned[tenant] + self._pending_gpus[tenant]
+                want = self.owned[tenant] + self.queue.gpus[tenant]
                 short = max(0, min(ent + d, want) - ent)
                 self.acct.tenants[tenant].shortfall_gpu_s += short * dt
         self.acct.advance(
             t, self.allocated, self.owned, self.borrowed, self.entitled, self._lenders_idle, healthy
         )
 
-    def _pending_key(self, run: JobRun) -> tuple[int, int, int, str]:
-        return (-run.spec.priority, run.queued_since_s, run.spec.submit_s, run.id)
-
     def _enqueue(self, run: JobRun) -> None:
-        key = self._pending_key(run)
-        i = bisect_left(self._pending_keys, key)
-        self._pending_keys.insert(i, key)
-        self._pending_views.insert(i, run.pending_view())
-        insort(self._by_tenant_pending[run.tenant], key)
-        self._pending_gpus[run.tenant] += run.spec.gpus
-        spec = run.spec
-        if never_fits(self.topo, spec.gpus, spec.constraint, spec.accelerator) is not None:
-            self._never_fit.add(run.id)
+        self.queue.add(run)
         self._dirty = True
-
-    def _refresh_pending_view(self, run: JobRun) -> None:
-        key = self._pending_key(run)
-        i = bisect_left(self._pending_keys, key)
-        if i < len(self._pending_keys) and self._pending_keys[i] == key:
-            run.touch()
-            self._pending_views[i] = run.pending_view()
-
-    def _in_queue(self, run: JobRun) -> bool:
-        key = self._pending_key(run)
-        i = bisect_left(self._pending_keys, key)
-        return i < len(self._pending_keys) and self._pending_keys[i] == key
-
-    def _dequeue(self, run: JobRun) -> None:
-        key = self._pending_key(run)
-        i = bisect_left(self._pending_keys, key)
-        if i < len(self._pending_keys) and self._pending_keys[i] == key:
-            del self._pending_keys[i]
-            del self._pending_views[i]
-            tl = self._by_tenant_pending[run.tenant]
-            del tl[bisect_left(tl, key)]
-            self._pending_gpus[run.tenant] -= run.spec.gpus
-            self._never_fit.discard(run.id)
 
     def _running_add(self, run: JobRun) -> None:
         key = (run.expected_end_s(), run.id)
         i = bisect_left(self._running_keys, key)
         self._running_keys.insert(i, key)
-        self._running_views.insert(i, run.running_view())
+        view = run.running_view()
+        self._running_views.insert(i, view)
+        if view.reclaiming:
+            self._reclaiming[key] = view
+            self._reclaiming_tuple = None
 
     def _running_remove(self, run: JobRun) -> None:
         key = (run.expected_end_s(), run.id)
@@ -952,6 +927,14 @@ class Engine(FaultHandling):
         if i < len(self._running_keys) and self._running_keys[i] == key:
             del self._running_keys[i]
             del self._running_views[i]
+            if self._reclaiming.pop(key, None) is not None:
+                self._reclaiming_tuple = None
+
+    def _reclaiming_runs(self) -> tuple[RunningJob, ...]:
+        """The runs being reclaimed, in the running set's order."""
+        if self._reclaiming_tuple is None:
+            self._reclaiming_tuple = tuple(self._reclaiming[k] for k in sorted(self._reclaiming))
+        return self._reclaiming_tuple
 
     def _job(self, job_id: str) -> JobRun:
         run = self.jobs.get(job_id)
@@ -965,14 +948,14 @@ class Engine(FaultHandling):
 
     # -- views ----------------------------------------------------------------------------
     def pending_count(self) -> int:
-        return len(self._pending_keys)
+        return len(self.queue)
 
     def pending_gpus(self, tenant: str) -> int:
         """GPUs asked for by the tenant's queued jobs."""
-        return self._pending_gpus.get(tenant, 0)
+        return self.queue.gpus.get(tenant, 0)
 
     def pending_jobs_by_tenant(self) -> dict[str, int]:
-        return {t: len(keys) for t, keys in self._by_tenant_pending.items() if keys}
+        return self.queue.counts()
 
     def running_jobs_by_tenant(self) -> dict[str, int]:
         return {t: len(runs) for t, runs in self._running_by_tenant.items() if runs}

@@ -76,6 +76,15 @@ class Snapshot:
     never_fit: frozenset[str] | None = None
     # The tenants with a job pending; None: not known (read from ``pending``).
     pending_tenants: frozenset[str] | None = None
+    # Each waiting tenant's own queue, in queue order; None: not known (group ``pending``).
+    pending_by_tenant: Mapping[str, tuple[PendingJob, ...]] | None = None
+    # The running jobs being reclaimed, in ``running`` order; None: not known (filter it).
+    reclaiming: tuple[RunningJob, ...] | None = None
+
+    def reclaiming_runs(self) -> tuple[RunningJob, ...]:
+        if self.reclaiming is not None:
+            return self.reclaiming
+        return tuple(r for r in self.running if r.reclaiming)
 
     @property
     def topo(self):  # type: ignore[no-untyped-def]
