@@ -432,12 +432,7 @@ class Engine(FaultHandling):
             run.reclaim_deadline_s = rc.deadline_s
             # The victim writes a checkpoint that completes by the deadline; a grace period
             # shorter than the write time leaves it its last periodic checkpoint.
-            grace = rc.deadline_s - now
-            run.checkpoint_at_notice_s = (
-                run.progress_s(rc.deadline_s - self.checkpoint_write_s)
-                if grace >= self.checkpoint_write_s
-                else None
-            )
+            run.checkpoint_at_notice_s = run.current_run().saved_on_notice_s(now, rc.deadline_s)
             run.touch()
             self._running_add(run)
             self.backend.checkpoint(run.id, now)

@@ -58,11 +58,10 @@ class FaultHandling:
         """Stop a running job because of a fault; it resumes from its last checkpoint."""
         if run.state not in (JobState.RUNNING, JobState.RECLAIMING) or run.placement is None:
             return
-        progress = run.progress_s(t)
-        saved = run.saved_by_periodic_checkpoints_s(t)
-        if planned:
-            # A drain gives notice: the job writes a checkpoint that completes in time.
-            saved = run.progress_s(max(run.start_s, t - self._e.checkpoint_write_s))
+        ckpt = run.current_run()
+        progress = ckpt.progress_s(t)
+        # A drain gives notice: the job writes a checkpoint that completes in time.
+        saved = ckpt.checkpoint_by_s(t) if planned else ckpt.saved_s(t)
         lost = max(0, progress - saved)
         self._e.backend.stop(run.id, t)
         self._e._stop_run(run, t)
