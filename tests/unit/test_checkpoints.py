@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from cotenant.backends.base import StartRequest
 from cotenant.backends.sim import SimBackend
 from cotenant.cluster.state import Placement
+from cotenant.engine.jobs import JobRun
 from cotenant.model.checkpoints import CheckpointedRun, run_length_s
 from cotenant.model.jobs import JobSpec
 
@@ -106,3 +107,18 @@ def test_the_restart_point_is_where_the_work_ends(
     spec = JobSpec("j", "t", gpus=1, duration_s=duration, submit_s=0, checkpoint_interval_s=every)
     req = StartRequest(spec, 1, Placement((0,), (1,)), ("n0",), 0, saved, restart, write)
     assert SimBackend().run_length_s(req) == end
+
+
+@pytest.mark.parametrize(
+    "ran",
+    [pytest.param(r, id=f"ran-{r}") for r in (0, 50, 100, 105, 110, 150, 215, 230, 990)],
+)
+def test_the_snapshot_counts_lost_work_as_the_engine_does(ran: int) -> None:
+    """A victim's lost work as the policy ranks it (the snapshot's running view) is the
+    work the engine takes away when it stops the run: checkpoint write time counted."""
+    spec = JobSpec("j", "t", gpus=8, duration_s=5_000, submit_s=0, checkpoint_interval_s=100)
+    engine_run = JobRun(spec, placement=Placement((0,), (8,)), start_s=1000, restart_s=5)
+    engine_run.write_s, engine_run.work_saved_s = 10, 300
+    now = 1005 + ran
+    lost = engine_run.progress_s(now) - engine_run.saved_by_periodic_checkpoints_s(now)
+    assert engine_run.running_view().work_since_checkpoint_s(now) == lost

@@ -101,6 +101,7 @@ class JobRun:
                 work_at_start_s=self.work_saved_s,
                 restart_s=self.restart_s,
                 attained_gpu_s=self.attained_gpu_s,
+                write_s=self.write_s,
             )
         return self._running_view
 

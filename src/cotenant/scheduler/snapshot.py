@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cotenant.cluster.state import ClusterState, Placement
+from cotenant.model.checkpoints import CheckpointedRun
 from cotenant.model.contracts import Contract, IsolationLevel
 from cotenant.model.jobs import JobKind, JobSpec
 
@@ -39,6 +40,7 @@ class RunningJob:
     restart_s: int  # restart cost paid at the start of this run
     attained_gpu_s: int = 0
     reclaim_deadline_s: int | None = None  # when it stops, if it is being reclaimed
+    write_s: int = 0  # time each periodic checkpoint of this run takes to write
 
     @property
     def tenant(self) -> str:
@@ -49,10 +51,17 @@ class RunningJob:
         return self.spec.gpus
 
     def work_since_checkpoint_s(self, now: int) -> int:
-        """Work that would be lost if this run stopped at ``now`` without a new checkpoint."""
-        done = max(0, now - self.start_s - self.restart_s)
-        every = self.spec.checkpoint_interval_s
-        return done % every if every > 0 else done
+        """Work that would be lost if this run stopped at ``now`` without a new checkpoint
+        (the engine's own arithmetic: ``model.checkpoints``)."""
+        spec = self.spec
+        return CheckpointedRun(
+            self.start_s,
+            self.restart_s,
+            self.work_at_start_s,
+            spec.duration_s,
+            spec.checkpoint_interval_s,
+            self.write_s,
+        ).lost_s(now)
 
 
 @dataclass(frozen=True)
