@@ -14,6 +14,7 @@ import itertools
 from bisect import bisect_left
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from cotenant.backends.base import Backend, JobEnded, NodeHealthChanged, StartRequest
@@ -22,7 +23,7 @@ from cotenant.cluster.topology import Topology
 from cotenant.contracts.entitlement import deliverable, entitlements, next_change, stable_until
 from cotenant.engine.accounting import Accounting
 from cotenant.engine.clock import Clock
-from cotenant.engine.faults import FaultHandling
+from cotenant.engine.faults import FaultLog, NodeFaults, interruptible
 from cotenant.engine.jobs import JobRun
 from cotenant.engine.queue import PendingQueue, queue_key
 from cotenant.metering.energy import SiteEnergy, topology_power_headroom
@@ -41,7 +42,7 @@ _CALLBACK, _DEADLINE, _SUBMIT, _CONTRACT, _TICK, _TICK_NOW, _POLICY_WAKE = 0, 1,
 DecisionSink = Callable[[dict[str, Any]], None]
 
 
-class Engine(FaultHandling):
+class Engine:
     def __init__(
         self,
         topo: Topology,
@@ -114,7 +115,7 @@ class Engine(FaultHandling):
         self._node_jobs: dict[int, set[str]] = defaultdict(set)
         self._callbacks: dict[str, Callable[[int], Any]] = {}
         self.deficit: dict[str, int] = {}
-        self._init_faults()
+        self.faults = NodeFaults(self, topo.n_nodes)
         self._dirty = True
         # (reason, detail) while the engine may start nothing new (the live service's
         # store cannot record decisions); running work goes on.
@@ -226,11 +227,17 @@ class Engine(FaultHandling):
         self._advance(min(until_s, self.clock.now()))
 
     def step(self, t: int) -> None:
-        """Handle everything due by ``t``. A live step may run late (the clock's ``t`` past
-        the events' own times): every event is still handled, each told its own time, so
-        a reclaim deadline that passed during the lag is honoured now, not dropped. A job
-        the backend saw end is released at its end (the accounting advanced to it first);
-        what the engine itself does happens at ``t``."""
+        """Handle everything due by ``t``, then run a cycle if anything changed."""
+        self.handle_due(t)
+        if self._dirty:
+            self.cycle(t)
+
+    def handle_due(self, t: int) -> None:
+        """Handle everything due by ``t``, without a scheduling cycle. A live step may run
+        late (the clock's ``t`` past the events' own times): every event is still handled,
+        each told its own time, so a reclaim deadline that passed during the lag is honoured
+        now, not dropped. A job the backend saw end is released at its end (the accounting
+        advanced to it first); what the engine itself does happens at ``t``."""
         for ev in self.backend.poll(t):
             if isinstance(ev, JobEnded):
                 self._advance(min(ev.end_s, t))
@@ -242,8 +249,6 @@ class Engine(FaultHandling):
         while self._events and self._events[0][0] <= t:
             due, kind, _, key = heapq.heappop(self._events)
             self._on_event(kind, key, due, t)
-        if self._dirty:
-            self.cycle(t)
 
     def lag_s(self, now: int) -> int:
         """How far the engine is behind ``now``: now minus the time of the oldest event
@@ -259,6 +264,10 @@ class Engine(FaultHandling):
 
     def next_event_time(self) -> int | None:
         """The time of the next event, the engine's own or the backend's (None: none)."""
+        return self._next_time()
+
+    def peek(self) -> int | None:
+        """The time of the next event (SimPy's ``peek``): ``next_event_time``."""
         return self._next_time()
 
     def _next_time(self) -> int | None:
@@ -296,7 +305,6 @@ class Engine(FaultHandling):
             # A deadline event is stale when the run was since stopped or reclaimed anew
             # (another deadline); a live one is honoured however late the step is.
             if run.state is JobState.RECLAIMING and run.reclaim_deadline_s == due:
-                self.backend.stop(key, now)
                 self._preempt(run, now)
         elif kind == _CONTRACT:
             nxt = next_change(self.contracts.values(), due)
@@ -608,34 +616,102 @@ class Engine(FaultHandling):
         )
 
     def _preempt(self, run: JobRun, t: int) -> None:
-        """Stop a reclaimed run at its deadline; it resumes later from its checkpoint."""
-        progress = run.progress_s(t)
+        """Stop a reclaimed run at its deadline; it resumes later from its checkpoint (the
+        one written on notice, else its last periodic one), queued from now."""
         saved = run.checkpoint_at_notice_s
         if saved is None:
             saved = run.saved_by_periodic_checkpoints_s(t)
-        lost = max(0, progress - saved)
+        lost = self._stop_and_requeue(run, t, saved, queued_since_s=t, detail="")
         tt = self.acct.tenants[run.tenant]
         tt.preemptions += 1
         tt.preempted_lost_gpu_s += lost * run.spec.gpus
-        run.lost_gpu_s += lost * run.spec.gpus
         run.preemptions += 1
-        self._stop_run(run, t)
-        run.work_saved_s = saved
-        run.checkpoint_at_notice_s = None
-        self._requeue(run, t)
         self._emit(
             {"t": t, "event": "preempt", "job": run.id, "tenant": run.tenant, "lost_s": lost}
         )
 
-    def _requeue(self, run: JobRun, t: int) -> None:
+    def interrupt(self, run: JobRun, t: int, cause: str, planned: bool = False) -> None:
+        """Stop a running job because of a fault; it resumes from its last checkpoint (a
+        drain gives notice: one written in time), back in the queue at its original place:
+        a fault is not the job's fault."""
+        if not interruptible(run):
+            return
+        ckpt = run.current_run()
+        saved = ckpt.checkpoint_by_s(t) if planned else ckpt.saved_s(t)
+        lost = self._stop_and_requeue(
+            run, t, saved, queued_since_s=run.spec.submit_s, detail=f"interrupted: {cause}"
+        )
+        run.interruptions += 1
+        tt = self.acct.tenants[run.tenant]
+        tt.interruptions += 1
+        tt.failure_lost_gpu_s += lost * run.spec.gpus
+        self.faults.record(run, cause, lost, planned)
+        self._emit(
+            {
+                "t": t,
+                "event": "interrupt",
+                "job": run.id,
+                "tenant": run.tenant,
+                "cause": cause,
+                "lost_s": lost,
+            }
+        )
+
+    def _stop_and_requeue(
+        self, run: JobRun, t: int, saved: int, *, queued_since_s: int, detail: str
+    ) -> int:
+        """The one requeue path (preemption and faults): stop the run at ``t`` keeping
+        ``saved`` of the job's work, and queue it again from ``queued_since_s``. Returns
+        the work lost (s): what the run had done beyond ``saved``."""
+        lost = max(0, run.progress_s(t) - saved)
+        self.backend.stop(run.id, t)
+        self._stop_run(run, t)
+        run.lost_gpu_s += lost * run.spec.gpus
+        run.work_saved_s = max(run.work_saved_s, saved)
+        run.checkpoint_at_notice_s = None
         run.state = JobState.PENDING
-        run.queued_since_s = t
-        run.reason, run.reason_detail = "requeued", ""
+        run.queued_since_s = queued_since_s
+        run.reason, run.reason_detail = "requeued", detail
         run.touch()
         self._enqueue(run)
-        self._dirty = True
+        return lost
 
     # -- node health ----------------------------------------------------------------------
+    @property
+    def fault_log(self) -> FaultLog:
+        return self.faults.log
+
+    def fail_nodes(self, nodes: list[int], t: int, cause: str, repair_s: int) -> None:
+        self.faults.fail_nodes(nodes, t, cause, repair_s)
+
+    def repair_nodes(self, nodes: list[int], t: int, cause: str) -> None:
+        self.faults.repair_nodes(nodes, t, cause)
+
+    def drain_node(self, node: int, t: int, down_at_s: int, repair_s: int, cause: str) -> None:
+        self.faults.drain_node(node, t, down_at_s, repair_s, cause)
+
+    def interrupt_job_on_node(self, node: int, t: int, cause: str) -> None:
+        self.faults.interrupt_job_on_node(node, t, cause)
+
+    def node_reported(self, node: int, health: Health, reason: str, t: int) -> None:
+        self.faults.node_reported(node, health, reason, t)
+
+    def down_gpus(self) -> int:
+        return self.state.down_gpus()
+
+    def jobs_on_node(self, node: int) -> list[JobRun]:
+        """The runs holding GPUs on ``node``, by job id."""
+        ids = self._node_jobs.get(node)
+        return [self.jobs[j] for j in sorted(ids)] if ids else []
+
+    def at(self, t: int, fn: Callable[[int], Any]) -> None:
+        """Run ``fn(now)`` when the clock reaches ``t`` (before that instant's cycle). ``now``
+        is the step's time: ``t`` itself in the twin, later if a live step runs late; the
+        callback acts then (a fault found late takes its nodes down from then on)."""
+        key = str(next(self._seq))
+        self._callbacks[key] = fn
+        self._push(t, _CALLBACK, key)
+
     def set_node_health(self, node: int, health: Health, reason: str, now: int) -> None:
         self.state.set_health(node, health)
         if health is not Health.HEALTHY:
@@ -940,6 +1016,20 @@ class Engine(FaultHandling):
     def _emit(self, entry: dict[str, Any]) -> None:
         for sink in self.sinks:
             sink(entry)
+
+    # -- usage and restore ----------------------------------------------------------------
+    def open_usage(self) -> Mapping[str, tuple[int, bool]]:
+        """Allocation intervals still open, by job: (since, borrowed). Read-only."""
+        return MappingProxyType(self._open_usage)
+
+    def resume(
+        self, run: JobRun, placement: Placement, borrowed: bool, start_s: int, usage_since_s: int
+    ) -> None:
+        """Take a run back as it was (restore after a restart): started at ``start_s`` on
+        ``placement``, its open allocation interval from ``usage_since_s``. No decision is
+        made; the backend is told to start it as on any start."""
+        self._start(run, placement, borrowed, start_s, Reason.PLACED)
+        self._open_usage[run.id] = (usage_since_s, borrowed)
 
     # -- views ----------------------------------------------------------------------------
     def pending_count(self) -> int:
