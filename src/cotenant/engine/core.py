@@ -23,6 +23,20 @@ from cotenant.cluster.topology import Topology
 from cotenant.contracts.entitlement import deliverable, entitlements, next_change, stable_until
 from cotenant.engine.accounting import Accounting
 from cotenant.engine.clock import Clock
+from cotenant.engine.events import (
+    ContractChanged,
+    EngineEvent,
+    JobCancelled,
+    JobRejected,
+    JobSubmitted,
+    NodeHealthSet,
+    RunEnded,
+    RunInterrupted,
+    RunPlaced,
+    RunPreempted,
+    RunReclaimed,
+    RunRetagged,
+)
 from cotenant.engine.faults import FaultLog, NodeFaults, interruptible
 from cotenant.engine.jobs import JobRun
 from cotenant.engine.queue import PendingQueue, queue_key
@@ -40,6 +54,7 @@ from cotenant.scheduler.snapshot import RunningJob, Snapshot, blocked_nodes, riv
 _CALLBACK, _DEADLINE, _SUBMIT, _CONTRACT, _TICK, _TICK_NOW, _POLICY_WAKE = 0, 1, 2, 3, 4, 5, 6
 
 DecisionSink = Callable[[dict[str, Any]], None]
+Observer = Callable[[EngineEvent], None]
 
 
 class Engine:
@@ -86,7 +101,8 @@ class Engine:
         self.jobs: dict[str, JobRun] = {}
         self.ledger = UsageLedger()
         self.site: SiteEnergy | None = None  # set by the composition root; its power cap binds
-        self.sinks: list[DecisionSink] = []
+        self.sinks: list[DecisionSink] = []  # each event's JSON form (the decision log)
+        self.observers: list[Observer] = []  # each event as its typed record
         self.acct = Accounting(clock.now(), topo.total_gpus, sample_step_s)
         self._capacity = topo.capacity_by_kind()
         self._events: list[tuple[int, int, int, str]] = []
@@ -144,7 +160,7 @@ class Engine:
         if contract.notice.given_at is not None:
             self._push(max(now, contract.notice.given_at), _TICK, "")
         self._wake()
-        self._emit({"t": now, "event": "contract", "tenant": contract.tenant})
+        self._emit(ContractChanged(now, contract.tenant))
 
     def give_notice(self, tenant: str, at_s: int | None = None) -> Contract:
         c = self.contracts.get(tenant)
@@ -186,7 +202,7 @@ class Engine:
         run.state = JobState.CANCELLED
         run.end_s = now
         self._wake()
-        self._emit({"t": now, "event": "cancel", "job": job_id, "tenant": run.tenant})
+        self._emit(JobCancelled(now, job_id, run.tenant))
         return run
 
     def why(self, job_id: str) -> tuple[str, str]:
@@ -291,15 +307,7 @@ class Engine:
             if run.state is JobState.PENDING and run not in self.queue:
                 run.queued_since_s = max(run.spec.submit_s, min(run.queued_since_s, due))
                 self._enqueue(run)
-                self._emit(
-                    {
-                        "t": now,
-                        "event": "submit",
-                        "job": key,
-                        "tenant": run.tenant,
-                        "gpus": run.spec.gpus,
-                    }
-                )
+                self._emit(JobSubmitted(now, key, run.tenant, run.spec.gpus))
         elif kind == _DEADLINE:
             run = self.jobs[key]
             # A deadline event is stale when the run was since stopped or reclaimed anew
@@ -408,16 +416,7 @@ class Engine:
             run.end_s = now
             run.reason, run.reason_detail = rj.reason.value, rj.detail
             self.acct.tenants[run.tenant].rejected += 1
-            self._emit(
-                {
-                    "t": now,
-                    "event": "reject",
-                    "job": rj.job_id,
-                    "tenant": run.tenant,
-                    "reason": rj.reason.value,
-                    "detail": rj.detail,
-                }
-            )
+            self._emit(JobRejected(now, rj.job_id, run.tenant, rj.reason.value, rj.detail))
         for pl in d.places:
             run = self.jobs[pl.job_id]
             if self.policy.honours_contracts:
@@ -446,17 +445,16 @@ class Engine:
             self.backend.checkpoint(run.id, now)
             self._push(rc.deadline_s, _DEADLINE, run.id)
             self._emit(
-                {
-                    "t": now,
-                    "event": "reclaim",
-                    "job": run.id,
-                    "tenant": run.tenant,
-                    "beneficiary": rc.beneficiary_id,
-                    "beneficiary_tenant": self.jobs[rc.beneficiary_id].tenant,
-                    "deadline": rc.deadline_s,
-                    "rule": rc.rule.value,
-                    **({"hastened": True} if hastened else {}),
-                }
+                RunReclaimed(
+                    now,
+                    run.id,
+                    run.tenant,
+                    rc.beneficiary_id,
+                    self.jobs[rc.beneficiary_id].tenant,
+                    rc.deadline_s,
+                    rc.rule.value,
+                    True if hastened else None,
+                )
             )
         for w in d.waits:
             run = self.jobs[w.job_id]
@@ -518,16 +516,9 @@ class Engine:
             )
         )
         self._emit(
-            {
-                "t": now,
-                "event": "place",
-                "job": run.id,
-                "tenant": run.tenant,
-                "gpus": run.spec.gpus,
-                "nodes": list(placement.nodes),
-                "borrowed": borrowed,
-                "reason": reason.value,
-            }
+            RunPlaced(
+                now, run.id, run.tenant, run.spec.gpus, placement.nodes, borrowed, reason.value
+            )
         )
 
     def _hold(self, run: JobRun, sign: int) -> None:
@@ -604,16 +595,7 @@ class Engine:
         else:
             run.state = JobState.FAILED
         run.end_s = t
-        self._emit(
-            {
-                "t": t,
-                "event": "end",
-                "job": run.id,
-                "tenant": run.tenant,
-                "state": run.state.value,
-                "exit_code": ev.exit_code,
-            }
-        )
+        self._emit(RunEnded(t, run.id, run.tenant, run.state.value, ev.exit_code))
 
     def _preempt(self, run: JobRun, t: int) -> None:
         """Stop a reclaimed run at its deadline; it resumes later from its checkpoint (the
@@ -626,9 +608,7 @@ class Engine:
         tt.preemptions += 1
         tt.preempted_lost_gpu_s += lost * run.spec.gpus
         run.preemptions += 1
-        self._emit(
-            {"t": t, "event": "preempt", "job": run.id, "tenant": run.tenant, "lost_s": lost}
-        )
+        self._emit(RunPreempted(t, run.id, run.tenant, lost))
 
     def interrupt(self, run: JobRun, t: int, cause: str, planned: bool = False) -> None:
         """Stop a running job because of a fault; it resumes from its last checkpoint (a
@@ -646,16 +626,7 @@ class Engine:
         tt.interruptions += 1
         tt.failure_lost_gpu_s += lost * run.spec.gpus
         self.faults.record(run, cause, lost, planned)
-        self._emit(
-            {
-                "t": t,
-                "event": "interrupt",
-                "job": run.id,
-                "tenant": run.tenant,
-                "cause": cause,
-                "lost_s": lost,
-            }
-        )
+        self._emit(RunInterrupted(t, run.id, run.tenant, cause, lost))
 
     def _stop_and_requeue(
         self, run: JobRun, t: int, saved: int, *, queued_since_s: int, detail: str
@@ -728,15 +699,7 @@ class Engine:
         for view in self._guarantee_views.values():
             view.set_health(node, health)
         self._wake()
-        self._emit(
-            {
-                "t": now,
-                "event": "node-health",
-                "node": node,
-                "health": health.name.lower(),
-                "reason": reason,
-            }
-        )
+        self._emit(NodeHealthSet(now, node, health.name.lower(), reason))
 
     # -- ownership ------------------------------------------------------------------------
     def _rebalance(self, now: int) -> None:
@@ -797,9 +760,7 @@ class Engine:
         self._open_usage[run.id] = (now, borrowed)
         self._running_add(run)
         self._hold(run, +1)
-        self._emit(
-            {"t": now, "event": "retag", "job": run.id, "tenant": run.tenant, "borrowed": borrowed}
-        )
+        self._emit(RunRetagged(now, run.id, run.tenant, borrowed))
 
     def _refresh_lenders(self) -> None:
         if not self._lenders_stale:
@@ -1013,9 +974,14 @@ class Engine:
             raise NotFound(f"no job {job_id!r}")
         return run
 
-    def _emit(self, entry: dict[str, Any]) -> None:
-        for sink in self.sinks:
-            sink(entry)
+    def _emit(self, event: EngineEvent) -> None:
+        """Tell the observers (typed) and the sinks (the JSON form, built once)."""
+        for observer in self.observers:
+            observer(event)
+        if self.sinks:
+            entry = event.to_json()
+            for sink in self.sinks:
+                sink(entry)
 
     # -- usage and restore ----------------------------------------------------------------
     def open_usage(self) -> Mapping[str, tuple[int, bool]]:
