@@ -785,8 +785,8 @@ class Engine:
         incrementally and undoes its placements: no copies. Only the first
         ``guarantee_window`` jobs of each prefix are placed each cycle; later ones keep
         their state (a bound on the work per cycle; see docs/design/0001-core.md)."""
-        if not self.queue and not any(self._owed.values()):
-            return  # nothing waits, nothing was owed
+        if not any(self._owed.values()) and (not self.queue or not self.contracts):
+            return  # nothing was owed, and nothing waits or nothing can be owed
         owed: list[tuple[str, Any]] = []
         promises = self._entitled_promises() if self._promised else []
         for tenant in self._tenant_order():
