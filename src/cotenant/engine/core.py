@@ -380,8 +380,8 @@ class Engine:
         """A policy whose decisions change with time alone (LAS demotes a job once it has
         had its quantum) sets ``wake_every_s``: while work waits and work runs, the engine
         cycles at that interval, not only on events."""
-        every = getattr(self.policy, "wake_every_s", None)
-        if not isinstance(every, int) or every <= 0 or self._policy_wake_s > now:
+        every = self.policy.wake_every_s
+        if every is None or every <= 0 or self._policy_wake_s > now:
             return
         if self.queue and self._running_views:
             self._policy_wake_s = now + every

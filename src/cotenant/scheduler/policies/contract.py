@@ -42,6 +42,7 @@ class ContractPolicy:
     name = "contract"
     description = "entitlement first; idle capacity lent and reclaimed with a grace period"
     honours_contracts = True
+    wake_every_s: int | None = None
 
     def decide(self, snap: Snapshot) -> Decisions:
         out = Decisions()

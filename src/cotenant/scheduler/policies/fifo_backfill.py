@@ -22,6 +22,7 @@ class FifoBackfill:
     name = "fifo-backfill"
     description = "FIFO with EASY backfill; contracts ignored except isolation (the baseline)"
     honours_contracts = False
+    wake_every_s: int | None = None
     backfill = True
 
     def decide(self, snap: Snapshot) -> Decisions:
