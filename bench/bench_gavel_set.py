@@ -218,7 +218,8 @@ def main() -> None:
             csrcs = srcs if a.baseline_colossus else {"new": srcs["new"]}
             walls: dict[str, float] = {}
             for scale in ("1", "10"):
-                args = ["run", "colossus-lease", "--days", days, "--failure-scale", scale, "--json"]
+                args = ["simulate", "colossus-lease", "--days", days, "--json"]
+                args += ["--failure-scale", scale]
                 got = measure(f"colossus x{scale}", args, csrcs, 1)
                 for name, runs in got.items():
                     print(line(f"{name} x{scale}", runs))
