@@ -76,12 +76,7 @@ def build(policy: str, pending: int, seed: int) -> Engine:
             )
         )
     # Enqueue without running a cycle: take the submit events, not the decisions.
-    eng._advance(T0 + 1)
-    while eng._events and eng._events[0][0] <= T0 + 1:
-        import heapq
-
-        _, kind, _, key = heapq.heappop(eng._events)
-        eng._on_event(kind, key, T0 + 1)
+    eng.handle_due(T0 + 1)
     return eng
 
 

@@ -303,7 +303,7 @@ class Service:
         runs, fixes = restore_jobs(self.engine, saved, self._reported_runs())
         for run in runs:
             if run.state in (JobState.RUNNING, JobState.RECLAIMING):
-                since = self.engine._open_usage.get(run.id)
+                since = self.engine.open_usage().get(run.id)
                 if since is not None:
                     self._usage_since[run.id] = since[0]
         now = self.clock.now()

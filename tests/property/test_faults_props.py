@@ -7,7 +7,7 @@ draws over 40 days at 10x the default rates (about 55 failures an example: node 
 rack uplinks, job-only faults and planned drains), installed by the real injector. The
 load (100..160 jobs a tenant) keeps queues, reclaims and SLA shortfall in play.
 
-The engine is stepped event by event (``engine.step(t)`` at each ``engine._next_time()``),
+The engine is stepped event by event (``engine.step(t)`` at each ``engine.peek()``),
 and after every step:
 
 - no GPU is given twice: free + held == capacity on every node, and the running placements
@@ -209,7 +209,7 @@ def test_failures_lose_no_job_and_never_double_book(
         eng.submit(spec)
     check = Checker(eng, specs, level, failures)
 
-    while (t := eng._next_time()) is not None and t <= T0 + HORIZON:
+    while (t := eng.peek()) is not None and t <= T0 + HORIZON:
         eng.clock.wait_until(t)
         eng.step(t)
         check.after_step(t)

@@ -131,6 +131,7 @@ class RecordingPolicy:
         self.inner = inner
         self.name, self.description = inner.name, inner.description
         self.honours_contracts = inner.honours_contracts
+        self.wake_every_s = inner.wake_every_s
         self.reasons: set[Reason] = set()
 
     def decide(self, snap: Snapshot) -> Decisions:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 
 from cotenant.backends.base import BackendEvent, JobEnded, StartRequest
+from cotenant.model.checkpoints import run_length_s
 
 
 class SimBackend:
@@ -18,8 +19,7 @@ class SimBackend:
         """Restart cost, the work left, and the time spent writing periodic checkpoints."""
         left = max(0, req.spec.duration_s - req.work_saved_s)
         every = req.spec.checkpoint_interval_s
-        writes = (left - 1) // every if every > 0 and left > 0 else 0
-        return req.restart_s + left + writes * req.checkpoint_write_s
+        return req.restart_s + run_length_s(left, every, req.checkpoint_write_s)
 
     def start(self, req: StartRequest) -> None:
         self._live[req.spec.id] = req.attempt

@@ -110,6 +110,8 @@ class Topology:
         self.max_block_nodes = int(self.block_nodes.max())
         # Memo for scheduler.placement.level_range: asked millions of times per run.
         self.level_memo: dict[tuple[int, object], Any] = {}
+        # Memo for scheduler.placement.never_fits: by job shape (GPUs, constraint, kind).
+        self.fit_memo: dict[tuple[int, object, str | None], str | None] = {}
 
     @cached_property
     def node_names(self) -> tuple[str, ...]:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from bisect import bisect_left, insort
+from bisect import bisect_left
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from cotenant.backends.base import Backend, JobEnded, NodeHealthChanged, StartRequest
@@ -22,8 +23,23 @@ from cotenant.cluster.topology import Topology
 from cotenant.contracts.entitlement import deliverable, entitlements, next_change, stable_until
 from cotenant.engine.accounting import Accounting
 from cotenant.engine.clock import Clock
-from cotenant.engine.faults import FaultHandling
+from cotenant.engine.events import (
+    ContractChanged,
+    EngineEvent,
+    JobCancelled,
+    JobRejected,
+    JobSubmitted,
+    NodeHealthSet,
+    RunEnded,
+    RunInterrupted,
+    RunPlaced,
+    RunPreempted,
+    RunReclaimed,
+    RunRetagged,
+)
+from cotenant.engine.faults import FaultLog, NodeFaults, interruptible
 from cotenant.engine.jobs import JobRun
+from cotenant.engine.queue import PendingQueue, queue_key
 from cotenant.metering.energy import SiteEnergy, topology_power_headroom
 from cotenant.metering.ledger import UsageLedger, UsageRecord
 from cotenant.model.contracts import Contract
@@ -38,9 +54,10 @@ from cotenant.scheduler.snapshot import RunningJob, Snapshot, blocked_nodes, riv
 _CALLBACK, _DEADLINE, _SUBMIT, _CONTRACT, _TICK, _TICK_NOW, _POLICY_WAKE = 0, 1, 2, 3, 4, 5, 6
 
 DecisionSink = Callable[[dict[str, Any]], None]
+Observer = Callable[[EngineEvent], None]
 
 
-class Engine(FaultHandling):
+class Engine:
     def __init__(
         self,
         topo: Topology,
@@ -61,6 +78,10 @@ class Engine(FaultHandling):
         self._guarantee_views: dict[str, ClusterState] = {}
         self._owed: dict[str, set[str]] = {}
         self._promised: set[str] = set()
+        # Tenants whose ownership may need rebalancing: what a rebalance reads of them
+        # (entitlement, runs, owned and borrowed GPUs, promises) changed since their last.
+        self._unbalanced: set[str] = set()
+        self._promised_for: set[str] = set()  # tenants with a promise at the last rebalance
         self._demotions = 0  # owned runs retagged as borrowed, ever
         self._policy_wake_s = -1  # the cycle a time-driven policy asked for
         self._order: list[str] = []  # tenants by contract priority (see _tenant_order)
@@ -80,16 +101,19 @@ class Engine(FaultHandling):
         self.jobs: dict[str, JobRun] = {}
         self.ledger = UsageLedger()
         self.site: SiteEnergy | None = None  # set by the composition root; its power cap binds
-        self.sinks: list[DecisionSink] = []
+        self.sinks: list[DecisionSink] = []  # each event's JSON form (the decision log)
+        self.observers: list[Observer] = []  # each event as its typed record
         self.acct = Accounting(clock.now(), topo.total_gpus, sample_step_s)
         self._capacity = topo.capacity_by_kind()
         self._events: list[tuple[int, int, int, str]] = []
         self._seq = itertools.count()
-        self._pending_keys: list[tuple[int, int, int, str]] = []
-        self._pending_views: list[Any] = []
-        self._by_tenant_pending: dict[str, list[tuple[int, int, int, str]]] = defaultdict(list)
+        self.queue = PendingQueue(topo)
         self._running_keys: list[tuple[int, str]] = []
         self._running_views: list[RunningJob] = []
+        # The runs being reclaimed, by running key (expected end, id), and as a tuple.
+        self._reclaiming: dict[tuple[int, str], RunningJob] = {}
+        self._reclaiming_tuple: tuple[RunningJob, ...] | None = ()
+        self._lenders_stale = True  # owned GPUs or entitlements changed since the last refresh
         self._running_by_tenant: dict[str, dict[str, None]] = defaultdict(dict)
         self._borrowed_sizes: dict[str, Counter[int]] = defaultdict(Counter)
         self._borrowed_prio: dict[str, Counter[int]] = defaultdict(Counter)
@@ -102,11 +126,12 @@ class Engine(FaultHandling):
         self._rivals: dict[str, Any] = {}
         self._open_usage: dict[str, tuple[int, bool]] = {}
         self._tenant_reason: dict[str, tuple[str, str]] = {}
+        # Strict FIFO's verdict for the jobs from the head on: (head's key, reason, detail).
+        self._behind: tuple[tuple[int, int, int, str], str, str] | None = None
         self._node_jobs: dict[int, set[str]] = defaultdict(set)
         self._callbacks: dict[str, Callable[[int], Any]] = {}
-        self._pending_gpus: dict[str, int] = defaultdict(int)
         self.deficit: dict[str, int] = {}
-        self._init_faults()
+        self.faults = NodeFaults(self, topo.n_nodes)
         self._dirty = True
         # (reason, detail) while the engine may start nothing new (the live service's
         # store cannot record decisions); running work goes on.
@@ -135,7 +160,7 @@ class Engine(FaultHandling):
         if contract.notice.given_at is not None:
             self._push(max(now, contract.notice.given_at), _TICK, "")
         self._wake()
-        self._emit({"t": now, "event": "contract", "tenant": contract.tenant})
+        self._emit(ContractChanged(now, contract.tenant))
 
     def give_notice(self, tenant: str, at_s: int | None = None) -> Contract:
         c = self.contracts.get(tenant)
@@ -168,8 +193,7 @@ class Engine(FaultHandling):
         run = self._job(job_id)
         now = self.clock.now()
         if run.state is JobState.PENDING:
-            if self._in_queue(run):
-                self._dequeue(run)
+            self.queue.remove(run)
         elif run.state in (JobState.RUNNING, JobState.RECLAIMING):
             self.backend.stop(job_id, now)
             self._stop_run(run, now)
@@ -178,7 +202,7 @@ class Engine(FaultHandling):
         run.state = JobState.CANCELLED
         run.end_s = now
         self._wake()
-        self._emit({"t": now, "event": "cancel", "job": job_id, "tenant": run.tenant})
+        self._emit(JobCancelled(now, job_id, run.tenant))
         return run
 
     def why(self, job_id: str) -> tuple[str, str]:
@@ -187,6 +211,8 @@ class Engine(FaultHandling):
             return run.state.value, run.reason_detail
         if self.hold is not None:
             return self.hold
+        if self._behind is not None and queue_key(run) >= self._behind[0]:
+            return self._behind[1], self._behind[2]
         if run.reason:
             return run.reason, run.reason_detail
         return self._tenant_reason.get(run.tenant, ("queued", "not yet considered"))
@@ -217,11 +243,17 @@ class Engine(FaultHandling):
         self._advance(min(until_s, self.clock.now()))
 
     def step(self, t: int) -> None:
-        """Handle everything due by ``t``. A live step may run late (the clock's ``t`` past
-        the events' own times): every event is still handled, each told its own time, so
-        a reclaim deadline that passed during the lag is honoured now, not dropped. A job
-        the backend saw end is released at its end (the accounting advanced to it first);
-        what the engine itself does happens at ``t``."""
+        """Handle everything due by ``t``, then run a cycle if anything changed."""
+        self.handle_due(t)
+        if self._dirty:
+            self.cycle(t)
+
+    def handle_due(self, t: int) -> None:
+        """Handle everything due by ``t``, without a scheduling cycle. A live step may run
+        late (the clock's ``t`` past the events' own times): every event is still handled,
+        each told its own time, so a reclaim deadline that passed during the lag is honoured
+        now, not dropped. A job the backend saw end is released at its end (the accounting
+        advanced to it first); what the engine itself does happens at ``t``."""
         for ev in self.backend.poll(t):
             if isinstance(ev, JobEnded):
                 self._advance(min(ev.end_s, t))
@@ -233,8 +265,6 @@ class Engine(FaultHandling):
         while self._events and self._events[0][0] <= t:
             due, kind, _, key = heapq.heappop(self._events)
             self._on_event(kind, key, due, t)
-        if self._dirty:
-            self.cycle(t)
 
     def lag_s(self, now: int) -> int:
         """How far the engine is behind ``now``: now minus the time of the oldest event
@@ -250,6 +280,10 @@ class Engine(FaultHandling):
 
     def next_event_time(self) -> int | None:
         """The time of the next event, the engine's own or the backend's (None: none)."""
+        return self._next_time()
+
+    def peek(self) -> int | None:
+        """The time of the next event (SimPy's ``peek``): ``next_event_time``."""
         return self._next_time()
 
     def _next_time(self) -> int | None:
@@ -270,24 +304,15 @@ class Engine(FaultHandling):
             self._callbacks.pop(key)(now)
         elif kind == _SUBMIT:
             run = self.jobs[key]
-            if run.state is JobState.PENDING and not self._in_queue(run):
+            if run.state is JobState.PENDING and run not in self.queue:
                 run.queued_since_s = max(run.spec.submit_s, min(run.queued_since_s, due))
                 self._enqueue(run)
-                self._emit(
-                    {
-                        "t": now,
-                        "event": "submit",
-                        "job": key,
-                        "tenant": run.tenant,
-                        "gpus": run.spec.gpus,
-                    }
-                )
+                self._emit(JobSubmitted(now, key, run.tenant, run.spec.gpus))
         elif kind == _DEADLINE:
             run = self.jobs[key]
             # A deadline event is stale when the run was since stopped or reclaimed anew
             # (another deadline); a live one is honoured however late the step is.
             if run.state is JobState.RECLAIMING and run.reclaim_deadline_s == due:
-                self.backend.stop(key, now)
                 self._preempt(run, now)
         elif kind == _CONTRACT:
             nxt = next_change(self.contracts.values(), due)
@@ -306,7 +331,7 @@ class Engine(FaultHandling):
         return Snapshot(
             now=now,
             state=self.state,
-            pending=tuple(self._pending_views),
+            pending=tuple(self.queue.views),
             running=tuple(self._running_views),
             contracts=self.contracts,
             entitlements=self.entitled,
@@ -315,6 +340,10 @@ class Engine(FaultHandling):
             borrowed_gpus=self.borrowed,
             rivals=self._rivals,
             power_headroom_gpus=topology_power_headroom(self.site, self.topo, self.state),
+            never_fit=frozenset(self.queue.never_fit),
+            pending_tenants=self.queue.tenants_waiting(),
+            pending_by_tenant=self.queue.by_tenant(),
+            reclaiming=self._reclaiming_runs(),
         )
 
     def cycle(self, now: int) -> Decisions:
@@ -326,14 +355,14 @@ class Engine(FaultHandling):
         self._cycle_no += 1
         self._read_entitlements(now)
         self._rebalance(now)
-        if not self._pending_keys:
+        if not self.queue:
             self._refresh_lenders()
             return Decisions()
         snap = self.snapshot(now)
         d = self.policy.decide(snap)
         self.cycles += 1
         self.decisions_made += len(d)
-        self.waits += len(d.waits)
+        self.waits += d.wait_count()
         self._apply(d, now)
         demoted = self._demotions
         self._rebalance(now)
@@ -351,10 +380,10 @@ class Engine(FaultHandling):
         """A policy whose decisions change with time alone (LAS demotes a job once it has
         had its quantum) sets ``wake_every_s``: while work waits and work runs, the engine
         cycles at that interval, not only on events."""
-        every = getattr(self.policy, "wake_every_s", None)
-        if not isinstance(every, int) or every <= 0 or self._policy_wake_s > now:
+        every = self.policy.wake_every_s
+        if every is None or every <= 0 or self._policy_wake_s > now:
             return
-        if self._pending_keys and self._running_views:
+        if self.queue and self._running_views:
             self._policy_wake_s = now + every
             self._push(self._policy_wake_s, _POLICY_WAKE, "")
 
@@ -371,27 +400,23 @@ class Engine(FaultHandling):
             self.entitled, self.deficit = deliverable(
                 self._ent_full, self.contracts, down, self.topo.total_gpus
             )
+            self._unbalanced.update(self._running_by_tenant)
+            self._lenders_stale = True
             self._delivered_for_down = down
 
     def _apply(self, d: Decisions, now: int) -> None:
         self._tenant_reason = {t: (w.reason.value, w.detail) for t, w in d.tenant_waits.items()}
+        b = d.behind
+        head = None if b is None else self.queue.head_key(b.index)
+        self._behind = None if b is None or head is None else (head, b.reason.value, b.detail)
         for rj in d.rejects:
             run = self.jobs[rj.job_id]
-            self._dequeue(run)
+            self.queue.remove(run)
             run.state = JobState.FAILED
             run.end_s = now
             run.reason, run.reason_detail = rj.reason.value, rj.detail
             self.acct.tenants[run.tenant].rejected += 1
-            self._emit(
-                {
-                    "t": now,
-                    "event": "reject",
-                    "job": rj.job_id,
-                    "tenant": run.tenant,
-                    "reason": rj.reason.value,
-                    "detail": rj.detail,
-                }
-            )
+            self._emit(JobRejected(now, rj.job_id, run.tenant, rj.reason.value, rj.detail))
         for pl in d.places:
             run = self.jobs[pl.job_id]
             if self.policy.honours_contracts:
@@ -410,31 +435,26 @@ class Engine(FaultHandling):
                 continue
             self._running_remove(run)
             run.state = JobState.RECLAIMING
+            self._unbalanced.add(run.tenant)
             run.reclaim_deadline_s = rc.deadline_s
             # The victim writes a checkpoint that completes by the deadline; a grace period
             # shorter than the write time leaves it its last periodic checkpoint.
-            grace = rc.deadline_s - now
-            run.checkpoint_at_notice_s = (
-                run.progress_s(rc.deadline_s - self.checkpoint_write_s)
-                if grace >= self.checkpoint_write_s
-                else None
-            )
+            run.checkpoint_at_notice_s = run.current_run().saved_on_notice_s(now, rc.deadline_s)
             run.touch()
             self._running_add(run)
             self.backend.checkpoint(run.id, now)
             self._push(rc.deadline_s, _DEADLINE, run.id)
             self._emit(
-                {
-                    "t": now,
-                    "event": "reclaim",
-                    "job": run.id,
-                    "tenant": run.tenant,
-                    "beneficiary": rc.beneficiary_id,
-                    "beneficiary_tenant": self.jobs[rc.beneficiary_id].tenant,
-                    "deadline": rc.deadline_s,
-                    "rule": rc.rule.value,
-                    **({"hastened": True} if hastened else {}),
-                }
+                RunReclaimed(
+                    now,
+                    run.id,
+                    run.tenant,
+                    rc.beneficiary_id,
+                    self.jobs[rc.beneficiary_id].tenant,
+                    rc.deadline_s,
+                    rc.rule.value,
+                    True if hastened else None,
+                )
             )
         for w in d.waits:
             run = self.jobs[w.job_id]
@@ -449,10 +469,10 @@ class Engine(FaultHandling):
                 elif run.promised_since_s is None:
                     run.promised_since_s = now
                 run.promise = w.promise
-                self._refresh_pending_view(run)
+                self.queue.refresh(run)
 
     def _start(self, run: JobRun, placement: Any, borrowed: bool, now: int, reason: Reason) -> None:
-        self._dequeue(run)
+        self.queue.remove(run)
         self.state.apply(run.tenant, placement)
         run.state = JobState.RUNNING
         run.placement = placement
@@ -496,16 +516,9 @@ class Engine(FaultHandling):
             )
         )
         self._emit(
-            {
-                "t": now,
-                "event": "place",
-                "job": run.id,
-                "tenant": run.tenant,
-                "gpus": run.spec.gpus,
-                "nodes": list(placement.nodes),
-                "borrowed": borrowed,
-                "reason": reason.value,
-            }
+            RunPlaced(
+                now, run.id, run.tenant, run.spec.gpus, placement.nodes, borrowed, reason.value
+            )
         )
 
     def _hold(self, run: JobRun, sign: int) -> None:
@@ -525,10 +538,12 @@ class Engine(FaultHandling):
         else:
             self.owned[run.tenant] += g
             _count(self.owned_by_priority[run.tenant], run.spec.priority, g)
+            self._lenders_stale = True
         if sign > 0:
             self._running_by_tenant[run.tenant][run.id] = None
         else:
             self._running_by_tenant[run.tenant].pop(run.id, None)
+        self._unbalanced.add(run.tenant)
 
     def _stop_run(self, run: JobRun, now: int) -> None:
         """Release a run's GPUs and close its usage interval."""
@@ -580,46 +595,94 @@ class Engine(FaultHandling):
         else:
             run.state = JobState.FAILED
         run.end_s = t
-        self._emit(
-            {
-                "t": t,
-                "event": "end",
-                "job": run.id,
-                "tenant": run.tenant,
-                "state": run.state.value,
-                "exit_code": ev.exit_code,
-            }
-        )
+        self._emit(RunEnded(t, run.id, run.tenant, run.state.value, ev.exit_code))
 
     def _preempt(self, run: JobRun, t: int) -> None:
-        """Stop a reclaimed run at its deadline; it resumes later from its checkpoint."""
-        progress = run.progress_s(t)
+        """Stop a reclaimed run at its deadline; it resumes later from its checkpoint (the
+        one written on notice, else its last periodic one), queued from now."""
         saved = run.checkpoint_at_notice_s
         if saved is None:
             saved = run.saved_by_periodic_checkpoints_s(t)
-        lost = max(0, progress - saved)
+        lost = self._stop_and_requeue(run, t, saved, queued_since_s=t, detail="")
         tt = self.acct.tenants[run.tenant]
         tt.preemptions += 1
         tt.preempted_lost_gpu_s += lost * run.spec.gpus
-        run.lost_gpu_s += lost * run.spec.gpus
         run.preemptions += 1
-        self._stop_run(run, t)
-        run.work_saved_s = saved
-        run.checkpoint_at_notice_s = None
-        self._requeue(run, t)
-        self._emit(
-            {"t": t, "event": "preempt", "job": run.id, "tenant": run.tenant, "lost_s": lost}
-        )
+        self._emit(RunPreempted(t, run.id, run.tenant, lost))
 
-    def _requeue(self, run: JobRun, t: int) -> None:
+    def interrupt(self, run: JobRun, t: int, cause: str, planned: bool = False) -> None:
+        """Stop a running job because of a fault; it resumes from its last checkpoint (a
+        drain gives notice: one written in time), back in the queue at its original place:
+        a fault is not the job's fault."""
+        if not interruptible(run):
+            return
+        ckpt = run.current_run()
+        saved = ckpt.checkpoint_by_s(t) if planned else ckpt.saved_s(t)
+        lost = self._stop_and_requeue(
+            run, t, saved, queued_since_s=run.spec.submit_s, detail=f"interrupted: {cause}"
+        )
+        run.interruptions += 1
+        tt = self.acct.tenants[run.tenant]
+        tt.interruptions += 1
+        tt.failure_lost_gpu_s += lost * run.spec.gpus
+        self.faults.record(run, cause, lost, planned)
+        self._emit(RunInterrupted(t, run.id, run.tenant, cause, lost))
+
+    def _stop_and_requeue(
+        self, run: JobRun, t: int, saved: int, *, queued_since_s: int, detail: str
+    ) -> int:
+        """The one requeue path (preemption and faults): stop the run at ``t`` keeping
+        ``saved`` of the job's work, and queue it again from ``queued_since_s``. Returns
+        the work lost (s): what the run had done beyond ``saved``."""
+        lost = max(0, run.progress_s(t) - saved)
+        self.backend.stop(run.id, t)
+        self._stop_run(run, t)
+        run.lost_gpu_s += lost * run.spec.gpus
+        run.work_saved_s = max(run.work_saved_s, saved)
+        run.checkpoint_at_notice_s = None
         run.state = JobState.PENDING
-        run.queued_since_s = t
-        run.reason, run.reason_detail = "requeued", ""
+        run.queued_since_s = queued_since_s
+        run.reason, run.reason_detail = "requeued", detail
         run.touch()
         self._enqueue(run)
-        self._dirty = True
+        return lost
 
     # -- node health ----------------------------------------------------------------------
+    @property
+    def fault_log(self) -> FaultLog:
+        return self.faults.log
+
+    def fail_nodes(self, nodes: list[int], t: int, cause: str, repair_s: int) -> None:
+        self.faults.fail_nodes(nodes, t, cause, repair_s)
+
+    def repair_nodes(self, nodes: list[int], t: int, cause: str) -> None:
+        self.faults.repair_nodes(nodes, t, cause)
+
+    def drain_node(self, node: int, t: int, down_at_s: int, repair_s: int, cause: str) -> None:
+        self.faults.drain_node(node, t, down_at_s, repair_s, cause)
+
+    def interrupt_job_on_node(self, node: int, t: int, cause: str) -> None:
+        self.faults.interrupt_job_on_node(node, t, cause)
+
+    def node_reported(self, node: int, health: Health, reason: str, t: int) -> None:
+        self.faults.node_reported(node, health, reason, t)
+
+    def down_gpus(self) -> int:
+        return self.state.down_gpus()
+
+    def jobs_on_node(self, node: int) -> list[JobRun]:
+        """The runs holding GPUs on ``node``, by job id."""
+        ids = self._node_jobs.get(node)
+        return [self.jobs[j] for j in sorted(ids)] if ids else []
+
+    def at(self, t: int, fn: Callable[[int], Any]) -> None:
+        """Run ``fn(now)`` when the clock reaches ``t`` (before that instant's cycle). ``now``
+        is the step's time: ``t`` itself in the twin, later if a live step runs late; the
+        callback acts then (a fault found late takes its nodes down from then on)."""
+        key = str(next(self._seq))
+        self._callbacks[key] = fn
+        self._push(t, _CALLBACK, key)
+
     def set_node_health(self, node: int, health: Health, reason: str, now: int) -> None:
         self.state.set_health(node, health)
         if health is not Health.HEALTHY:
@@ -636,15 +699,7 @@ class Engine(FaultHandling):
         for view in self._guarantee_views.values():
             view.set_health(node, health)
         self._wake()
-        self._emit(
-            {
-                "t": now,
-                "event": "node-health",
-                "node": node,
-                "health": health.name.lower(),
-                "reason": reason,
-            }
-        )
+        self._emit(NodeHealthSet(now, node, health.name.lower(), reason))
 
     # -- ownership ------------------------------------------------------------------------
     def _rebalance(self, now: int) -> None:
@@ -654,7 +709,16 @@ class Engine(FaultHandling):
         start) until the tenant owns no more than its entitlement. A tenant with a job
         waiting for a reclaim promotes nothing: that room is promised."""
         promised = self._promised_tenants()
-        for tenant in list(self._running_by_tenant):
+        if promised != self._promised_for:
+            self._unbalanced |= promised ^ self._promised_for
+            self._promised_for = promised
+        if not self._unbalanced:
+            return
+        # A tenant whose inputs did not change since a rebalance that changed nothing for it
+        # would change nothing again; one that changed something (a retag) is marked anew.
+        todo = [t for t in self._running_by_tenant if t in self._unbalanced]
+        self._unbalanced.clear()
+        for tenant in todo:
             ent = self.entitled.get(tenant, 0)
             sizes = self._borrowed_sizes.get(tenant)
             if sizes and tenant not in promised:
@@ -696,11 +760,12 @@ class Engine(FaultHandling):
         self._open_usage[run.id] = (now, borrowed)
         self._running_add(run)
         self._hold(run, +1)
-        self._emit(
-            {"t": now, "event": "retag", "job": run.id, "tenant": run.tenant, "borrowed": borrowed}
-        )
+        self._emit(RunRetagged(now, run.id, run.tenant, borrowed))
 
     def _refresh_lenders(self) -> None:
+        if not self._lenders_stale:
+            return
+        self._lenders_stale = False
         self._lenders_idle = {
             t: max(0, e - self.owned[t])
             for t, e in self.entitled.items()
@@ -720,12 +785,12 @@ class Engine(FaultHandling):
         incrementally and undoes its placements: no copies. Only the first
         ``guarantee_window`` jobs of each prefix are placed each cycle; later ones keep
         their state (a bound on the work per cycle; see docs/design/0001-core.md)."""
-        if not self._pending_keys and not any(self._owed.values()):
-            return  # nothing waits, nothing was owed
+        if not any(self._owed.values()) and (not self.queue or not self.contracts):
+            return  # nothing was owed, and nothing waits or nothing can be owed
         owed: list[tuple[str, Any]] = []
         promises = self._entitled_promises() if self._promised else []
         for tenant in self._tenant_order():
-            keys = self._by_tenant_pending.get(tenant)
+            keys = self.queue.tenant_keys(tenant)
             room = self.entitled.get(tenant, 0) - self.owned[tenant]
             if tenant not in self.contracts or room <= 0 or not keys:
                 for job_id in self._owed.pop(tenant, set()):
@@ -890,9 +955,10 @@ class Engine(FaultHandling):
 
     def _tenant_order(self) -> list[str]:
         """Tenants with a queue, in contract-priority order (then name)."""
-        if len(self._by_tenant_pending) != self._order_for:
-            self._order = sorted(self._by_tenant_pending, key=self._tenant_rank)
-            self._order_for = len(self._by_tenant_pending)
+        seen = self.queue.tenants_seen()
+        if len(seen) != self._order_for:
+            self._order = sorted(seen, key=self._tenant_rank)
+            self._order_for = len(seen)
         return self._order
 
     def _tenant_rank(self, t: str) -> tuple[int, str]:
@@ -909,52 +975,26 @@ class Engine(FaultHandling):
                 # Demand the full entitlement covers but the deliverable one (failures beyond
                 # the spare pool taken out) does not.
                 ent = self.entitled.get(tenant, 0)
-                want = self.owned[tenant] + self._pending_gpus[tenant]
+                want = self.owned[tenant] + self.queue.gpus[tenant]
                 short = max(0, min(ent + d, want) - ent)
                 self.acct.tenants[tenant].shortfall_gpu_s += short * dt
         self.acct.advance(
             t, self.allocated, self.owned, self.borrowed, self.entitled, self._lenders_idle, healthy
         )
 
-    def _pending_key(self, run: JobRun) -> tuple[int, int, int, str]:
-        return (-run.spec.priority, run.queued_since_s, run.spec.submit_s, run.id)
-
     def _enqueue(self, run: JobRun) -> None:
-        key = self._pending_key(run)
-        i = bisect_left(self._pending_keys, key)
-        self._pending_keys.insert(i, key)
-        self._pending_views.insert(i, run.pending_view())
-        insort(self._by_tenant_pending[run.tenant], key)
-        self._pending_gpus[run.tenant] += run.spec.gpus
+        self.queue.add(run)
         self._dirty = True
-
-    def _refresh_pending_view(self, run: JobRun) -> None:
-        key = self._pending_key(run)
-        i = bisect_left(self._pending_keys, key)
-        if i < len(self._pending_keys) and self._pending_keys[i] == key:
-            run.touch()
-            self._pending_views[i] = run.pending_view()
-
-    def _in_queue(self, run: JobRun) -> bool:
-        key = self._pending_key(run)
-        i = bisect_left(self._pending_keys, key)
-        return i < len(self._pending_keys) and self._pending_keys[i] == key
-
-    def _dequeue(self, run: JobRun) -> None:
-        key = self._pending_key(run)
-        i = bisect_left(self._pending_keys, key)
-        if i < len(self._pending_keys) and self._pending_keys[i] == key:
-            del self._pending_keys[i]
-            del self._pending_views[i]
-            tl = self._by_tenant_pending[run.tenant]
-            del tl[bisect_left(tl, key)]
-            self._pending_gpus[run.tenant] -= run.spec.gpus
 
     def _running_add(self, run: JobRun) -> None:
         key = (run.expected_end_s(), run.id)
         i = bisect_left(self._running_keys, key)
         self._running_keys.insert(i, key)
-        self._running_views.insert(i, run.running_view())
+        view = run.running_view()
+        self._running_views.insert(i, view)
+        if view.reclaiming:
+            self._reclaiming[key] = view
+            self._reclaiming_tuple = None
 
     def _running_remove(self, run: JobRun) -> None:
         key = (run.expected_end_s(), run.id)
@@ -962,6 +1002,14 @@ class Engine(FaultHandling):
         if i < len(self._running_keys) and self._running_keys[i] == key:
             del self._running_keys[i]
             del self._running_views[i]
+            if self._reclaiming.pop(key, None) is not None:
+                self._reclaiming_tuple = None
+
+    def _reclaiming_runs(self) -> tuple[RunningJob, ...]:
+        """The runs being reclaimed, in the running set's order."""
+        if self._reclaiming_tuple is None:
+            self._reclaiming_tuple = tuple(self._reclaiming[k] for k in sorted(self._reclaiming))
+        return self._reclaiming_tuple
 
     def _job(self, job_id: str) -> JobRun:
         run = self.jobs.get(job_id)
@@ -969,20 +1017,39 @@ class Engine(FaultHandling):
             raise NotFound(f"no job {job_id!r}")
         return run
 
-    def _emit(self, entry: dict[str, Any]) -> None:
-        for sink in self.sinks:
-            sink(entry)
+    def _emit(self, event: EngineEvent) -> None:
+        """Tell the observers (typed) and the sinks (the JSON form, built once)."""
+        for observer in self.observers:
+            observer(event)
+        if self.sinks:
+            entry = event.to_json()
+            for sink in self.sinks:
+                sink(entry)
+
+    # -- usage and restore ----------------------------------------------------------------
+    def open_usage(self) -> Mapping[str, tuple[int, bool]]:
+        """Allocation intervals still open, by job: (since, borrowed). Read-only."""
+        return MappingProxyType(self._open_usage)
+
+    def resume(
+        self, run: JobRun, placement: Placement, borrowed: bool, start_s: int, usage_since_s: int
+    ) -> None:
+        """Take a run back as it was (restore after a restart): started at ``start_s`` on
+        ``placement``, its open allocation interval from ``usage_since_s``. No decision is
+        made; the backend is told to start it as on any start."""
+        self._start(run, placement, borrowed, start_s, Reason.PLACED)
+        self._open_usage[run.id] = (usage_since_s, borrowed)
 
     # -- views ----------------------------------------------------------------------------
     def pending_count(self) -> int:
-        return len(self._pending_keys)
+        return len(self.queue)
 
     def pending_gpus(self, tenant: str) -> int:
         """GPUs asked for by the tenant's queued jobs."""
-        return self._pending_gpus.get(tenant, 0)
+        return self.queue.gpus.get(tenant, 0)
 
     def pending_jobs_by_tenant(self) -> dict[str, int]:
-        return {t: len(keys) for t, keys in self._by_tenant_pending.items() if keys}
+        return self.queue.counts()
 
     def running_jobs_by_tenant(self) -> dict[str, int]:
         return {t: len(runs) for t, runs in self._running_by_tenant.items() if runs}

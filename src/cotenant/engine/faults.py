@@ -1,25 +1,28 @@
-"""The engine's fault path: interrupt, fail, drain and repair nodes.
+"""The engine's fault path: fail, drain and repair nodes, and interrupt what runs there.
 
 An interrupted run keeps the work safe in its last finished checkpoint, loses the
 rest, pays the restart cost when it next starts, and goes back to the queue in its
 original place (it is re-placed whole, on healthy nodes). A node may be down for
 several reasons at once (its own fault and its rack's uplink); it is healthy again
 only when every reason is repaired.
+
+``NodeFaults`` is one part of the engine, composed into it; it reaches the rest of the
+engine through ``FaultTarget``, a few public operations (no import of the engine, no
+private names): the one requeue path, node health, and timed callbacks.
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from cotenant.cluster.state import Health
+from cotenant.cluster.state import ClusterState, Health
 from cotenant.model.jobs import JobState
 
 if TYPE_CHECKING:
-    from cotenant.engine.core import Engine
     from cotenant.engine.jobs import JobRun
 
 
@@ -34,143 +37,109 @@ class FaultLog:
         self.by_job_gpus: Counter[int] = Counter()  # interruptions per job size (GPUs)
 
 
-class FaultHandling:
-    """Mixed into Engine: the node-level mechanism the failure injector drives."""
+class FaultTarget(Protocol):
+    """What the fault path needs of the engine."""
 
-    fault_log: FaultLog
-    _down_reasons: np.ndarray
-    _draining: np.ndarray
+    state: ClusterState
 
-    @property
-    def _e(self) -> Engine:
-        return cast("Engine", self)
+    def jobs_on_node(self, node: int) -> list[JobRun]: ...
 
-    def _init_faults(self) -> None:
-        self._e.fault_log = FaultLog()
-        self._e._down_reasons = np.zeros(self._e.topo.n_nodes, dtype=np.int16)
-        self._e._draining = np.zeros(self._e.topo.n_nodes, dtype=np.int16)
+    def interrupt(self, run: JobRun, t: int, cause: str, planned: bool = False) -> None: ...
 
-    def jobs_on_node(self, node: int) -> list[JobRun]:
-        ids = self._e._node_jobs.get(node)
-        return [self._e.jobs[j] for j in sorted(ids)] if ids else []
+    def set_node_health(self, node: int, health: Health, reason: str, now: int) -> None: ...
 
-    def interrupt(self, run: JobRun, t: int, cause: str, planned: bool = False) -> None:
-        """Stop a running job because of a fault; it resumes from its last checkpoint."""
-        if run.state not in (JobState.RUNNING, JobState.RECLAIMING) or run.placement is None:
-            return
-        progress = run.progress_s(t)
-        saved = run.saved_by_periodic_checkpoints_s(t)
-        if planned:
-            # A drain gives notice: the job writes a checkpoint that completes in time.
-            saved = run.progress_s(max(run.start_s, t - self._e.checkpoint_write_s))
-        lost = max(0, progress - saved)
-        self._e.backend.stop(run.id, t)
-        self._e._stop_run(run, t)
-        run.work_saved_s = max(run.work_saved_s, saved)
-        run.interruptions += 1
-        run.lost_gpu_s += lost * run.spec.gpus
-        tt = self._e.acct.tenants[run.tenant]
-        tt.interruptions += 1
-        tt.failure_lost_gpu_s += lost * run.spec.gpus
-        log = self._e.fault_log
-        log.by_tenant_cause[run.tenant][cause] += 1
-        log.lost_gpu_s[run.tenant] += lost * run.spec.gpus
-        log.by_job_gpus[run.spec.gpus] += 1
-        if planned:
-            log.planned[run.tenant] += 1
-        # Back in the queue at its original place: a fault is not the job's fault.
-        run.state = JobState.PENDING
-        run.queued_since_s = run.spec.submit_s
-        run.reason, run.reason_detail = "requeued", f"interrupted: {cause}"
-        run.touch()
-        self._e._enqueue(run)
-        self._e._dirty = True
-        self._e._emit(
-            {
-                "t": t,
-                "event": "interrupt",
-                "job": run.id,
-                "tenant": run.tenant,
-                "cause": cause,
-                "lost_s": lost,
-            }
-        )
+    def at(self, t: int, fn: Callable[[int], Any]) -> None: ...
+
+
+class NodeFaults:
+    """Node-level fault mechanism the failure injector (and a backend's health reports)
+    drive: why each node is down or draining, and what that interrupts."""
+
+    def __init__(self, engine: FaultTarget, n_nodes: int) -> None:
+        self.engine = engine
+        self.log = FaultLog()
+        self.down_reasons = np.zeros(n_nodes, dtype=np.int16)
+        self.draining = np.zeros(n_nodes, dtype=np.int16)
 
     def fail_nodes(self, nodes: list[int], t: int, cause: str, repair_s: int) -> None:
         """Take nodes down now (a node fault, or every node of a rack for an uplink fault),
         interrupt every job holding GPUs there, and repair them after ``repair_s``."""
+        e = self.engine
         victims: dict[str, JobRun] = {}
         for n in nodes:
-            for run in self._e.jobs_on_node(n):
+            for run in e.jobs_on_node(n):
                 victims[run.id] = run
-            self._e._down_reasons[n] += 1
-            self._e._set_health(n, t, cause)
+            self.down_reasons[n] += 1
+            self._set_health(n, t, cause)
         for run in victims.values():
-            self._e.interrupt(run, t, cause)
-        self._e.fault_log.node_failures[cause] += 1
+            e.interrupt(run, t, cause)
+        self.log.node_failures[cause] += 1
         if repair_s > 0:
-            self._e.at(t + repair_s, lambda now: self._e.repair_nodes(nodes, now, cause))
+            e.at(t + repair_s, lambda now: self.repair_nodes(nodes, now, cause))
 
     def repair_nodes(self, nodes: list[int], t: int, cause: str) -> None:
         for n in nodes:
-            self._e._down_reasons[n] = max(0, int(self._e._down_reasons[n]) - 1)
-            self._e._set_health(n, t, f"repaired: {cause}")
+            self.down_reasons[n] = max(0, int(self.down_reasons[n]) - 1)
+            self._set_health(n, t, f"repaired: {cause}")
 
     def drain_node(self, node: int, t: int, down_at_s: int, repair_s: int, cause: str) -> None:
         """Planned maintenance: take nothing new now; at ``down_at_s`` checkpoint and stop
         what still runs there, then stay down for ``repair_s``."""
-        self._e._draining[node] += 1
-        self._e._set_health(node, t, f"draining: {cause}")
+        e = self.engine
+        self.draining[node] += 1
+        self._set_health(node, t, f"draining: {cause}")
 
         def go_down(now: int) -> None:
-            self._e._draining[node] = max(0, int(self._e._draining[node]) - 1)
-            for run in self._e.jobs_on_node(node):
-                self._e.interrupt(run, now, cause, planned=True)
-            self._e._down_reasons[node] += 1
-            self._e._set_health(node, now, cause)
-            self._e.at(now + repair_s, lambda later: self._e.repair_nodes([node], later, cause))
+            self.draining[node] = max(0, int(self.draining[node]) - 1)
+            for run in e.jobs_on_node(node):
+                e.interrupt(run, now, cause, planned=True)
+            self.down_reasons[node] += 1
+            self._set_health(node, now, cause)
+            e.at(now + repair_s, lambda later: self.repair_nodes([node], later, cause))
 
-        self._e.at(down_at_s, go_down)
+        e.at(down_at_s, go_down)
 
     def interrupt_job_on_node(self, node: int, t: int, cause: str) -> None:
         """A software fault: only one job on the node is interrupted; the node stays up."""
-        runs = self._e.jobs_on_node(node)
+        runs = self.engine.jobs_on_node(node)
         if runs:
-            self._e.interrupt(runs[0], t, cause)
-
-    def _set_health(self, node: int, t: int, reason: str) -> None:
-        if self._e._down_reasons[node] > 0:
-            h = Health.DOWN
-        elif self._e._draining[node] > 0:
-            h = Health.DRAINING
-        else:
-            h = Health.HEALTHY
-        if int(self._e.state.health[node]) != int(h):
-            self._e.set_node_health(node, h, reason, t)
+            self.engine.interrupt(runs[0], t, cause)
 
     def node_reported(self, node: int, health: Health, reason: str, t: int) -> None:
         """A backend observed a node's health (e.g. Slurm DOWN/DRAIN): take the fault path
         for a new fault, repair when it comes back. Reports that change nothing are ignored."""
-        was = Health(int(self._e.state.health[node]))
+        was = Health(int(self.engine.state.health[node]))
         if health is was:
             return
         if health is Health.DOWN:
-            self._e.fail_nodes([node], t, reason, repair_s=0)
+            self.fail_nodes([node], t, reason, repair_s=0)
         elif health is Health.DRAINING:
-            self._e._draining[node] += 1
-            self._e._set_health(node, t, reason)
+            self.draining[node] += 1
+            self._set_health(node, t, reason)
         else:
-            self._e._down_reasons[node] = 0
-            self._e._draining[node] = 0
-            self._e._set_health(node, t, reason)
+            self.down_reasons[node] = 0
+            self.draining[node] = 0
+            self._set_health(node, t, reason)
 
-    def down_gpus(self) -> int:
-        return self._e.state.down_gpus()
+    def record(self, run: JobRun, cause: str, lost_s: int, planned: bool) -> None:
+        """Count one interruption for the report."""
+        log = self.log
+        log.by_tenant_cause[run.tenant][cause] += 1
+        log.lost_gpu_s[run.tenant] += lost_s * run.spec.gpus
+        log.by_job_gpus[run.spec.gpus] += 1
+        if planned:
+            log.planned[run.tenant] += 1
 
-    def at(self, t: int, fn: Callable[[int], Any]) -> None:
-        """Run ``fn(now)`` when the clock reaches ``t`` (before that instant's cycle). ``now``
-        is the step's time: ``t`` itself in the twin, later if a live step runs late; the
-        callback acts then (a fault found late takes its nodes down from then on)."""
-        key = str(next(self._e._seq))
-        self._e._callbacks[key] = fn
-        self._e._push(t, 0, key)
+    def _set_health(self, node: int, t: int, reason: str) -> None:
+        if self.down_reasons[node] > 0:
+            h = Health.DOWN
+        elif self.draining[node] > 0:
+            h = Health.DRAINING
+        else:
+            h = Health.HEALTHY
+        if int(self.engine.state.health[node]) != int(h):
+            self.engine.set_node_health(node, h, reason, t)
+
+
+def interruptible(run: JobRun) -> bool:
+    return run.state in (JobState.RUNNING, JobState.RECLAIMING) and run.placement is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cotenant.cluster.state import Placement
+from cotenant.model.checkpoints import CheckpointedRun
 from cotenant.model.jobs import JobSpec, JobState
 from cotenant.scheduler.snapshot import PendingJob, RunningJob
 
@@ -50,32 +51,29 @@ class JobRun:
     def remaining_s(self) -> int:
         return max(0, self.spec.duration_s - self.work_saved_s)
 
+    def current_run(self) -> CheckpointedRun:
+        """The current run, for the checkpoint arithmetic (``model.checkpoints``)."""
+        spec = self.spec
+        return CheckpointedRun(
+            self.start_s,
+            self.restart_s,
+            self.work_saved_s,
+            spec.duration_s,
+            spec.checkpoint_interval_s,
+            self.write_s,
+        )
+
     def progress_s(self, now: int) -> int:
-        """Work done by ``now`` in the current run. A run is: restart cost, then cycles of
-        ``checkpoint_interval`` of work followed by ``write_s`` writing the checkpoint
-        (the simulated backend times runs the same way)."""
-        ran = max(0, now - self.start_s - self.restart_s)
-        every = self.spec.checkpoint_interval_s
-        if every > 0 and self.write_s > 0:
-            k, r = divmod(ran, every + self.write_s)
-            ran = k * every + min(r, every)
-        return min(self.spec.duration_s, self.work_saved_s + ran)
+        """Work done by ``now`` in the current run (see ``model.checkpoints``)."""
+        return self.current_run().progress_s(now)
 
     def saved_by_periodic_checkpoints_s(self, now: int) -> int:
         """Work safe in the last checkpoint that has finished writing by ``now``."""
-        ran = max(0, now - self.start_s - self.restart_s)
-        every = self.spec.checkpoint_interval_s
-        done = (ran // (every + self.write_s)) * every if every > 0 else 0
-        return min(self.spec.duration_s, self.work_saved_s + done)
+        return self.current_run().saved_s(now)
 
     def checkpoint_overhead_s(self, now: int) -> int:
         """Time spent writing checkpoints in the current run up to ``now``."""
-        ran = max(0, now - self.start_s - self.restart_s)
-        every = self.spec.checkpoint_interval_s
-        if every <= 0 or self.write_s <= 0:
-            return 0
-        k, r = divmod(ran, every + self.write_s)
-        return k * self.write_s + max(0, r - every)
+        return self.current_run().writing_s(now)
 
     def pending_view(self) -> PendingJob:
         if self._pending_view is None:
@@ -103,15 +101,13 @@ class JobRun:
                 work_at_start_s=self.work_saved_s,
                 restart_s=self.restart_s,
                 attained_gpu_s=self.attained_gpu_s,
+                write_s=self.write_s,
             )
         return self._running_view
 
     def expected_end_s(self) -> int:
-        est = self.spec.runtime_estimate_s
-        left = max(0, est - self.work_saved_s)
-        every = self.spec.checkpoint_interval_s
-        writes = (left - 1) // every if every > 0 and left > 0 else 0
-        return self.start_s + self.restart_s + left + writes * self.write_s
+        """When the current run ends by the job's runtime estimate (for backfill)."""
+        return self.current_run().end_s(self.spec.runtime_estimate_s)
 
     def touch(self) -> None:
         """Drop cached views after a change."""

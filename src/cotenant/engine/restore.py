@@ -39,7 +39,6 @@ from cotenant.engine.core import Engine
 from cotenant.engine.jobs import JobRun
 from cotenant.model.errors import InvariantBroken
 from cotenant.model.jobs import JobSpec, JobState
-from cotenant.scheduler.decisions import Reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +171,7 @@ def _clash(engine: Engine, s: SavedJob) -> str | None:
         if state.health[n] == Health.DOWN:
             return f"on node {n}, which is down"
         if state.free[n] < g:
-            holders = sorted(engine._node_jobs.get(n, ()))
+            holders = [r.id for r in engine.jobs_on_node(n)]
             return f"over-commits node {n} (held by {', '.join(holders) or 'others'})"
     return None
 
@@ -214,12 +213,11 @@ def _restore_running(engine: Engine, s: SavedJob) -> JobRun:
     run.work_saved_s = s.work_saved_s
     run.preemptions = s.preemptions
     run.first_start_s = s.first_start_s if s.first_start_s is not None else start
+    since = s.usage_since_s if s.usage_since_s is not None else start
     try:
-        engine._start(run, s.placement, s.borrowed, start, Reason.PLACED)
+        engine.resume(run, s.placement, s.borrowed, start, since)
     except InvariantBroken as e:
         raise InvariantBroken(f"restoring job {s.spec.id}: {e}") from None
     if s.reason:
         run.reason = s.reason
-    since = s.usage_since_s if s.usage_since_s is not None else start
-    engine._open_usage[run.id] = (since, s.borrowed)
     return run

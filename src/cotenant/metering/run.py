@@ -259,7 +259,7 @@ def metered_ledger(engine: Engine, until_s: int) -> UsageLedger:
     """The engine's ledger plus every still-open allocation interval closed at
     ``until_s``: all GPU-seconds allocated up to then. The engine's ledger is untouched."""
     records = list(engine.ledger.records())
-    for job_id, (start, borrowed) in sorted(engine._open_usage.items()):
+    for job_id, (start, borrowed) in sorted(engine.open_usage().items()):
         run = engine.jobs[job_id]
         if run.placement is None or until_s <= start:
             continue

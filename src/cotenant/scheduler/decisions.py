@@ -68,6 +68,19 @@ class Reject:
     detail: str
 
 
+@dataclass(frozen=True, slots=True)
+class Behind:
+    """The policy stopped at the queue's head (strict FIFO): every pending job from
+    position ``index`` of the snapshot's queue on, the rejected aside (``count`` jobs),
+    waits for this reason without a verdict of its own. A cycle costs what is ahead of
+    the head, not the queue's length."""
+
+    index: int
+    count: int
+    reason: Reason
+    detail: str = ""
+
+
 @dataclass(slots=True)
 class Decisions:
     places: list[Place] = field(default_factory=list)
@@ -76,6 +89,13 @@ class Decisions:
     rejects: list[Reject] = field(default_factory=list)
     # Reason for a tenant's jobs the cycle did not look at one by one.
     tenant_waits: dict[str, Wait] = field(default_factory=dict)
+    behind: Behind | None = None
 
     def __len__(self) -> int:
-        return len(self.places) + len(self.reclaims) + len(self.waits) + len(self.rejects)
+        """Verdicts, one per job decided: the jobs waiting behind the head count too."""
+        n = len(self.places) + len(self.reclaims) + len(self.waits) + len(self.rejects)
+        return n + (self.behind.count if self.behind is not None else 0)
+
+    def wait_count(self) -> int:
+        """Verdicts that say "still waiting": each wait, and each job behind the head."""
+        return len(self.waits) + (self.behind.count if self.behind is not None else 0)

@@ -86,6 +86,18 @@ def could_ever_fit(topo: Topology, gpus: int, constraint: Constraint, capacity: 
     return None
 
 
+def never_fits(topo: Topology, gpus: int, constraint: Constraint, kind: str | None) -> str | None:
+    """``could_ever_fit`` for a job's shape on this topology, decided once per shape: the
+    answer depends on the topology and the capacity of the kind only, never on what runs
+    or on node health, so it is kept for the topology's lifetime."""
+    key = (gpus, constraint, kind)
+    memo = topo.fit_memo
+    if key in memo:
+        return memo[key]
+    why = memo[key] = could_ever_fit(topo, gpus, constraint, topo.capacity_of(kind))
+    return why
+
+
 def find_placement(
     topo: Topology,
     free: np.ndarray,

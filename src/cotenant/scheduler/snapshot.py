@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cotenant.cluster.state import ClusterState, Placement
+from cotenant.model.checkpoints import CheckpointedRun
 from cotenant.model.contracts import Contract, IsolationLevel
 from cotenant.model.jobs import JobKind, JobSpec
 
@@ -39,6 +40,7 @@ class RunningJob:
     restart_s: int  # restart cost paid at the start of this run
     attained_gpu_s: int = 0
     reclaim_deadline_s: int | None = None  # when it stops, if it is being reclaimed
+    write_s: int = 0  # time each periodic checkpoint of this run takes to write
 
     @property
     def tenant(self) -> str:
@@ -49,10 +51,17 @@ class RunningJob:
         return self.spec.gpus
 
     def work_since_checkpoint_s(self, now: int) -> int:
-        """Work that would be lost if this run stopped at ``now`` without a new checkpoint."""
-        done = max(0, now - self.start_s - self.restart_s)
-        every = self.spec.checkpoint_interval_s
-        return done % every if every > 0 else done
+        """Work that would be lost if this run stopped at ``now`` without a new checkpoint
+        (the engine's own arithmetic: ``model.checkpoints``)."""
+        spec = self.spec
+        return CheckpointedRun(
+            self.start_s,
+            self.restart_s,
+            self.work_at_start_s,
+            spec.duration_s,
+            spec.checkpoint_interval_s,
+            self.write_s,
+        ).lost_s(now)
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,20 @@ class Snapshot:
     rivals: Mapping[str, tuple[frozenset[str], IsolationLevel]] = field(default_factory=dict)
     # Extra capacity the policy must leave alone (e.g. power headroom), in GPUs; None: no cap.
     power_headroom_gpus: int | None = None
+    # Ids of the pending jobs no empty cluster could hold (decided once per job shape, at
+    # submit); None: not known, the policy checks each job it looks at.
+    never_fit: frozenset[str] | None = None
+    # The tenants with a job pending; None: not known (read from ``pending``).
+    pending_tenants: frozenset[str] | None = None
+    # Each waiting tenant's own queue, in queue order; None: not known (group ``pending``).
+    pending_by_tenant: Mapping[str, tuple[PendingJob, ...]] | None = None
+    # The running jobs being reclaimed, in ``running`` order; None: not known (filter it).
+    reclaiming: tuple[RunningJob, ...] | None = None
+
+    def reclaiming_runs(self) -> tuple[RunningJob, ...]:
+        if self.reclaiming is not None:
+            return self.reclaiming
+        return tuple(r for r in self.running if r.reclaiming)
 
     @property
     def topo(self):  # type: ignore[no-untyped-def]

@@ -14,6 +14,10 @@ class Policy(Protocol):
     name: str
     description: str
     honours_contracts: bool
+    # A policy whose decisions change with time alone (LAS demotes a job once it has had
+    # its quantum) asks the engine to cycle this often while work waits and runs; None:
+    # only events change its decisions.
+    wake_every_s: int | None
 
     def decide(self, snap: Snapshot) -> Decisions: ...
 

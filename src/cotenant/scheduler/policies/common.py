@@ -7,15 +7,17 @@ from collections.abc import Iterable
 from cotenant.cluster.state import Placement
 from cotenant.model.jobs import JobSpec
 from cotenant.scheduler.decisions import Decisions, Reason, Reject, Wait
-from cotenant.scheduler.placement import could_ever_fit
+from cotenant.scheduler.placement import never_fits
 from cotenant.scheduler.snapshot import RunningJob, Snapshot
 from cotenant.scheduler.workspace import Workspace
 
 
 def reject_if_impossible(snap: Snapshot, job: JobSpec, out: Decisions) -> bool:
-    """Reject a gang no empty cluster could hold; True if rejected."""
-    topo = snap.state.topo
-    why = could_ever_fit(topo, job.gpus, job.constraint, topo.capacity_of(job.accelerator))
+    """Reject a gang no empty cluster could hold; True if rejected. The engine's snapshot
+    names such jobs (``never_fit``, decided once at submit), so this is a set lookup."""
+    if snap.never_fit is not None and job.id not in snap.never_fit:
+        return False
+    why = never_fits(snap.state.topo, job.gpus, job.constraint, job.accelerator)
     if why is None:
         return False
     out.rejects.append(Reject(job.id, Reason.TOO_LARGE, why))

@@ -24,7 +24,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import cast
 
 from cotenant.cluster.state import Placement
@@ -43,10 +43,11 @@ class ContractPolicy:
     name = "contract"
     description = "entitlement first; idle capacity lent and reclaimed with a grace period"
     honours_contracts = True
+    wake_every_s: int | None = None
 
     def decide(self, snap: Snapshot) -> Decisions:
         out = Decisions()
-        reclaiming = [r for r in snap.running if r.reclaiming]
+        reclaiming = snap.reclaiming_runs()
         ws = Workspace(snap, ((r.tenant, r.placement) for r in reclaiming))
         headroom = {
             t: snap.entitlements.get(t, 0) - snap.owned_gpus.get(t, 0) for t in snap.entitlements
@@ -114,15 +115,18 @@ class ContractPolicy:
     ) -> list[PendingJob]:
         to_borrow: list[PendingJob] = []
         reservation: dict[str, tuple[int | None, int]] = {}
-        by_tenant: dict[str, list[PendingJob]] = defaultdict(list)
-        for pj in snap.pending:
-            by_tenant[pj.spec.tenant].append(pj)
+        by_tenant = snap.pending_by_tenant
+        if by_tenant is None:
+            grouped: dict[str, list[PendingJob]] = defaultdict(list)
+            for pj in snap.pending:
+                grouped[pj.spec.tenant].append(pj)
+            by_tenant = {t: tuple(q) for t, q in grouped.items()}
         order = sorted(
             by_tenant,
             key=lambda t: (-(snap.contracts[t].priority if t in snap.contracts else -(1 << 30)), t),
         )
         for tenant in order:
-            queue = by_tenant[tenant]
+            queue: Sequence[PendingJob] = by_tenant[tenant]
             entitled = snap.entitlements.get(tenant, 0)
             if entitled <= 0:
                 to_borrow.extend(pj for pj in queue if not reject_if_impossible(snap, pj.spec, out))
@@ -132,7 +136,7 @@ class ContractPolicy:
             if not queue:
                 continue
             min_size = min(pj.spec.gpus for pj in queue)
-            for pj in queue:
+            for k, pj in enumerate(queue):
                 job = pj.spec
                 if reject_if_impossible(snap, job, out):
                     continue
@@ -151,7 +155,7 @@ class ContractPolicy:
                         reservation[tenant] = shadow(snap.now, job.gpus, max(room, 0), own)
                     if job_room < min_size:
                         # No job of this tenant fits its headroom: the rest can only borrow.
-                        to_borrow.extend(queue[queue.index(pj) + 1 :])
+                        to_borrow.extend(queue[k + 1 :])
                         break
                     continue
                 held = reservation.get(tenant)
@@ -306,10 +310,9 @@ class ContractPolicy:
         )
         if by_node is None:
             by_node = defaultdict(list)
-            for r in snap.running:
-                if r.reclaiming:
-                    for n in r.placement.nodes:
-                        by_node[n].append(r)
+            for r in snap.reclaiming_runs():
+                for n in r.placement.nodes:
+                    by_node[n].append(r)
             for runs in by_node.values():
                 runs.sort(key=lambda r: (r.reclaim_deadline_s or 0, r.spec.id))
             ws.cache["reclaiming-by-node"] = by_node
@@ -430,7 +433,7 @@ class ContractPolicy:
         snap: Snapshot,
         ws: Workspace,
         headroom: dict[str, int],
-        reclaiming: list[RunningJob],
+        reclaiming: Sequence[RunningJob],
         to_borrow: list[PendingJob],
         out: Decisions,
     ) -> None:

@@ -11,7 +11,7 @@ Under a site power cap a job that fits but would exceed the power budget waits
 
 from __future__ import annotations
 
-from cotenant.scheduler.decisions import Decisions, Place, Reason, Wait
+from cotenant.scheduler.decisions import Behind, Decisions, Place, Reason, Wait
 from cotenant.scheduler.policies import register
 from cotenant.scheduler.policies.common import PowerBudget, reject_if_impossible, shadow
 from cotenant.scheduler.snapshot import Snapshot
@@ -22,6 +22,7 @@ class FifoBackfill:
     name = "fifo-backfill"
     description = "FIFO with EASY backfill; contracts ignored except isolation (the baseline)"
     honours_contracts = False
+    wake_every_s: int | None = None
     backfill = True
 
     def decide(self, snap: Snapshot) -> Decisions:
@@ -32,18 +33,21 @@ class FifoBackfill:
         reserve_until: int | None = None
         reserved = False
         extra = 0
-        for pj in snap.pending:
+        for i, pj in enumerate(snap.pending):
             job = pj.spec
             if reject_if_impossible(snap, job, out):
                 continue
             if free_total <= 0:
-                for t in {p.spec.tenant for p in snap.pending}:
+                tenants = snap.pending_tenants
+                if tenants is None:
+                    tenants = frozenset(p.spec.tenant for p in snap.pending)
+                for t in sorted(tenants):
                     out.tenant_waits[t] = Wait("", Reason.NO_CAPACITY, "the cluster is full")
                 break
             if reserved:
                 if not self.backfill:
-                    out.waits.append(Wait(job.id, Reason.QUEUED_BEHIND, "strict FIFO"))
-                    continue
+                    stop_at_head(snap, i, out)
+                    break
                 short = (
                     reserve_until is not None and snap.now + job.runtime_estimate_s <= reserve_until
                 )
@@ -87,6 +91,18 @@ class Fifo(FifoBackfill):
     name = "fifo"
     description = "strict FIFO: the queue head blocks everything behind it"
     backfill = False
+
+
+def stop_at_head(snap: Snapshot, index: int, out: Decisions) -> None:
+    """Strict FIFO: the head waits, so does every job from ``index`` on, in one verdict
+    (``Behind``); only a job no cluster could ever hold is rejected now, as it would be
+    anywhere in the queue (the snapshot names those, so this is no walk of the queue)."""
+    rest = snap.pending[index:]
+    rejected = 0
+    if snap.never_fit is None or snap.never_fit:
+        for pj in rest:
+            rejected += reject_if_impossible(snap, pj.spec, out)
+    out.behind = Behind(index, len(rest) - rejected, Reason.QUEUED_BEHIND, "strict FIFO")
 
 
 register("fifo-backfill")(FifoBackfill)

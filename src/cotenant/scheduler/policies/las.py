@@ -95,7 +95,7 @@ class LeastAttainedService:
         self.thresholds_gpu_s = th
         self.checkpoint_write_s = checkpoint_write_s
         self.min_run_s = min_run_s
-        self.wake_every_s = wake_every_s
+        self.wake_every_s: int | None = wake_every_s
 
     def queue_of(self, attained_gpu_s: int) -> int:
         """The priority queue (0 = least served) of a job with this attained service."""

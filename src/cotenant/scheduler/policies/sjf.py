@@ -36,6 +36,7 @@ class ShortestJobFirst:
     name = "sjf"
     description = "shortest job first on the trace duration (ORACLE estimate); non-preemptive"
     honours_contracts = False
+    wake_every_s: int | None = None
 
     def decide(self, snap: Snapshot) -> Decisions:
         out = Decisions()

@@ -1,0 +1,129 @@
+"""What the engine did, as frozen typed records: the decision log's entries.
+
+Each record has a ``kind`` (the ``event`` of its JSON form) and one ``to_json()``: the
+dict the audit log, the golden file and the string-keyed sinks read, keys in a fixed
+order (``t``, ``event``, then the fields as declared; a field that is None is left out).
+Typed consumers subscribe to ``Engine.observers`` and match on the class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True, slots=True)
+class EngineEvent:
+    kind: ClassVar[str] = ""
+    t: int
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"t": self.t, "event": self.kind}
+        names: tuple[str, ...] = self.__match_args__
+        for name in names[1:]:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            out[name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class ContractChanged(EngineEvent):
+    kind: ClassVar[str] = "contract"
+    tenant: str
+
+
+@dataclass(frozen=True, slots=True)
+class JobSubmitted(EngineEvent):
+    """The job entered the queue (at its submit time, or when the engine took it)."""
+
+    kind: ClassVar[str] = "submit"
+    job: str
+    tenant: str
+    gpus: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobCancelled(EngineEvent):
+    kind: ClassVar[str] = "cancel"
+    job: str
+    tenant: str
+
+
+@dataclass(frozen=True, slots=True)
+class JobRejected(EngineEvent):
+    kind: ClassVar[str] = "reject"
+    job: str
+    tenant: str
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunPlaced(EngineEvent):
+    kind: ClassVar[str] = "place"
+    job: str
+    tenant: str
+    gpus: int
+    nodes: tuple[int, ...]
+    borrowed: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunReclaimed(EngineEvent):
+    """A run told to checkpoint and stop by ``deadline`` for a beneficiary's room."""
+
+    kind: ClassVar[str] = "reclaim"
+    job: str
+    tenant: str
+    beneficiary: str
+    beneficiary_tenant: str
+    deadline: int
+    rule: str
+    hastened: bool | None = None  # True: an earlier deadline for a run already reclaimed
+
+
+@dataclass(frozen=True, slots=True)
+class RunPreempted(EngineEvent):
+    kind: ClassVar[str] = "preempt"
+    job: str
+    tenant: str
+    lost_s: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunInterrupted(EngineEvent):
+    kind: ClassVar[str] = "interrupt"
+    job: str
+    tenant: str
+    cause: str
+    lost_s: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunEnded(EngineEvent):
+    kind: ClassVar[str] = "end"
+    job: str
+    tenant: str
+    state: str
+    exit_code: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunRetagged(EngineEvent):
+    """A run's GPUs counted anew as borrowed or as owned (its tenant's entitlement)."""
+
+    kind: ClassVar[str] = "retag"
+    job: str
+    tenant: str
+    borrowed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class NodeHealthSet(EngineEvent):
+    kind: ClassVar[str] = "node-health"
+    node: int
+    health: str
+    reason: str
