@@ -23,8 +23,8 @@ from cotenant.engine.events import (
     RunReclaimed,
     RunRetagged,
 )
-from cotenant.runtime import simulate
-from cotenant.scenario import load_scenario
+from cotenant.twin.runtime import simulate
+from cotenant.twin.scenario import load_scenario
 
 
 @pytest.mark.parametrize(
