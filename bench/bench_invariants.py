@@ -19,7 +19,6 @@ and the time each restart took; exits 1 on any alarm or error.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
@@ -31,27 +30,13 @@ from pathlib import Path
 
 import httpx
 
-from server import free_port, launch  # bench/server.py (run as python3 bench/...)
+from server import free_port, launch_demo  # bench/server.py (run as python3 bench/...)
 
 TENANTS = ("owner-lab", "lessee-lab")
 
 
 def start(workdir: Path, port: int) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
-    keys = workdir / "keys.json"
-    args = [
-        "--demo",
-        "--db",
-        f"sqlite:///{workdir / 'live.db'}",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--keys-out",
-        str(keys),
-    ]
-    proc = launch(args, port, workdir)
-    tokens = {k["tenant"] or k["role"]: k["token"] for k in json.loads(keys.read_text())}
-    return proc, tokens
+    return launch_demo(workdir, port)
 
 
 class Submitter(threading.Thread):

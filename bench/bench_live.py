@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from server import free_port, launch
+from server import free_port, launch_demo
 
 OWNER, LESSEE = "owner-lab", "lessee-lab"
 GRACE_S = 300  # colossus-lease: reclaim grace 5 min for both tenants
@@ -319,30 +319,13 @@ def rss_kb(pid: int) -> int:
 def start_server(
     workdir: Path, port: int, speed: float, read_concurrency: int | None = None
 ) -> tuple[subprocess.Popen[bytes], Any]:
-    keys = workdir / "keys.json"
     config = workdir / "serve.toml"
     config.write_text(
         "" if read_concurrency is None else f"read_concurrency = {read_concurrency}\n"
     )
-    args = [
-        "--demo",
-        "--scenario",  # named: the demo's own live workload stays off; this bench is the load
-        "colossus-lease",
-        "--db",
-        f"sqlite:///{workdir / 'live.db'}",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--speed",
-        str(speed),
-        "--keys-out",
-        str(keys),
-        "--config",
-        str(config),
-    ]
-    proc = launch(args, port, workdir)
-    return proc, {k["tenant"] or k["role"]: k["token"] for k in json.loads(keys.read_text())}
+    # --scenario named: the demo's own live workload stays off; this bench is the load
+    extra = ["--scenario", "colossus-lease", "--speed", str(speed), "--config", str(config)]
+    return launch_demo(workdir, port, extra)
 
 
 # -- analysis of the audit log ------------------------------------------------------------------

@@ -3,6 +3,7 @@ process started with its output in ``workdir/server.log``, and a wait until /hea
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -38,3 +39,25 @@ def launch(
             proc.kill()
             raise SystemExit(f"server did not start:\n{log_path.read_text()[-4000:]}")
         time.sleep(0.1)
+
+
+def launch_demo(
+    workdir: Path, port: int, extra: Sequence[str] = ()
+) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+    """``serve --demo`` on ``workdir/live.db`` (kept across launches) and the keys it
+    issued, by tenant (or role for the operator and auditor keys)."""
+    keys = workdir / "keys.json"
+    args = [
+        "--demo",
+        *extra,
+        "--db",
+        f"sqlite:///{workdir / 'live.db'}",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--keys-out",
+        str(keys),
+    ]
+    proc = launch(args, port, workdir)
+    return proc, {k["tenant"] or k["role"]: k["token"] for k in json.loads(keys.read_text())}
