@@ -11,7 +11,9 @@ fix in scheduler/policies/contract.py:
 - earliest-grace-deadline-first: power freed for a 0 s grace is not taken by an older
   promise that can wait;
 - power-kept-for-the-earlier-deadline: a job waiting for power keeps the headroom there is
-  now from a promise with a later deadline.
+  now from a promise with a later deadline;
+- zero-grace-replica-starts-on-free-room: a job waiting for its promised room (0 s grace)
+  starts at once on room a repair freed, rather than at the reclaim's deadline 1 s later.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ CASES = sorted((Path(__file__).resolve().parents[1] / "fixtures" / "adversarial"
 
 
 def test_the_found_worlds_are_there() -> None:
-    assert len(CASES) == 5
+    assert len(CASES) == 6
 
 
 @pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])

@@ -68,6 +68,7 @@ class ContractPolicy:
         # Promises still whole are kept before any broken one (a fault took part of its
         # room) is planned afresh: the new plan must not take room promised to another.
         broken: list[PendingJob] = []
+        waiting: list[PendingJob] = []  # promised room still being reclaimed
         for pj in promised:
             job, p = pj.spec, pj.promise
             assert p is not None
@@ -85,9 +86,7 @@ class ContractPolicy:
             elif ws.still_fits(job, p, now=False):
                 self._power_for(snap, ws, job, taken_victims, out)
                 ws.promise(job.tenant, p)
-                out.waits.append(
-                    Wait(job.id, Reason.WAITING_FOR_RECLAIM, "borrowers are checkpointing", p)
-                )
+                waiting.append(pj)
             else:
                 broken.append(pj)
                 continue
@@ -98,6 +97,19 @@ class ContractPolicy:
                 snap, ws, job, taken_victims, out
             ):
                 headroom[job.tenant] -= job.gpus
+        # A job waiting for its promised room starts now if room is free now elsewhere
+        # (a repair, an early end): its grace period is a bound, not a schedule.
+        for pj in waiting:
+            job, p = pj.spec, pj.promise
+            q = ws.try_now(job)
+            if q is not None and power_budget(ws).allows(job.gpus):
+                ws.commit_now(job.tenant, q)
+                power_budget(ws).spend(job.gpus)
+                out.places.append(Place(job.id, q, Reason.PLACED_OWN, borrowed=False))
+            else:
+                out.waits.append(
+                    Wait(job.id, Reason.WAITING_FOR_RECLAIM, "borrowers are checkpointing", p)
+                )
         served = {p.job_id for p in out.places} | {w.job_id for w in out.waits}
         to_borrow = self._entitled_demand(snap, ws, headroom, taken_victims, out, served)
         self._lend(snap, ws, headroom, reclaiming, to_borrow, out)
