@@ -20,7 +20,7 @@ from cotenant.whatif.summary import summarise
 from cotenant.whatif.variants import grid, parse_vary, read_base
 from harness import free_ports
 
-pytest.importorskip("distributed", reason="Dask's distributed is not installed ('.[whatif]')")
+pytest.importorskip("distributed", reason="Dask's distributed is not installed")
 
 SCHEDULER = ["dask", "scheduler", "--host", "127.0.0.1"]
 WORKER = ["dask", "worker", "--host", "127.0.0.1", "--nthreads", "1", "--no-nanny"]

@@ -220,8 +220,8 @@ def _on_dask(
     except ModuleNotFoundError:
         raise SpecError(
             "dask",
-            "Dask's distributed is not installed: python3 -m pip install -e '.[whatif]' "
-            "(or run with --serial)",
+            "Dask's distributed is not installed (a dependency of cotenant): "
+            "python3 -m pip install 'distributed>=2024.6' (or run with --serial)",
         ) from None
 
     t0 = time.perf_counter()
