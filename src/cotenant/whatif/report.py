@@ -155,7 +155,8 @@ def interval_png(s: Summary, m: str) -> str | None:
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
+    # "tight": a title wider than a narrow figure (two variants) is kept whole, not cut
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
