@@ -13,7 +13,10 @@ fix in scheduler/policies/contract.py:
 - power-kept-for-the-earlier-deadline: a job waiting for power keeps the headroom there is
   now from a promise with a later deadline;
 - zero-grace-replica-starts-on-free-room: a job waiting for its promised room (0 s grace)
-  starts at once on room a repair freed, rather than at the reclaim's deadline 1 s later.
+  starts at once on room a repair freed, rather than at the reclaim's deadline 1 s later;
+- zero-grace-rival-reclaim-hastened: a 0 s-grace job's room is free in GPUs but closed by
+  a rival's borrower already being reclaimed (60 s grace, for another tenant); the
+  reclaim is hastened to the job's grace (it was 59 s late: only GPU counts were checked).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ CASES = sorted((Path(__file__).resolve().parents[1] / "fixtures" / "adversarial"
 
 
 def test_the_found_worlds_are_there() -> None:
-    assert len(CASES) == 6
+    assert len(CASES) == 7
 
 
 @pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import cast
 
 from cotenant.cluster.state import Placement
+from cotenant.model.contracts import IsolationLevel
 from cotenant.model.jobs import JobSpec
 from cotenant.scheduler.decisions import Decisions, Place, Reason, Reclaim, Wait
 from cotenant.scheduler.placement import find_placement, level_range
@@ -341,6 +342,38 @@ class ContractPolicy:
                     out.reclaims.append(
                         Reclaim(r.spec.id, job.id, limit, Reason.RECLAIM_FOR_ENTITLEMENT)
                     )
+        for r in self._rivals_in_the_way(snap, ws, job, p):
+            late = r.reclaim_deadline_s is not None and r.reclaim_deadline_s > limit
+            if late and r.spec.id not in hastened:
+                hastened.add(r.spec.id)
+                out.reclaims.append(
+                    Reclaim(r.spec.id, job.id, limit, Reason.RECLAIM_FOR_ENTITLEMENT)
+                )
+
+    @staticmethod
+    def _rivals_in_the_way(
+        snap: Snapshot, ws: Workspace, job: JobSpec, p: Placement
+    ) -> list[RunningJob]:
+        """Reclaiming rival runs that must be gone before the job may use its room: a
+        node (or rack) a rival holds is closed to the job however many GPUs are free."""
+        blocked = blocked_nodes(ws.now, job.tenant, snap.rivals)
+        if blocked is None or not blocked[list(p.nodes)].any():
+            return []
+        names, level = snap.rivals[job.tenant]
+        node_rack = ws.topo.node_rack
+        if level is IsolationLevel.RACK:
+            racks = {int(node_rack[n]) for n in p.nodes}
+            return [
+                r
+                for r in snap.reclaiming_runs()
+                if r.tenant in names and any(int(node_rack[n]) in racks for n in r.placement.nodes)
+            ]
+        nodes = set(p.nodes)
+        return [
+            r
+            for r in snap.reclaiming_runs()
+            if r.tenant in names and nodes.intersection(r.placement.nodes)
+        ]
 
     def _choose_victims(
         self, snap: Snapshot, ws: Workspace, job: JobSpec, taken: set[str], own_lower: bool
