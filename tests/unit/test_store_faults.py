@@ -115,7 +115,9 @@ def test_a_commit_whose_acknowledgement_was_lost_is_not_written_twice(
 
     faults.write_text("lost-commit")
     durable = w.submit(op, durable=True)
-    wait_for(lambda: w.down)
+    # (The writer is down only until the next retry settles the commit, a few ms at this
+    # back-off: a poll can miss that window, so wait for the failure itself.)
+    wait_for(lambda: w.write_failures > 0)
     faults.unlink()
     durable.result(5)
     assert kinds(store) == ["once"]
