@@ -16,7 +16,11 @@ fix in scheduler/policies/contract.py:
   starts at once on room a repair freed, rather than at the reclaim's deadline 1 s later;
 - zero-grace-rival-reclaim-hastened: a 0 s-grace job's room is free in GPUs but closed by
   a rival's borrower already being reclaimed (60 s grace, for another tenant); the
-  reclaim is hastened to the job's grace (it was 59 s late: only GPU counts were checked).
+  reclaim is hastened to the job's grace (it was 59 s late: only GPU counts were checked);
+- reclaim-decided-this-cycle-hastened: after a rack fails, one tenant's job (60 s grace)
+  reclaims a borrower; a 0 s-grace tenant's jobs needing the same room later in the same
+  cycle hasten that reclaim (they were 60 s late: only reclaims of earlier cycles were
+  looked at).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ CASES = sorted((Path(__file__).resolve().parents[1] / "fixtures" / "adversarial"
 
 
 def test_the_found_worlds_are_there() -> None:
-    assert len(CASES) == 7
+    assert len(CASES) == 8
 
 
 @pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])

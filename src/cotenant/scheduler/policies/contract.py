@@ -236,6 +236,7 @@ class ContractPolicy:
             taken.add(v.spec.id)
             ws.release_future(v.tenant, v.placement)
             out.reclaims.append(Reclaim(v.spec.id, job.id, snap.now + grace, rule))
+            _reclaims_under_way(snap, ws).add(v, snap.now + grace)
             for n, g in zip(v.placement.nodes, v.placement.gpus, strict=True):
                 freed[n] += g
         self._hasten(snap, ws, job, p, out, freed)
@@ -300,6 +301,7 @@ class ContractPolicy:
             out.reclaims.append(
                 Reclaim(v.spec.id, job.id, deadline, Reason.RECLAIM_FOR_ENTITLEMENT)
             )
+            _reclaims_under_way(snap, ws).add(v, deadline)
         budget.promise(job.gpus, freeing + sum(v.gpus for v in victims))
         return True
 
@@ -312,47 +314,33 @@ class ContractPolicy:
         out: Decisions,
         freed: Mapping[int, int] | None = None,
     ) -> None:
-        """Room freed by reclaims already under way (for another job) comes at their
-        deadlines; if this job's own grace period ends earlier, the reclaims it relies on
-        are moved up to it: its contract promises the room within its grace, whoever
-        asked first. Only GPUs not free now (nor freed by ``freed``, this job's own new
-        victims) are looked for."""
+        """Room freed by reclaims already under way (for another job, in an earlier cycle
+        or earlier in this one) comes at their deadlines; if this job's own grace period
+        ends earlier, the reclaims it relies on are moved up to it: its contract promises
+        the room within its grace, whoever asked first. Only GPUs not free now (nor freed
+        by ``freed``, this job's own new victims) are looked for, and any rival's run that
+        closes one of the job's nodes (or racks) to it."""
         limit = snap.now + snap.contracts[job.tenant].lending.reclaim_grace_s
-        by_node = cast(
-            dict[int, list[RunningJob]] | None, ws.cache.get("reclaiming-by-node")
-        )
-        if by_node is None:
-            by_node = defaultdict(list)
-            for r in snap.reclaiming_runs():
-                for n in r.placement.nodes:
-                    by_node[n].append(r)
-            for runs in by_node.values():
-                runs.sort(key=lambda r: (r.reclaim_deadline_s or 0, r.spec.id))
-            ws.cache["reclaiming-by-node"] = by_node
-        hastened: set[str] = set()
+        under_way = _reclaims_under_way(snap, ws)
+        relied_on: list[RunningJob] = []
         for node, need in zip(p.nodes, p.gpus, strict=True):
             short = need - int(ws.now.free[node]) - (freed or {}).get(node, 0)
-            for r in by_node.get(node, ()):
+            for r in under_way.on_node(node):
                 if short <= 0:
                     break
                 short -= r.placement.gpus[r.placement.nodes.index(node)]
-                late = r.reclaim_deadline_s is not None and r.reclaim_deadline_s > limit
-                if late and r.spec.id not in hastened:
-                    hastened.add(r.spec.id)
-                    out.reclaims.append(
-                        Reclaim(r.spec.id, job.id, limit, Reason.RECLAIM_FOR_ENTITLEMENT)
-                    )
-        for r in self._rivals_in_the_way(snap, ws, job, p):
-            late = r.reclaim_deadline_s is not None and r.reclaim_deadline_s > limit
-            if late and r.spec.id not in hastened:
-                hastened.add(r.spec.id)
+                relied_on.append(r)
+        relied_on.extend(self._rivals_in_the_way(snap, ws, job, p, under_way))
+        for r in relied_on:
+            if under_way.deadline(r) > limit:
+                under_way.add(r, limit)
                 out.reclaims.append(
                     Reclaim(r.spec.id, job.id, limit, Reason.RECLAIM_FOR_ENTITLEMENT)
                 )
 
     @staticmethod
     def _rivals_in_the_way(
-        snap: Snapshot, ws: Workspace, job: JobSpec, p: Placement
+        snap: Snapshot, ws: Workspace, job: JobSpec, p: Placement, under_way: _ReclaimsUnderWay
     ) -> list[RunningJob]:
         """Reclaiming rival runs that must be gone before the job may use its room: a
         node (or rack) a rival holds is closed to the job however many GPUs are free."""
@@ -365,13 +353,13 @@ class ContractPolicy:
             racks = {int(node_rack[n]) for n in p.nodes}
             return [
                 r
-                for r in snap.reclaiming_runs()
+                for r in under_way.runs()
                 if r.tenant in names and any(int(node_rack[n]) in racks for n in r.placement.nodes)
             ]
         nodes = set(p.nodes)
         return [
             r
-            for r in snap.reclaiming_runs()
+            for r in under_way.runs()
             if r.tenant in names and nodes.intersection(r.placement.nodes)
         ]
 
@@ -571,3 +559,49 @@ class ContractPolicy:
 
 
 register("contract")(ContractPolicy)
+
+
+class _ReclaimsUnderWay:
+    """The cycle's reclaims: those the snapshot shows and those decided so far in this
+    cycle, by node in deadline order, with each one's current deadline."""
+
+    def __init__(self, snap: Snapshot) -> None:
+        self._by_node: defaultdict[int, list[RunningJob]] = defaultdict(list)
+        self._deadline: dict[str, int] = {}
+        for r in snap.reclaiming_runs():
+            self._deadline[r.spec.id] = r.reclaim_deadline_s or 0
+            for n in r.placement.nodes:
+                self._by_node[n].append(r)
+        for runs in self._by_node.values():
+            runs.sort(key=self._order)
+        self._runs: dict[str, RunningJob] = {r.spec.id: r for r in snap.reclaiming_runs()}
+
+    def _order(self, r: RunningJob) -> tuple[int, str]:
+        return (self._deadline[r.spec.id], r.spec.id)
+
+    def add(self, r: RunningJob, deadline: int) -> None:
+        """A run reclaimed in this cycle, or a reclaim whose deadline is moved up."""
+        known = r.spec.id in self._deadline
+        self._deadline[r.spec.id] = min(deadline, self._deadline.get(r.spec.id, deadline))
+        self._runs[r.spec.id] = r
+        for n in r.placement.nodes:
+            runs = self._by_node[n]
+            if not known:
+                runs.append(r)
+            runs.sort(key=self._order)
+
+    def on_node(self, node: int) -> list[RunningJob]:
+        return self._by_node.get(node, [])
+
+    def runs(self) -> Iterator[RunningJob]:
+        return iter(self._runs.values())
+
+    def deadline(self, r: RunningJob) -> int:
+        return self._deadline[r.spec.id]
+
+
+def _reclaims_under_way(snap: Snapshot, ws: Workspace) -> _ReclaimsUnderWay:
+    got = ws.cache.get("reclaims-under-way")
+    if got is None:
+        got = ws.cache["reclaims-under-way"] = _ReclaimsUnderWay(snap)
+    return cast(_ReclaimsUnderWay, got)
