@@ -9,7 +9,6 @@ from fastapi.responses import StreamingResponse
 
 from cotenant.api.auth import READERS, Caller, Svc, require, tenant_visible
 from cotenant.api.errors import ERROR_RESPONSES
-from cotenant.api.keys import Role
 from cotenant.api.schemas import (
     HeadOut,
     Invariants,
@@ -20,6 +19,7 @@ from cotenant.api.schemas import (
     WhoAmI,
 )
 from cotenant.model.errors import NotFound, SpecError
+from cotenant.server.keys import Role
 
 router = APIRouter(prefix="/v1", responses=ERROR_RESPONSES)
 

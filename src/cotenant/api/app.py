@@ -34,11 +34,12 @@ from cotenant.api import admin, console, errors, fastpath, fastread, jobs, repor
 from cotenant.api.auth import READERS, Caller, Svc, require
 from cotenant.api.errors import ERROR_RESPONSES
 from cotenant.api.schemas import Health, Readiness
-from cotenant.api.settings import Settings
-from cotenant.service import AUDITED, Service
+from cotenant.server.demo import start_demo
+from cotenant.server.recorder import AUDITED
+from cotenant.server.service import Service
+from cotenant.server.settings import Settings
 from cotenant.store.repo import Store
 from cotenant.web.live import ConsoleState
-from cotenant.workload.demo import start_demo
 
 
 class ServiceCollector(Collector):

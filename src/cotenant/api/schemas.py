@@ -7,8 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from cotenant.api.keys import Role
 from cotenant.model.jobs import Constraint, JobKind, JobState
+from cotenant.server.keys import Role
 
 MAX_S = 100 * 365 * 86_400  # a century of seconds bounds every duration
 MAX_TIME = 1 << 40  # Unix seconds (about 36,000 years)

@@ -8,7 +8,6 @@ from fastapi import APIRouter, Path
 
 from cotenant.api.auth import Caller, Svc, require, tenant_visible
 from cotenant.api.errors import ERROR_RESPONSES
-from cotenant.api.keys import Role
 from cotenant.api.schemas import (
     ContractIn,
     ContractOut,
@@ -19,7 +18,8 @@ from cotenant.api.schemas import (
 )
 from cotenant.model.contracts import Contract
 from cotenant.model.errors import NotFound
-from cotenant.service import Service
+from cotenant.server.keys import Role
+from cotenant.server.service import Service
 from cotenant.store.mapping import contract_from_json, contract_to_dict
 
 router = APIRouter(prefix="/v1/tenants", tags=["tenants"], responses=ERROR_RESPONSES)

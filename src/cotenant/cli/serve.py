@@ -79,10 +79,10 @@ def serve_command(
     import uvicorn
 
     from cotenant.api.app import create_app
-    from cotenant.api.settings import load_settings
-    from cotenant.bootstrap import bootstrap, seeded_from
     from cotenant.model.errors import StoreUnavailable
-    from cotenant.service import Service
+    from cotenant.server.bootstrap import bootstrap, seeded_from
+    from cotenant.server.service import Service
+    from cotenant.server.settings import load_settings
     from cotenant.store.db import safe_url, sqlite_problem
     from cotenant.store.health import is_store_fault
     from cotenant.store.repo import Store
