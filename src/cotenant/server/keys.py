@@ -20,13 +20,14 @@ import hashlib
 import secrets
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
 from cotenant.model.errors import Conflict, NotFound, SpecError
 from cotenant.store import repo
-from cotenant.store.repo import Row, Store
+from cotenant.store.mapping import KeyRecord, key_columns, key_from_row
+from cotenant.store.repo import Store
 from cotenant.store.writer import Tx
 
 TOKEN_PREFIX = "ctk_"
@@ -107,19 +108,8 @@ def make_key(role: Role, tenant: str | None, name: str) -> tuple[IssuedKey, str]
 
 
 def store_key(tx: Tx, key: IssuedKey, digest: str, by: str, now: int) -> None:
-    repo.add_key(
-        tx,
-        {
-            "id": key.key_id,
-            "hash": digest,
-            "role": key.role.value,
-            "tenant": key.tenant,
-            "name": key.name,
-            "created_s": now,
-            "created_by": by,
-            "revoked_s": None,
-        },
-    )
+    record = KeyRecord(key.key_id, key.role.value, key.tenant, key.name, now, by, None)
+    repo.add_key(tx, key_columns(record, digest))
     tx.audit(
         now,
         "key-issued",
@@ -158,11 +148,19 @@ class KeyAdmin:
         self.ring.add(digest, Principal(key.key_id, role, tenant, name))
         return key
 
-    def revoke(self, by: Principal, key_id: str) -> Row:
+    def get(self, key_id: str) -> KeyRecord | None:
         row = self.store.key(key_id)
-        if row is None:
+        return None if row is None else key_from_row(row)
+
+    def all(self, tenant: str | None = None) -> list[KeyRecord]:
+        """Every key (of ``tenant``), oldest first."""
+        return [key_from_row(r) for r in self.store.keys(tenant)]
+
+    def revoke(self, by: Principal, key_id: str) -> KeyRecord:
+        key = self.get(key_id)
+        if key is None:
             raise NotFound(f"no key {key_id!r}")
-        if row["revoked_s"] is not None:
+        if key.revoked_s is not None:
             raise Conflict(f"key {key_id!r} is already revoked")
         now = self.now()
 
@@ -172,4 +170,4 @@ class KeyAdmin:
 
         self.store.writer.call(op)
         self.ring.remove(key_id)
-        return {**row, "revoked_s": now}
+        return replace(key, revoked_s=now)

@@ -55,6 +55,7 @@ from cotenant.server.status import Status
 from cotenant.server.tenants import TenantService
 from cotenant.server.usage import UsageService
 from cotenant.store import repo
+from cotenant.store.mapping import KeyRecord
 from cotenant.store.repo import Row, Store
 from cotenant.store.usage import StoredUsage
 
@@ -69,7 +70,7 @@ class Service:
         self.topo = Topology(spec)
         start_s = self._anchor_clock()
         contracts: dict[str, Contract] = store.contracts()
-        names: set[str] = {r["name"] for r in store.tenants()}
+        names: set[str] = {r["name"] for r in store.tenants()}  # (rows: the store's own)
         self.runner = Runner(
             store, settings, start_s, self.topo, contracts.values(), sorted(names), self._backend()
         )
@@ -237,7 +238,7 @@ class Service:
     def issue_key(self, by: Principal, role: Role, tenant: str | None, name: str) -> IssuedKey:
         return self.key_admin.issue(by, role, tenant, name)
 
-    def revoke_key(self, by: Principal, key_id: str) -> Row:
+    def revoke_key(self, by: Principal, key_id: str) -> KeyRecord:
         return self.key_admin.revoke(by, key_id)
 
     def ledger_now(self, tenant: str | None, now: int | None = None) -> UsageLedger:

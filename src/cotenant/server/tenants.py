@@ -15,6 +15,12 @@ from cotenant.server.bootstrap import store_contract
 from cotenant.server.keys import Principal
 from cotenant.server.runner import Runner
 from cotenant.store import repo
+from cotenant.store.mapping import (
+    ContractVersionRecord,
+    TenantRecord,
+    contract_version_from_row,
+    tenant_from_row,
+)
 from cotenant.store.repo import Store
 from cotenant.store.writer import Tx
 
@@ -36,6 +42,23 @@ class TenantService:
         self.names = names
         self.contracts = contracts
         self._admin = threading.Lock()  # serialises contract and tenant changes
+
+    # -- reads --------------------------------------------------------------------------------
+    def get(self, name: str) -> TenantRecord:
+        row = self.store.tenant(name)
+        if row is None:
+            raise NotFound(f"no tenant {name!r}")
+        return tenant_from_row(row)
+
+    def all(self) -> list[TenantRecord]:
+        """Every tenant, by name."""
+        return [tenant_from_row(r) for r in self.store.tenants()]
+
+    def versions(self, tenant: str) -> list[ContractVersionRecord]:
+        """Every version of the tenant's contract, oldest first."""
+        return [contract_version_from_row(r) for r in self.store.contract_versions(tenant)]
+
+    # -- changes ------------------------------------------------------------------------------
 
     def create(
         self, by: Principal, name: str, display_name: str, contract_raw: Mapping[str, Any] | None
