@@ -57,7 +57,7 @@ def create_tenant(body: TenantCreate, p: Caller, svc: Svc) -> TenantOut:
         p,
         body.name,
         body.display_name or body.name,
-        body.contract.to_raw() if body.contract is not None else None,
+        body.contract,
     )
     return tenant_out(svc, svc.tenants.get(body.name))
 
@@ -85,7 +85,7 @@ def get_contract(tenant: TenantPath, p: Caller, svc: Svc) -> ContractOut:
 )
 def put_contract(tenant: TenantPath, body: ContractIn, p: Caller, svc: Svc) -> ContractOut:
     require(p, Role.OPERATOR)
-    return contract_out(svc, svc.set_contract(p, tenant, body.to_raw()))
+    return contract_out(svc, svc.set_contract(p, tenant, body))
 
 
 @router.get(

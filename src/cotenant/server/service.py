@@ -35,6 +35,7 @@ from cotenant.audit.chain import canonical_json
 from cotenant.backends import BACKENDS, get_backend
 from cotenant.backends.base import Backend
 from cotenant.cluster.topology import Topology
+from cotenant.contracts.schema import ContractTable
 from cotenant.engine.core import Engine
 from cotenant.engine.keepup import KeepUp
 from cotenant.metering.ledger import UsageLedger
@@ -225,12 +226,12 @@ class Service:
         return self.jobs.why(job_id)
 
     def create_tenant(
-        self, by: Principal, name: str, display_name: str, contract_raw: Mapping[str, Any] | None
+        self, by: Principal, name: str, display_name: str, contract: ContractTable | None
     ) -> Contract | None:
-        return self.tenants.create(by, name, display_name, contract_raw)
+        return self.tenants.create(by, name, display_name, contract)
 
-    def set_contract(self, by: Principal, tenant: str, raw: Mapping[str, Any]) -> Contract:
-        return self.tenants.set_contract(by, tenant, raw)
+    def set_contract(self, by: Principal, tenant: str, contract: ContractTable) -> Contract:
+        return self.tenants.set_contract(by, tenant, contract)
 
     def give_notice(self, by: Principal, tenant: str, at_s: int | None) -> Contract:
         return self.tenants.give_notice(by, tenant, at_s)

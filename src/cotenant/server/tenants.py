@@ -4,11 +4,9 @@ its audit entry first, then applied to the live engine."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
-from typing import Any
 
 from cotenant.cluster.topology import Topology
-from cotenant.contracts.schema import parse_contract, validate_contracts
+from cotenant.contracts.schema import ContractTable, validate_contracts
 from cotenant.model.contracts import Contract, Tenant
 from cotenant.model.errors import Conflict, NotFound, SpecError
 from cotenant.server.bootstrap import store_contract
@@ -61,15 +59,15 @@ class TenantService:
     # -- changes ------------------------------------------------------------------------------
 
     def create(
-        self, by: Principal, name: str, display_name: str, contract_raw: Mapping[str, Any] | None
+        self, by: Principal, name: str, display_name: str, table: ContractTable | None
     ) -> Contract | None:
         with self._admin:
             if name in self.names:
                 raise Conflict(f"tenant {name!r} already exists")
             now = self.runner.clock.now()
             contract = None
-            if contract_raw is not None:
-                contract = self._parse_contract(name, contract_raw, now)
+            if table is not None:
+                contract = self._parse_contract(name, table, now)
 
             def op(tx: Tx) -> None:
                 repo.add_tenant(tx, name, display_name, now)
@@ -87,12 +85,12 @@ class TenantService:
                 self._apply_contract(contract)
             return contract
 
-    def set_contract(self, by: Principal, tenant: str, raw: Mapping[str, Any]) -> Contract:
+    def set_contract(self, by: Principal, tenant: str, table: ContractTable) -> Contract:
         with self._admin:
             if tenant not in self.names:
                 raise NotFound(f"no tenant {tenant!r}")
             now = self.runner.clock.now()
-            contract = self._parse_contract(tenant, raw, now)
+            contract = self._parse_contract(tenant, table, now)
             change = "amend" if tenant in self.contracts else "create"
             self.store.writer.call(lambda tx: store_contract(tx, by.key_id, contract, change, now))
             self._apply_contract(contract)
@@ -116,8 +114,10 @@ class TenantService:
             self._apply_contract(new)
             return new
 
-    def _parse_contract(self, tenant: str, raw: Mapping[str, Any], now: int) -> Contract:
-        contract = parse_contract(tenant, raw, "contract", now, self.topo.spec)
+    def _parse_contract(self, tenant: str, table: ContractTable, now: int) -> Contract:
+        """The contract a table (already read: the request's body) says, checked against
+        the cluster and the other tenants' contracts; errors name ``contract.<key>``."""
+        contract = table.contract(tenant, "contract", now, self.topo.spec)
         # The tenant being changed goes last, so a sum that overflows is blamed on it.
         names = [*sorted(self.names - {tenant}), tenant]
         merged = {**self.contracts, tenant: contract}
