@@ -32,8 +32,6 @@ ALLOWED: dict[str, str] = {
     "class cotenant/engine/jobs.py JobRun": "issue 15/18: the engine split",
     "function cotenant/scheduler/policies/contract.py ContractPolicy._lend": "issue 18",
     "function cotenant/scheduler/policies/las.py LeastAttainedService.decide": "issue 18",
-    # no branch owns it this session: the whatif command (options, run, report in one)
-    "function cotenant/cli/whatif.py whatif_command": "issue 18: cut when whatif next changes",
 }
 
 
