@@ -36,6 +36,7 @@ from cotenant.backends import BACKENDS, get_backend
 from cotenant.backends.base import Backend
 from cotenant.cluster.topology import Topology
 from cotenant.contracts.schema import ContractTable
+from cotenant.engine.clock import LiveClock
 from cotenant.engine.core import Engine
 from cotenant.engine.keepup import KeepUp
 from cotenant.metering.ledger import UsageLedger
@@ -50,7 +51,7 @@ from cotenant.server.jobs import JobService
 from cotenant.server.keys import IssuedKey, KeyAdmin, KeyRing, Principal, Role
 from cotenant.server.readmodel import JobBook
 from cotenant.server.restore import restore
-from cotenant.server.runner import LiveClock, Runner
+from cotenant.server.runner import Runner
 from cotenant.server.settings import Settings
 from cotenant.server.status import Status
 from cotenant.server.tenants import TenantService
