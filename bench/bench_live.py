@@ -783,7 +783,16 @@ def report(
     step = _hist_quantiles(final, "cotenant_engine_step_lag_seconds")
     dur = _hist_quantiles(final, "cotenant_engine_step_duration_seconds")
     print(f"step lag at start (histogram): p50 <= {step[0]} s, p99 <= {step[1]} s")
-    print(f"step duration (histogram): p50 <= {dur[0]} s, p99 <= {dur[1]} s")
+    print(
+        f"step duration (histogram): p50 <= {dur[0]} s, p99 <= {dur[1]} s; steps over "
+        f"0.25 s: {_hist_over(final, 'cotenant_engine_step_duration_seconds', 0.25):.0f}"
+    )
+    gcp = _hist_quantiles(final, "cotenant_gc_pause_seconds")
+    print(
+        f"garbage collection pauses (histogram): p50 <= {gcp[0]} s, p99 <= {gcp[1]} s; over "
+        f"0.1 s: {_hist_over(final, 'cotenant_gc_pause_seconds', 0.1):.0f}, over 0.5 s: "
+        f"{_hist_over(final, 'cotenant_gc_pause_seconds', 0.5):.0f}"
+    )
     steady_end = int(args.jobs * 0.8) / args.rate
     for label, r in (
         (
@@ -816,6 +825,15 @@ def report(
         f"RSS: max {max(rec.rss_kb, default=0) / 1024:,.0f} MiB, final {rss_final / 1024:,.0f} "
         f"MiB; store {size / 2**20:,.1f} MiB"
     )
+
+
+def _hist_over(text: str, name: str, bound: float) -> float:
+    """How many observations of a histogram were above ``bound`` (one of its bounds)."""
+    rows = re.findall(rf'^{name}_bucket\{{le="([^"]+)"\}} (\S+)$', text, re.M)
+    if not rows:
+        return float("nan")
+    at = next((float(c) for le, c in rows if le != "+Inf" and float(le) == bound), float("nan"))
+    return float(rows[-1][1]) - at
 
 
 def _hist_quantiles(text: str, name: str) -> tuple[str, str]:

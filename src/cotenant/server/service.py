@@ -38,7 +38,7 @@ from cotenant.cluster.topology import Topology
 from cotenant.contracts.schema import ContractTable
 from cotenant.engine.clock import LiveClock
 from cotenant.engine.core import Engine
-from cotenant.engine.keepup import KeepUp
+from cotenant.engine.keepup import GcPauses, KeepUp
 from cotenant.metering.ledger import UsageLedger
 from cotenant.metering.rating import Invoice
 from cotenant.metering.run import parse_metering_settings
@@ -83,6 +83,7 @@ class Service:
             json.loads(raw_energy) if raw_energy else None
         ).site
         self.keys = KeyRing(store.active_keys())
+        self.gc_pauses = GcPauses()  # (measured while the server runs)
         self.jobs = JobService(store, settings, self.topo, self.runner, names)
         self.tenants = TenantService(store, self.topo, self.runner, names, contracts)
         self.key_admin = KeyAdmin(store, self.keys, names, self.clock.now)
@@ -173,6 +174,7 @@ class Service:
         self.runner.recorder.load_book()
         self.store.writer.listeners.append(self._on_store_state)
         self.store.writer.start()
+        self.gc_pauses.install()
         self.runner.start()
 
     def _on_store_state(self, down: bool) -> None:
@@ -189,6 +191,7 @@ class Service:
         self.clock.wake()
 
     def stop(self) -> None:
+        self.gc_pauses.uninstall()
         self.runner.stop()
         self.store.writer.stop()
         close = getattr(self.engine.backend, "close", None)
