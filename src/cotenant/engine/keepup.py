@@ -61,9 +61,10 @@ class KeepUp:
 
 
 class GcPauses:
-    """How long the garbage collector stops the process (every thread waits for it while
-    it runs): a stall of the engine that neither its lag nor its steps explain shows
-    here. Installed in ``gc.callbacks`` while the server runs."""
+    """How long each garbage collection takes, in wall time: the thread that runs it
+    waits, and so do the others unless a finalizer it runs lets go of the interpreter
+    lock. A stall of the engine that neither its lag nor its steps explain shows here.
+    Installed in ``gc.callbacks`` while the server runs."""
 
     def __init__(self) -> None:
         self.pause_s = Histogram(STEP_BUCKETS)
