@@ -89,10 +89,20 @@ class Tx:
         self._inserts.setdefault(table, []).append(row)
 
     def flush_inserts(self) -> None:
-        """Write buffered rows now (an operation that reads what it wrote calls this)."""
+        """Write buffered rows now (an operation that reads what it wrote calls this).
+        Rows without their table's autoincrement key learn it: the insert returns the
+        keys, in the rows' order, and each is set in its row (so what was written can be
+        used after the commit without reading it back)."""
         for table, rows in self._inserts.items():
-            if rows:
+            if not rows:
+                continue
+            key = table.autoincrement_column
+            if key is None or all(key.name in r for r in rows):
                 self.conn.execute(sa.insert(table), rows)
+                continue
+            stmt = sa.insert(table).returning(key, sort_by_parameter_order=True)
+            for row, value in zip(rows, self.conn.execute(stmt, rows).scalars(), strict=True):
+                row[key.name] = value
         self._inserts.clear()
 
     def audit(self, time: int, kind: str, payload: Mapping[str, Any]) -> AuditEntry:
