@@ -791,7 +791,8 @@ def report(
     print(
         f"garbage collection pauses (histogram): p50 <= {gcp[0]} s, p99 <= {gcp[1]} s; over "
         f"0.1 s: {_hist_over(final, 'cotenant_gc_pause_seconds', 0.1):.0f}, over 0.5 s: "
-        f"{_hist_over(final, 'cotenant_gc_pause_seconds', 0.5):.0f}"
+        f"{_hist_over(final, 'cotenant_gc_pause_seconds', 0.5):.0f}; longest by generation "
+        + ", ".join(f"{g}: {_gc_max(final, g):.3f} s" for g in range(3))
     )
     steady_end = int(args.jobs * 0.8) / args.rate
     for label, r in (
@@ -825,6 +826,11 @@ def report(
         f"RSS: max {max(rec.rss_kb, default=0) / 1024:,.0f} MiB, final {rss_final / 1024:,.0f} "
         f"MiB; store {size / 2**20:,.1f} MiB"
     )
+
+
+def _gc_max(text: str, generation: int) -> float:
+    name = 'cotenant_gc_pause_max_seconds{generation="' + str(generation) + '"}'
+    return _metric(text, name)
 
 
 def _hist_over(text: str, name: str, bound: float) -> float:

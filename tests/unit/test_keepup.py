@@ -150,3 +150,4 @@ def test_garbage_collection_pauses_are_measured(live: Live) -> None:
     assert after["cotenant_gc_pause_seconds_count"] >= before + 1
     assert after["cotenant_gc_pause_seconds_sum"] > 0
     assert live.svc.gc_pauses.max_s > 0
+    assert after['cotenant_gc_pause_max_seconds{generation="2"}'] > 0  # gc.collect(): all
