@@ -8,6 +8,7 @@ Typed consumers subscribe to ``Engine.observers`` and match on the class.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -127,3 +128,24 @@ class NodeHealthSet(EngineEvent):
     node: int
     health: str
     reason: str
+
+
+DecisionSink = Callable[[dict[str, Any]], None]
+Observer = Callable[[EngineEvent], None]
+
+
+class Emitter:
+    """Where the engine's events go: each observer gets the typed record, each sink its
+    JSON form (the decision log), built once per event."""
+
+    def __init__(self) -> None:
+        self.sinks: list[DecisionSink] = []
+        self.observers: list[Observer] = []
+
+    def emit(self, event: EngineEvent) -> None:
+        for observer in self.observers:
+            observer(event)
+        if self.sinks:
+            entry = event.to_json()
+            for sink in self.sinks:
+                sink(entry)
