@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 
-HELP = [sys.executable, "-m", "cotenant", "--help"]
+HELP = [sys.executable, "-m", "cotenant.cli.main", "--help"]
 BARE = [sys.executable, "-c", "pass"]
 
 
