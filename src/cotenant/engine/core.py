@@ -43,6 +43,7 @@ from cotenant.engine.agenda import (
 from cotenant.engine.clock import Clock
 from cotenant.engine.events import (
     ContractChanged,
+    CycleWatcher,
     DecisionSink,
     Emitter,
     JobCancelled,
@@ -301,6 +302,8 @@ class Engine:
             self._refresh_lenders()
             return Decisions()
         d = self.policy.decide(self.snapshot(now))
+        for watch in self.bus.cycle_watchers:
+            watch(now, d)
         self.verdicts.count(d)
         self._apply(d, now)
         demoted = self.owners.demotions
@@ -493,6 +496,12 @@ class Engine:
     def observers(self) -> list[Observer]:
         """Each event as its typed record."""
         return self.bus.observers
+
+    @property
+    def cycle_watchers(self) -> list[CycleWatcher]:
+        """Each cycle's decisions, whole and before they are applied (the policy is
+        observed, never wrapped: e.g. ``metering.power.PowerHolds``)."""
+        return self.bus.cycle_watchers
 
     @property
     def hold(self) -> tuple[str, str] | None:

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from cotenant.scheduler.decisions import Decisions
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,15 +135,18 @@ class NodeHealthSet(EngineEvent):
 
 DecisionSink = Callable[[dict[str, Any]], None]
 Observer = Callable[[EngineEvent], None]
+CycleWatcher = Callable[[int, "Decisions"], None]  # (the cycle's time, what it decided)
 
 
 class Emitter:
     """Where the engine's events go: each observer gets the typed record, each sink its
-    JSON form (the decision log), built once per event."""
+    JSON form (the decision log), built once per event. Cycle watchers see every cycle's
+    decisions whole, waits included (which make no event), before they are applied."""
 
     def __init__(self) -> None:
         self.sinks: list[DecisionSink] = []
         self.observers: list[Observer] = []
+        self.cycle_watchers: list[CycleWatcher] = []
 
     def emit(self, event: EngineEvent) -> None:
         for observer in self.observers:
