@@ -82,7 +82,7 @@ def test_held_for_power_by_hand() -> None:
     eng.submit(job("second", "a", 8, duration_s=HOUR, submit_s=T0 + MIN))
     eng.submit(job("third", "a", 2, duration_s=HOUR, submit_s=T0 + 2 * MIN))
     probe = UsageProbe(eng)
-    assert isinstance(eng.policy, PowerHolds)
+    assert eng.cycle_watchers == [probe.power.observe]
     eng.run(T0 + 3 * HOUR, progress=probe.progress())
     holds = probe.power
     # fifo: 'third' queues behind 'second' (queued-behind), so only 'second' is held.
@@ -98,12 +98,12 @@ def test_held_for_power_by_hand() -> None:
     assert m["power"]["jobs_held_for_power_at_end"] == 0
 
 
-def test_the_wrapped_policy_keeps_the_inner_ones_name_and_attributes() -> None:
+def test_the_policy_is_observed_not_wrapped() -> None:
     eng = engine(cluster(nodes=1), [], "las", tenants=("a",))
     inner = eng.policy
-    PowerHolds(eng)
-    assert eng.policy.name == inner.name == "las"
-    assert eng.policy.wake_every_s == inner.wake_every_s  # type: ignore[attr-defined]
+    holds = PowerHolds(eng)
+    assert eng.policy is inner  # its name, its wake_every_s: untouched
+    assert eng.cycle_watchers == [holds.observe]
 
 
 # -- the text report ---------------------------------------------------------------------

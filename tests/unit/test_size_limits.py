@@ -23,16 +23,7 @@ MAX_FIELDS = 20
 
 # Still too big, each with who empties it. Keep this short: the test fails when an item
 # here is within the limit again (then delete it) and when anything else breaks one.
-ALLOWED: dict[str, str] = {
-    # the engine half of issue 18 (with issue 15), split by the i18-engine branch: delete
-    # these when it is merged
-    "module cotenant/engine/core.py": "issue 15/18: the engine split",
-    "class cotenant/engine/core.py Engine": "issue 15/18: the engine split",
-    "function cotenant/engine/core.py Engine.__init__": "issue 15/18: the engine split",
-    "class cotenant/engine/jobs.py JobRun": "issue 15/18: the engine split",
-    "function cotenant/scheduler/policies/contract.py ContractPolicy._lend": "issue 18",
-    "function cotenant/scheduler/policies/las.py LeastAttainedService.decide": "issue 18",
-}
+ALLOWED: dict[str, str] = {}
 
 
 def _fields(cls: ast.ClassDef) -> set[str]:

@@ -11,13 +11,15 @@ import json
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from cotenant.cli.common import console, days_seconds, fail, friendly
-from cotenant.metering.rating import Invoice
 from cotenant.model.errors import SpecError
+
+if TYPE_CHECKING:  # rating loads when an invoice is made, not for --help
+    from cotenant.metering.rating import Invoice
 
 
 def invoice_command(

@@ -11,8 +11,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
 
 from cotenant.cli.common import console, days_seconds, err_console, fail, friendly
 
@@ -95,6 +93,14 @@ def simulate(
     import math
     from dataclasses import replace
 
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     from cotenant.scheduler.policies import get_policy
     from cotenant.twin.runtime import simulate as run_sim
     from cotenant.twin.scenario import load_scenario
@@ -155,6 +161,8 @@ def policies(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """List the scheduling policies."""
+    from rich.table import Table
+
     from cotenant.scheduler.policies import get_policy, policy_names
 
     rows: list[dict[str, Any]] = []
@@ -177,6 +185,8 @@ def scenarios(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """List the built-in scenarios."""
+    from rich.table import Table
+
     from cotenant.twin.scenario import builtin_names, load_scenario
 
     rows: list[dict[str, Any]] = []

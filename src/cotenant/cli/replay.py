@@ -19,18 +19,19 @@ import time
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
 from cotenant.cli.common import console, err_console, friendly
-from cotenant.cluster.topology import ClusterSpec
 from cotenant.model.errors import SpecError
 from cotenant.tablefit import Col, print_fitted
-from cotenant.traces.base import Trace
-from cotenant.twin.comparison import comparison_rows, tenant_rows
-from cotenant.twin.report import Report
+
+if TYPE_CHECKING:  # the engine and NumPy load when a replay runs, not for --help
+    from cotenant.cluster.topology import ClusterSpec
+    from cotenant.traces.base import Trace
+    from cotenant.twin.report import Report
 
 DEFAULT_POLICIES = "fifo-backfill,contract"
 SHOW_PROBLEMS = 5
@@ -392,6 +393,8 @@ def _print_table(console: Console, title: str, rows: list[dict[str, str]]) -> No
 
 
 def render_comparison(console: Console, reports: Sequence[Report]) -> None:
+    from cotenant.twin.comparison import comparison_rows, tenant_rows
+
     _print_table(
         console,
         "Policies compared (JCT = end - submit; queue = first start - submit; "

@@ -9,18 +9,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from cotenant.cli.common import console, days_seconds, err_console, fail, friendly
 
 if TYPE_CHECKING:
+    from rich.progress import Progress
+
     from cotenant.whatif.runner import Outcome
 
 
@@ -170,6 +164,16 @@ def _check_options(
 
 
 def _progress_bar(show: bool) -> Progress:
+    """The runs' progress bar on stderr (rich.progress loads when runs start)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     return Progress(
         TextColumn("[bold]runs"),
         BarColumn(),

@@ -8,8 +8,12 @@ Typed consumers subscribe to ``Engine.observers`` and match on the class.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from cotenant.scheduler.decisions import Decisions
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,3 +131,27 @@ class NodeHealthSet(EngineEvent):
     node: int
     health: str
     reason: str
+
+
+DecisionSink = Callable[[dict[str, Any]], None]
+Observer = Callable[[EngineEvent], None]
+CycleWatcher = Callable[[int, "Decisions"], None]  # (the cycle's time, what it decided)
+
+
+class Emitter:
+    """Where the engine's events go: each observer gets the typed record, each sink its
+    JSON form (the decision log), built once per event. Cycle watchers see every cycle's
+    decisions whole, waits included (which make no event), before they are applied."""
+
+    def __init__(self) -> None:
+        self.sinks: list[DecisionSink] = []
+        self.observers: list[Observer] = []
+        self.cycle_watchers: list[CycleWatcher] = []
+
+    def emit(self, event: EngineEvent) -> None:
+        for observer in self.observers:
+            observer(event)
+        if self.sinks:
+            entry = event.to_json()
+            for sink in self.sinks:
+                sink(entry)

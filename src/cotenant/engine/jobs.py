@@ -11,6 +11,28 @@ from cotenant.scheduler.snapshot import PendingJob, RunningJob
 
 
 @dataclass(slots=True)
+class JobHistory:
+    """What the job's runs added up to, across preemptions, faults and restarts."""
+
+    first_start_s: int | None = None
+    end_s: int | None = None
+    preemptions: int = 0
+    interruptions: int = 0
+    lost_gpu_s: int = 0
+
+
+@dataclass(slots=True)
+class JobClaim:
+    """A pending job's hold on room inside its tenant's entitlement: since when the
+    guarantee monitor has found it owed (None: not owed), and the room the policy promised
+    it (being reclaimed for it) and since when."""
+
+    entitled_since_s: int | None = None
+    promise: Placement | None = None
+    promised_since_s: int | None = None
+
+
+@dataclass(slots=True)
 class JobRun:
     spec: JobSpec
     state: JobState = JobState.PENDING
@@ -26,17 +48,10 @@ class JobRun:
     checkpoint_at_notice_s: int | None = None
     attempt: int = 0
     write_s: int = 0  # checkpoint write time in the current run
-    # history
-    first_start_s: int | None = None
-    end_s: int | None = None
-    preemptions: int = 0
-    interruptions: int = 0
-    lost_gpu_s: int = 0
     reason: str = ""
     reason_detail: str = ""
-    entitled_since_s: int | None = None
-    promise: Placement | None = None
-    promised_since_s: int | None = None
+    history: JobHistory = field(default_factory=JobHistory)
+    claim: JobClaim = field(default_factory=JobClaim)
     _pending_view: PendingJob | None = field(default=None, repr=False)
     _running_view: RunningJob | None = field(default=None, repr=False)
 
@@ -47,6 +62,71 @@ class JobRun:
     @property
     def tenant(self) -> str:
         return self.spec.tenant
+
+    # -- the history's and the claim's fields, read and set as the job's own ------------
+    @property
+    def first_start_s(self) -> int | None:
+        return self.history.first_start_s
+
+    @first_start_s.setter
+    def first_start_s(self, value: int | None) -> None:
+        self.history.first_start_s = value
+
+    @property
+    def end_s(self) -> int | None:
+        return self.history.end_s
+
+    @end_s.setter
+    def end_s(self, value: int | None) -> None:
+        self.history.end_s = value
+
+    @property
+    def preemptions(self) -> int:
+        return self.history.preemptions
+
+    @preemptions.setter
+    def preemptions(self, value: int) -> None:
+        self.history.preemptions = value
+
+    @property
+    def interruptions(self) -> int:
+        return self.history.interruptions
+
+    @interruptions.setter
+    def interruptions(self, value: int) -> None:
+        self.history.interruptions = value
+
+    @property
+    def lost_gpu_s(self) -> int:
+        return self.history.lost_gpu_s
+
+    @lost_gpu_s.setter
+    def lost_gpu_s(self, value: int) -> None:
+        self.history.lost_gpu_s = value
+
+    @property
+    def entitled_since_s(self) -> int | None:
+        return self.claim.entitled_since_s
+
+    @entitled_since_s.setter
+    def entitled_since_s(self, value: int | None) -> None:
+        self.claim.entitled_since_s = value
+
+    @property
+    def promise(self) -> Placement | None:
+        return self.claim.promise
+
+    @promise.setter
+    def promise(self, value: Placement | None) -> None:
+        self.claim.promise = value
+
+    @property
+    def promised_since_s(self) -> int | None:
+        return self.claim.promised_since_s
+
+    @promised_since_s.setter
+    def promised_since_s(self, value: int | None) -> None:
+        self.claim.promised_since_s = value
 
     def remaining_s(self) -> int:
         return max(0, self.spec.duration_s - self.work_saved_s)

@@ -8,7 +8,7 @@ A job that was reclaiming is restored as running: the next cycle decides again
 whether to reclaim it.
 
 Restoring emits no decisions: the sinks are detached while it runs, so nothing is
-audited twice. Uses the engine's own start path (``_start``) so that every piece of
+audited twice. Uses the engine's own start path (``Engine.resume``) so that every piece of
 bookkeeping (cluster state, ownership, guarantee views, usage) stays consistent.
 
 The store can be behind what happened (the server was stopped while the store could
@@ -209,7 +209,7 @@ def _restore_running(engine: Engine, s: SavedJob) -> JobRun:
     assert s.placement is not None
     start = s.start_s if s.start_s is not None else engine.clock.now()
     run = engine.submit(s.spec)  # its queue event finds it running and does nothing
-    run.attempt = max(0, s.attempt - 1)  # _start counts this run again
+    run.attempt = max(0, s.attempt - 1)  # the start counts this run again
     run.work_saved_s = s.work_saved_s
     run.preemptions = s.preemptions
     run.first_start_s = s.first_start_s if s.first_start_s is not None else start

@@ -24,8 +24,6 @@ from cotenant.scheduler.decisions import Decisions, Reason
 
 if TYPE_CHECKING:
     from cotenant.engine.core import Engine
-    from cotenant.scheduler.policies import Policy
-    from cotenant.scheduler.snapshot import Snapshot
 
 H = 3600.0
 
@@ -69,9 +67,9 @@ class PowerHolds:
     """Counts what the policy holds for power over a whole run.
 
     A wait makes no event and the engine keeps only a pending job's latest reason, so
-    the report could see only the jobs still held at the end. This wraps the engine's
-    policy (the same interface: it delegates, then reads the cycle's decisions, and
-    changes none) and counts, per tenant:
+    the report could see only the jobs still held at the end. This watches every cycle's
+    decisions (``Engine.cycle_watchers``: the policy is observed, not wrapped, and nothing
+    is changed) and counts, per tenant:
 
     * ``jobs``: distinct jobs held with ``held-for-power`` at least once;
     * ``held_gpu_s``: GPU-seconds of demand that waited so, each held job's GPUs from the
@@ -81,35 +79,25 @@ class PowerHolds:
       power, so nothing is lent).
 
     ``cycles`` counts the cycles that held anything for power. Construct it before the
-    run (it replaces ``engine.policy``) and call ``finish(end_s)`` after."""
+    run and call ``finish(end_s)`` after."""
 
     def __init__(self, engine: Engine) -> None:
-        self.inner: Policy = engine.policy
-        self.name = self.inner.name
-        self.description = self.inner.description
-        self.honours_contracts = self.inner.honours_contracts
         self.engine = engine
         self.jobs: dict[str, set[str]] = defaultdict(set)
         self.held_gpu_s: dict[str, int] = defaultdict(int)
         self.borrowing_held_cycles: dict[str, int] = defaultdict(int)
         self.cycles = 0
         self._open: dict[str, tuple[int, str, int]] = {}  # job -> (held since, tenant, GPUs)
-        engine.policy = self
+        engine.cycle_watchers.append(self.observe)
 
-    def __getattr__(self, name: str) -> Any:
-        # Anything else a policy offers (e.g. LAS's ``wake_every_s``) is the inner one's.
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
-
-    def decide(self, snap: Snapshot) -> Decisions:
-        self._close(snap.now)
-        d = self.inner.decide(snap)
+    def observe(self, now: int, d: Decisions) -> None:
+        """One cycle's decisions, at ``now``."""
+        self._close(now)
         held = False
         for w in d.waits:
             if w.reason is Reason.HELD_FOR_POWER:
                 run = self.engine.jobs[w.job_id]
-                self._open[w.job_id] = (snap.now, run.tenant, run.spec.gpus)
+                self._open[w.job_id] = (now, run.tenant, run.spec.gpus)
                 self.jobs[run.tenant].add(w.job_id)
                 held = True
         for tenant, w in d.tenant_waits.items():
@@ -117,7 +105,6 @@ class PowerHolds:
                 self.borrowing_held_cycles[tenant] += 1
                 held = True
         self.cycles += held
-        return d
 
     def finish(self, end_s: int) -> None:
         """Close the waits still open at the end of the run."""

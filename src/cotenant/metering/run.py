@@ -205,7 +205,7 @@ class UsageProbe:
     proportion to time, which is exact only if the rate was constant.
 
     It also counts the work held for power over the run (``power``, a ``PowerHolds``,
-    which wraps ``engine.policy``)."""
+    which watches every cycle's decisions)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine

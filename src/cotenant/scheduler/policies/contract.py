@@ -21,7 +21,6 @@ any promised room, and once entitled demand is held for power nothing is lent.
 
 from __future__ import annotations
 
-import heapq
 import itertools
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -34,11 +33,10 @@ from cotenant.scheduler.decisions import Decisions, Place, Reason, Reclaim, Wait
 from cotenant.scheduler.placement import find_placement, level_range
 from cotenant.scheduler.policies import register
 from cotenant.scheduler.policies.common import power_budget, reject_if_impossible, shadow
+from cotenant.scheduler.policies.lending import LendingRound, borrowed_after, lendable
 from cotenant.scheduler.policies.reclaims import ReclaimsUnderWay, reclaims_under_way
 from cotenant.scheduler.snapshot import PendingJob, RunningJob, Snapshot, blocked_nodes
 from cotenant.scheduler.workspace import Workspace
-
-UNLIMITED = 1 << 60
 
 
 class ContractPolicy:
@@ -473,34 +471,10 @@ class ContractPolicy:
     ) -> None:
         if not to_borrow:
             return
-        capacity = snap.state.topo.total_gpus
-        lendable = max(0, capacity - sum(snap.entitlements.values()))
-        for t in snap.entitlements:
-            c = snap.contracts.get(t)
-            if c is None or not c.lending.lend_idle:
-                continue
-            idle = max(0, headroom.get(t, 0))
-            limit = c.lending.limit_gpus if c.lending.limit_gpus is not None else UNLIMITED
-            lendable += min(idle, limit)
-        leaving = sum(r.gpus for r in reclaiming if r.borrowed)
-        borrowed_now = sum(snap.borrowed_gpus.values()) - leaving
-        budget = lendable - borrowed_now
+        budget = lendable(snap, headroom) - borrowed_after(snap, reclaiming)
         queues: dict[str, list[PendingJob]] = defaultdict(list)
         for pj in to_borrow:
             queues[pj.spec.tenant].append(pj)
-        borrowed = {t: snap.borrowed_gpus.get(t, 0) for t in queues}
-
-        def weight(t: str) -> float:
-            return float(max(snap.entitlements.get(t, 0), 1))
-
-        heap = [(borrowed[t] / weight(t), t) for t in sorted(queues)]
-        heapq.heapify(heap)
-        cursor = dict.fromkeys(queues, 0)
-        # Smallest gang from each position to the end of a tenant's queue: a quick "nothing fits".
-        suffix_min: dict[str, list[int]] = {}
-        for t, q in queues.items():
-            acc = list(itertools.accumulate((pj.spec.gpus for pj in reversed(q)), min))
-            suffix_min[t] = [*acc[::-1], 0]
         free_total = int(ws._free(0)[ws.now.usable()].sum())
         power = power_budget(ws)
         if power.held or not power.allows(1):
@@ -508,55 +482,7 @@ class ContractPolicy:
             for t in queues:
                 out.tenant_waits[t] = Wait("", Reason.HELD_FOR_POWER, power.detail())
             return
-        while heap:
-            _, t = heapq.heappop(heap)
-            q = queues[t]
-            i = cursor[t]
-            if budget <= 0 or free_total <= 0:
-                why = Reason.NO_LENDABLE_CAPACITY if budget <= 0 else Reason.NO_CAPACITY
-                for rest_t in [t] + [x for _, x in heap]:
-                    out.tenant_waits[rest_t] = Wait(
-                        "", why, "beyond entitlement; waiting to borrow"
-                    )
-                return
-            placed = False
-            smallest = suffix_min[t][i]
-            if smallest > budget or smallest > free_total:
-                out.tenant_waits[t] = Wait(
-                    "",
-                    Reason.NO_LENDABLE_CAPACITY if smallest > budget else Reason.NO_CAPACITY,
-                    "beyond entitlement; waiting to borrow",
-                )
-                continue
-            while i < len(q):
-                job = q[i].spec
-                i += 1
-                if job.gpus > budget:
-                    out.waits.append(
-                        Wait(job.id, Reason.NO_LENDABLE_CAPACITY, f"{budget} GPUs lendable")
-                    )
-                    continue
-                if job.gpus > free_total or ws.known_not_to_fit(job):
-                    out.waits.append(Wait(job.id, Reason.OVER_ENTITLEMENT, "no lendable room fits"))
-                    continue
-                if not power.allows(job.gpus):
-                    power.hold(job.id, out)
-                    continue
-                p = ws.try_now(job)
-                if p is None:
-                    out.waits.append(Wait(job.id, Reason.OVER_ENTITLEMENT, "no lendable room fits"))
-                    continue
-                ws.commit_now(job.tenant, p)
-                power.spend(job.gpus)
-                out.places.append(Place(job.id, p, Reason.PLACED_BORROWED, borrowed=True))
-                budget -= job.gpus
-                free_total -= job.gpus
-                borrowed[t] += job.gpus
-                placed = True
-                break
-            cursor[t] = i
-            if placed and i < len(q):
-                heapq.heappush(heap, (borrowed[t] / weight(t), t))
+        LendingRound(snap, ws, queues, budget, free_total, out).run()
 
 
 register("contract")(ContractPolicy)

@@ -114,8 +114,15 @@ class LeastAttainedService:
         ws = Workspace(snap, ((r.tenant, r.placement) for r in reclaiming))
         victims = _Victims(self, snap)
         power = PowerBudget(snap.power_headroom_gpus)
+        done = self._keep_promises(snap, ws, power, out)
+        self._serve_in_order(snap, ws, victims, power, done, out)
+        return out
+
+    def _keep_promises(
+        self, snap: Snapshot, ws: Workspace, power: PowerBudget, out: Decisions
+    ) -> set[str]:
+        """1. Promises are kept while the room is still there. Returns the jobs decided."""
         done: set[str] = set()
-        # 1. Promises are kept while the room is still there.
         promised = sorted(
             (pj for pj in snap.pending if pj.promise is not None),
             key=lambda pj: (pj.promised_since_s or 0, pj.spec.id),
@@ -136,7 +143,19 @@ class LeastAttainedService:
             else:
                 continue
             done.add(job.id)
-        # 2-3. Everyone else in LAS order.
+        return done
+
+    def _serve_in_order(
+        self,
+        snap: Snapshot,
+        ws: Workspace,
+        victims: _Victims,
+        power: PowerBudget,
+        done: set[str],
+        out: Decisions,
+    ) -> None:
+        """2-3. Everyone else in LAS order: start now, wait for room being freed, or
+        preempt jobs with more attained service."""
         free = ws.now.free if ws.future is None else np.minimum(ws.now.free, ws.future.free)
         free_total = int(free[ws.now.usable()].sum())
         failed: dict[tuple[int, str, str | None, int, int], int] = {}
@@ -173,31 +192,39 @@ class LeastAttainedService:
             lo, hi = level_range(snap.state.topo, job.gpus, job.constraint)
             key = (q, job.tenant, job.accelerator, int(lo), int(hi))
             if job.gpus < failed.get(key, 1 << 30) and victims.any_above(q, job.priority):
-                chosen, p = victims.choose(ws, job, q)
-                if p is not None:
-                    for v in chosen:
-                        ws.release_future(v.tenant, v.placement)
-                        out.reclaims.append(
-                            Reclaim(
-                                v.spec.id,
-                                job.id,
-                                snap.now + self.checkpoint_write_s,
-                                Reason.PREEMPT_LEAST_ATTAINED,
-                            )
-                        )
-                    ws.promise(job.tenant, p)
-                    out.waits.append(
-                        Wait(
-                            job.id,
-                            Reason.WAITING_FOR_RECLAIM,
-                            f"{len(chosen)} job(s) with more attained service preempted",
-                            p,
-                        )
-                    )
+                if self._preempt_for(snap, ws, victims, job, q, out):
                     continue
                 failed[key] = min(failed.get(key, 1 << 30), job.gpus)
             out.waits.append(Wait(job.id, Reason.NO_CAPACITY, f"LAS queue {q}"))
-        return out
+
+    def _preempt_for(
+        self, snap: Snapshot, ws: Workspace, victims: _Victims, job: JobSpec, q: int, out: Decisions
+    ) -> bool:
+        """3. Reclaim jobs in a higher queue, most attained service first, until the gang
+        fits; it waits with that room promised. False if no such choice makes it fit."""
+        chosen, p = victims.choose(ws, job, q)
+        if p is None:
+            return False
+        for v in chosen:
+            ws.release_future(v.tenant, v.placement)
+            out.reclaims.append(
+                Reclaim(
+                    v.spec.id,
+                    job.id,
+                    snap.now + self.checkpoint_write_s,
+                    Reason.PREEMPT_LEAST_ATTAINED,
+                )
+            )
+        ws.promise(job.tenant, p)
+        out.waits.append(
+            Wait(
+                job.id,
+                Reason.WAITING_FOR_RECLAIM,
+                f"{len(chosen)} job(s) with more attained service preempted",
+                p,
+            )
+        )
+        return True
 
 
 class _Victims:
