@@ -23,6 +23,7 @@ from cotenant.cluster.topology import Topology
 from cotenant.contracts.entitlement import deliverable, entitlements, next_change, stable_until
 from cotenant.engine.accounting import Accounting
 from cotenant.engine.clock import Clock
+from cotenant.engine.dependencies import Dependencies
 from cotenant.engine.events import (
     ContractChanged,
     EngineEvent,
@@ -132,6 +133,7 @@ class Engine:
         self._callbacks: dict[str, Callable[[int], Any]] = {}
         self.deficit: dict[str, int] = {}
         self.faults = NodeFaults(self, topo.n_nodes)
+        self.deps = Dependencies(self)  # jobs held for their dependencies; pipelines
         self._dirty = True
         # (reason, detail) while the engine may start nothing new (the live service's
         # store cannot record decisions); running work goes on.
@@ -179,6 +181,7 @@ class Engine:
             raise SpecError("gpus", f"must be >= 1, got {spec.gpus}")
         if spec.duration_s < 0:
             raise SpecError("duration_s", f"must not be negative, got {spec.duration_s}")
+        self.deps.check(spec)
         run = JobRun(spec, queued_since_s=spec.submit_s)
         self.jobs[spec.id] = run
         self.state.tenant_index(spec.tenant)
@@ -209,6 +212,9 @@ class Engine:
         run = self._job(job_id)
         if run.state is not JobState.PENDING:
             return run.state.value, run.reason_detail
+        held = self.deps.why(run)
+        if held is not None:
+            return held
         if self.hold is not None:
             return self.hold
         if self._behind is not None and queue_key(run) >= self._behind[0]:
@@ -306,7 +312,8 @@ class Engine:
             run = self.jobs[key]
             if run.state is JobState.PENDING and run not in self.queue:
                 run.queued_since_s = max(run.spec.submit_s, min(run.queued_since_s, due))
-                self._enqueue(run)
+                if not self.deps.hold(run, now):
+                    self._enqueue(run)
                 self._emit(JobSubmitted(now, key, run.tenant, run.spec.gpus))
         elif kind == _DEADLINE:
             run = self.jobs[key]
@@ -488,7 +495,7 @@ class Engine:
         run.touch()
         if run.first_start_s is None:
             run.first_start_s = now
-            self.acct.tenants[run.tenant].queue_delays_s.append(now - run.spec.submit_s)
+            self.acct.tenants[run.tenant].queue_delays_s.append(now - self.deps.eligible_s(run))
         c = self.contracts.get(run.tenant)
         if c is not None and run.entitled_since_s is not None:
             late = now - run.entitled_since_s - c.lending.reclaim_grace_s
