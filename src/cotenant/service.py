@@ -67,6 +67,7 @@ from cotenant.metering.energy import SiteEnergy, topology_facility_power_w
 from cotenant.metering.ledger import UsageLedger, UsageRecord
 from cotenant.metering.rating import Invoice, rate_month
 from cotenant.metering.run import parse_metering_settings
+from cotenant.model import dependencies
 from cotenant.model.accelerators import CATALOGUE
 from cotenant.model.contracts import Contract, Tenant
 from cotenant.model.errors import (
@@ -103,6 +104,8 @@ TERMINAL = (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
 # Engine decisions that are audited (submissions and contract changes are audited by the
 # API operations themselves, with their full content).
 AUDITED = {
+    "release",
+    "dependency-never-met",
     "place",
     "reclaim",
     "preempt",
@@ -236,6 +239,7 @@ class Service:
         # The site's energy figures (the seeding scenario's [energy]): its power cap binds
         # the live scheduler exactly as it binds the twin.
         raw_energy = store.meta(ENERGY_META)
+        self.engine.deps.lookup = store.job_tenant_state  # jobs ended before a restart
         self.engine.site = parse_metering_settings(
             json.loads(raw_energy) if raw_energy else None
         ).site
@@ -611,6 +615,7 @@ class Service:
         and whether it is new (False: an earlier submission with the same idempotency key)."""
         if tenant not in self.tenant_names:
             raise NotFound(f"no tenant {tenant!r}")
+        fields = dependencies.without_empty(fields)  # (the fingerprint of a plain job as before)
         self._check_fits(fields)
         if self.settings.backend != "sim" and not fields.get("command"):
             raise Unprocessable(
@@ -636,7 +641,9 @@ class Service:
             accelerator=fields.get("accelerator"),
             name=fields.get("name", ""),
             command=tuple(fields.get("command", ())),
+            after=dependencies.from_fields(fields),
         )
+        dependencies.check_refs(spec.id, tenant, spec.after, self._tenant_of_job)
 
         def op(tx: Tx) -> tuple[Row, bool]:
             k = (tenant, idempotency_key)
@@ -667,6 +674,10 @@ class Service:
             return row, True
 
         return self._write(op)
+
+    def _tenant_of_job(self, job_id: str) -> str | None:
+        found = self.store.job_tenant_state(job_id)
+        return None if found is None else found[0]
 
     def _write(self, op: Callable[[Tx], T], durable: bool = False) -> Future[T]:
         """``writer.submit``, counted while queued or committing (``writing``)."""

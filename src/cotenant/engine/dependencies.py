@@ -41,6 +41,7 @@ from cotenant.model.dependencies import (
     OnNeverMet,
     Pipeline,
     Verdict,
+    check_refs,
     topological,
     verdict,
 )
@@ -82,18 +83,7 @@ class Dependencies:
         """Refuse a job whose dependencies name itself or a job that is not its tenant's
         (``NotFound``, worded as for a job that does not exist: another tenant's jobs are
         not seen). ``also``: jobs submitted with it (a pipeline's other stages)."""
-        for dep in spec.after:
-            if not dep.jobs:
-                raise SpecError(f"after.{dep.kind.value}", "names no job")
-            for job_id in dep.jobs:
-                if job_id == spec.id:
-                    raise SpecError(
-                        f"after.{dep.kind.value}",
-                        f"job {spec.id!r} cannot wait for itself (a cycle)",
-                    )
-                tenant = self._tenant_of(job_id, also)
-                if tenant != spec.tenant:
-                    raise NotFound(f"no job {job_id!r}")
+        check_refs(spec.id, spec.tenant, spec.after, lambda j: self._tenant_of(j, also))
 
     def hold(self, run: JobRun, now: int) -> bool:
         """At the job's queue event: True if it is held (not queued) for its dependencies."""

@@ -25,8 +25,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
-from cotenant.model.errors import SpecError
+from cotenant.model.errors import NotFound, SpecError
 
 
 class DependencyKind(StrEnum):
@@ -99,6 +100,43 @@ def verdict(deps: Iterable[Dependency], outcome: Callable[[str], str]) -> tuple[
     return waiting if waiting is not None else (Verdict.MET, "", "")
 
 
+def from_fields(fields: Mapping[str, Any]) -> tuple[Dependency, ...]:
+    """The clauses a request gives as lists under ``after``, ``after_ok``, ... (empty
+    lists are no clause), in the kinds' order."""
+    out = []
+    for kind in DependencyKind:
+        jobs = fields.get(kind.value) or ()
+        if jobs:
+            out.append(Dependency(kind, tuple(dict.fromkeys(jobs))))
+    return tuple(out)
+
+
+def without_empty(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """``fields`` without empty dependency lists (a request that gives none)."""
+    kinds = {k.value for k in DependencyKind}
+    return {k: v for k, v in fields.items() if k not in kinds or v}
+
+
+def check_refs(
+    job_id: str,
+    tenant: str,
+    after: Iterable[Dependency],
+    tenant_of: Callable[[str], str | None],
+) -> None:
+    """Refuse clauses that name no job, the job itself (``SpecError`` naming the clause)
+    or a job that is not ``tenant``'s (``tenant_of`` gives a job's tenant, None if there
+    is no such job): ``NotFound`` worded as for a job that does not exist, so another
+    tenant's jobs are not seen."""
+    for dep in after:
+        if not dep.jobs:
+            raise SpecError(dep.kind.value, "names no job")
+        for j in dep.jobs:
+            if j == job_id:
+                raise SpecError(dep.kind.value, f"job {job_id!r} cannot wait for itself (a cycle)")
+            if tenant_of(j) != tenant:
+                raise NotFound(f"no job {j!r}")
+
+
 def find_cycle(graph: Mapping[str, Iterable[str]]) -> list[str] | None:
     """A cycle in ``graph`` (node -> the nodes it depends on; edges to nodes outside the
     graph are ignored) as ``[a, b, ..., a]``, or None. Iterative, in the graph's order."""
@@ -156,3 +194,19 @@ class Pipeline:
     name: str
     stages: tuple[str, ...]
     submit_s: int
+
+
+def pipeline_state(stages: Iterable[tuple[str, str, bool]]) -> str:
+    """A pipeline's state from its stages' (state, reason, started): ``running`` while a
+    stage is live and one has started, ``pending`` while stages are live and none has;
+    once none is live, ``completed`` if every stage completed, ``cancelled`` if one was
+    cancelled by request, else ``failed``."""
+    rows = list(stages)
+    live = [s for s in rows if s[0] in ("pending", "running", "reclaiming")]
+    if live:
+        return "running" if any(started for _, _, started in rows) else "pending"
+    if all(state == "completed" for state, _, _ in rows):
+        return "completed"
+    if any(s == "cancelled" and r != "dependency-never-met" for s, r, _ in rows):
+        return "cancelled"
+    return "failed"
