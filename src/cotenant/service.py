@@ -240,6 +240,7 @@ class Service:
         # the live scheduler exactly as it binds the twin.
         raw_energy = store.meta(ENERGY_META)
         self.engine.deps.lookup = store.job_tenant_state  # jobs ended before a restart
+        self.engine.deps.on_never_met = dependencies.OnNeverMet(settings.dependency_never_met)
         self.engine.site = parse_metering_settings(
             json.loads(raw_energy) if raw_energy else None
         ).site

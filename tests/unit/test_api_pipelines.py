@@ -43,20 +43,30 @@ class Api:
             time.sleep(0.05)
 
 
-@pytest.fixture
-def api(tmp_path: Path) -> Iterator[Api]:
+def serve(tmp_path: Path, **settings: Any) -> Iterator[Api]:
     s = Settings(
         db=f"sqlite:///{tmp_path / 'api.db'}",
         demo=True,
         scenario="small-lease",
         speed=600,
         min_step_s=0.01,
+        **settings,
     )
     store = Store(s.db)
     keys = bootstrap(store, s)
     store.close()
     with TestClient(create_app(s)) as c:
         yield Api(c, {(k.tenant or k.role.value): k.token for k in keys})
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[Api]:
+    yield from serve(tmp_path)
+
+
+@pytest.fixture
+def keeping(tmp_path: Path) -> Iterator[Api]:
+    yield from serve(tmp_path, dependency_never_met="keep")
 
 
 def stage(name: str, gpus: int = 8, duration_s: int = 1800, **kw: Any) -> dict[str, Any]:
@@ -169,3 +179,15 @@ def test_a_dependency_on_another_tenants_job_reads_as_not_found(api: Api) -> Non
     assert foreign.status_code == unknown.status_code == 404
     assert foreign.json()["error"]["message"] == f"no job {theirs!r}"
     assert unknown.json()["error"]["message"] == "no job 'job-x'"
+
+
+def test_keep_leaves_a_job_pending_whose_dependency_cannot_be_met(keeping: Api) -> None:
+    api = keeping
+    a = api.post(OWNER, "/v1/jobs", {"gpus": 8, "duration_s": 86_400}).json()
+    b = api.post(OWNER, "/v1/jobs", {"gpus": 8, "duration_s": 60, "after_ok": [a["id"]]}).json()
+    api.until(OWNER, f"/v1/jobs/{a['id']}", lambda j: j["state"] == "running")
+    api.post(OWNER, f"/v1/jobs/{a['id']}/cancel")
+    got = api.until(OWNER, f"/v1/jobs/{b['id']}", lambda j: j["reason"] == "dependency-never-met")
+    assert (got["state"], got["reason"]) == ("pending", "dependency-never-met")
+    assert f"job {a['id']} cancelled" in got["reason_detail"]
+    assert api.post(OWNER, f"/v1/jobs/{b['id']}/cancel").json()["state"] == "cancelled"
