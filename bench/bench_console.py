@@ -32,10 +32,10 @@ from typing import Any
 
 import httpx
 
-from cotenant.api.keys import Principal, Role
-from cotenant.api.settings import Settings
-from cotenant.bootstrap import bootstrap
 from cotenant.model.jobs import JobKind, JobSpec
+from cotenant.server.bootstrap import bootstrap
+from cotenant.server.keys import Principal, Role
+from cotenant.server.settings import Settings
 from cotenant.store import repo
 from cotenant.store.mapping import pending_job_row
 from cotenant.store.repo import Store

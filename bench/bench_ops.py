@@ -40,13 +40,13 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from starlette.responses import StreamingResponse
 
-from cotenant.api.settings import Settings
 from cotenant.audit.chain import AuditEntry, to_jsonl, verify
-from cotenant.bootstrap import bootstrap
 from cotenant.metering.ledger import UsageLedger, UsageRecord
 from cotenant.metering.rating import rate_month
 from cotenant.model.jobs import JobSpec
-from cotenant.service import Service
+from cotenant.server.bootstrap import bootstrap
+from cotenant.server.service import Service
+from cotenant.server.settings import Settings
 from cotenant.store import repo
 from cotenant.store.mapping import pending_job_row
 from cotenant.store.repo import Store

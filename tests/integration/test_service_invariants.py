@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from cotenant.api.keys import Principal, Role
-from cotenant.api.settings import Settings
-from cotenant.bootstrap import bootstrap
 from cotenant.model.jobs import JobKind, JobSpec
-from cotenant.service import Service
+from cotenant.server.bootstrap import bootstrap
+from cotenant.server.keys import Principal, Role
+from cotenant.server.service import Service
+from cotenant.server.settings import Settings
 from cotenant.store import repo
 from cotenant.store.repo import Store
 

@@ -15,11 +15,12 @@ from typing import Any
 
 import pytest
 
-from cotenant.api.keys import Principal, Role
-from cotenant.api.settings import Settings
-from cotenant.bootstrap import bootstrap
 from cotenant.model.errors import StoreUnavailable
-from cotenant.service import AUDITED, Service
+from cotenant.server.bootstrap import bootstrap
+from cotenant.server.keys import Principal, Role
+from cotenant.server.recorder import AUDITED
+from cotenant.server.service import Service
+from cotenant.server.settings import Settings
 from cotenant.store.health import Backoff
 from cotenant.store.repo import Store
 

@@ -17,10 +17,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from cotenant.api.keys import Principal, Role
-from cotenant.api.settings import Settings
 from cotenant.audit.chain import verify
-from cotenant.bootstrap import bootstrap
 from cotenant.metering.ledger import UsageRecord
 from cotenant.model.contracts import (
     Commitment,
@@ -31,7 +28,10 @@ from cotenant.model.contracts import (
     PriceTerms,
 )
 from cotenant.model.jobs import JobSpec
-from cotenant.service import Service
+from cotenant.server.bootstrap import bootstrap
+from cotenant.server.keys import Principal, Role
+from cotenant.server.service import Service
+from cotenant.server.settings import Settings
 from cotenant.store import repo
 from cotenant.store.db import head_revision, schema_revision
 from cotenant.store.mapping import contract_from_json, contract_to_json, pending_job_row

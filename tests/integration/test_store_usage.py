@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from cotenant.api.settings import Settings
-from cotenant.bootstrap import bootstrap
 from cotenant.metering.ledger import UsageRecord
 from cotenant.metering.rating import month_bounds, rate_month
 from cotenant.model.jobs import JobKind, JobSpec
-from cotenant.service import Service
+from cotenant.server.bootstrap import bootstrap
+from cotenant.server.service import Service
+from cotenant.server.settings import Settings
 from cotenant.store import repo
 from cotenant.store.mapping import pending_job_row
 from cotenant.store.repo import Store

@@ -16,10 +16,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cotenant.api.app import CotenantAPI, create_app
-from cotenant.api.readmodel import DERIVED, JOB_COLUMNS
 from cotenant.api.schemas import Job
-from cotenant.api.settings import Settings
-from cotenant.bootstrap import bootstrap
+from cotenant.server.bootstrap import bootstrap
+from cotenant.server.readmodel import DERIVED, JOB_COLUMNS
+from cotenant.server.settings import Settings
 from cotenant.store.repo import Store
 
 OWNER, LESSEE = "owner-lab", "lessee-lab"
@@ -185,7 +185,7 @@ def test_a_restarted_server_reads_what_was_stored(tmp_path: Path) -> None:
 def test_a_failed_read_back_sends_reads_to_the_store_until_the_book_is_read_again(
     api: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import cotenant.service
+    import cotenant.server.recorder
 
     svc = api.c.app.state.service  # type: ignore[attr-defined]
     first = submit(api, LESSEE, 8, DAY)
@@ -202,7 +202,7 @@ def test_a_failed_read_back_sends_reads_to_the_store_until_the_book_is_read_agai
     for j in (first, second):  # answered by the route, from the store
         assert api.get(LESSEE, f"/v1/jobs/{j}").json()["id"] == j
     assert api.served == before
-    monkeypatch.setattr(cotenant.service, "BOOK_RETRY_S", 0.0)
+    monkeypatch.setattr(cotenant.server.recorder, "BOOK_RETRY_S", 0.0)
     submit(api, LESSEE, 8, DAY)  # the next commit reads the book again
     assert svc.book.ready
     same(api, LESSEE, f"/v1/jobs/{second}")

@@ -12,8 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cotenant.api.app import create_app
-from cotenant.api.settings import Settings
-from cotenant.bootstrap import bootstrap
+from cotenant.server.bootstrap import bootstrap
+from cotenant.server.settings import Settings
 from cotenant.store.repo import Store
 
 

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from test_api import Api, key_map, settings_for
 
 from cotenant.api.app import create_app
-from cotenant.bootstrap import bootstrap
+from cotenant.server.bootstrap import bootstrap
 from cotenant.store.repo import Store
 
 

@@ -9,9 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from cotenant import __version__
-from cotenant.api.settings import Settings
-from cotenant.bootstrap import bootstrap
 from cotenant.cli.main import app
+from cotenant.server.bootstrap import bootstrap
+from cotenant.server.settings import Settings
 from cotenant.store.repo import Store
 
 runner = CliRunner()

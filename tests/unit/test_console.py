@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from test_api import LESSEE, OWNER, key_map, settings_for
 
 from cotenant.api.app import create_app
-from cotenant.bootstrap import bootstrap
+from cotenant.server.bootstrap import bootstrap
 from cotenant.store.queries import JobQuery, job_page, job_trail, seq_at_time
 from cotenant.store.repo import Store
 from cotenant.web.series import Series, Tier

@@ -11,8 +11,8 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from cotenant.api.app import create_app
-from cotenant.api.settings import Settings
-from cotenant.bootstrap import bootstrap
+from cotenant.server.bootstrap import bootstrap
+from cotenant.server.settings import Settings
 from cotenant.store.repo import Store
 from cotenant.twin.runtime import workload_of
 from cotenant.twin.scenario import load_scenario

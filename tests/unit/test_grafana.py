@@ -10,8 +10,8 @@ from fastapi.testclient import TestClient
 from test_api import key_map
 
 from cotenant.api.app import create_app
-from cotenant.api.settings import Settings
-from cotenant.bootstrap import bootstrap
+from cotenant.server.bootstrap import bootstrap
+from cotenant.server.settings import Settings
 from cotenant.store.repo import Store
 
 DASHBOARD = Path(__file__).parents[2] / "deploy" / "grafana" / "cotenant-dashboard.json"

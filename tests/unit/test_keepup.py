@@ -13,10 +13,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cotenant.api.app import create_app
-from cotenant.api.settings import Settings
-from cotenant.bootstrap import bootstrap
 from cotenant.engine.keepup import Histogram
-from cotenant.service import Service
+from cotenant.server.bootstrap import bootstrap
+from cotenant.server.service import Service
+from cotenant.server.settings import Settings
 from cotenant.store.repo import Store
 
 LESSEE = "lessee-lab"

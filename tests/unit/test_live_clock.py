@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from cotenant.service import LiveClock
+from cotenant.server.runner import LiveClock
 
 SPEED = 1000  # 100 simulated s = 0.1 s of wall time
 GAP_S = 1.0

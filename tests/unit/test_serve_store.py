@@ -9,11 +9,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cotenant.api.app import create_app
-from cotenant.api.settings import Settings, load_settings
 from cotenant.backends.base import JobEnded
-from cotenant.bootstrap import bootstrap
 from cotenant.cluster.state import Placement
 from cotenant.model.errors import SpecError
+from cotenant.server.bootstrap import bootstrap
+from cotenant.server.settings import Settings, load_settings
 from cotenant.store.repo import Store
 
 

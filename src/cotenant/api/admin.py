@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import StreamingResponse
 
 from cotenant.api.auth import READERS, Caller, Svc, require, tenant_visible
 from cotenant.api.errors import ERROR_RESPONSES
-from cotenant.api.keys import Role
 from cotenant.api.schemas import (
     HeadOut,
     Invariants,
@@ -20,6 +19,8 @@ from cotenant.api.schemas import (
     WhoAmI,
 )
 from cotenant.model.errors import NotFound, SpecError
+from cotenant.server.keys import Role
+from cotenant.store.mapping import KeyRecord
 
 router = APIRouter(prefix="/v1", responses=ERROR_RESPONSES)
 
@@ -86,15 +87,15 @@ def audit_verify(
 
 
 # -- keys ----------------------------------------------------------------------------------------
-def key_out(row: dict[str, Any]) -> KeyOut:
+def key_out(k: KeyRecord) -> KeyOut:
     return KeyOut(
-        key_id=row["id"],
-        role=row["role"],
-        tenant=row["tenant"],
-        name=row["name"],
-        created_s=row["created_s"],
-        created_by=row["created_by"],
-        revoked_s=row["revoked_s"],
+        key_id=k.key_id,
+        role=Role(k.role),
+        tenant=k.tenant,
+        name=k.name,
+        created_s=k.created_s,
+        created_by=k.created_by,
+        revoked_s=k.revoked_s,
     )
 
 
@@ -115,9 +116,9 @@ def issue_key(body: KeyCreate, p: Caller, svc: Svc) -> KeyIssuedOut:
             tenant_visible(p, tenant)
         tenant = p.tenant
     k = svc.issue_key(p, body.role, tenant, body.name)
-    row = svc.store.key(k.key_id)
-    assert row is not None
-    return KeyIssuedOut(**key_out(row).model_dump(), token=k.token)
+    stored = svc.key_admin.get(k.key_id)
+    assert stored is not None
+    return KeyIssuedOut(**key_out(stored).model_dump(), token=k.token)
 
 
 @router.get(
@@ -128,7 +129,7 @@ def issue_key(body: KeyCreate, p: Caller, svc: Svc) -> KeyIssuedOut:
 )
 def list_keys(p: Caller, svc: Svc) -> list[KeyOut]:
     require(p, Role.OPERATOR, Role.TENANT_ADMIN)
-    return [key_out(r) for r in svc.store.keys(p.tenant)]
+    return [key_out(k) for k in svc.key_admin.all(p.tenant)]
 
 
 @router.delete("/keys/{key_id}", tags=["keys"], response_model=KeyOut, summary="Revoke a key")
@@ -138,8 +139,8 @@ def revoke_key(
     svc: Svc,
 ) -> KeyOut:
     require(p, Role.OPERATOR, Role.TENANT_ADMIN)
-    row = svc.store.key(key_id)
-    if row is None or (p.role is Role.TENANT_ADMIN and row["tenant"] != p.tenant):
+    k = svc.key_admin.get(key_id)
+    if k is None or (p.role is Role.TENANT_ADMIN and k.tenant != p.tenant):
         raise NotFound(f"no key {key_id!r}")
     return key_out(svc.revoke_key(p, key_id))
 

@@ -12,11 +12,11 @@ readiness (503 while the store cannot take writes or the engine has stopped).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -44,11 +44,15 @@ from cotenant.api import (
 from cotenant.api.auth import READERS, Caller, Svc, require
 from cotenant.api.errors import ERROR_RESPONSES
 from cotenant.api.schemas import Health, Readiness
-from cotenant.api.settings import Settings
-from cotenant.service import AUDITED, Service
+from cotenant.engine.keepup import KeepUp
+from cotenant.server.demo import start_demo
+from cotenant.server.recorder import AUDITED
+from cotenant.server.service import Service
+from cotenant.server.settings import Settings
+from cotenant.server.status import Status
 from cotenant.store.repo import Store
+from cotenant.store.writer import Writer
 from cotenant.web.live import ConsoleState
-from cotenant.workload.demo import start_demo
 
 
 class ServiceCollector(Collector):
@@ -60,102 +64,114 @@ class ServiceCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         svc = self.svc
         st = svc.status
-        names = sorted(svc.tenant_names)
-        yield GaugeMetricFamily("cotenant_queue_depth", "Jobs pending in the engine", st.pending)
-        yield GaugeMetricFamily("cotenant_running_jobs", "Jobs holding GPUs", st.running)
-        yield GaugeMetricFamily("cotenant_free_gpus", "Free GPUs on healthy nodes", st.free_gpus)
-        yield GaugeMetricFamily(
-            "cotenant_facility_power_watts", "Facility power now (busy/idle x PUE)", st.power_w
-        )
-        if st.power_cap_w is not None:
-            yield GaugeMetricFamily("cotenant_power_cap_watts", "Site power cap", st.power_cap_w)
-        for metric, help_, counts in (
-            (
-                "cotenant_guarantee_violations",
-                "Jobs inside their entitlement that started later than the grace period",
-                st.violation_jobs,
-            ),
-            (
-                "cotenant_guarantee_violation_seconds",
-                "Seconds such jobs waited beyond the grace period",
-                st.violation_s,
-            ),
-        ):
-            c = CounterMetricFamily(metric, help_, labels=["tenant"])
-            for t in names:
-                c.add_metric([t], counts.get(t, 0))
-            yield c
-        for metric, help_, values in (
-            ("cotenant_allocated_gpus", "GPUs allocated per tenant", st.allocated),
-            ("cotenant_borrowed_gpus", "GPUs held beyond the entitlement", st.borrowed),
-            ("cotenant_entitled_gpus", "GPUs the contract owes the tenant now", st.entitled),
-        ):
-            g = GaugeMetricFamily(metric, help_, labels=["tenant"])
-            for t in names:
-                g.add_metric([t], values.get(t, 0))
-            yield g
-        ku = svc.keepup
-        by_kind = CounterMetricFamily(
-            "cotenant_decisions",
-            "Decisions acted on, by kind (place, reclaim, preempt, reject, end, ...; not waits)",
-            labels=["kind"],
-        )
-        made = dict(ku.decisions)
-        for kind in sorted(AUDITED | set(made)):  # every kind from the start, at 0
-            by_kind.add_metric([kind], made.get(kind, 0))
-        yield by_kind
-        yield CounterMetricFamily(
-            "cotenant_wait_verdicts",
-            "Cycle verdicts that a pending job keeps waiting (one per job per cycle)",
-            st.waits,
-        )
-        yield GaugeMetricFamily(
-            "cotenant_decisions_per_second",
-            "Decisions (not waits) per second over the last minute",
-            st.decisions_per_s,
-        )
-        yield CounterMetricFamily("cotenant_scheduling_cycles", "Scheduling cycles", st.cycles)
-        yield GaugeMetricFamily(
-            "cotenant_engine_lag_seconds",
-            "Wall seconds the engine is behind its clock: now minus the oldest due event",
-            svc.lag_s(),
-        )
-        yield GaugeMetricFamily(
-            "cotenant_engine_time_seconds", "The engine's time after its last step", st.t
-        )
-        for name, help_, h in (
-            (
-                "cotenant_engine_step_lag_seconds",
-                "How late each engine step began (wall seconds after its oldest due event)",
-                ku.lag_s,
-            ),
-            (
-                "cotenant_engine_step_duration_seconds",
-                "Wall time of each engine step (events and scheduling cycle)",
-                ku.step_s,
-            ),
-        ):
-            yield HistogramMetricFamily(name, help_, buckets=h.buckets(), sum_value=h.sum)
+        yield from _engine_metrics(st, sorted(svc.tenant_names))
+        yield from _keepup_metrics(svc.keepup, st, svc.lag_s())
         yield CounterMetricFamily(
             "cotenant_jobs_submitted", "Submissions accepted since start", svc.submitted
         )
-        writer = svc.store.writer
-        yield CounterMetricFamily(
-            "cotenant_store_commits", "Store transactions committed", writer.commits
-        )
-        yield CounterMetricFamily(
-            "cotenant_store_write_failures",
-            "Store write attempts that failed (store unavailable)",
-            writer.write_failures,
-        )
-        yield GaugeMetricFamily(
-            "cotenant_store_seconds_since_commit",
-            "Seconds since the last store transaction committed",
-            writer.seconds_since_commit(),
-        )
-        yield GaugeMetricFamily(
-            "cotenant_store_up", "1 if the store takes writes, else 0", 0 if writer.down else 1
-        )
+        yield from _store_metrics(svc.store.writer)
+
+
+def _engine_metrics(st: Status, names: list[str]) -> Iterable[Metric]:
+    """The engine's totals after its last step, per tenant where they are."""
+    yield GaugeMetricFamily("cotenant_queue_depth", "Jobs pending in the engine", st.pending)
+    yield GaugeMetricFamily("cotenant_running_jobs", "Jobs holding GPUs", st.running)
+    yield GaugeMetricFamily("cotenant_free_gpus", "Free GPUs on healthy nodes", st.free_gpus)
+    yield GaugeMetricFamily(
+        "cotenant_facility_power_watts", "Facility power now (busy/idle x PUE)", st.power_w
+    )
+    if st.power_cap_w is not None:
+        yield GaugeMetricFamily("cotenant_power_cap_watts", "Site power cap", st.power_cap_w)
+    for metric, help_, counts in (
+        (
+            "cotenant_guarantee_violations",
+            "Jobs inside their entitlement that started later than the grace period",
+            st.violation_jobs,
+        ),
+        (
+            "cotenant_guarantee_violation_seconds",
+            "Seconds such jobs waited beyond the grace period",
+            st.violation_s,
+        ),
+    ):
+        c = CounterMetricFamily(metric, help_, labels=["tenant"])
+        for t in names:
+            c.add_metric([t], counts.get(t, 0))
+        yield c
+    for metric, help_, values in (
+        ("cotenant_allocated_gpus", "GPUs allocated per tenant", st.allocated),
+        ("cotenant_borrowed_gpus", "GPUs held beyond the entitlement", st.borrowed),
+        ("cotenant_entitled_gpus", "GPUs the contract owes the tenant now", st.entitled),
+    ):
+        g = GaugeMetricFamily(metric, help_, labels=["tenant"])
+        for t in names:
+            g.add_metric([t], values.get(t, 0))
+        yield g
+
+
+def _keepup_metrics(ku: KeepUp, st: Status, lag_s: float) -> Iterable[Metric]:
+    """Whether the engine keeps up: its decisions, cycles, lag and step times."""
+    by_kind = CounterMetricFamily(
+        "cotenant_decisions",
+        "Decisions acted on, by kind (place, reclaim, preempt, reject, end, ...; not waits)",
+        labels=["kind"],
+    )
+    made = dict(ku.decisions)
+    for kind in sorted(AUDITED | set(made)):  # every kind from the start, at 0
+        by_kind.add_metric([kind], made.get(kind, 0))
+    yield by_kind
+    yield CounterMetricFamily(
+        "cotenant_wait_verdicts",
+        "Cycle verdicts that a pending job keeps waiting (one per job per cycle)",
+        st.waits,
+    )
+    yield GaugeMetricFamily(
+        "cotenant_decisions_per_second",
+        "Decisions (not waits) per second over the last minute",
+        st.decisions_per_s,
+    )
+    yield CounterMetricFamily("cotenant_scheduling_cycles", "Scheduling cycles", st.cycles)
+    yield GaugeMetricFamily(
+        "cotenant_engine_lag_seconds",
+        "Wall seconds the engine is behind its clock: now minus the oldest due event",
+        lag_s,
+    )
+    yield GaugeMetricFamily(
+        "cotenant_engine_time_seconds", "The engine's time after its last step", st.t
+    )
+    for name, help_, h in (
+        (
+            "cotenant_engine_step_lag_seconds",
+            "How late each engine step began (wall seconds after its oldest due event)",
+            ku.lag_s,
+        ),
+        (
+            "cotenant_engine_step_duration_seconds",
+            "Wall time of each engine step (events and scheduling cycle)",
+            ku.step_s,
+        ),
+    ):
+        yield HistogramMetricFamily(name, help_, buckets=h.buckets(), sum_value=h.sum)
+
+
+def _store_metrics(writer: Writer) -> Iterable[Metric]:
+    """The store writer's commits, failures and state."""
+    yield CounterMetricFamily(
+        "cotenant_store_commits", "Store transactions committed", writer.commits
+    )
+    yield CounterMetricFamily(
+        "cotenant_store_write_failures",
+        "Store write attempts that failed (store unavailable)",
+        writer.write_failures,
+    )
+    yield GaugeMetricFamily(
+        "cotenant_store_seconds_since_commit",
+        "Seconds since the last store transaction committed",
+        writer.seconds_since_commit(),
+    )
+    yield GaugeMetricFamily(
+        "cotenant_store_up", "1 if the store takes writes, else 0", 0 if writer.down else 1
+    )
 
 
 class CotenantAPI(FastAPI):
@@ -207,6 +223,31 @@ def _gated(scope: Scope) -> bool:
 
 
 def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
+    """The application; it starts ``Service(Store(settings.db), settings)`` itself unless
+    given a started ``service``, and stops it when it shuts down."""
+    app = CotenantAPI(
+        title="cotenant",
+        version=cotenant.__version__,
+        description="Control plane for a GPU cluster leased to rival labs at once.",
+        lifespan=_lifespan(settings, service),
+        docs_url=None,  # served from vendored assets by console.install (works offline)
+        redoc_url=None,
+    )
+    app.read_gate = asyncio.Semaphore(settings.read_concurrency)
+    errors.install(app)
+    for r in (jobs.router, pipelines.router, tenants.router, reports.router, admin.router):
+        app.include_router(r)
+    console.install(app)
+    app.include_router(meta)
+    return app
+
+
+def _lifespan(
+    settings: Settings, service: Service | None
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Start (or take) the service, its metrics, the demo feeder and the console's live
+    state; stop them in the reverse order."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if service is None:
@@ -233,70 +274,60 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
             svc.stop()
             store.close()
 
-    app = CotenantAPI(
-        title="cotenant",
-        version=cotenant.__version__,
-        description="Control plane for a GPU cluster leased to rival labs at once.",
-        lifespan=lifespan,
-        docs_url=None,  # served from vendored assets by console.install (works offline)
-        redoc_url=None,
-    )
-    app.read_gate = asyncio.Semaphore(settings.read_concurrency)
-    errors.install(app)
-    for r in (jobs.router, pipelines.router, tenants.router, reports.router, admin.router):
-        app.include_router(r)
-    console.install(app)
+    return lifespan
 
-    @app.get(
-        "/healthz",
-        response_model=Health,
-        tags=["meta"],
-        responses={503: {"model": Health, "description": "the engine has stopped"}},
+
+# -- liveness, readiness, metrics --------------------------------------------------------------
+meta = APIRouter(tags=["meta"])
+
+
+@meta.get(
+    "/healthz",
+    response_model=Health,
+    responses={503: {"model": Health, "description": "the engine has stopped"}},
+)
+def healthz(svc: Svc) -> Any:
+    h = Health(
+        status="ok" if svc.healthy() else "degraded", time_s=svc.clock.now(), error=svc.error
     )
-    def healthz(svc: Svc) -> Any:
-        h = Health(
-            status="ok" if svc.healthy() else "degraded", time_s=svc.clock.now(), error=svc.error
+    if h.status != "ok":
+        return JSONResponse(h.model_dump(), status_code=503)
+    return h
+
+
+@meta.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "cannot make progress now"}},
+)
+def readyz(svc: Svc) -> Any:
+    problems = svc.readiness_problems()
+    r = Readiness(
+        status="unavailable" if problems else "ready",
+        problems=problems,
+        store_seconds_since_commit=round(svc.store.writer.seconds_since_commit(), 3),
+    )
+    if problems:
+        return JSONResponse(
+            r.model_dump(),
+            status_code=503,
+            headers={"Retry-After": str(svc.store.writer.retry_after_s())},
         )
-        if h.status != "ok":
-            return JSONResponse(h.model_dump(), status_code=503)
-        return h
+    return r
 
-    @app.get(
-        "/readyz",
-        response_model=Readiness,
-        tags=["meta"],
-        responses={503: {"model": Readiness, "description": "cannot make progress now"}},
-    )
-    def readyz(svc: Svc) -> Any:
-        problems = svc.readiness_problems()
-        r = Readiness(
-            status="unavailable" if problems else "ready",
-            problems=problems,
-            store_seconds_since_commit=round(svc.store.writer.seconds_since_commit(), 3),
-        )
-        if problems:
-            return JSONResponse(
-                r.model_dump(),
-                status_code=503,
-                headers={"Retry-After": str(svc.store.writer.retry_after_s())},
-            )
-        return r
 
-    @app.get(
-        "/metrics",
-        tags=["meta"],
-        response_class=Response,
-        responses={
-            200: {
-                "description": "Prometheus text format (operator, auditor)",
-                "content": {"text/plain": {"schema": {"type": "string"}}},
-            },
-            **ERROR_RESPONSES,
+@meta.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Prometheus text format (operator, auditor)",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
         },
-    )
-    def metrics(p: Caller, svc: Svc) -> Response:
-        require(p, *READERS)
-        registry: CollectorRegistry = app.state.registry
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-
-    return app
+        **ERROR_RESPONSES,
+    },
+)
+def metrics(p: Caller, svc: Svc, request: Request) -> Response:
+    require(p, *READERS)
+    registry: CollectorRegistry = request.app.state.registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

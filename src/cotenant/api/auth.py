@@ -13,9 +13,9 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from cotenant.api.errors import Forbidden, Unauthorized
-from cotenant.api.keys import Principal, Role
 from cotenant.model.errors import NotFound
-from cotenant.service import Service
+from cotenant.server.keys import Principal, Role
+from cotenant.server.service import Service
 
 bearer = HTTPBearer(auto_error=False, description="an API key: `Authorization: Bearer ctk_...`")
 

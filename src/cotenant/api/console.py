@@ -26,11 +26,11 @@ from cotenant.api.console_base import (
     state_of,
     viewer,
 )
-from cotenant.api.keys import Role
 from cotenant.api.schemas import NoticeIn
 from cotenant.contracts.entitlement import entitled_gpus
 from cotenant.model.errors import NotFound, SpecError
 from cotenant.model.time import parse_time
+from cotenant.server.keys import Role
 from cotenant.store.queries import audit_page, stored_job_ids
 from cotenant.web.render import STATIC, render
 from cotenant.web.series import RANGES

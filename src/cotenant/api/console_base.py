@@ -18,9 +18,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from cotenant.api.auth import READERS, TENANT_ROLES
 from cotenant.api.errors import Forbidden
-from cotenant.api.keys import Principal, Role
 from cotenant.model.errors import CotenantError, SpecError
-from cotenant.service import Service
+from cotenant.server.keys import Principal, Role
+from cotenant.server.service import Service
 from cotenant.web.live import ConsoleState
 from cotenant.web.render import render
 from cotenant.web.session import COOKIE, Session, csrf_ok

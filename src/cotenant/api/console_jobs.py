@@ -16,10 +16,10 @@ from fastapi.responses import JSONResponse, Response
 from cotenant.api import jobs, reports
 from cotenant.api.auth import READERS, TENANT_ROLES, job_visible, require, tenant_visible
 from cotenant.api.console_base import Viewer, fragment, int_param, page, run
-from cotenant.api.keys import Role
 from cotenant.audit.chain import AuditEntry
 from cotenant.model.errors import NotFound, SpecError
 from cotenant.model.jobs import JobState
+from cotenant.server.keys import Role
 from cotenant.store.queries import JOB_SORTS, JobQuery, job_page, job_trail
 
 router = APIRouter(include_in_schema=False)

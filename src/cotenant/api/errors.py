@@ -68,7 +68,10 @@ def _loc(loc: tuple[Any, ...] | list[Any]) -> str:
 def field_errors(raw: list[Any]) -> list[dict[str, str]]:
     merged: dict[str, list[str]] = {}
     for e in raw:
-        problems = merged.setdefault(_loc(e.get("loc", ())) or "request", [])
+        loc = list(e.get("loc", ()))
+        if e.get("type") == "spec" and "at" in (e.get("ctx") or {}):
+            loc.append(e["ctx"]["at"])  # the part of the value at fault (an unknown key)
+        problems = merged.setdefault(_loc(loc) or "request", [])
         msg = str(e.get("msg", "invalid"))
         if msg not in problems:
             problems.append(msg)

@@ -21,10 +21,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from cotenant.api.keys import Principal, Role
 from cotenant.api.schemas import JobSubmit
 from cotenant.model.errors import CotenantError, StoreUnavailable
-from cotenant.service import Service
+from cotenant.server.keys import Principal, Role
+from cotenant.server.service import Service
 from cotenant.store.health import is_store_fault, one_line
 
 Scope = MutableMapping[str, Any]

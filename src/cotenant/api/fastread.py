@@ -1,7 +1,7 @@
 """The hot reads without FastAPI's machinery, from memory: ``GET /v1/jobs/{id}``, a
 page of ``GET /v1/jobs`` (``limit``, ``cursor``, ``tenant``) and ``GET /v1/cluster``.
 
-Jobs come from the job book (``api/readmodel.py``: the stored jobs as ready JSON), the
+Jobs come from the job book (``server/readmodel.py``: the stored jobs as ready JSON), the
 cluster from the status the engine publishes after each step (its JSON made once per
 step and viewer). Neither the store nor the engine's lock is touched, and no thread is
 involved: a read is one stretch of Python on the event loop, which does not let go of
@@ -22,10 +22,11 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl
 
-from cotenant.api.keys import Principal, Role
-from cotenant.api.readmodel import dumps
 from cotenant.api.reports import cluster_view
-from cotenant.service import Service, Status
+from cotenant.server.keys import Principal, Role
+from cotenant.server.readmodel import dumps
+from cotenant.server.service import Service
+from cotenant.server.status import Status
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

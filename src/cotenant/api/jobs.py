@@ -12,12 +12,12 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from cotenant.api.auth import TENANT_ROLES, Caller, Svc, job_visible, require, tenant_visible
 from cotenant.api.errors import ERROR_RESPONSES, Forbidden
-from cotenant.api.keys import Principal, Role
-from cotenant.api.readmodel import ENDED, job_doc
 from cotenant.api.schemas import MAX_TIME, Job, JobPage, JobSubmit, TenantName, Why
 from cotenant.model.errors import SpecError
 from cotenant.model.jobs import JobState
-from cotenant.service import Service
+from cotenant.server.keys import Principal, Role
+from cotenant.server.readmodel import ENDED, job_doc
+from cotenant.server.service import Service
 
 JobId = Annotated[str, Path(max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERROR_RESPONSES)

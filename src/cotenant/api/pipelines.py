@@ -9,12 +9,11 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, StringConstraints
 
-from cotenant.api import pipeline_ops
 from cotenant.api.auth import TENANT_ROLES, Caller, Svc, require, tenant_visible
 from cotenant.api.errors import ERROR_RESPONSES, Forbidden
-from cotenant.api.keys import Principal, Role
 from cotenant.api.schemas import Dependency, JobSubmit, Strict, TenantName, Text
 from cotenant.model.errors import NotFound, SpecError
+from cotenant.server.keys import Principal, Role
 
 PipelineId = Annotated[str, Path(max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
 StageName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
@@ -93,10 +92,10 @@ async def submit_pipeline(body: PipelineSubmit, p: Caller, svc: Svc) -> Response
         if st.tenant is not None:
             raise SpecError(f"stages[{i}].tenant", "give the tenant once, for the pipeline")
         stages.append(st.model_dump(exclude={"tenant"}))
-    fut = pipeline_ops.submit_pipeline(svc, p, tenant, body.name, stages)
+    fut = svc.pipelines.submit(p, tenant, body.name, stages)
     row = await asyncio.wrap_future(fut)
     return JSONResponse(
-        pipeline_ops.pipeline_doc(svc, row),
+        svc.pipelines.doc(row),
         status_code=201,
         headers={"Location": f"/v1/pipelines/{row['id']}"},
     )
@@ -120,7 +119,7 @@ def list_pipelines(
     rows = rows[:limit]
     return JSONResponse(
         {
-            "items": [pipeline_ops.pipeline_doc(svc, r) for r in rows],
+            "items": [svc.pipelines.doc(r) for r in rows],
             "next_cursor": str(rows[-1]["seq"]) if more and rows else None,
         }
     )
@@ -129,7 +128,7 @@ def list_pipelines(
 @router.get("/{pipeline_id}", response_model=Pipeline, summary="One pipeline and its stages")
 def get_pipeline(pipeline_id: PipelineId, p: Caller, svc: Svc) -> Response:
     row = _visible(p, svc.store.pipeline(pipeline_id), pipeline_id)
-    return JSONResponse(pipeline_ops.pipeline_doc(svc, row))
+    return JSONResponse(svc.pipelines.doc(row))
 
 
 @router.post(
@@ -143,6 +142,4 @@ def cancel_pipeline(pipeline_id: PipelineId, p: Caller, svc: Svc) -> Response:
         raise Forbidden(
             "a tenant-member may cancel only the pipelines it submitted; ask a tenant-admin"
         )
-    pipeline_ops.cancel_pipeline(svc, row)
-    row = svc.store.pipeline(pipeline_id) or row
-    return JSONResponse(pipeline_ops.pipeline_doc(svc, row))
+    return JSONResponse(svc.pipelines.doc(svc.pipelines.cancel(row)))

@@ -12,7 +12,6 @@ from fastapi import APIRouter, Path, Query
 
 from cotenant.api.auth import READERS, Caller, Svc, require, tenant_visible
 from cotenant.api.errors import ERROR_RESPONSES
-from cotenant.api.keys import Principal, Role
 from cotenant.api.schemas import (
     MAX_TIME,
     ClusterView,
@@ -23,7 +22,8 @@ from cotenant.api.schemas import (
     UsageOut,
 )
 from cotenant.model.errors import NotFound, SpecError
-from cotenant.service import Service
+from cotenant.server.keys import Principal, Role
+from cotenant.server.service import Service
 
 router = APIRouter(prefix="/v1", tags=["cluster and usage"], responses=ERROR_RESPONSES)
 Time = Annotated[int | None, Query(ge=0, le=MAX_TIME)]

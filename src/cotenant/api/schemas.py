@@ -3,12 +3,14 @@ the core's types or is refused with a 422 naming the field; the core never sees 
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from cotenant.api.keys import Role
+from cotenant.contracts.schema import ContractTable
 from cotenant.model.jobs import Constraint, JobKind, JobState
+from cotenant.model.spec import Integer
+from cotenant.server.keys import Role
 
 MAX_S = 100 * 365 * 86_400  # a century of seconds bounds every duration
 MAX_TIME = 1 << 40  # Unix seconds (about 36,000 years)
@@ -19,21 +21,6 @@ TenantName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,6
 # Free text: printable, no control characters (PostgreSQL refuses NUL in text).
 Text = Annotated[str, StringConstraints(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")]
 LongText = Annotated[str, StringConstraints(max_length=4096, pattern=r"^[^\x00-\x1f\x7f]*$")]
-# A duration as the scenario files write it: 90d, 12h, 30m, 45s, 2w, or seconds.
-Duration = (
-    Annotated[str, StringConstraints(pattern=r"^[0-9]{1,9}(\.[0-9]{1,6})?[smhdw]?$")]
-    | Annotated[int, Field(ge=0, le=MAX_S)]
-)
-# A time: ISO date or date-time, or Unix seconds.
-When = (
-    Annotated[str, StringConstraints(min_length=10, max_length=40, pattern=r"^[0-9T:.+Z -]+$")]
-    | Annotated[int, Field(ge=0, le=MAX_TIME)]
-)
-# Money as the scenario files write it: "1250000000", "2.345", 3.
-Amount = (
-    Annotated[str, StringConstraints(pattern=r"^[0-9]{1,15}(\.[0-9]{1,6})?$")]
-    | Annotated[int, Field(ge=0, le=10**15)]
-)
 
 
 class Strict(BaseModel):
@@ -192,62 +179,12 @@ class Why(BaseModel):
 
 
 # -- tenants and contracts --------------------------------------------------------------------
-class CommitmentIn(Strict):
-    gpus: int = Field(0, ge=0, le=MAX_GPUS)
-    all_available: bool = False
-    reserve_gpus: int = Field(0, ge=0, le=MAX_GPUS)
-    accelerator: Text | None = None
+class ContractIn(ContractTable):
+    """A contract as a request body: the contract schema itself (``contracts/schema.py``,
+    the table a scenario file's ``[tenants.contract]`` is), so a contract is read one way
+    everywhere, with the same one-line problems; the API bounds its priority as a job's."""
 
-
-class TermIn(Strict):
-    start: When | None = None
-    end: When | None = None
-    length: Duration | None = None
-
-
-class NoticeTermsIn(Strict):
-    period: Duration | None = None
-    ramp: Literal["linear", "step"] | None = None
-    given_at: When | None = None
-
-
-class LendingIn(Strict):
-    lend_idle: bool | None = None
-    limit_gpus: int | None = Field(None, ge=0, le=MAX_GPUS)
-    reclaim_grace: Duration | None = None
-
-
-class IsolationIn(Strict):
-    rivals: list[TenantName] = Field(default_factory=list, max_length=100)
-    level: Literal["node", "rack"] | None = None
-
-
-class PriceIn(Strict):
-    kind: Literal["flat", "rate"] | None = None
-    currency: Literal["USD"] | None = None
-    flat_fee_per_month: Amount | None = None
-    committed_rate_per_gpu_hour: Amount | None = None
-    overage_rate_per_gpu_hour: Amount | None = None
-    sla_credit_per_gpu_hour: Amount | None = None
-    sla_credit_cap_percent: int | None = Field(None, ge=0, le=100)
-    sla_credit_cap_base: Literal["subtotal", "committed"] | None = None
-
-
-class ContractIn(Strict):
-    """As a scenario file's ``[tenants.contract]`` table."""
-
-    commitment: CommitmentIn = Field(default_factory=CommitmentIn)
-    term: TermIn = Field(default_factory=TermIn)
-    notice: NoticeTermsIn = Field(default_factory=NoticeTermsIn)
-    lending: LendingIn = Field(default_factory=LendingIn)
-    isolation: IsolationIn = Field(default_factory=IsolationIn)
-    price: PriceIn | None = None
-    priority: int = Field(0, ge=-1000, le=1000)
-    spares_backed: bool = False
-
-    def to_raw(self) -> dict[str, Any]:
-        """The scenario-file table ``contracts.schema.parse_contract`` reads."""
-        return self.model_dump(exclude_none=True)
+    priority: Annotated[Integer, Field(ge=-1000, le=1000)] = 0
 
 
 class CommitmentOut(BaseModel):

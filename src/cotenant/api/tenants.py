@@ -8,7 +8,6 @@ from fastapi import APIRouter, Path
 
 from cotenant.api.auth import Caller, Svc, require, tenant_visible
 from cotenant.api.errors import ERROR_RESPONSES
-from cotenant.api.keys import Role
 from cotenant.api.schemas import (
     ContractIn,
     ContractOut,
@@ -19,8 +18,9 @@ from cotenant.api.schemas import (
 )
 from cotenant.model.contracts import Contract
 from cotenant.model.errors import NotFound
-from cotenant.service import Service
-from cotenant.store.mapping import contract_from_json, contract_to_dict
+from cotenant.server.keys import Role
+from cotenant.server.service import Service
+from cotenant.store.mapping import TenantRecord, contract_to_dict
 
 router = APIRouter(prefix="/v1/tenants", tags=["tenants"], responses=ERROR_RESPONSES)
 TenantPath = Annotated[str, Path(max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")]
@@ -32,29 +32,22 @@ def contract_out(svc: Service, c: Contract) -> ContractOut:
     return ContractOut.model_validate(raw)
 
 
-def tenant_out(svc: Service, row: dict[str, Any]) -> TenantOut:
-    c = svc.contracts.get(row["name"])
+def tenant_out(svc: Service, t: TenantRecord) -> TenantOut:
+    c = svc.contracts.get(t.name)
     return TenantOut(
-        name=row["name"],
-        display_name=row["display_name"],
-        created_s=row["created_s"],
+        name=t.name,
+        display_name=t.display_name,
+        created_s=t.created_s,
         contract=contract_out(svc, c) if c is not None else None,
     )
 
 
-def _tenant_row(svc: Service, name: str) -> dict[str, Any]:
-    row = svc.store.tenant(name)
-    if row is None:
-        raise NotFound(f"no tenant {name!r}")
-    return row
-
-
 @router.get("", response_model=list[TenantOut], summary="Tenants (a tenant key: its own)")
 def list_tenants(p: Caller, svc: Svc) -> list[TenantOut]:
-    rows = svc.store.tenants()
+    found = svc.tenants.all()
     if p.role.tenant_scoped:
-        rows = [r for r in rows if r["name"] == p.tenant]
-    return [tenant_out(svc, r) for r in rows]
+        found = [t for t in found if t.name == p.tenant]
+    return [tenant_out(svc, t) for t in found]
 
 
 @router.post("", response_model=TenantOut, status_code=201, summary="Create a tenant (operator)")
@@ -64,21 +57,21 @@ def create_tenant(body: TenantCreate, p: Caller, svc: Svc) -> TenantOut:
         p,
         body.name,
         body.display_name or body.name,
-        body.contract.to_raw() if body.contract is not None else None,
+        body.contract,
     )
-    return tenant_out(svc, _tenant_row(svc, body.name))
+    return tenant_out(svc, svc.tenants.get(body.name))
 
 
 @router.get("/{tenant}", response_model=TenantOut, summary="One tenant")
 def get_tenant(tenant: TenantPath, p: Caller, svc: Svc) -> TenantOut:
     tenant_visible(p, tenant)
-    return tenant_out(svc, _tenant_row(svc, tenant))
+    return tenant_out(svc, svc.tenants.get(tenant))
 
 
 @router.get("/{tenant}/contract", response_model=ContractOut, summary="The contract in force")
 def get_contract(tenant: TenantPath, p: Caller, svc: Svc) -> ContractOut:
     tenant_visible(p, tenant)
-    _tenant_row(svc, tenant)
+    svc.tenants.get(tenant)  # (404 for no such tenant)
     c = svc.contracts.get(tenant)
     if c is None:
         raise NotFound(f"tenant {tenant!r} has no contract")
@@ -92,7 +85,7 @@ def get_contract(tenant: TenantPath, p: Caller, svc: Svc) -> ContractOut:
 )
 def put_contract(tenant: TenantPath, body: ContractIn, p: Caller, svc: Svc) -> ContractOut:
     require(p, Role.OPERATOR)
-    return contract_out(svc, svc.set_contract(p, tenant, body.to_raw()))
+    return contract_out(svc, svc.set_contract(p, tenant, body))
 
 
 @router.get(
@@ -102,16 +95,16 @@ def put_contract(tenant: TenantPath, body: ContractIn, p: Caller, svc: Svc) -> C
 )
 def contract_versions(tenant: TenantPath, p: Caller, svc: Svc) -> list[ContractVersion]:
     tenant_visible(p, tenant)
-    _tenant_row(svc, tenant)
-    out = []
-    for r in svc.store.contract_versions(tenant):
-        c = ContractOut.model_validate(contract_to_dict(contract_from_json(r["body"])))
-        out.append(
-            ContractVersion(
-                version=r["version"], change=r["change"], created_s=r["created_s"], contract=c
-            )
+    svc.tenants.get(tenant)  # (404 for no such tenant)
+    return [
+        ContractVersion(
+            version=v.version,
+            change=v.change,
+            created_s=v.created_s,
+            contract=ContractOut.model_validate(contract_to_dict(v.contract)),
         )
-    return out
+        for v in svc.tenants.versions(tenant)
+    ]
 
 
 @router.post(

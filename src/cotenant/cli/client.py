@@ -495,7 +495,7 @@ def audit_verify(
     if file is not None:
         verdict = verify_file(file, expected)
     else:
-        from cotenant.api.settings import DEFAULT_DB
+        from cotenant.server.settings import DEFAULT_DB
         from cotenant.store.repo import Store
 
         url = db or DEFAULT_DB

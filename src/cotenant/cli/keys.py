@@ -52,8 +52,8 @@ def keys_issue(
 
 
 def _issue_in_store(db: str, role_name: str, tenant: str | None, name: str) -> dict[str, Any]:
-    from cotenant.api.keys import Role
-    from cotenant.bootstrap import CLOCK_META, make_key, store_key
+    from cotenant.server.bootstrap import CLOCK_META
+    from cotenant.server.keys import Role, make_key, store_key
     from cotenant.store.repo import Store
 
     role = Role(role_name)

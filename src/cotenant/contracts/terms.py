@@ -35,6 +35,7 @@ from cotenant.model.errors import SpecError
 from cotenant.model.spec import SpecTable, one_of, problem
 
 SUPPORTED_CURRENCIES = ("USD",)
+MAX_AMOUNT = 10**15  # USD: bounds every amount (a fee, a rate, a percentage)
 
 _CENT_PLACES = 2
 _MICRO_PLACES = 6
@@ -185,4 +186,6 @@ def _to_decimal(value: object, field: str) -> Decimal:
         raise SpecError(field, f"cannot read {value!r} as an amount in USD") from None
     if not d.is_finite():
         raise SpecError(field, f"must be a finite amount, got {value!r}")
+    if d > MAX_AMOUNT:  # (and 1e999999 would overflow the scaling)
+        raise SpecError(field, f"must be at most {MAX_AMOUNT:,} USD, got {value!r}")
     return d

@@ -31,6 +31,8 @@ from cotenant.model.errors import SpecError
 from cotenant.model.time import EXAMPLES, parse_duration, parse_time
 
 T = TypeVar("T", bound="SpecTable")
+MAX_DURATION_S = 100 * 365 * 86_400  # a century bounds every duration
+MAX_TIME_S = 1 << 40  # Unix seconds (about the year 36,800)
 
 
 def problem(text: str, at: str | int | None = None) -> PydanticCustomError:
@@ -143,10 +145,15 @@ def _text(v: Any) -> str:
 
 
 def _duration(v: Any) -> int:
+    if not isinstance(v, str | int | float):  # (a table, an array: not a duration)
+        raise problem(f"expected a duration ({EXAMPLES}), got {v!r}")
     try:
-        return parse_duration(v, "")
+        s = parse_duration(v, "")
     except SpecError as e:
         raise problem(e.problem) from None
+    if s > MAX_DURATION_S:
+        raise problem(f"must be at most a century, got {v!r}")
+    return s
 
 
 def _positive_duration(v: Any) -> int:
@@ -158,9 +165,12 @@ def _positive_duration(v: Any) -> int:
 
 def _time(v: Any) -> int:
     try:
-        return parse_time(v, "")
+        t = parse_time(v, "")
     except SpecError as e:
         raise problem(e.problem) from None
+    if not 0 <= t <= MAX_TIME_S:
+        raise problem(f"must be a time between 1970 and the year 36,812, got {v!r}")
+    return t
 
 
 _DURATION_SCHEMA = {

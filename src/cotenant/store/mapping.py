@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from cotenant.audit.chain import canonical_json
@@ -261,4 +262,74 @@ def record_from_row(row: Mapping[str, Any]) -> UsageRecord:
         row["end_s"],
         bool(row["borrowed"]),
         row["kind"],
+    )
+
+
+# -- tenants, contract versions, keys: the records the server hands the API -----------------
+@dataclass(frozen=True, slots=True)
+class TenantRecord:
+    name: str
+    display_name: str
+    created_s: int
+
+
+@dataclass(frozen=True, slots=True)
+class ContractVersionRecord:
+    tenant: str
+    version: int
+    change: str  # create | amend | notice
+    created_s: int
+    contract: Contract
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """An API key as stored, without its token's hash."""
+
+    key_id: str
+    role: str
+    tenant: str | None
+    name: str
+    created_s: int
+    created_by: str
+    revoked_s: int | None
+
+
+def tenant_from_row(row: Mapping[str, Any]) -> TenantRecord:
+    return TenantRecord(row["name"], row["display_name"], row["created_s"])
+
+
+def contract_version_from_row(row: Mapping[str, Any]) -> ContractVersionRecord:
+    return ContractVersionRecord(
+        row["tenant"],
+        row["version"],
+        row["change"],
+        row["created_s"],
+        contract_from_json(row["body"]),
+    )
+
+
+def key_columns(k: KeyRecord, digest: str) -> dict[str, Any]:
+    """The stored row of a key whose token hashes to ``digest``."""
+    return {
+        "id": k.key_id,
+        "hash": digest,
+        "role": k.role,
+        "tenant": k.tenant,
+        "name": k.name,
+        "created_s": k.created_s,
+        "created_by": k.created_by,
+        "revoked_s": k.revoked_s,
+    }
+
+
+def key_from_row(row: Mapping[str, Any]) -> KeyRecord:
+    return KeyRecord(
+        row["id"],
+        row["role"],
+        row["tenant"],
+        row["name"],
+        row["created_s"],
+        row["created_by"],
+        row["revoked_s"],
     )

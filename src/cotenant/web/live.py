@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 
 from cotenant.cluster.state import Health
-from cotenant.service import Service
+from cotenant.server.demo import DemoFeeder, ServiceNow
+from cotenant.server.service import Service
 from cotenant.store import repo
 from cotenant.store.queries import audit_page
 from cotenant.web.series import Series
 from cotenant.web.session import Sessions
-from cotenant.workload.demo import DemoFeeder, ServiceNow
 
 log = logging.getLogger("cotenant.console")
 SERIES_META = "console-series"

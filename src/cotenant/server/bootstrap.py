@@ -1,19 +1,18 @@
 """Seeding a new store (cluster, tenants, contracts, site energy, clock anchor, keys) and
-the writes the live service shares with it: contract versions and API keys, each with
-its audit entry."""
+the write the live service shares with it: a contract version with its audit entry
+(keys are made and stored by ``server/keys.py``)."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
-from cotenant.api.keys import Role, hash_token, new_token
-from cotenant.api.settings import Settings
 from cotenant.audit.chain import canonical_json
 from cotenant.cluster.presets import preset
 from cotenant.model.contracts import Contract
 from cotenant.model.errors import SpecError
 from cotenant.model.time import parse_time
+from cotenant.server.keys import IssuedKey, Role, make_key, store_key
+from cotenant.server.settings import Settings
 from cotenant.store import repo
 from cotenant.store.mapping import contract_to_dict
 from cotenant.store.repo import Store
@@ -25,15 +24,6 @@ ENERGY_META = "site-energy"  # the seeding scenario's [energy] table, as JSON
 SEED_META = "seeded-from"  # the scenario that seeded the store ("" for none)
 
 
-@dataclass(frozen=True, slots=True)
-class IssuedKey:
-    key_id: str
-    role: Role
-    tenant: str | None
-    name: str
-    token: str  # shown once
-
-
 def store_contract(tx: Tx, by: str, contract: Contract, change: str, now: int) -> None:
     version = repo.add_contract_version(tx, contract, change, now)
     payload = {
@@ -43,39 +33,6 @@ def store_contract(tx: Tx, by: str, contract: Contract, change: str, now: int) -
         "contract": contract_to_dict(contract),
     }
     tx.audit(now, f"contract-{change}", payload)
-
-
-def make_key(role: Role, tenant: str | None, name: str) -> tuple[IssuedKey, str]:
-    """A new key and its token's hash."""
-    key_id, token = new_token()
-    return IssuedKey(key_id, role, tenant, name, token), hash_token(token)
-
-
-def store_key(tx: Tx, key: IssuedKey, digest: str, by: str, now: int) -> None:
-    repo.add_key(
-        tx,
-        {
-            "id": key.key_id,
-            "hash": digest,
-            "role": key.role.value,
-            "tenant": key.tenant,
-            "name": key.name,
-            "created_s": now,
-            "created_by": by,
-            "revoked_s": None,
-        },
-    )
-    tx.audit(
-        now,
-        "key-issued",
-        {
-            "key_id": key.key_id,
-            "role": key.role.value,
-            "tenant": key.tenant,
-            "name": key.name,
-            "by": by,
-        },
-    )
 
 
 def bootstrap(store: Store, settings: Settings) -> list[IssuedKey]:

@@ -25,11 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from cotenant.api.keys import Principal, Role
 from cotenant.faults.injector import install as install_failures
 from cotenant.faults.injector import parse_failure_settings
 from cotenant.model.jobs import JobSpec
-from cotenant.service import Service
+from cotenant.server.keys import Principal, Role
+from cotenant.server.service import Service
 from cotenant.serving.autoscaler import Autoscaler
 from cotenant.serving.queueing import replicas_needed_many
 from cotenant.serving.services import parse_services
