@@ -383,6 +383,51 @@ def reclaims(
     }
 
 
+def late_starts(
+    entries: list[tuple[int, str, dict[str, Any]]], grace_s: int = GRACE_S
+) -> list[dict[str, Any]]:
+    """The jobs the engine's guarantee check can have counted, as the audit shows them: a
+    job for which room was reclaimed that started more than the grace period after the
+    first reclaim for it (it was owed by then at the latest). For each: when its room was
+    first reclaimed, the deadline, when the last of its victims stopped and when it
+    started, so that the cause reads off: a deadline step that ran late (victims stopped
+    after the deadline), a start that did not follow the stops, or room reclaimed anew
+    (a later deadline)."""
+    first: dict[str, tuple[int, int]] = {}  # beneficiary -> (first reclaim, its deadline)
+    victims: dict[str, list[str]] = defaultdict(list)
+    stopped: dict[str, int] = {}
+    last_deadline: dict[str, int] = {}
+    out: list[dict[str, Any]] = []
+    for t, kind, p in entries:
+        job = p.get("job")
+        if kind == "reclaim":
+            b = p["beneficiary"]
+            first.setdefault(b, (t, int(p["deadline"])))
+            last_deadline[b] = int(p["deadline"])
+            victims[b].append(job)
+        elif kind in ("preempt", "end", "cancel", "interrupt"):
+            stopped[job] = t
+        elif kind == "place" and job in first:
+            r0, d0 = first.pop(job)
+            late = t - r0 - grace_s
+            stops = [stopped[v] for v in victims.pop(job, []) if v in stopped]
+            if late > 0:
+                out.append(
+                    {
+                        "job": job,
+                        "tenant": p.get("tenant"),
+                        "gpus": p.get("gpus"),
+                        "reclaimed": r0,
+                        "deadline": d0,
+                        "last_deadline": last_deadline.get(job, d0),
+                        "last_stop": max(stops, default=None),
+                        "started": t,
+                        "late_s": late,
+                    }
+                )
+    return out
+
+
 def stranded(
     entries: list[tuple[int, str, dict[str, Any]]],
     n_nodes: int,
@@ -704,6 +749,17 @@ def report(
             f"fit (job, tenant, GPUs, waited s): {w['jobs']}"
         )
     print(f"guarantee violations: {viol:.0f} jobs, {viol_s:.0f} s  target 0")
+    lates = late_starts(entries)
+    print(
+        f"  started later than the grace after their first reclaim (audit): {len(lates)} jobs, "
+        f"{sum(x['late_s'] for x in lates)} s"
+    )
+    for x in lates[:12]:
+        print(
+            f"    {x['job']} {x['tenant']} {x['gpus']} GPUs: reclaimed {x['reclaimed']}, "
+            f"deadline {x['deadline']} (last {x['last_deadline']}), victims stopped by "
+            f"{x['last_stop']}, started {x['started']}: late {x['late_s']} s"
+        )
     print(
         f"reclaims: {rc['total']:,}; preempted or stopped {len(rc['late_s']):,} (late p50 "
         f"{pct(rc['late_s'], 0.5)} s, max {max(rc['late_s'], default=0)} s), ended before "
@@ -727,7 +783,17 @@ def report(
     step = _hist_quantiles(final, "cotenant_engine_step_lag_seconds")
     dur = _hist_quantiles(final, "cotenant_engine_step_duration_seconds")
     print(f"step lag at start (histogram): p50 <= {step[0]} s, p99 <= {step[1]} s")
-    print(f"step duration (histogram): p50 <= {dur[0]} s, p99 <= {dur[1]} s")
+    print(
+        f"step duration (histogram): p50 <= {dur[0]} s, p99 <= {dur[1]} s; steps over "
+        f"0.25 s: {_hist_over(final, 'cotenant_engine_step_duration_seconds', 0.25):.0f}"
+    )
+    gcp = _hist_quantiles(final, "cotenant_gc_pause_seconds")
+    print(
+        f"garbage collection pauses (histogram): p50 <= {gcp[0]} s, p99 <= {gcp[1]} s; over "
+        f"0.1 s: {_hist_over(final, 'cotenant_gc_pause_seconds', 0.1):.0f}, over 0.5 s: "
+        f"{_hist_over(final, 'cotenant_gc_pause_seconds', 0.5):.0f}; longest by generation "
+        + ", ".join(f"{g}: {_gc_max(final, g):.3f} s" for g in range(3))
+    )
     steady_end = int(args.jobs * 0.8) / args.rate
     for label, r in (
         (
@@ -760,6 +826,20 @@ def report(
         f"RSS: max {max(rec.rss_kb, default=0) / 1024:,.0f} MiB, final {rss_final / 1024:,.0f} "
         f"MiB; store {size / 2**20:,.1f} MiB"
     )
+
+
+def _gc_max(text: str, generation: int) -> float:
+    name = 'cotenant_gc_pause_max_seconds{generation="' + str(generation) + '"}'
+    return _metric(text, name)
+
+
+def _hist_over(text: str, name: str, bound: float) -> float:
+    """How many observations of a histogram were above ``bound`` (one of its bounds)."""
+    rows = re.findall(rf'^{name}_bucket\{{le="([^"]+)"\}} (\S+)$', text, re.M)
+    if not rows:
+        return float("nan")
+    at = next((float(c) for le, c in rows if le != "+Inf" and float(le) == bound), float("nan"))
+    return float(rows[-1][1]) - at
 
 
 def _hist_quantiles(text: str, name: str) -> tuple[str, str]:

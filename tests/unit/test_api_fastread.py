@@ -195,6 +195,10 @@ def test_a_failed_read_back_sends_reads_to_the_store_until_the_book_is_read_agai
         raise OSError("disk I/O error")
 
     monkeypatch.setattr(svc.store, "jobs", broken)
+    # New jobs go to the book as written; one short of a column is read back instead.
+    monkeypatch.setattr(
+        cotenant.server.recorder, "JOB_COLUMNS", cotenant.server.recorder.JOB_COLUMNS | {"later"}
+    )
     second = submit(api, LESSEE, 8, DAY)  # committed; its read-back fails
     monkeypatch.setattr(svc.store, "jobs", real)
     assert not svc.book.ready
@@ -206,3 +210,27 @@ def test_a_failed_read_back_sends_reads_to_the_store_until_the_book_is_read_agai
     submit(api, LESSEE, 8, DAY)  # the next commit reads the book again
     assert svc.book.ready
     same(api, LESSEE, f"/v1/jobs/{second}")
+
+
+def test_a_new_job_goes_to_the_book_as_written_without_reading_it_back(
+    api: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The insert gives each row its seq: the book takes the rows the submissions wrote,
+    and a job is served from memory, exactly as the route serves it from the store."""
+    svc = api.c.app.state.service  # type: ignore[attr-defined]
+    first = submit(api, LESSEE, 8, DAY)
+    real = svc.store.jobs
+
+    def no_reads(*args: Any, **kw: Any) -> Any:
+        raise AssertionError("read back")
+
+    monkeypatch.setattr(svc.store, "jobs", no_reads)
+    new = [submit(api, LESSEE, 8, DAY) for _ in range(3)]
+    monkeypatch.setattr(svc.store, "jobs", real)
+    assert svc.book.ready
+    seqs = [svc.book.entries[j].seq for j in (first, *new)]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 4
+    settle(api, new[-1], "running")
+    for j in new:
+        same(api, LESSEE, f"/v1/jobs/{j}")
+    same(api, LESSEE, "/v1/jobs?limit=10")

@@ -44,7 +44,7 @@ from cotenant.api import (
 from cotenant.api.auth import READERS, Caller, Svc, require
 from cotenant.api.errors import ERROR_RESPONSES
 from cotenant.api.schemas import Health, Readiness
-from cotenant.engine.keepup import KeepUp
+from cotenant.engine.keepup import GcPauses, KeepUp
 from cotenant.server.demo import start_demo
 from cotenant.server.recorder import AUDITED
 from cotenant.server.service import Service
@@ -66,6 +66,7 @@ class ServiceCollector(Collector):
         st = svc.status
         yield from _engine_metrics(st, sorted(svc.tenant_names))
         yield from _keepup_metrics(svc.keepup, st, svc.lag_s())
+        yield from _gc_metrics(svc.gc_pauses)
         yield CounterMetricFamily(
             "cotenant_jobs_submitted", "Submissions accepted since start", svc.submitted
         )
@@ -152,6 +153,26 @@ def _keepup_metrics(ku: KeepUp, st: Status, lag_s: float) -> Iterable[Metric]:
         ),
     ):
         yield HistogramMetricFamily(name, help_, buckets=h.buckets(), sum_value=h.sum)
+
+
+def _gc_metrics(gcp: GcPauses) -> Iterable[Metric]:
+    """Garbage collection pauses: each collection's wall time, and the longest of each
+    generation (a stall that neither the lag nor the step durations explain)."""
+    yield HistogramMetricFamily(
+        "cotenant_gc_pause_seconds",
+        "Wall time of each garbage collection (its thread waits; the others too, unless a "
+        "finalizer lets go of the interpreter lock)",
+        buckets=gcp.pause_s.buckets(),
+        sum_value=gcp.pause_s.sum,
+    )
+    longest = GaugeMetricFamily(
+        "cotenant_gc_pause_max_seconds",
+        "The longest garbage collection so far, by generation (2: the whole heap)",
+        labels=["generation"],
+    )
+    for gen, took in enumerate(gcp.max_by_generation):
+        longest.add_metric([str(gen)], took)
+    yield longest
 
 
 def _store_metrics(writer: Writer) -> Iterable[Metric]:

@@ -866,7 +866,13 @@ class Engine:
         # a borrower, whatever their place in the queue (a job requeued after a fault
         # goes back to its old place, ahead of them).
         for run in self._own_promised(tenant):
-            if run.spec.gpus > room or run.spec.gpus > power_room:
+            if run.spec.gpus > room:
+                continue
+            if run.spec.gpus > power_room:
+                # Held for power, as the policy holds it: it keeps the power there is now
+                # (the tenant's own work holds the rest), so what follows is not owed it.
+                room -= run.spec.gpus
+                power_room -= min(power_room, run.spec.gpus)
                 continue
             p = run.promise
             if p is None or trial.free_part(p) != p:

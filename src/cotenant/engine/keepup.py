@@ -7,9 +7,13 @@ seconds: a step that handles an event 2 simulated minutes late at speed 60 is 2 
 
 from __future__ import annotations
 
+import gc
+import threading
+import time
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable
+from typing import Any
 
 # Wall seconds: from a millisecond to a minute.
 STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -54,3 +58,38 @@ class KeepUp:
         self.lag_s.observe(lag_s)
         self.step_s.observe(took_s)
         self.max_lag_s = max(self.max_lag_s, lag_s)
+
+
+class GcPauses:
+    """How long each garbage collection takes, in wall time: the thread that runs it
+    waits, and so do the others unless a finalizer it runs lets go of the interpreter
+    lock. A stall of the engine that neither its lag nor its steps explain shows here.
+    Installed in ``gc.callbacks`` while the server runs."""
+
+    def __init__(self) -> None:
+        self.pause_s = Histogram(STEP_BUCKETS)
+        self.max_s = 0.0
+        self.max_by_generation = [0.0, 0.0, 0.0]  # the longest of each generation
+        self._began: dict[int, float] = {}  # by thread (a collection runs in one thread)
+
+    def install(self) -> None:
+        if self._callback not in gc.callbacks:
+            gc.callbacks.append(self._callback)
+
+    def uninstall(self) -> None:
+        if self._callback in gc.callbacks:
+            gc.callbacks.remove(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, Any]) -> None:
+        now = time.perf_counter()
+        me = threading.get_ident()
+        if phase == "start":
+            self._began[me] = now
+            return
+        began = self._began.pop(me, None)
+        if began is not None:
+            took = now - began
+            self.pause_s.observe(took)
+            self.max_s = max(self.max_s, took)
+            gen = min(2, max(0, int(info.get("generation", 2))))
+            self.max_by_generation[gen] = max(self.max_by_generation[gen], took)

@@ -26,7 +26,7 @@ from cotenant.store.mapping import pending_job_row
 from cotenant.store.repo import Row, Store
 from cotenant.store.writer import Tx
 
-_BOOK = "job-book"  # Tx.pending: the batch stored new jobs (read back once, after commit)
+_BOOK = "job-book"  # Tx.pending: the rows of the jobs the batch stored (for the book)
 RUNNING_STATES = ("running", "reclaiming")
 
 
@@ -185,11 +185,12 @@ def _submission(
     idempotency_key: str | None,
     fingerprint: str,
     now: int,
-    add_to_book: Callable[[], None],
+    add_to_book: Callable[[list[Row]], None],
     enqueue: Callable[[JobSpec], None],
 ) -> Callable[[Tx], tuple[Row, bool]]:
     """The writer's operation storing a submission (or finding the earlier one with the
-    same idempotency key); after commit the book reads it back and the engine gets it."""
+    same idempotency key); after commit the book takes it as written (its ``seq`` set by
+    the insert) and the engine gets it."""
     tenant = spec.tenant
 
     def op(tx: Tx) -> tuple[Row, bool]:
@@ -214,9 +215,10 @@ def _submission(
         )
         if idempotency_key is not None:
             tx.pending[k] = row
-        if _BOOK not in tx.pending:  # one read-back for the batch's new jobs
-            tx.pending[_BOOK] = True
-            tx.after_commit(add_to_book)
+        if _BOOK not in tx.pending:  # the batch's new jobs go to the book once
+            tx.pending[_BOOK] = []
+            tx.after_commit(lambda: add_to_book(tx.pending[_BOOK]))
+        tx.pending[_BOOK].append(row)  # (its seq is set when it is inserted)
         tx.after_commit(lambda: enqueue(spec))
         return row, True
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from cotenant.backends.base import Backend
 from cotenant.cluster.topology import Topology
-from cotenant.engine.clock import WallClock
+from cotenant.engine.clock import LiveClock
 from cotenant.engine.core import Engine
 from cotenant.engine.keepup import KeepUp
 from cotenant.model.contracts import Contract
@@ -35,50 +35,6 @@ from cotenant.server.status import FOREVER, DecisionRate, Status, status_of
 from cotenant.store.repo import Store
 
 log = logging.getLogger("cotenant.server.service")
-
-
-class LiveClock(WallClock):
-    """The wall clock, releasing the engine lock while it waits. After waiting it runs
-    ``on_wake`` (with the lock held again) so the engine takes new submissions.
-
-    Steps are at least ``min_step_s`` apart, so that a burst of submissions makes one
-    cycle; but a reclaim deadline (``next_deadline``) is not held back by that gap: the
-    engine steps at the deadline itself, as the contract's grace period ends then (at
-    speed 60 the gap alone, 50 ms, was up to 3 s of lateness)."""
-
-    def __init__(
-        self,
-        start_s: int,
-        speed: float,
-        lock: threading.Lock,
-        on_wake: Callable[[], None],
-        min_step_s: float,
-        next_deadline: Callable[[], int | None] = lambda: None,
-    ) -> None:
-        super().__init__(start_s, speed)
-        self.lock = lock
-        self.on_wake = on_wake
-        self.min_step_s = min_step_s
-        self.next_deadline = next_deadline
-        self._last = 0.0
-
-    def wait_until(self, t: int) -> int:
-        self.lock.release()
-        try:
-            gap = self.min_step_s - (time.monotonic() - self._last)
-            if gap > 0:
-                deadline = self.next_deadline()
-                if deadline is not None and deadline <= t:  # the next event is a deadline
-                    due_in = self._wall0 + (deadline - self._sim0) / self.speed - time.time()
-                    gap = min(gap, due_in)
-                if gap > 0:
-                    time.sleep(gap)
-            super().wait_until(t)
-        finally:
-            self.lock.acquire()
-        self._last = time.monotonic()
-        self.on_wake()
-        return self.now()
 
 
 class Runner:
@@ -99,6 +55,7 @@ class Runner:
         self.lock = threading.Lock()
         self.inbox: deque[JobSpec] = deque()
         self._deadlines: list[int] = []  # reclaim deadlines not yet reached (a heap)
+        self._step_took: deque[float] = deque(maxlen=20)  # the last steps' wall seconds
         self.clock = LiveClock(
             start_s,
             settings.speed,
@@ -106,6 +63,7 @@ class Runner:
             self._step_begins,
             settings.min_step_s,
             lambda: self._deadlines[0] if self._deadlines else None,
+            lambda: max(self._step_took, default=0.0),
         )
         self.engine = Engine(
             topo, contracts, get_policy(settings.policy), backend, self.clock, tenants=tenants
@@ -191,7 +149,9 @@ class Runner:
     def _after_step(self, t: int) -> None:
         while self._deadlines and self._deadlines[0] <= t:
             heapq.heappop(self._deadlines)  # (this step handled every event due by t)
-        self.keepup.stepped(self._lag_at_start, time.monotonic() - self._step_began)
+        took = time.monotonic() - self._step_began
+        self._step_took.append(took)
+        self.keepup.stepped(self._lag_at_start, took)
         self.recorder.flush()
         decided = sum(self.keepup.decisions.values())
         self.status = status_of(self.engine, t, decided, self._rate.add(decided))

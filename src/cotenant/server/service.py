@@ -36,8 +36,9 @@ from cotenant.backends import BACKENDS, get_backend
 from cotenant.backends.base import Backend
 from cotenant.cluster.topology import Topology
 from cotenant.contracts.schema import ContractTable
+from cotenant.engine.clock import LiveClock
 from cotenant.engine.core import Engine
-from cotenant.engine.keepup import KeepUp
+from cotenant.engine.keepup import GcPauses, KeepUp
 from cotenant.metering.ledger import UsageLedger
 from cotenant.metering.rating import Invoice
 from cotenant.metering.run import parse_metering_settings
@@ -52,7 +53,7 @@ from cotenant.server.keys import IssuedKey, KeyAdmin, KeyRing, Principal, Role
 from cotenant.server.pipelines import PipelineService
 from cotenant.server.readmodel import JobBook
 from cotenant.server.restore import restore
-from cotenant.server.runner import LiveClock, Runner
+from cotenant.server.runner import Runner
 from cotenant.server.settings import Settings
 from cotenant.server.status import Status
 from cotenant.server.tenants import TenantService
@@ -84,6 +85,7 @@ class Service:
             json.loads(raw_energy) if raw_energy else None
         ).site
         self.keys = KeyRing(store.active_keys())
+        self.gc_pauses = GcPauses()  # (measured while the server runs)
         self.jobs = JobService(store, settings, self.topo, self.runner, names)
         self.pipelines = PipelineService(store, settings, self.runner, self.jobs, names)
         self.engine.deps.lookup = store.job_tenant_state  # jobs ended before a restart
@@ -177,6 +179,7 @@ class Service:
         self.runner.recorder.load_book()
         self.store.writer.listeners.append(self._on_store_state)
         self.store.writer.start()
+        self.gc_pauses.install()
         self.runner.start()
 
     def _on_store_state(self, down: bool) -> None:
@@ -193,6 +196,7 @@ class Service:
         self.clock.wake()
 
     def stop(self) -> None:
+        self.gc_pauses.uninstall()
         self.runner.stop()
         self.store.writer.stop()
         close = getattr(self.engine.backend, "close", None)

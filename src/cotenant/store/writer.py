@@ -8,6 +8,16 @@ reaches the caller through a Future once the transaction has committed, and its
 ``after_commit`` callbacks run then, in order (e.g. handing a job to the engine
 only once it is durable).
 
+Requests go before the engine: an operation submitted as *durable* (the engine's
+changes after a step, often hundreds of rows) is committed in a batch of its own, and
+requests waiting at the same time (submissions, contract changes) are committed first,
+in their own batch, so that a submission waits for its own commit and not behind the
+engine's (bench_live: 660 ms at p99 with the engine's writes in the same batch). The
+engine's write is passed over by at most ``OVERTAKE_MAX`` request batches, so a steady
+stream of requests cannot hold the engine's changes back for long. Each kind keeps its
+order; nothing a request waits on is committed after it (the engine's changes a
+request needs, e.g. a cancel's, are waited for on their own future).
+
 If an operation raises, the batch is rolled back and its operations are retried
 one by one, so one bad request does not fail its neighbours. A batch is first tried
 *optimistically* (``Tx.optimistic``): an operation may skip a read that a unique
@@ -39,9 +49,9 @@ from __future__ import annotations
 import logging
 import math
 import os
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -59,6 +69,7 @@ T = TypeVar("T")
 AUDIT_HEAD = "audit_head"
 FAULTS_ENV = "COTENANT_STORE_FAULTS"
 STOP_GRACE_S = 5.0  # on stop, how long durable writes are still retried
+OVERTAKE_MAX = 4  # request batches that may go before a waiting durable (engine) write
 
 
 class Tx:
@@ -78,10 +89,20 @@ class Tx:
         self._inserts.setdefault(table, []).append(row)
 
     def flush_inserts(self) -> None:
-        """Write buffered rows now (an operation that reads what it wrote calls this)."""
+        """Write buffered rows now (an operation that reads what it wrote calls this).
+        Rows without their table's autoincrement key learn it: the insert returns the
+        keys, in the rows' order, and each is set in its row (so what was written can be
+        used after the commit without reading it back)."""
         for table, rows in self._inserts.items():
-            if rows:
+            if not rows:
+                continue
+            key = table.autoincrement_column
+            if key is None or all(key.name in r for r in rows):
                 self.conn.execute(sa.insert(table), rows)
+                continue
+            stmt = sa.insert(table).returning(key, sort_by_parameter_order=True)
+            for row, value in zip(rows, self.conn.execute(stmt, rows).scalars(), strict=True):
+                row[key.name] = value
         self._inserts.clear()
 
     def audit(self, time: int, kind: str, payload: Mapping[str, Any]) -> AuditEntry:
@@ -150,7 +171,11 @@ class Writer:
     ) -> None:
         self.engine = engine
         self.max_batch = max_batch
-        self._q: queue.Queue[_Op | None] = queue.Queue()
+        self._ready = threading.Condition()  # guards the two queues and the stop flag
+        self._requests: deque[_Op] = deque()
+        self._durable: deque[_Op] = deque()  # the engine's writes
+        self._stop_asked = False
+        self._overtaken = 0  # request batches committed while a durable write waited
         with engine.begin() as conn:
             if conn.execute(sa.select(META.c.key).where(META.c.key == AUDIT_HEAD)).first() is None:
                 conn.execute(sa.insert(META), {"key": AUDIT_HEAD, "value": str(Head(0, "0" * 64))})
@@ -202,7 +227,9 @@ class Writer:
         elif not durable and self.down and self.backoff.wait_s() > 0:
             self._refuse(item)  # back off: not even a connection attempt
         else:
-            self._q.put(item)
+            with self._ready:
+                (self._durable if durable else self._requests).append(item)
+                self._ready.notify()
         return fut
 
     def call(self, op: Callable[[Tx], T], timeout: float = 60.0) -> T:
@@ -215,7 +242,9 @@ class Writer:
 
     def stop(self) -> None:
         if self._thread is not None:
-            self._q.put(None)
+            with self._ready:
+                self._stop_asked = True
+                self._ready.notify()
             self._thread.join(timeout=STOP_GRACE_S + 30)
             self._thread = None
 
@@ -255,28 +284,32 @@ class Writer:
 
     def _take(self) -> tuple[list[_Op], bool]:
         """The next batch (waiting at most until the next retry is due) and whether the
-        writer is asked to stop."""
+        writer is asked to stop (then everything still queued)."""
         waits = [self.backoff.wait_s()] if self.down else []
         if (tick := self.health.next_tick_s()) is not None:
             waits.append(tick)
         timeout = min(waits) if waits else None
-        batch: list[_Op] = []
-        try:
-            item = self._q.get(timeout=timeout) if timeout != 0 else self._q.get_nowait()
-        except queue.Empty:
-            return batch, False
-        if item is None:
-            return batch, True
-        batch.append(item)
-        while len(batch) < self.max_batch:
-            try:
-                nxt = self._q.get_nowait()
-            except queue.Empty:
-                break
-            if nxt is None:
+        with self._ready:
+            if not (self._requests or self._durable or self._stop_asked) and timeout != 0:
+                self._ready.wait(timeout)
+            if self._stop_asked:
+                batch = [*self._requests, *self._durable]
+                self._requests.clear()
+                self._durable.clear()
+                self._stop_asked = False
                 return batch, True
-            batch.append(nxt)
-        return batch, False
+            return self._next_batch(), False
+
+    def _next_batch(self) -> list[_Op]:
+        """Requests first, in a batch of their own, unless a durable write has already
+        been passed over ``OVERTAKE_MAX`` times; then the durable writes (lock held)."""
+        requests, durable = self._requests, self._durable
+        if requests and (not durable or self._overtaken < OVERTAKE_MAX):
+            if durable:
+                self._overtaken += 1
+            return [requests.popleft() for _ in range(min(len(requests), self.max_batch))]
+        self._overtaken = 0
+        return [durable.popleft() for _ in range(min(len(durable), self.max_batch))]
 
     def _drain_on_stop(self) -> None:
         deadline = time.monotonic() + STOP_GRACE_S

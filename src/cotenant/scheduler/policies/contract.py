@@ -34,6 +34,7 @@ from cotenant.scheduler.decisions import Decisions, Place, Reason, Reclaim, Wait
 from cotenant.scheduler.placement import find_placement, level_range
 from cotenant.scheduler.policies import register
 from cotenant.scheduler.policies.common import power_budget, reject_if_impossible, shadow
+from cotenant.scheduler.policies.reclaims import ReclaimsUnderWay, reclaims_under_way
 from cotenant.scheduler.snapshot import PendingJob, RunningJob, Snapshot, blocked_nodes
 from cotenant.scheduler.workspace import Workspace
 
@@ -236,7 +237,7 @@ class ContractPolicy:
             taken.add(v.spec.id)
             ws.release_future(v.tenant, v.placement)
             out.reclaims.append(Reclaim(v.spec.id, job.id, snap.now + grace, rule))
-            _reclaims_under_way(snap, ws).add(v, snap.now + grace)
+            reclaims_under_way(snap, ws).add(v, snap.now + grace)
             for n, g in zip(v.placement.nodes, v.placement.gpus, strict=True):
                 freed[n] += g
         self._hasten(snap, ws, job, p, out, freed)
@@ -301,7 +302,7 @@ class ContractPolicy:
             out.reclaims.append(
                 Reclaim(v.spec.id, job.id, deadline, Reason.RECLAIM_FOR_ENTITLEMENT)
             )
-            _reclaims_under_way(snap, ws).add(v, deadline)
+            reclaims_under_way(snap, ws).add(v, deadline)
         budget.promise(job.gpus, freeing + sum(v.gpus for v in victims))
         return True
 
@@ -321,7 +322,7 @@ class ContractPolicy:
         by ``freed``, this job's own new victims) are looked for, and any rival's run that
         closes one of the job's nodes (or racks) to it."""
         limit = snap.now + snap.contracts[job.tenant].lending.reclaim_grace_s
-        under_way = _reclaims_under_way(snap, ws)
+        under_way = reclaims_under_way(snap, ws)
         relied_on: list[RunningJob] = []
         for node, need in zip(p.nodes, p.gpus, strict=True):
             short = need - int(ws.now.free[node]) - (freed or {}).get(node, 0)
@@ -340,7 +341,7 @@ class ContractPolicy:
 
     @staticmethod
     def _rivals_in_the_way(
-        snap: Snapshot, ws: Workspace, job: JobSpec, p: Placement, under_way: _ReclaimsUnderWay
+        snap: Snapshot, ws: Workspace, job: JobSpec, p: Placement, under_way: ReclaimsUnderWay
     ) -> list[RunningJob]:
         """Reclaiming rival runs that must be gone before the job may use its room: a
         node (or rack) a rival holds is closed to the job however many GPUs are free."""
@@ -560,48 +561,3 @@ class ContractPolicy:
 
 register("contract")(ContractPolicy)
 
-
-class _ReclaimsUnderWay:
-    """The cycle's reclaims: those the snapshot shows and those decided so far in this
-    cycle, by node in deadline order, with each one's current deadline."""
-
-    def __init__(self, snap: Snapshot) -> None:
-        self._by_node: defaultdict[int, list[RunningJob]] = defaultdict(list)
-        self._deadline: dict[str, int] = {}
-        for r in snap.reclaiming_runs():
-            self._deadline[r.spec.id] = r.reclaim_deadline_s or 0
-            for n in r.placement.nodes:
-                self._by_node[n].append(r)
-        for runs in self._by_node.values():
-            runs.sort(key=self._order)
-        self._runs: dict[str, RunningJob] = {r.spec.id: r for r in snap.reclaiming_runs()}
-
-    def _order(self, r: RunningJob) -> tuple[int, str]:
-        return (self._deadline[r.spec.id], r.spec.id)
-
-    def add(self, r: RunningJob, deadline: int) -> None:
-        """A run reclaimed in this cycle, or a reclaim whose deadline is moved up."""
-        known = r.spec.id in self._deadline
-        self._deadline[r.spec.id] = min(deadline, self._deadline.get(r.spec.id, deadline))
-        self._runs[r.spec.id] = r
-        for n in r.placement.nodes:
-            runs = self._by_node[n]
-            if not known:
-                runs.append(r)
-            runs.sort(key=self._order)
-
-    def on_node(self, node: int) -> list[RunningJob]:
-        return self._by_node.get(node, [])
-
-    def runs(self) -> Iterator[RunningJob]:
-        return iter(self._runs.values())
-
-    def deadline(self, r: RunningJob) -> int:
-        return self._deadline[r.spec.id]
-
-
-def _reclaims_under_way(snap: Snapshot, ws: Workspace) -> _ReclaimsUnderWay:
-    got = ws.cache.get("reclaims-under-way")
-    if got is None:
-        got = ws.cache["reclaims-under-way"] = _ReclaimsUnderWay(snap)
-    return cast(_ReclaimsUnderWay, got)
