@@ -86,6 +86,9 @@ def test_a_pipeline_runs_its_stages_one_after_the_other(api: Api) -> None:
     p = r.json()
     assert [s["name"] for s in p["stages"]] == ["pretrain", "sft", "eval"]
     assert p["stages"][1]["after"] == [{"kind": "after_ok", "jobs": ["pretrain"]}]
+    listed_jobs = {j["id"]: j for j in api.get(OWNER, "/v1/jobs").json()["items"]}
+    assert {s["job"] for s in p["stages"]} <= set(listed_jobs)  # the stages are jobs
+    assert listed_jobs[p["stages"][2]["job"]]["pipeline"] == p["id"]
     sft = api.until(OWNER, f"/v1/jobs/{p['stages'][1]['job']}", lambda j: j["reason"] != "queued")
     assert sft["state"] == "pending" and sft["reason"] == "waiting-for-dependency"
     assert p["stages"][0]["job"] in sft["reason_detail"]

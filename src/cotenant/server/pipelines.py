@@ -84,12 +84,14 @@ class PipelineService:
 
         def op(tx: Tx) -> Row:
             repo.insert_pipeline(tx, row)
+            rows = []
             for s in specs:
                 fp = hashlib.sha256(canonical_json({"pipeline": pid, "stage": s.name}).encode())
-                repo.insert_job(tx, pending_job_row(s, None, fp.hexdigest(), by.key_id, now))
+                rows.append(pending_job_row(s, None, fp.hexdigest(), by.key_id, now))
+                repo.insert_job(tx, rows[-1])  # (its seq is set when it is inserted)
             payload = {"pipeline": pid, "tenant": tenant, "stages": [s.id for s in specs]}
             tx.audit(now, "pipeline-submitted", {**payload, "by": by.key_id})
-            tx.after_commit(recorder.add_to_book)
+            tx.after_commit(lambda: recorder.add_to_book(rows))
             tx.after_commit(enqueue_all)
             return row
 
