@@ -32,16 +32,25 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                 "/v1/jobs", json={"gpus": 48, "duration_s": 60, "name": SECRET + "-2"}
             ).json()
             member = a.post("/v1/keys", json={"role": "tenant-member", "name": "a-m"}).json()
+            # A pipeline whose one stage waits (a day) for the running job to fail.
+            stage = {"name": "s", "gpus": 1, "duration_s": 60, "after_failed": [running["id"]]}
+            pipeline = a.post("/v1/pipelines", json={"name": SECRET, "stages": [stage]}).json()
         with s.client(B) as b:
             s.keys["b-member"] = b.post("/v1/keys", json={"role": "tenant-member"}).json()["token"]
         s.keys["a-member"] = member["token"]
-        yield {"server": s, "jobs": [running["id"], pending["id"]], "key": member["key_id"]}
+        yield {
+            "server": s,
+            "jobs": [running["id"], pending["id"]],
+            "key": member["key_id"],
+            "pipeline": pipeline["id"],
+        }
 
 
 def cases(w: dict[str, Any]) -> list[tuple[str, str, Any, dict[str, Any]]]:
     """(method, path, body, params) of a request B might make about A, per endpoint."""
     job = w["jobs"][0]
     contract = {"commitment": {"gpus": 1}}
+    stage = {"name": "s", "gpus": 1, "duration_s": 1}
     return [
         ("POST", "/v1/jobs", {"tenant": A, "gpus": 1, "duration_s": 1}, {}),
         ("GET", "/v1/jobs", None, {"tenant": A}),
@@ -64,12 +73,19 @@ def cases(w: dict[str, Any]) -> list[tuple[str, str, Any, dict[str, Any]]]:
         ("DELETE", "/v1/keys/{key_id}", None, {"key_id": w["key"]}),
         ("GET", "/v1/admin/invariants", None, {}),
         ("GET", "/metrics", None, {}),
+        ("POST", "/v1/pipelines", {"tenant": A, "name": "x", "stages": [stage]}, {}),
+        ("POST", "/v1/pipelines", {"name": "x", "stages": [{**stage, "after_ok": [job]}]}, {}),
+        ("POST", "/v1/jobs", {"gpus": 1, "duration_s": 1, "after_ok": [job]}, {}),
+        ("GET", "/v1/pipelines", None, {"tenant": A}),
+        ("GET", "/v1/pipelines/{pipeline_id}", None, {"pipeline_id": w["pipeline"]}),
+        ("POST", "/v1/pipelines/{pipeline_id}/cancel", None, {"pipeline_id": w["pipeline"]}),
     ]
 
 
 # Endpoints B may use, that must answer only about B.
 OWN_VIEWS = [
     ("GET", "/v1/jobs"),
+    ("GET", "/v1/pipelines"),
     ("GET", "/v1/tenants"),
     ("GET", "/v1/cluster"),
     ("GET", "/v1/usage"),
@@ -91,7 +107,7 @@ def call(
 
 def tenants_in(path: str, body: Any) -> set[str]:
     """The tenants an own-view answer mentions."""
-    if path == "/v1/jobs":
+    if path in ("/v1/jobs", "/v1/pipelines"):
         return {j["tenant"] for j in body["items"]}
     if path == "/v1/tenants":
         return {t["name"] for t in body}
@@ -106,7 +122,8 @@ def tenants_in(path: str, body: Any) -> set[str]:
 
 def leaks(w: dict[str, Any], text: str, sent: str = "") -> list[str]:
     """A's secrets in an answer, except what the request itself named (a 404 may echo it)."""
-    return [x for x in (SECRET, *w["jobs"], w["key"]) if x in text and x not in sent]
+    secrets = (SECRET, *w["jobs"], w["key"], w["pipeline"])
+    return [x for x in secrets if x in text and x not in sent]
 
 
 def test_every_endpoint_is_covered(world: dict[str, Any]) -> None:
@@ -127,6 +144,7 @@ def test_a_rival_gets_403_or_404_and_no_data(world: dict[str, Any], who: str) ->
     # nothing B did changed A's job or contract
     with world["server"].client(A) as a:
         assert a.get(f"/v1/jobs/{world['jobs'][0]}").json()["state"] == "running"
+        assert a.get(f"/v1/pipelines/{world['pipeline']}").json()["state"] == "pending"
         assert a.get(f"/v1/tenants/{A}/contract").json()["notice"]["given_at"] is None
         assert a.get("/v1/whoami").status_code == 200
 

@@ -30,7 +30,17 @@ from prometheus_client.registry import Collector
 from starlette.types import Receive, Scope, Send
 
 import cotenant
-from cotenant.api import admin, console, errors, fastpath, fastread, jobs, reports, tenants
+from cotenant.api import (
+    admin,
+    console,
+    errors,
+    fastpath,
+    fastread,
+    jobs,
+    pipelines,
+    reports,
+    tenants,
+)
 from cotenant.api.auth import READERS, Caller, Svc, require
 from cotenant.api.errors import ERROR_RESPONSES
 from cotenant.api.schemas import Health, Readiness
@@ -246,7 +256,7 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
     )
     app.read_gate = asyncio.Semaphore(settings.read_concurrency)
     errors.install(app)
-    for r in (jobs.router, tenants.router, reports.router, admin.router):
+    for r in (jobs.router, pipelines.router, tenants.router, reports.router, admin.router):
         app.include_router(r)
     console.install(app)
     app.include_router(meta)

@@ -46,7 +46,32 @@ class ErrorBody(BaseModel):
 
 
 # -- jobs -------------------------------------------------------------------------------------
-class JobSubmit(Strict):
+JobRef = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
+DEPENDENCY_FIELDS = ("after", "after_ok", "after_failed", "after_any")
+
+
+class DependencyFields(Strict):
+    """The jobs of the same tenant a job waits for (all four may be given; every one
+    holds before it starts). In a pipeline a stage's name stands for that stage."""
+
+    after: list[JobRef] = Field(default_factory=list, max_length=64, description="every one ended")
+    after_ok: list[JobRef] = Field(
+        default_factory=list, max_length=64, description="every one completed"
+    )
+    after_failed: list[JobRef] = Field(
+        default_factory=list, max_length=64, description="every one ended without completing"
+    )
+    after_any: list[JobRef] = Field(
+        default_factory=list, max_length=64, description="any one of them completed"
+    )
+
+
+class Dependency(BaseModel):
+    kind: Literal["after", "after_ok", "after_failed", "after_any"]
+    jobs: list[str]
+
+
+class JobSubmit(DependencyFields):
     tenant: TenantName | None = Field(
         None, description="the tenant to run as; tenant keys may omit it (their own)"
     )
@@ -126,6 +151,8 @@ class Job(BaseModel):
         "the same as end_s"
     )
     attempts: list[Attempt] = Field(description="every run of the job, oldest first")
+    after: list[Dependency] = Field(default_factory=list, description="the jobs it waits for")
+    pipeline: str | None = Field(None, description="the pipeline it is a stage of")
 
 
 class JobPage(BaseModel):

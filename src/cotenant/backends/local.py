@@ -16,7 +16,8 @@ while it was down. Layout of the state directory::
 
     lock                      held (flock) by the one backend using the directory
     runs.json                 the runs started and not yet reported
-    jobs/<job>/checkpoint/    COTENANT_CHECKPOINT_DIR, kept across attempts
+    jobs/<job>/checkpoint/    COTENANT_CHECKPOINT_DIR, kept across attempts (and
+                              COTENANT_PREVIOUS_CHECKPOINT_DIR of the jobs that wait for it)
     jobs/<job>/attempt-N.out  stdout (and .err, .pid, .exit) of attempt N
 """
 
@@ -59,14 +60,17 @@ def job_command(req: StartRequest) -> tuple[str, ...]:
     if req.spec.command:
         return req.spec.command
     raise NoCommand(
-        "the job has no command (a simulated job); a real backend runs only jobs "
-        "submitted with one"
+        "the job has no command (a simulated job); a real backend runs only jobs submitted with one"
     )
 
 
 def job_env(req: StartRequest, checkpoint_dir: Path | str) -> dict[str, str]:
-    """What a job learns about itself from its environment."""
-    return {
+    """What a job learns about itself from its environment. A job that waited for others
+    (a pipeline's stage) also gets their checkpoint directories, which sit beside its own
+    (``jobs/<job>/checkpoint``): ``COTENANT_PREVIOUS_CHECKPOINT_DIR``, the first job it
+    names (a stage's previous stage), and ``COTENANT_DEPENDENCY_CHECKPOINT_DIRS``, all of
+    them in the order named, separated by ``os.pathsep``."""
+    env = {
         "COTENANT_JOB_ID": req.spec.id,
         "COTENANT_TENANT": req.spec.tenant,
         "COTENANT_ATTEMPT": str(req.attempt),
@@ -75,6 +79,13 @@ def job_env(req: StartRequest, checkpoint_dir: Path | str) -> dict[str, str]:
         "COTENANT_NODES": ",".join(req.node_names),
         "COTENANT_GPUS": str(req.placement.total_gpus),
     }
+    waited = list(dict.fromkeys(j for d in req.spec.after for j in d.jobs))
+    if waited:
+        jobs_dir = Path(checkpoint_dir).parent.parent
+        dirs = [str(jobs_dir / safe_name(j) / "checkpoint") for j in waited]
+        env["COTENANT_PREVIOUS_CHECKPOINT_DIR"] = dirs[0]
+        env["COTENANT_DEPENDENCY_CHECKPOINT_DIRS"] = os.pathsep.join(dirs)
+    return env
 
 
 def safe_name(job_id: str) -> str:

@@ -210,10 +210,25 @@ def jobs_submit(
     idempotency_key: Annotated[
         str | None, typer.Option(help="retrying with the same key never submits twice")
     ] = None,
+    after: Annotated[
+        list[str] | None, typer.Option(help="start once this job ended, however (repeatable)")
+    ] = None,
+    after_ok: Annotated[
+        list[str] | None, typer.Option(help="start once this job completed (repeatable)")
+    ] = None,
+    after_failed: Annotated[
+        list[str] | None,
+        typer.Option(help="start once this job ended without completing (repeatable)"),
+    ] = None,
+    after_any: Annotated[
+        list[str] | None,
+        typer.Option(help="start once any one of these jobs completed (repeatable)"),
+    ] = None,
     command: Annotated[list[str] | None, typer.Argument(help="the command to run")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Submit a job; prints its id."""
+    """Submit a job; prints its id. --after-ok ID (and --after, --after-failed,
+    --after-any) hold it until jobs of the same tenant end so."""
     body: dict[str, Any] = {
         "gpus": gpus,
         "duration_s": parse_duration(duration, "--duration"),
@@ -231,6 +246,14 @@ def jobs_submit(
         body["estimate_s"] = parse_duration(estimate, "--estimate")
     if accelerator is not None:
         body["accelerator"] = accelerator
+    for key, ids in (
+        ("after", after),
+        ("after_ok", after_ok),
+        ("after_failed", after_failed),
+        ("after_any", after_any),
+    ):
+        if ids:
+            body[key] = ids
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
     job = call("POST", "/v1/jobs", json=body, headers=headers)
     if as_json:

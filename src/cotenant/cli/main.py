@@ -250,12 +250,14 @@ from cotenant.cli.client import (  # noqa: E402
     usage_command,
 )
 from cotenant.cli.keys import keys_app  # noqa: E402
+from cotenant.cli.pipelines import pipelines_app  # noqa: E402
 from cotenant.cli.serve import serve_command  # noqa: E402
 
 app.command("serve")(serve_command)
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
+app.add_typer(pipelines_app, name="pipelines")
 app.command("usage")(usage_command)
 app.command("cluster")(cluster_command)
 

@@ -41,6 +41,7 @@ from cotenant.engine.agenda import (
     Agenda,
 )
 from cotenant.engine.clock import Clock
+from cotenant.engine.dependencies import Dependencies
 from cotenant.engine.events import (
     ContractChanged,
     CycleWatcher,
@@ -123,6 +124,8 @@ class Engine:
             checkpoint_write_s=checkpoint_write_s,
         )
         self.verdicts = Verdicts()
+        self.deps = Dependencies(self)  # jobs held for their dependencies; pipelines
+        self.life.dependencies = self.deps
         for t in tenants:
             self.state.tenant_index(t)
         for c in contracts:
@@ -153,6 +156,7 @@ class Engine:
         return new
 
     def submit(self, spec: JobSpec) -> JobRun:
+        self.deps.check(spec)
         run = self.life.submit(spec, self.clock.now())
         self.clock.wake()
         return run
@@ -166,7 +170,12 @@ class Engine:
         return run
 
     def why(self, job_id: str) -> tuple[str, str]:
-        return self.verdicts.why(self._job(job_id))
+        run = self._job(job_id)
+        if run.state is JobState.PENDING:
+            held = self.deps.why(run)
+            if held is not None:
+                return held
+        return self.verdicts.why(run)
 
     # -- the loop -------------------------------------------------------------------------
     def run(

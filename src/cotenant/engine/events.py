@@ -133,6 +133,29 @@ class NodeHealthSet(EngineEvent):
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class JobReleased(EngineEvent):
+    """A job held for its dependencies may now run: it enters the queue (owed from now)."""
+
+    kind: ClassVar[str] = "release"
+    job: str
+    tenant: str
+    after: str  # the clauses it waited for
+
+
+@dataclass(frozen=True, slots=True)
+class DependencyNeverMet(EngineEvent):
+    """What a held job waits for can no longer happen (``dependency`` ended as it did):
+    it ends cancelled, or (``ended`` False) stays pending with that reason."""
+
+    kind: ClassVar[str] = "dependency-never-met"
+    job: str
+    tenant: str
+    dependency: str
+    detail: str
+    ended: bool
+
+
 DecisionSink = Callable[[dict[str, Any]], None]
 Observer = Callable[[EngineEvent], None]
 CycleWatcher = Callable[[int, "Decisions"], None]  # (the cycle's time, what it decided)

@@ -9,6 +9,7 @@ arithmetic is ``model.checkpoints``'s (through ``JobRun.current_run``).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from cotenant.backends.base import Backend, JobEnded, StartRequest
 from cotenant.cluster.state import ClusterState, Placement
@@ -36,6 +37,9 @@ from cotenant.engine.usage import UsageMeter
 from cotenant.model.errors import Conflict, SpecError
 from cotenant.model.jobs import JobKind, JobSpec, JobState
 from cotenant.scheduler.decisions import Place, Reason, Reclaim, Reject, Wait
+
+if TYPE_CHECKING:
+    from cotenant.engine.dependencies import Dependencies
 
 FaultRecord = Callable[[JobRun, str, int, bool], None]  # (run, cause, lost_s, planned)
 
@@ -75,6 +79,9 @@ class JobLifecycle:
         self.record_fault = record_fault  # the fault path's count of interruptions
         self.restart_cost_s = restart_cost_s
         self.checkpoint_write_s = checkpoint_write_s
+        # Jobs held for their dependencies (set by the engine): a held job is not queued
+        # when its submission falls due, and its queue delay counts from its release.
+        self.dependencies: Dependencies | None = None
 
     # -- into the queue -------------------------------------------------------------------
     def submit(self, spec: JobSpec, now: int) -> JobRun:
@@ -97,7 +104,8 @@ class JobLifecycle:
         run = self.jobs[job_id]
         if run.state is JobState.PENDING and run not in self.queue:
             run.queued_since_s = max(run.spec.submit_s, min(run.queued_since_s, due))
-            self.enqueue(run)
+            if self.dependencies is None or not self.dependencies.hold(run, now):
+                self.enqueue(run)
             self.emit(JobSubmitted(now, job_id, run.tenant, run.spec.gpus))
 
     def enqueue(self, run: JobRun) -> None:
@@ -196,7 +204,12 @@ class JobLifecycle:
         run.touch()
         if run.history.first_start_s is None:
             run.history.first_start_s = now
-            self.acct.tenants[run.tenant].queue_delays_s.append(now - run.spec.submit_s)
+            since = (
+                run.spec.submit_s
+                if self.dependencies is None
+                else self.dependencies.eligible_s(run)
+            )
+            self.acct.tenants[run.tenant].queue_delays_s.append(now - since)
         self.guarantees.started(run, now)
         self.running.add(run)
         self._hold(run, +1)

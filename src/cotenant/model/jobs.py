@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from cotenant.model.dependencies import Dependency
+
 
 class JobKind(StrEnum):
     TRAINING = "training"
@@ -51,6 +53,10 @@ class JobSpec:
     accelerator: str | None = None
     name: str = ""
     command: tuple[str, ...] = ()
+    # Jobs of the same tenant this one waits for, every clause holding (model.dependencies),
+    # and the pipeline it is a stage of ("" for none).
+    after: tuple[Dependency, ...] = ()
+    pipeline: str = ""
 
     @property
     def runtime_estimate_s(self) -> int:

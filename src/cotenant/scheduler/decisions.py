@@ -25,6 +25,8 @@ class Reason(StrEnum):
     HELD_FOR_POWER = "held-for-power"  # would push facility power above the site cap
     NOT_EXAMINED = "not-examined"  # a smaller job of the same tenant already did not fit
     STORE_UNAVAILABLE = "store-unavailable"  # nothing starts that cannot be recorded
+    WAITING_FOR_DEPENDENCY = "waiting-for-dependency"  # held until the jobs it waits for end
+    DEPENDENCY_NEVER_MET = "dependency-never-met"  # what it waits for can no longer happen
     # rejected
     TOO_LARGE = "too-large"
     NO_CONTRACT = "no-contract"

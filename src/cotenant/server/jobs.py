@@ -13,6 +13,7 @@ from typing import Any
 
 from cotenant.audit.chain import canonical_json
 from cotenant.cluster.topology import Topology
+from cotenant.model import dependencies
 from cotenant.model.accelerators import CATALOGUE
 from cotenant.model.errors import Conflict, NotFound, SpecError, Unprocessable
 from cotenant.model.jobs import Constraint, JobKind, JobSpec, JobState
@@ -58,7 +59,8 @@ class JobService:
         and whether it is new (False: an earlier submission with the same idempotency key)."""
         if tenant not in self.tenant_names:
             raise NotFound(f"no tenant {tenant!r}")
-        self._check_fits(fields)
+        fields = dependencies.without_empty(fields)  # (the fingerprint of a plain job as before)
+        self.check_fits(fields)
         if self.settings.backend != "sim" and not fields.get("command"):
             raise Unprocessable(
                 "command",
@@ -70,13 +72,20 @@ class JobService:
         ).hexdigest()
         now = self.runner.clock.now()
         spec = _spec_of(tenant, fields, now)
+        dependencies.check_refs(spec.id, tenant, spec.after, self.tenant_of_job)
         recorder = self.runner.recorder
         op = _submission(
             spec, by, idempotency_key, fingerprint, now, recorder.add_to_book, self.runner.enqueue
         )
         return recorder.write(op)
 
-    def _check_fits(self, fields: Mapping[str, Any]) -> None:
+    def tenant_of_job(self, job_id: str) -> str | None:
+        """The tenant of a stored job (None: there is none)."""
+        found = self.store.job_tenant_state(job_id)
+        return None if found is None else found[0]
+
+    def check_fits(self, fields: Mapping[str, Any]) -> None:
+        """The cluster can hold the job (its accelerator, its GPUs), or ``SpecError``."""
         acc = fields.get("accelerator")
         if acc is not None:
             if acc not in CATALOGUE:
@@ -166,6 +175,7 @@ def _spec_of(tenant: str, fields: Mapping[str, Any], now: int) -> JobSpec:
         accelerator=fields.get("accelerator"),
         name=fields.get("name", ""),
         command=tuple(fields.get("command", ())),
+        after=dependencies.from_fields(fields),
     )
 
 

@@ -36,7 +36,17 @@ LiveRow = Callable[[Row], Row]
 
 ENDED = ("completed", "failed", "cancelled")
 # The Job schema's fields made from other columns (appended in this order).
-DERIVED = ("command", "borrowed", "placement", "exit_code", "signal", "ended_at", "attempts")
+DERIVED = (
+    "command",
+    "borrowed",
+    "placement",
+    "exit_code",
+    "signal",
+    "ended_at",
+    "attempts",
+    "after",
+    "pipeline",
+)
 # The Job schema's fields in its order, apart from those derived below.
 JOB_COLUMNS = (
     "id",
@@ -88,6 +98,8 @@ def job_doc(names: Sequence[str], row: Row, attempts: Iterable[Row] | None = Non
     out["exit_code"] = last["exit_code"] if last else None
     out["signal"] = last["signal"] if last else None
     out["ended_at"] = row["end_s"] if row["state"] in ENDED else None
+    out["after"] = json.loads(row.get("after") or "[]")
+    out["pipeline"] = row.get("pipeline")
     out["attempts"] = runs
     return out
 

@@ -46,6 +46,8 @@ TERMINAL = (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
 # Engine decisions that are audited (submissions and contract changes are audited by the
 # API operations themselves, with their full content).
 AUDITED = {
+    "release",
+    "dependency-never-met",
     "place",
     "reclaim",
     "preempt",

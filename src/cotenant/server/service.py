@@ -43,12 +43,14 @@ from cotenant.metering.ledger import UsageLedger
 from cotenant.metering.rating import Invoice
 from cotenant.metering.run import parse_metering_settings
 from cotenant.model.contracts import Contract
+from cotenant.model.dependencies import OnNeverMet
 from cotenant.model.errors import SpecError
 from cotenant.scheduler.decisions import Reason
 from cotenant.server import health
 from cotenant.server.bootstrap import CLOCK_META, ENERGY_META
 from cotenant.server.jobs import JobService
 from cotenant.server.keys import IssuedKey, KeyAdmin, KeyRing, Principal, Role
+from cotenant.server.pipelines import PipelineService
 from cotenant.server.readmodel import JobBook
 from cotenant.server.restore import restore
 from cotenant.server.runner import Runner
@@ -85,6 +87,9 @@ class Service:
         self.keys = KeyRing(store.active_keys())
         self.gc_pauses = GcPauses()  # (measured while the server runs)
         self.jobs = JobService(store, settings, self.topo, self.runner, names)
+        self.pipelines = PipelineService(store, settings, self.runner, self.jobs, names)
+        self.engine.deps.lookup = store.job_tenant_state  # jobs ended before a restart
+        self.engine.deps.on_never_met = OnNeverMet(settings.dependency_never_met)
         self.tenants = TenantService(store, self.topo, self.runner, names, contracts)
         self.key_admin = KeyAdmin(store, self.keys, names, self.clock.now)
         self.usage = UsageService(store, self.topo, names, contracts, self.clock.now)

@@ -11,13 +11,14 @@ min_step_s = 0.05                 # at most one engine step per this many wall s
 read_concurrency = 2              # API reads handled at once (the rest queue)
 backend = "sim"                   # sim (the twin), local (processes here) or slurm
 state_dir = "cotenant-runs"       # local/slurm: job output, checkpoints, run records
+dependency_never_met = "cancel"   # a job whose dependency cannot be met: cancel or keep
 """
 
 from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -49,6 +50,9 @@ class Settings(BaseModel):
     # Feed the scenario's workload, faults and services into the live engine (the live
     # demo). None: on for `--demo` without `--scenario`, off otherwise.
     workload: bool | None = None
+    # A job whose dependency can no longer be met is cancelled, or kept pending with reason
+    # dependency-never-met until its tenant cancels it (model/dependencies.py).
+    dependency_never_met: Literal["cancel", "keep"] = "cancel"
 
     @property
     def live_workload(self) -> bool:

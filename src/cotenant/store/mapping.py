@@ -23,6 +23,7 @@ from cotenant.model.contracts import (
     PriceTerms,
     Ramp,
 )
+from cotenant.model.dependencies import Dependency, DependencyKind
 from cotenant.model.jobs import Constraint, JobKind, JobSpec
 
 
@@ -158,7 +159,18 @@ def spec_columns(spec: JobSpec) -> dict[str, Any]:
         "estimate_s": spec.estimate_s,
         "accelerator": spec.accelerator,
         "command": canonical_json(list(spec.command)),
+        "after": after_to_json(spec.after),
+        "pipeline": spec.pipeline or None,
     }
+
+
+def after_to_json(after: tuple[Dependency, ...]) -> str:
+    return canonical_json([{"kind": d.kind.value, "jobs": list(d.jobs)} for d in after])
+
+
+def after_from_json(text: str | None) -> tuple[Dependency, ...]:
+    raw = json.loads(text) if text else []
+    return tuple(Dependency(DependencyKind(d["kind"]), tuple(d["jobs"])) for d in raw)
 
 
 def pending_job_row(
@@ -207,6 +219,8 @@ def spec_from_row(row: Mapping[str, Any]) -> JobSpec:
         accelerator=row["accelerator"],
         name=row["name"],
         command=tuple(json.loads(row["command"])),
+        after=after_from_json(row.get("after")),
+        pipeline=row.get("pipeline") or "",
     )
 
 

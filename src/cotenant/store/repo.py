@@ -19,6 +19,7 @@ from cotenant.cluster.topology import ClusterSpec
 from cotenant.metering.ledger import UsageRecord
 from cotenant.model.contracts import Contract
 from cotenant.model.errors import SpecError
+from cotenant.model.jobs import JobState
 from cotenant.store import mapping
 from cotenant.store.db import make_engine, migrate
 from cotenant.store.tables import (
@@ -30,6 +31,7 @@ from cotenant.store.tables import (
     KEYS,
     LEDGER,
     META,
+    PIPELINES,
     TENANTS,
 )
 from cotenant.store.wal import WAL_INTERVAL_S, WAL_LIMIT_BYTES, WalCheckpointer, sqlite_file
@@ -185,6 +187,26 @@ class Store:
             for r in self._all(stmt):
                 out[r["job_id"]].append(r)
         return out
+
+    def job_tenant_state(self, job_id: str) -> tuple[str, JobState] | None:
+        """(tenant, state) of a stored job, None if there is none: what a dependency on a
+        job the engine no longer holds (it ended before a restart) is decided by."""
+        stmt = sa.select(JOBS.c.tenant, JOBS.c.state).where(JOBS.c.id == job_id)
+        with self.engine.connect() as conn:
+            r = conn.execute(stmt).first()
+        return None if r is None else (str(r[0]), JobState(r[1]))
+
+    def pipeline(self, pipeline_id: str) -> Row | None:
+        return self._one(sa.select(PIPELINES).where(PIPELINES.c.id == pipeline_id))
+
+    def pipelines(
+        self, tenant: str | None = None, after_seq: int = 0, limit: int = 100
+    ) -> list[Row]:
+        """Pipelines in submission order."""
+        stmt = sa.select(PIPELINES).where(PIPELINES.c.seq > after_seq)
+        if tenant is not None:
+            stmt = stmt.where(PIPELINES.c.tenant == tenant)
+        return self._all(stmt.order_by(PIPELINES.c.seq).limit(limit))
 
     def live_jobs(self) -> list[Row]:
         """Jobs the engine must know after a restart, in submission order."""
@@ -379,6 +401,16 @@ def find_idempotent(tx: Tx, tenant: str, key: str) -> Row | None:
 
 def insert_job(tx: Tx, row: Row) -> None:
     tx.insert(JOBS, row)
+
+
+def insert_pipeline(tx: Tx, row: Row) -> None:
+    tx.insert(PIPELINES, row)
+
+
+def pipeline_cancelled(tx: Tx, pipeline_id: str, now: int) -> None:
+    tx.conn.execute(
+        sa.update(PIPELINES).where(PIPELINES.c.id == pipeline_id).values(cancelled_s=now)
+    )
 
 
 def update_jobs(tx: Tx, rows: list[Row]) -> None:

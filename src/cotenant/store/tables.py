@@ -104,6 +104,26 @@ class JobRow(Base):
     work_saved_s: Mapped[int] = mapped_column(BigInteger, default=0)
     preemptions: Mapped[int] = mapped_column(Integer, default=0)
     updated_s: Mapped[int] = mapped_column(BigInteger)
+    # JSON list of {"kind", "jobs"}: the jobs it waits for (model/dependencies.py)
+    after: Mapped[str] = mapped_column(Text, server_default="[]")
+    pipeline: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
+
+
+class PipelineRow(Base):
+    """A named group of stages submitted in one call; each stage is a job row (its
+    ``pipeline`` column names the pipeline). Its state is read from its stages."""
+
+    __tablename__ = "pipelines"
+    __table_args__ = (Index("ix_pipelines_tenant_seq", "tenant", "seq"),)
+    seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(40), unique=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200))
+    # JSON list of {"name", "job"}, each stage after those it depends on
+    stages: Mapped[str] = mapped_column(Text)
+    submit_s: Mapped[int] = mapped_column(BigInteger)
+    submitted_by: Mapped[str] = mapped_column(String(40))
+    cancelled_s: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class AttemptRow(Base):
@@ -183,3 +203,4 @@ LEDGER = _table(LedgerRow)
 ATTEMPTS = _table(AttemptRow)
 AUDIT = _table(AuditRow)
 KEYS = _table(ApiKeyRow)
+PIPELINES = _table(PipelineRow)

@@ -34,6 +34,7 @@ import numpy as np
 from jinja2 import Environment, PackageLoader, Template, select_autoescape
 
 from cotenant.twin.comparison import comparison_rows, tenant_rows
+from cotenant.twin.pipelines import pipeline_rows
 from cotenant.twin.report import Report
 
 DPI = 110
@@ -103,6 +104,7 @@ def _run_context(r: Report) -> dict[str, Any]:
         "faults": _faults(faults) if faults and faults.get("enabled") else None,
         "money": _money(metering) if metering and metering.get("invoices") else None,
         "energy": _energy(metering) if metering and metering.get("energy") else None,
+        "pipelines": pipeline_rows(r.extra["pipelines"]) if r.extra.get("pipelines") else None,
     }
 
 

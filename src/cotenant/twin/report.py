@@ -65,6 +65,13 @@ class Report:
 
             for line in metering_text(metering):
                 console.print(line, highlight=False, markup=False)
+        pipelines = self.extra.get("pipelines")
+        if pipelines:
+            from cotenant.twin.pipelines import pipeline_rows
+
+            rows = pipeline_rows(pipelines)
+            cols = [Col(k, number=k.endswith("(h)")) for k in rows[0]]
+            print_fitted(console, "pipelines", cols, [list(r.values()) for r in rows])
         services = self.extra.get("services")
         if services:
             from cotenant.serving.measure import services_text

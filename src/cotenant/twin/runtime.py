@@ -21,6 +21,7 @@ from cotenant.scheduler.policies import get_policy
 from cotenant.serving.autoscaler import Autoscaler
 from cotenant.serving.measure import services_report
 from cotenant.serving.services import parse_services
+from cotenant.twin.pipelines import pipeline_report
 from cotenant.twin.report import Report, build_report, fault_report
 from cotenant.twin.scenario import Scenario
 from cotenant.workload.synthetic import FIXED_INTERVAL_S
@@ -106,6 +107,8 @@ def simulate(
     report.series["facility_power_mw"] = report.extra["metering"]["power"]["facility_mw"]
     if scaler is not None:
         report.extra["services"] = services_report(scaler)
+    if any(r.spec.pipeline for r in engine.jobs.values()):
+        report.extra["pipelines"] = pipeline_report(engine, scenario.end_s)
     return engine, report
 
 

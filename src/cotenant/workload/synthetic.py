@@ -1,9 +1,13 @@
 """Synthetic workloads: what a frontier lab submits in a month.
 
 One or more long pretraining runs of tens of thousands of GPUs, a few RL or
-fine-tuning runs of 1k-4k GPUs, and thousands of experiments of 8-512 GPUs whose
-arrivals follow the working day. Sizes and durations are drawn from a seeded
-NumPy generator: the same seed gives the same workload.
+fine-tuning runs of 1k-4k GPUs, thousands of experiments of 8-512 GPUs whose
+arrivals follow the working day, and (``pipelines`` > 0) training pipelines: a
+smaller model taken from pretraining through SFT and RL to evaluation, each stage
+starting from the previous stage's checkpoint (``after_ok`` the stage before; see
+``PIPELINE_STAGES``). Sizes and durations are drawn from a seeded NumPy generator:
+the same seed gives the same workload; the pipelines are drawn after everything
+else, so a workload without them is drawn exactly as before.
 """
 
 from __future__ import annotations
@@ -13,12 +17,41 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cotenant.model.dependencies import Dependency, DependencyKind
 from cotenant.model.errors import SpecError
 from cotenant.model.jobs import JobKind, JobSpec
 from cotenant.model.time import DAY, HOUR, parse_duration
 
 FIXED_INTERVAL_S = 30 * 60  # a checkpoint every 30 min, whatever the job's size
 AUTO = "auto"
+
+
+@dataclass(frozen=True, slots=True)
+class StageShape:
+    name: str
+    kind: JobKind
+    gpus: tuple[int, int]  # drawn as a power of two in this range
+    hours: tuple[float, float]  # drawn uniformly
+
+
+# A pipeline trains a model smaller than the lab's flagship (whose pretraining alone
+# fills the month) from scratch to evaluation, so whole pipelines run inside a month.
+PIPELINE_STAGES = (
+    # Pretraining a model of a few billion parameters (or continuing a larger one's):
+    # 2-4k GPUs for 4-8 days, 0.2-0.8M GPU-hours (Llama 3 8B took 1.46M H100-hours).
+    StageShape("pretrain", JobKind.TRAINING, (2_048, 4_096), (96.0, 192.0)),
+    # Supervised fine-tuning on curated instructions: about 1% of the pretraining's
+    # compute, so a few hundred GPUs for 6-16 h.
+    StageShape("sft", JobKind.TRAINING, (256, 512), (6.0, 16.0)),
+    # RL (preference and reasoning RL: rollouts and updates) has grown to a large share of
+    # post-training: 1-2k GPUs for 1-3 days.
+    StageShape("rl", JobKind.TRAINING, (1_024, 2_048), (24.0, 72.0)),
+    # Evaluation on the benchmark suites: inference only, 64-128 GPUs for 2-6 h, no
+    # checkpoints (it is rerun whole).
+    StageShape("eval", JobKind.EXPERIMENT, (64, 128), (2.0, 6.0)),
+)
+PIPELINE_SUBMIT_SPAN = 0.35  # submitted in the first 35% of the run, so most end inside it
+PIPELINE_PRIORITY = 50  # as the lab's RL runs: below its flagship pretraining (100)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +69,10 @@ class FrontierLabWorkload:
     experiment_sigma: float = 1.0
     # None: "auto", the Young/Daly interval for each job's size (``interval_for``)
     checkpoint_interval_s: int | None = FIXED_INTERVAL_S
+    pipelines: int = 0  # training pipelines (PIPELINE_STAGES), drawn after the rest
+    # PIPELINE_STAGES's GPUs and hours times these (a smaller cluster, a shorter run)
+    pipeline_gpus_scale: float = 1.0
+    pipeline_time_scale: float = 1.0
     prefix: str = ""
 
     def generate(
@@ -111,12 +148,50 @@ class FrontierLabWorkload:
                         name=f"exp-{i}",
                     )
                 )
+        for i in range(self.pipelines):
+            jobs += self._pipeline(rng, i, start_s, horizon_s, every)
         return jobs
 
+    def _pipeline(
+        self,
+        rng: np.random.Generator,
+        i: int,
+        start_s: int,
+        horizon_s: int,
+        every: Callable[[int], int],
+    ) -> list[JobSpec]:
+        """One pipeline's stages, each ``after_ok`` the one before; ids sort in stage
+        order, so stages submitted at one instant are taken after what they wait for."""
+        pre = self.prefix or self.tenant
+        pid = f"{pre}-pipe-{i}"
+        at = start_s + int(rng.uniform(0.0, PIPELINE_SUBMIT_SPAN) * horizon_s)
+        out: list[JobSpec] = []
+        for k, shape in enumerate(PIPELINE_STAGES):
+            lo, hi = (max(1.0, g * self.pipeline_gpus_scale) for g in shape.gpus)
+            gpus = _pow2_between(rng, lo, hi)
+            secs = max(60, int(rng.uniform(*shape.hours) * HOUR * self.pipeline_time_scale))
+            training = shape.kind is JobKind.TRAINING
+            out.append(
+                JobSpec(
+                    id=f"{pid}-{k}-{shape.name}",
+                    tenant=self.tenant,
+                    gpus=gpus,
+                    duration_s=secs,
+                    submit_s=at,
+                    kind=shape.kind,
+                    checkpoint_interval_s=every(gpus) if training else 0,
+                    priority=PIPELINE_PRIORITY,
+                    name=f"pipe-{i}-{shape.name}",
+                    after=(Dependency(DependencyKind.AFTER_OK, (out[-1].id,)),) if out else (),
+                    pipeline=pid,
+                )
+            )
+        return out
 
-def _pow2_between(rng: np.random.Generator, lo: int, hi: int) -> int:
+
+def _pow2_between(rng: np.random.Generator, lo: float, hi: float) -> int:
     a, b = int(np.ceil(np.log2(lo))), int(np.floor(np.log2(hi)))
-    return int(2 ** rng.integers(a, b + 1))
+    return int(2 ** rng.integers(a, max(a, b) + 1))  # (no power of two inside: the next)
 
 
 def _working_day_arrivals(
@@ -145,6 +220,9 @@ _FIELDS = {
     "experiment_median_hours",
     "experiment_sigma",
     "checkpoint_interval",
+    "pipelines",
+    "pipeline_gpus_scale",
+    "pipeline_time_scale",
 }
 
 
@@ -158,7 +236,7 @@ def parse_workload(tenant: str, raw: Mapping[str, object], field: str) -> Fronti
             f"{field}.{sorted(unknown)[0]}", f"unknown key; valid: {', '.join(sorted(_FIELDS))}"
         )
     kw: dict[str, object] = {}
-    for name in ("pretraining_runs", "rl_runs", "experiments"):
+    for name in ("pretraining_runs", "rl_runs", "experiments", "pipelines"):
         if name in raw:
             kw[name] = _count(raw[name], f"{field}.{name}")
     for name in ("pretraining_gpus", "rl_gpus", "experiment_gpus"):
@@ -173,7 +251,12 @@ def parse_workload(tenant: str, raw: Mapping[str, object], field: str) -> Fronti
             if lo <= 0:
                 raise SpecError(f"{field}.{name}", f"days must be > 0, got {lo}")
             kw[name] = (float(lo), float(hi))
-    for name in ("experiment_median_hours", "experiment_sigma"):
+    for name in (
+        "experiment_median_hours",
+        "experiment_sigma",
+        "pipeline_gpus_scale",
+        "pipeline_time_scale",
+    ):
         if name in raw:
             v = raw[name]
             if not isinstance(v, int | float) or isinstance(v, bool) or v <= 0:
