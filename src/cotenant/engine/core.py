@@ -90,7 +90,6 @@ class Engine:
     ) -> None:
         self.state = ClusterState(topo)
         self.policy = policy
-        self.backend = backend
         self.clock = clock
         self.jobs: dict[str, JobRun] = {}
         self.site: SiteEnergy | None = None  # set by the composition root; its power cap binds
@@ -369,6 +368,15 @@ class Engine:
     def interrupt(self, run: JobRun, t: int, cause: str, planned: bool = False) -> None:
         """Stop a running job because of a fault (see ``JobLifecycle.interrupt``)."""
         self.life.interrupt(run, t, cause, planned)
+
+    @property
+    def backend(self) -> Backend:
+        """The execution backend: the lifecycle's, so replacing it replaces it everywhere."""
+        return self.life.backend
+
+    @backend.setter
+    def backend(self, value: Backend) -> None:
+        self.life.backend = value
 
     @property
     def fault_log(self) -> FaultLog:
