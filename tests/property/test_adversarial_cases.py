@@ -24,7 +24,11 @@ fix in scheduler/policies/contract.py (or the engine's guarantee monitor):
 - promised-job-held-for-power-keeps-it (a fix in the guarantee monitor, engine/core.py):
   under a site power cap, a tenant's promised 16-GPU job held for power keeps the power
   there is now, as the policy keeps it, so the tenant's 1-GPU job behind it is not
-  counted owed (the monitor said 3,000 s late while the tenant's own work held the power).
+  counted owed (the monitor said 3,000 s late while the tenant's own work held the power);
+- rival-pairs-keep-their-own-level (scheduler/snapshot.py): t0 is a node apart from t3
+  and a rack apart from t2; a tenant had one level for all its rivals, so t0 kept a rack
+  apart from t3 while t3 was placed only a node apart from t0, closing t0's room (59 s
+  late). Each pair now keeps its own level, the same from both sides.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ CASES = sorted((Path(__file__).resolve().parents[1] / "fixtures" / "adversarial"
 
 
 def test_the_found_worlds_are_there() -> None:
-    assert len(CASES) == 9
+    assert len(CASES) == 10
 
 
 @pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])

@@ -17,6 +17,10 @@ from cotenant.model.checkpoints import CheckpointedRun
 from cotenant.model.contracts import Contract, IsolationLevel
 from cotenant.model.jobs import JobKind, JobSpec
 
+# A tenant's rivals: every one, and those of them it is kept a rack apart from (the rest
+# a node apart).
+Rivals = tuple[frozenset[str], frozenset[str]]
+
 
 @dataclass(frozen=True, slots=True)
 class PendingJob:
@@ -77,7 +81,7 @@ class Snapshot:
     # GPUs each tenant owns, by job priority: a more important job may take the room of
     # less important owned work (the engine demotes that work to borrowed).
     owned_by_priority: Mapping[str, Mapping[int, int]] = field(default_factory=dict)
-    rivals: Mapping[str, tuple[frozenset[str], IsolationLevel]] = field(default_factory=dict)
+    rivals: Mapping[str, Rivals] = field(default_factory=dict)
     # Extra capacity the policy must leave alone (e.g. power headroom), in GPUs; None: no cap.
     power_headroom_gpus: int | None = None
     # Ids of the pending jobs no empty cluster could hold (decided once per job shape, at
@@ -100,11 +104,10 @@ class Snapshot:
         return self.state.topo
 
 
-def rival_map(
-    contracts: Mapping[str, Contract],
-) -> dict[str, tuple[frozenset[str], IsolationLevel]]:
-    """Isolation is symmetric: if A names B, neither may share with the other.
-    The stricter level (rack over node) wins for the pair."""
+def rival_map(contracts: Mapping[str, Contract]) -> dict[str, Rivals]:
+    """Isolation is symmetric: if A names B, neither may share with the other. Each pair
+    keeps the stricter level either side named (rack over node); a tenant's pairs may
+    differ (a rack apart from one rival, a node apart from another)."""
     rivals: dict[str, set[str]] = {}
     rack_pairs: set[frozenset[str]] = set()
     for c in contracts.values():
@@ -113,30 +116,32 @@ def rival_map(
             rivals.setdefault(r, set()).add(c.tenant)
             if c.isolation.level is IsolationLevel.RACK:
                 rack_pairs.add(frozenset((c.tenant, r)))
-    out: dict[str, tuple[frozenset[str], IsolationLevel]] = {}
-    for t, rs in rivals.items():
-        level = (
-            IsolationLevel.RACK
-            if any(frozenset((t, r)) in rack_pairs for r in rs)
-            else IsolationLevel.NODE
-        )
-        out[t] = (frozenset(rs), level)
-    return out
+    return {
+        t: (frozenset(rs), frozenset(r for r in rs if frozenset((t, r)) in rack_pairs))
+        for t, rs in rivals.items()
+    }
 
 
 def blocked_nodes(
-    state: ClusterState, tenant: str, rivals: Mapping[str, tuple[frozenset[str], IsolationLevel]]
+    state: ClusterState, tenant: str, rivals: Mapping[str, Rivals]
 ) -> np.ndarray | None:
-    """Nodes the tenant may not use because a rival holds GPUs there (or in the rack)."""
+    """Nodes the tenant may not use because a rival holds GPUs there (or, for a rival
+    kept a rack apart, in the rack)."""
     entry = rivals.get(tenant)
     if not entry:
         return None
-    names, level = entry
-    idx = [state.tenant_index(r) for r in sorted(names)]
-    if level is IsolationLevel.RACK:
-        racks: np.ndarray = np.asarray((state.rack_tenant[idx] > 0).any(axis=0), dtype=bool)
-        return np.asarray(racks[state.topo.node_rack], dtype=bool)
-    return np.asarray((state.tenant_gpus[idx] > 0).any(axis=0), dtype=bool)
+    names, rack_apart = entry
+    blocked: np.ndarray | None = None
+    node_level = sorted(names - rack_apart)
+    if node_level:
+        idx = [state.tenant_index(r) for r in node_level]
+        blocked = np.asarray((state.tenant_gpus[idx] > 0).any(axis=0), dtype=bool)
+    if rack_apart:
+        idx = [state.tenant_index(r) for r in sorted(rack_apart)]
+        racks = np.asarray((state.rack_tenant[idx] > 0).any(axis=0), dtype=bool)
+        in_racks = np.asarray(racks[state.topo.node_rack], dtype=bool)
+        blocked = in_racks if blocked is None else blocked | in_racks
+    return blocked
 
 
 def is_service(job: JobSpec) -> bool:

@@ -27,7 +27,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import cast
 
 from cotenant.cluster.state import Placement
-from cotenant.model.contracts import IsolationLevel
 from cotenant.model.jobs import JobSpec
 from cotenant.scheduler.decisions import Decisions, Place, Reason, Reclaim, Wait
 from cotenant.scheduler.placement import find_placement, level_range
@@ -346,21 +345,17 @@ class ContractPolicy:
         blocked = blocked_nodes(ws.now, job.tenant, snap.rivals)
         if blocked is None or not blocked[list(p.nodes)].any():
             return []
-        names, level = snap.rivals[job.tenant]
+        names, rack_apart = snap.rivals[job.tenant]
         node_rack = ws.topo.node_rack
-        if level is IsolationLevel.RACK:
-            racks = {int(node_rack[n]) for n in p.nodes}
-            return [
-                r
-                for r in under_way.runs()
-                if r.tenant in names and any(int(node_rack[n]) in racks for n in r.placement.nodes)
-            ]
+        racks = {int(node_rack[n]) for n in p.nodes}
         nodes = set(p.nodes)
-        return [
-            r
-            for r in under_way.runs()
-            if r.tenant in names and nodes.intersection(r.placement.nodes)
-        ]
+
+        def in_the_way(r: RunningJob) -> bool:
+            if r.tenant in rack_apart:
+                return any(int(node_rack[n]) in racks for n in r.placement.nodes)
+            return r.tenant in names and bool(nodes.intersection(r.placement.nodes))
+
+        return [r for r in under_way.runs() if in_the_way(r)]
 
     def _choose_victims(
         self, snap: Snapshot, ws: Workspace, job: JobSpec, taken: set[str], own_lower: bool
