@@ -13,7 +13,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from cotenant.api.errors import Forbidden, Unauthorized
-from cotenant.model.errors import NotFound
+from cotenant.model.errors import NotFound, SpecError
 from cotenant.server.keys import Principal, Role
 from cotenant.server.service import Service
 
@@ -56,6 +56,20 @@ def tenant_visible(p: Principal, tenant: str) -> None:
     """A tenant-scoped key sees only its own tenant; others look absent."""
     if p.role.tenant_scoped and tenant != p.tenant:
         raise NotFound(f"no tenant {tenant!r}")
+
+
+def submitting_tenant(p: Principal, asked: str | None, what: str) -> str:
+    """The tenant a submission (a ``what``: job, pipeline) is for: an operator must name
+    it; a tenant key submits for its own tenant (naming another looks like no tenant)."""
+    require(p, Role.OPERATOR, *TENANT_ROLES)
+    if p.role is Role.OPERATOR:
+        if asked is None:
+            raise SpecError("tenant", f"an operator must say which tenant the {what} is for")
+        return asked
+    assert p.tenant is not None
+    if asked is not None:
+        tenant_visible(p, asked)
+    return p.tenant
 
 
 def job_visible(p: Principal, row: dict[str, Any] | None, job_id: str) -> dict[str, Any]:

@@ -10,12 +10,20 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Header, Path, Query, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from cotenant.api.auth import TENANT_ROLES, Caller, Svc, job_visible, require, tenant_visible
+from cotenant.api.auth import (
+    TENANT_ROLES,
+    Caller,
+    Svc,
+    job_visible,
+    require,
+    submitting_tenant,
+    tenant_visible,
+)
 from cotenant.api.errors import ERROR_RESPONSES, Forbidden
 from cotenant.api.schemas import MAX_TIME, Job, JobPage, JobSubmit, TenantName, Why
 from cotenant.model.errors import SpecError
 from cotenant.model.jobs import JobState
-from cotenant.server.keys import Principal, Role
+from cotenant.server.keys import Role
 from cotenant.server.readmodel import ENDED, job_doc
 from cotenant.server.service import Service
 
@@ -44,18 +52,6 @@ def job_out(svc: Service, row: dict[str, Any]) -> Job:
     return Job.model_validate(job_dict(svc, row, svc.store.attempts([row["id"]])[row["id"]]))
 
 
-def _submit_tenant(p: Principal, asked: str | None) -> str:
-    require(p, Role.OPERATOR, *TENANT_ROLES)
-    if p.role is Role.OPERATOR:
-        if asked is None:
-            raise SpecError("tenant", "an operator must say which tenant the job is for")
-        return asked
-    assert p.tenant is not None
-    if asked is not None:
-        tenant_visible(p, asked)
-    return p.tenant
-
-
 @router.post(
     "",
     status_code=201,
@@ -74,7 +70,7 @@ async def submit_job(
     svc: Svc,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
-    tenant = _submit_tenant(p, body.tenant)
+    tenant = submitting_tenant(p, body.tenant, "job")
     fields = body.model_dump(exclude={"tenant"})
     row, created = await asyncio.wrap_future(svc.submit_job(p, tenant, fields, idempotency_key))
     attempts = None if created else svc.store.attempts([row["id"]])[row["id"]]

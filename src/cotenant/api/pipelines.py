@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, StringConstraints
 
-from cotenant.api.auth import TENANT_ROLES, Caller, Svc, require, tenant_visible
+from cotenant.api.auth import TENANT_ROLES, Caller, Svc, require, submitting_tenant, tenant_visible
 from cotenant.api.errors import ERROR_RESPONSES, Forbidden
 from cotenant.api.schemas import Dependency, JobSubmit, Strict, TenantName, Text
 from cotenant.model.errors import NotFound, SpecError
@@ -65,18 +65,6 @@ class PipelinePage(BaseModel):
     next_cursor: str | None
 
 
-def _tenant_for(p: Principal, asked: str | None) -> str:
-    require(p, Role.OPERATOR, *TENANT_ROLES)
-    if p.role is Role.OPERATOR:
-        if asked is None:
-            raise SpecError("tenant", "an operator must say which tenant the pipeline is for")
-        return asked
-    assert p.tenant is not None
-    if asked is not None:
-        tenant_visible(p, asked)
-    return p.tenant
-
-
 def _visible(p: Principal, row: dict[str, Any] | None, pipeline_id: str) -> dict[str, Any]:
     require(p, Role.OPERATOR, *TENANT_ROLES)
     if row is None or (p.role.tenant_scoped and row["tenant"] != p.tenant):
@@ -86,7 +74,7 @@ def _visible(p: Principal, row: dict[str, Any] | None, pipeline_id: str) -> dict
 
 @router.post("", status_code=201, response_model=Pipeline, summary="Submit a pipeline")
 async def submit_pipeline(body: PipelineSubmit, p: Caller, svc: Svc) -> Response:
-    tenant = _tenant_for(p, body.tenant)
+    tenant = submitting_tenant(p, body.tenant, "pipeline")
     stages = []
     for i, st in enumerate(body.stages):
         if st.tenant is not None:
