@@ -300,8 +300,34 @@ class ContractPolicy:
                 Reclaim(v.spec.id, job.id, deadline, Reason.RECLAIM_FOR_ENTITLEMENT)
             )
             reclaims_under_way(snap, ws).add(v, deadline)
+        self._hasten_power(snap, ws, job, freeing + sum(v.gpus for v in victims), out)
         budget.promise(job.gpus, freeing + sum(v.gpus for v in victims))
         return True
+
+    @staticmethod
+    def _hasten_power(
+        snap: Snapshot, ws: Workspace, job: JobSpec, freeing: int, out: Decisions
+    ) -> None:
+        """Power the job counts on beyond what is free now (and what its own reclaims
+        free) comes from reclaims already under way, at their deadlines: those it relies
+        on (earliest first) are moved up to its grace, as ``_hasten`` does for GPUs."""
+        left = power_budget(ws).left
+        if left is None:
+            return
+        short = job.gpus - freeing - max(left, 0)
+        if short <= 0:
+            return
+        limit = snap.now + snap.contracts[job.tenant].lending.reclaim_grace_s
+        under_way = reclaims_under_way(snap, ws)
+        for r in sorted(under_way.runs(), key=lambda r: (under_way.deadline(r), r.spec.id)):
+            if short <= 0:
+                break
+            short -= r.gpus
+            if under_way.deadline(r) > limit:
+                under_way.add(r, limit)
+                out.reclaims.append(
+                    Reclaim(r.spec.id, job.id, limit, Reason.RECLAIM_FOR_ENTITLEMENT)
+                )
 
     def _hasten(
         self,
