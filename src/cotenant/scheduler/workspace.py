@@ -59,6 +59,10 @@ class Workspace:
             self._blocked[key] = blocked_nodes(state, tenant, self.snap.rivals)
         return self._blocked[key]
 
+    def blocked_now(self, tenant: str) -> np.ndarray | None:
+        """Nodes closed to the tenant now by its rivals (None: it has none); kept per cycle."""
+        return self._blocked_in(_NOW, tenant)
+
     def eligible(self, tenant: str, kind: str | None, view: int = _NOW) -> np.ndarray:
         mask = self._base(kind)
         views = (_NOW, _FUTURE) if view == _NOW and self.future is not None else (view,)

@@ -368,7 +368,7 @@ class ContractPolicy:
     ) -> list[RunningJob]:
         """Reclaiming rival runs that must be gone before the job may use its room: a
         node (or rack) a rival holds is closed to the job however many GPUs are free."""
-        blocked = blocked_nodes(ws.now, job.tenant, snap.rivals)
+        blocked = ws.blocked_now(job.tenant)
         if blocked is None or not blocked[list(p.nodes)].any():
             return []
         names, rack_apart = snap.rivals[job.tenant]
