@@ -19,6 +19,7 @@ by id::
     gpus = 128
     duration = "8h"
     after_ok = ["pretrain"]
+    take_nodes = true           # start on the pretraining's nodes as it ends
 
 The file is checked here before anything is sent: a problem is one line naming the file
 and the field (``llm.toml: stages[1].gpus: must be a whole number >= 1, got 0``).
@@ -40,6 +41,7 @@ from cotenant.model.jobs import Constraint, JobKind
 from cotenant.model.spec import (
     Count,
     Duration,
+    Flag,
     Integer,
     SpecTable,
     Text,
@@ -81,6 +83,7 @@ class StageTable(SpecTable):
     after_ok: Names = Field(default_factory=list)
     after_failed: Names = Field(default_factory=list)
     after_any: Names = Field(default_factory=list)
+    take_nodes: Flag = False
 
 
 class PipelineFile(SpecTable):
@@ -122,7 +125,7 @@ def _stage(s: StageTable) -> dict[str, Any]:
         out["estimate_s"] = s.estimate
     if s.accelerator is not None:
         out["accelerator"] = s.accelerator
-    for key in ("after", "after_ok", "after_failed", "after_any"):
+    for key in ("after", "after_ok", "after_failed", "after_any", "take_nodes"):
         if getattr(s, key):
             out[key] = getattr(s, key)
     return out
@@ -170,7 +173,10 @@ def _print_stages(p: dict[str, Any]) -> None:
     ]
     rows = []
     for s in p["stages"]:
-        after = " ".join(f"{d['kind']}:{','.join(d['jobs'])}" for d in s["after"])
+        after = " ".join(
+            f"{d['kind']}:{','.join(d['jobs'])}" + ("+nodes" if d.get("take_nodes") else "")
+            for d in s["after"]
+        )
         why = s["reason"] + (f" ({s['reason_detail']})" if s["reason_detail"] else "")
         rows.append(
             [
