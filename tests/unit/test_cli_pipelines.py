@@ -1,4 +1,4 @@
-"""The pipeline file (cli/pipelines.py): read into the API's body, and every bad field
+"""The pipeline file (cli/pipeline_file.py): read into the API's body, and every bad field
 refused with one line naming the file and the field."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cotenant.cli.pipelines import read_pipeline_file
+from cotenant.cli.pipeline_file import read_pipeline_file
 from cotenant.model.errors import SpecError
 
 GOOD = """
