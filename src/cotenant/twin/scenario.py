@@ -66,7 +66,7 @@ class Scenario:
         return [t.contract for t in self.tenants if t.contract is not None]
 
 
-BUILTIN = ("colossus-lease", "small-lease", "alibaba-serving")
+BUILTIN = ("colossus-lease", "small-lease", "alibaba-serving", "lease-plus-cloud")
 
 
 def builtin_names() -> list[str]:
