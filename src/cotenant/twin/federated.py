@@ -72,7 +72,10 @@ def run_federated(
     progress: Callable[[int], None] | None = None,
     engine_hook: Callable[[Engine], None] | None = None,
     failure_scale: float | None = None,
+    federation_hook: Callable[[Federation], None] | None = None,
 ) -> FederatedRun:
+    """One federated run of ``scenario`` on ``providers``; ``federation_hook`` sees the
+    federation before it runs (tests check invariants at every step with it)."""
     clock = SimClock(scenario.start_s)
     home_provider = providers.home()
     assert home_provider is not None
@@ -87,6 +90,8 @@ def run_federated(
         else:
             engines[p.name] = _pool_engine(p, scenario, providers, clock)
     fed = Federation(providers, engines, clock, seed=scenario.seed)
+    if federation_hook is not None:
+        federation_hook(fed)
     for spec in jobs if jobs is not None else workload_of(scenario, prep.failures):
         fed.submit(spec)
     t0 = time.perf_counter()
