@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from cotenant.federation.core import Federation
+from cotenant.federation.providers import ClusterProvider
 from cotenant.federation.spec import check_job_providers
 from cotenant.model.errors import SpecError
 from cotenant.model.jobs import JobKind
@@ -328,3 +329,42 @@ def test_parse_toml_of_the_builtin_lease_plus_cloud() -> None:
     assert sc.providers.terms("owner-lab").providers == ("colossus",)
     c = {t.name: t.contract for t in sc.tenants}["lessee-lab"]
     assert c is not None and c.notice.given_at is not None
+
+
+SECOND_LEASE = """
+[[providers]]
+name = "lease"
+kind = "cluster"
+
+[[providers]]
+name = "lease-2"
+kind = "cluster"
+cluster = { preset = "small-16" }
+contracts.lessee-lab = { commitment = { gpus = 64 }, isolation = { rivals = ["owner-lab"] } }
+"""
+
+
+def test_a_second_lease_takes_what_the_first_cannot(tmp_path: Path) -> None:
+    text = scenario_text(pool=SECOND_LEASE, providers='["lease", "lease-2"]', notice="")
+    sc = load_scenario(write(tmp_path, text))
+    assert sc.providers is not None
+    second = sc.providers.get("lease-2")
+    assert isinstance(second, ClusterProvider) and not second.home
+    run = run_federated(sc, sc.providers)
+    fed = run.federation
+    on_second = [j for j, w in fed.book.visited.items() if w[0] == "lease-2"]
+    assert on_second, "some lessee jobs should wait less on the second lease"
+    assert all(fed.book.specs[j].tenant == "lessee-lab" for j in on_second)
+    assert all(b["lost"] == 0 for b in fed.job_book().values())
+    routes = [r for r in fed.routes if r.provider == "lease-2"]
+    assert routes and all(r.detail.startswith("stays on lease-2") for r in routes)
+    assert not fed.book.overflowed  # a cluster with room is not overflow
+    section = run.report.extra["federation"]
+    assert section["providers"]["lease-2"]["gpu_h"] > 0
+
+
+def test_a_second_lease_names_an_unknown_tenant(tmp_path: Path) -> None:
+    text = scenario_text(pool=SECOND_LEASE.replace("lessee-lab", "nobody"), notice="")
+    with pytest.raises(SpecError) as e:
+        load_scenario(write(tmp_path, text))
+    assert e.value.field == "providers[1].contracts.nobody"
