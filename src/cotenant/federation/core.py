@@ -317,7 +317,7 @@ class Federation:
     def _leave(self, src: str, run: JobRun, now: int) -> None:
         """Take the job off ``src`` (its engine brought up to ``now`` first)."""
         eng = self.engines[src]
-        eng.step(now)
+        eng.handle_due(now)  # its accounting up to now; no cycle
         eng.cancel(run.id)
         self._version += 1
 
@@ -369,7 +369,7 @@ class Federation:
         c = eng.contracts.get(tenant)
         if c is None or not noticed(eng, tenant, now):
             return
-        eng.step(now)
+        eng.handle_due(now)
         self._version += 1
         leaving = sum(
             eng.jobs[j].spec.gpus
@@ -422,7 +422,7 @@ class Federation:
         target, attempt = self.book.leaving.pop(job_id)
         src = self.book.where[job_id]
         eng = self.engines[src]
-        eng.step(now)
+        eng.handle_due(now)
         self._version += 1
         run = eng.jobs[job_id]
         pool = isinstance(self.providers.get(target), PoolProvider)

@@ -228,7 +228,7 @@ def render_federation(console: Console, fed: Mapping[str, Any]) -> None:
                 "cost",
                 "overflowed jobs",
                 "migrated jobs",
-                "wait saved (job-h)",
+                "expected wait saved (job-h)",
             )
         ),
     ]
@@ -300,4 +300,20 @@ def baseline_lines(fed: Mapping[str, Any], base: Mapping[str, Any]) -> list[str]
         f"the pools cost {format_usd(pool_cost)}; jobs done {fdone:,} with them, {done:,} "
         f"without ({unfinished:,} unfinished without, {blost:,} lost)"
     )
+    return out
+
+
+def pool_invoice_text(fed: Mapping[str, Any]) -> list[str]:
+    """Each pool's invoices (per tenant and month), as text."""
+    out: list[str] = []
+    for p in fed["providers"].values():
+        for inv in p.get("invoices", []):
+            out.append("")
+            out.append(f"INVOICE {inv['provider']} -> {inv['tenant']} {inv['month']}")
+            for x in inv["lines"]:
+                out.append(
+                    f"  {x['description']:<40} {x['quantity']:>18} x {x['unit_price']:<14} "
+                    f"{x['amount']:>16}"
+                )
+            out.append(f"  {'Total':<76} {inv['total']:>16}")
     return out
