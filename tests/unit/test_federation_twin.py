@@ -368,3 +368,28 @@ def test_a_second_lease_names_an_unknown_tenant(tmp_path: Path) -> None:
     with pytest.raises(SpecError) as e:
         load_scenario(write(tmp_path, text))
     assert e.value.field == "providers[1].contracts.nobody"
+
+
+def test_simulate_prints_providers_and_the_run_without_the_pool(tmp_path: Path) -> None:
+    path = write(tmp_path, scenario_text())
+    html = tmp_path / "fed.html"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), COLUMNS="200")
+    out = subprocess.run(
+        [sys.executable, "-m", "cotenant.cli.main", "simulate", str(path), "--no-progress",
+         "--html", str(html), "--invoice"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert "Providers" in text
+    cloud = next(x for x in text.splitlines() if x.strip().startswith("cloud "))
+    assert " pool " in cloud and "$" in cloud
+    assert "without the pools lessee-lab waited" in text
+    assert "the pools cost $" in text
+    assert "jobs across providers (0 lost)" in text
+    assert "INVOICE cloud -> lessee-lab 2026-10" in text
+    page = html.read_text()
+    assert "GPUs per provider over time" in page and "Providers under contract" in page

@@ -201,38 +201,31 @@ def add_lease_costs(section: dict[str, Any], home: str, metering: Mapping[str, A
 
 
 # -- text --------------------------------------------------------------------------------
-def render_federation(console: Console, fed: Mapping[str, Any]) -> None:
+def provider_rows(fed: Mapping[str, Any]) -> list[dict[str, str]]:
+    """One row per provider: kind, GPUs, GPU-hours, cost, overflowed and migrated jobs, and
+    the wait the overflowed jobs were expected to save."""
     rows = []
     for name, p in fed["providers"].items():
         cost = p.get("cost_cents")
         rows.append(
-            [
-                name,
-                p["kind"],
-                f"{p['gpus']:,}",
-                f"{p['gpu_h']:,.0f}",
-                "-" if cost is None else format_usd(cost),
-                f"{p['overflowed_jobs']:,}",
-                f"{p['migrated_jobs']:,}",
-                f"{p['wait_saved_h']:,.0f}",
-            ]
+            {
+                "provider": name,
+                "kind": p["kind"],
+                "GPUs": f"{p['gpus']:,}",
+                "GPU-hours": f"{p['gpu_h']:,.0f}",
+                "cost": "-" if cost is None else format_usd(cost),
+                "overflowed jobs": f"{p['overflowed_jobs']:,}",
+                "migrated jobs": f"{p['migrated_jobs']:,}",
+                "expected wait saved (job-h)": f"{p['wait_saved_h']:,.0f}",
+            }
         )
-    cols = [
-        Col("provider", number=False, whole=True),
-        Col("kind", number=False, whole=True),
-        *(
-            Col(c)
-            for c in (
-                "GPUs",
-                "GPU-hours",
-                "cost",
-                "overflowed jobs",
-                "migrated jobs",
-                "expected wait saved (job-h)",
-            )
-        ),
-    ]
-    print_fitted(console, "Providers", cols, rows)
+    return rows
+
+
+def render_federation(console: Console, fed: Mapping[str, Any]) -> None:
+    rows = provider_rows(fed)
+    cols = [Col(k, number=k not in ("provider", "kind"), whole=True) for k in rows[0]]
+    print_fitted(console, "Providers", cols, [list(r.values()) for r in rows])
     for line in federation_lines(fed):
         console.print(line, highlight=False, markup=False)
 

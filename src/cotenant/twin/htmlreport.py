@@ -36,6 +36,7 @@ import numpy as np
 from jinja2 import Environment, PackageLoader, Template, select_autoescape
 
 from cotenant.twin.comparison import comparison_rows, tenant_rows
+from cotenant.twin.fedreport import federation_lines, provider_rows
 from cotenant.twin.pipelines import pipeline_rows
 from cotenant.twin.report import Report
 
@@ -111,6 +112,8 @@ def _run_context(r: Report) -> dict[str, Any]:
         "money": _money(metering) if metering and metering.get("invoices") else None,
         "energy": _energy(metering) if metering and metering.get("energy") else None,
         "pipelines": pipeline_rows(r.extra["pipelines"]) if r.extra.get("pipelines") else None,
+        "providers": provider_rows(fed) if (fed := r.extra.get("federation")) else None,
+        "federation_notes": federation_lines(fed) if fed else [],
     }
 
 
