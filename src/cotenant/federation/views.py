@@ -63,9 +63,11 @@ class TenantLoad:
 
 def tenant_load(engine: Engine, tenant: str, now: int) -> TenantLoad:
     ends = sorted(
-        (run.expected_end_s() - now, run.spec.gpus)
-        for run in (engine.jobs[j] for j in engine.owners.running_by_tenant.get(tenant, {}))
-        if run.spec.kind is not JobKind.SERVICE
+        (view.expected_end_s - now, view.spec.gpus)
+        for view in (
+            engine.jobs[j].running_view() for j in engine.owners.running_by_tenant.get(tenant, {})
+        )
+        if view.spec.kind is not JobKind.SERVICE
     )
     by_pri: dict[int, int] = {}
     queued = []
