@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -15,8 +16,8 @@ import pytest
 from cotenant.federation.core import Federation
 from cotenant.federation.providers import ClusterProvider
 from cotenant.federation.spec import check_job_providers
-from cotenant.model.errors import SpecError
-from cotenant.model.jobs import JobKind
+from cotenant.model.errors import NotFound, SpecError
+from cotenant.model.jobs import JobKind, JobSpec
 from cotenant.twin.federated import run_federated
 from cotenant.twin.scenario import load_scenario
 
@@ -393,3 +394,32 @@ def test_simulate_prints_providers_and_the_run_without_the_pool(tmp_path: Path) 
     assert "INVOICE cloud -> lessee-lab 2026-10" in text
     page = html.read_text()
     assert "GPUs per provider over time" in page and "Providers under contract" in page
+
+
+def test_cancel_and_why_wherever_the_job_is(tmp_path: Path) -> None:
+    sc = load_scenario(write(tmp_path, scenario_text()))
+    assert sc.providers is not None
+    jobs = [
+        JobSpec("a", "lessee-lab", 8, 3600, sc.start_s, providers=("cloud",)),
+        JobSpec("b", "lessee-lab", 8, 3600, sc.start_s + 7200),
+    ]
+    fed_box: list[Federation] = []
+
+    def hook(fed: Federation) -> None:
+        fed_box.append(fed)
+
+    sc2 = replace(sc, duration_s=1800)
+    run_federated(sc2, sc.providers, jobs=jobs, federation_hook=hook)
+    fed = fed_box[0]
+    _, detail = fed.why("a")
+    assert detail.startswith("on cloud")
+    assert fed.why("b")[0] == "not-routed-yet"
+    fed.cancel("b")
+    fed.cancel("a")
+    assert fed.engines["cloud"].jobs["a"].state.value == "cancelled"
+    fed.run(sc.start_s + 4 * 3600)
+    assert "b" not in fed.book.where
+    book = fed.job_book()["lessee-lab"]
+    assert book["cancelled"] == 2 and book["lost"] == 0
+    with pytest.raises(NotFound):
+        fed.cancel("zzz")

@@ -46,7 +46,7 @@ from cotenant.federation.views import (
     spot_eligible,
     tenant_load,
 )
-from cotenant.model.errors import Conflict
+from cotenant.model.errors import Conflict, NotFound
 from cotenant.model.jobs import JobKind, JobSpec, JobState
 from cotenant.model.time import DAY, HOUR
 
@@ -89,6 +89,7 @@ class FederationBook:
     stuck: set[str] = field(default_factory=set)  # jobs a drain found nowhere to go
     spot_until: dict[tuple[str, str], int] = field(default_factory=dict)  # (pool, job)
     spot_interruptions: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    cancelled: set[str] = field(default_factory=set)  # cancelled before they were routed
 
 
 class Federation:
@@ -132,6 +133,30 @@ class Federation:
         self._push(max(spec.submit_s, self.clock.now()), ROUTE, spec.id)
         self.clock.wake()
 
+    def cancel(self, job_id: str) -> None:
+        """Cancel a job wherever it is (not yet routed: it never will be)."""
+        if job_id not in self.book.specs:
+            raise NotFound(f"no job {job_id!r}")
+        where = self.book.where.get(job_id)
+        if where is None:
+            if job_id in self.book.cancelled:
+                raise Conflict(f"job {job_id!r} is already cancelled")
+            self.book.cancelled.add(job_id)
+            return
+        self.engines[where].cancel(job_id)
+
+    def why(self, job_id: str) -> tuple[str, str]:
+        """Where the job is and why it waits there, as its engine says."""
+        where = self.book.where.get(job_id)
+        if where is None:
+            if job_id in self.book.cancelled:
+                return "cancelled", "before it was routed"
+            if job_id not in self.book.specs:
+                raise NotFound(f"no job {job_id!r}")
+            return "not-routed-yet", f"routed at its submit time {self.book.specs[job_id].submit_s}"
+        state, detail = self.engines[where].why(job_id)
+        return state, f"on {where}" + (f": {detail}" if detail else "")
+
     def give_notice(self, provider: str, tenant: str, at_s: int | None = None) -> None:
         """Notice on one provider's contract; the drain starts at its time."""
         c = self.engines[provider].give_notice(tenant, at_s)
@@ -167,7 +192,8 @@ class Federation:
         while self._agenda and self._agenda[0][0] <= now:
             _, _, kind, key = heapq.heappop(self._agenda)
             if kind == ROUTE:
-                self._route_new(self.book.specs[key], now)
+                if key not in self.book.cancelled:
+                    self._route_new(self.book.specs[key], now)
             elif kind == RECHECK:
                 self._recheck(key, now)
             elif kind == NOTICE:
@@ -489,7 +515,7 @@ class Federation:
             book["submitted"] += 1
             where = self.book.where.get(job_id)
             if where is None:
-                book["pending"] += 1
+                book["cancelled" if job_id in self.book.cancelled else "pending"] += 1
                 continue
             run = self.engines[where].jobs[job_id]
             st = run.state
