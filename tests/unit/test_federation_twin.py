@@ -390,6 +390,7 @@ def test_simulate_prints_providers_and_the_run_without_the_pool(tmp_path: Path) 
     assert " pool " in cloud and "$" in cloud
     assert "without the pools lessee-lab waited" in text
     assert "the pools cost $" in text
+    assert "where lessee-lab's work ran: lease " in text and " cloud " in text
     assert "jobs across providers (0 lost)" in text
     assert "INVOICE cloud -> lessee-lab 2026-10" in text
     page = html.read_text()

@@ -196,8 +196,32 @@ def add_lease_costs(section: dict[str, Any], home: str, metering: Mapping[str, A
     """What the tenants pay the home cluster over the run (its fees accrued over the run)."""
     econ = metering.get("economics", {})
     entry = section["providers"][home]
-    entry["cost_cents"] = sum(int(t.get("revenue_cents", 0)) for t in econ.get("tenants", []))
+    fees = {t["tenant"]: int(t.get("revenue_cents", 0)) for t in econ.get("tenants", [])}
+    entry["cost_cents"] = sum(fees.values())
+    entry["cost_by_tenant_cents"] = dict(sorted(fees.items()))
     entry["cost_is"] = "lease fees accrued over the run"
+
+
+def economics_rows(fed: Mapping[str, Any]) -> list[str]:
+    """Per tenant: where its work ran (GPU-hours per provider) and what it paid each (the
+    lease's fees accrued over the run, each pool's bill), and so per GPU-hour overall."""
+    tenants = sorted({t for p in fed["providers"].values() for t in p["by_tenant_gpu_h"]})
+    out = []
+    for t in tenants:
+        parts, gpu_h, cents = [], 0.0, 0
+        for name, p in fed["providers"].items():
+            h = p["by_tenant_gpu_h"].get(t, 0.0)
+            if p["kind"] == "pool":
+                c = sum(int(i["total_cents"]) for i in p.get("invoices", []) if i["tenant"] == t)
+            else:
+                c = int(p.get("cost_by_tenant_cents", {}).get(t, 0))
+            if h or c:
+                parts.append(f"{name} {h:,.0f} GPU-h ({format_usd(c)})")
+            gpu_h += h
+            cents += c
+        per = f"{format_usd(round(cents / gpu_h))}/GPU-h" if gpu_h else "-"
+        out.append(f"where {t}'s work ran: {', '.join(parts)}; {per} overall")
+    return out
 
 
 # -- text --------------------------------------------------------------------------------
@@ -231,7 +255,7 @@ def render_federation(console: Console, fed: Mapping[str, Any]) -> None:
 
 
 def federation_lines(fed: Mapping[str, Any]) -> list[str]:
-    out = []
+    out = economics_rows(fed)
     for tenant, o in fed["overflow"].items():
         out.append(
             f"overflow {tenant}: {o['jobs']:,} jobs, {o['gpu_h']:,.0f} GPU-h, cost {o['cost']} "
