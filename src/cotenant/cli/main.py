@@ -148,12 +148,7 @@ def simulate(
         if invoice:
             from cotenant.cli.invoice import print_invoices
 
-            print_invoices(report.extra["metering"])
-            if "federation" in report.extra:
-                from cotenant.twin.fedreport import pool_invoice_text
-
-                for line in pool_invoice_text(report.extra["federation"]):
-                    console.print(line, highlight=False, markup=False)
+            print_invoices(report.extra["metering"], report.extra.get("federation"))
     for job in why or []:
         state, detail = engine.why(job)
         console.print(f"{job}: {state}" + (f" ({detail})" if detail else ""))
