@@ -424,3 +424,19 @@ def test_cancel_and_why_wherever_the_job_is(tmp_path: Path) -> None:
     assert book["cancelled"] == 2 and book["lost"] == 0
     with pytest.raises(NotFound):
         fed.cancel("zzz")
+
+
+def test_notice_given_on_the_lease_engine_starts_the_drain(tmp_path: Path) -> None:
+    sc = load_scenario(write(tmp_path, scenario_text(notice="")))
+    assert sc.providers is not None
+    box: list[Federation] = []
+    first = replace(sc, duration_s=86_400)
+    run_federated(first, sc.providers, federation_hook=box.append)
+    fed = box[0]
+    assert not any(m.migration for m in fed.book.moves)
+    lease = fed.engines["lease"]
+    lease.give_notice("lessee-lab")  # as a live server would, on the engine itself
+    fed.run(sc.end_s)
+    migrations = [m for m in fed.book.moves if m.migration]
+    assert migrations and all(m.t >= sc.start_s + 86_400 and m.lost_s == 0 for m in migrations)
+    assert all(b["lost"] == 0 for b in fed.job_book().values())

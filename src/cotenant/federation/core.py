@@ -32,7 +32,14 @@ import numpy as np
 
 from cotenant.engine.clock import Clock
 from cotenant.engine.core import Engine
-from cotenant.engine.events import EngineEvent, JobCancelled, JobRejected, RunEnded, RunPlaced
+from cotenant.engine.events import (
+    ContractChanged,
+    EngineEvent,
+    JobCancelled,
+    JobRejected,
+    RunEnded,
+    RunPlaced,
+)
 from cotenant.engine.jobs import JobRun
 from cotenant.federation.policy import JobAsk, Route, View, drain, route
 from cotenant.federation.providers import ClusterProvider, PoolProvider, ProviderSet
@@ -472,7 +479,16 @@ class Federation:
     def _observer(self, name: str) -> Callable[[EngineEvent], None]:
         p = self.providers.get(name)
         if not isinstance(p, PoolProvider):
-            return lambda ev: None
+            eng = self.engines[name]
+
+            def on_contract(ev: EngineEvent) -> None:
+                # notice given on the engine itself (a live server's contract change)
+                if isinstance(ev, ContractChanged):
+                    c = eng.contracts.get(ev.tenant)
+                    if c is not None and c.notice.given_at is not None:
+                        self._notice(name, ev.tenant, c.notice.given_at)
+
+            return on_contract
 
         def on(ev: EngineEvent) -> None:
             if isinstance(ev, RunPlaced):
