@@ -440,3 +440,15 @@ def test_notice_given_on_the_lease_engine_starts_the_drain(tmp_path: Path) -> No
     migrations = [m for m in fed.book.moves if m.migration]
     assert migrations and all(m.t >= sc.start_s + 86_400 and m.lost_s == 0 for m in migrations)
     assert all(b["lost"] == 0 for b in fed.job_book().values())
+
+
+def test_a_second_lease_whose_commitments_do_not_fit_names_the_field(tmp_path: Path) -> None:
+    text = scenario_text(
+        pool=SECOND_LEASE.replace("gpus = 64", "gpus = 100")
+        + "contracts.owner-lab = { commitment = { gpus = 40 } }\n",
+        notice="",
+    )
+    with pytest.raises(SpecError) as e:
+        load_scenario(write(tmp_path, text))
+    assert e.value.field == "providers[1].contracts.owner-lab.commitment.gpus"
+    assert "more than the cluster's 128" in e.value.problem

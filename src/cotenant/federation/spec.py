@@ -163,6 +163,7 @@ def read_providers(
             table.contract(tenant, f"{f}.contracts.{tenant}", start_s, spec)
             for tenant, table in sorted((pt.contracts or {}).items())
         )
+        _fit(contracts, spec, f"{f}.contracts")
         providers.append(ClusterProvider(pt.name, spec, contracts))
     if home is None:
         if any(p.name == HOME for p in providers):
@@ -177,6 +178,25 @@ def read_providers(
                 raise SpecError(f"providers[{i}].contracts.{tenant}", f"{tenant!r} is not a tenant")
     out = {t.name: _tenant(t, names, home.name) for t in tenants}
     return ProviderSet(tuple(providers), out)
+
+
+def _fit(contracts: Sequence[Contract], spec: ClusterSpec, f: str) -> None:
+    """A cluster's contracts fit it together, and one tenant at most is all-available (as
+    the home cluster's, ``contracts.schema.validate_contracts``)."""
+    fixed, every = 0, [c.tenant for c in contracts if c.commitment.all_available]
+    for c in contracts:
+        cm = c.commitment
+        fixed += cm.reserve_gpus if cm.all_available else cm.gpus
+        if fixed > spec.total_gpus:
+            raise SpecError(
+                f"{f}.{c.tenant}.commitment.gpus",
+                f"commitments add up to {fixed} GPUs, more than the cluster's {spec.total_gpus}",
+            )
+    if len(every) > 1:
+        raise SpecError(
+            f"{f}.{every[1]}.commitment.all_available",
+            "only one tenant may have all available capacity",
+        )
 
 
 def _pool(pt: ProviderTable, f: str) -> PoolProvider:
