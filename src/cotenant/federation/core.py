@@ -245,7 +245,7 @@ class Federation:
         if _fixed(spec) or job_held(self.engines[src], run):
             return
         work = run.remaining_s()
-        ask = self._ask(spec, work, now - spec.submit_s, None)
+        ask = self._ask(spec, work, now - run.queued_since_s, None)  # waited in this queue
         r = route(ask, self._views(ask, spec, work), self.budget_left(spec.tenant, now))
         if not r.overflow or r.provider is None:
             return
