@@ -37,6 +37,7 @@ BELOW_SERVER = {
     "workload",
     "store",
     "twin",
+    "federation",
     "root",
 }
 
@@ -57,6 +58,8 @@ MAY_IMPORT: dict[str, set[str]] = {
     "serving": {"model", "engine"},
     "workload": {"model", "faults", "serving"},
     "store": {"model", "cluster", "contracts", "metering", "audit"},
+    # several providers on one clock: an engine per provider and the routing between them
+    "federation": {"model", "cluster", "contracts", "scheduler", "metering", "backends", "engine"},
     "twin": BELOW_SERVER - {"audit", "store", "twin"},
     # what-if studies: many twin runs on Dask; nothing imports them but the CLI
     "whatif": {"model", "faults", "metering", "twin", "root"},

@@ -104,10 +104,16 @@ def _print(inv: Invoice, as_json: bool, as_csv: bool) -> None:
         console.print(inv.render_text(), end="", highlight=False, markup=False)
 
 
-def print_invoices(metering: dict[str, Any]) -> None:
-    """Every invoice of a run's metering section, as text (``simulate``, ``replay --invoice``)."""
+def print_invoices(metering: dict[str, Any], federation: dict[str, Any] | None = None) -> None:
+    """Every invoice of a run's metering section, as text (``simulate``, ``replay --invoice``),
+    and each pool's of a federated run."""
     from cotenant.metering.run import invoice_from_json
 
     for d in metering["invoices"]:
         console.print("")
         console.print(invoice_from_json(d).render_text(), end="", highlight=False, markup=False)
+    if federation:
+        from cotenant.twin.fedreport import pool_invoice_text
+
+        for line in pool_invoice_text(federation):
+            console.print(line, highlight=False, markup=False)

@@ -148,7 +148,7 @@ def simulate(
         if invoice:
             from cotenant.cli.invoice import print_invoices
 
-            print_invoices(report.extra["metering"])
+            print_invoices(report.extra["metering"], report.extra.get("federation"))
     for job in why or []:
         state, detail = engine.why(job)
         console.print(f"{job}: {state}" + (f" ({detail})" if detail else ""))

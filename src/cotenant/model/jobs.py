@@ -57,6 +57,11 @@ class JobSpec:
     # and the pipeline it is a stage of ("" for none).
     after: tuple[Dependency, ...] = ()
     pipeline: str = ""
+    # Federation (docs/design/0014-providers.md): the providers this job accepts (empty:
+    # any its tenant may use) and the longest it should queue on a lease before it
+    # overflows to another provider (None: its tenant's default for its kind).
+    providers: tuple[str, ...] = ()
+    max_wait_s: int | None = None
 
     @property
     def runtime_estimate_s(self) -> int:

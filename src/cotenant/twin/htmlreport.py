@@ -15,6 +15,8 @@ Figures (each only when the reports carry the data):
    ``--html`` or ``--invoice``); the caption gives each peak against the cap.
 5. Serving against training GPUs per tenant with inference services, over the run and
    over its first two days (``extra["services"]["series"]``, first report).
+6. GPUs per provider over time for a federated run, beside the same run without its
+   pools (``extra["federation"]["series"]``, first report that has one).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import numpy as np
 from jinja2 import Environment, PackageLoader, Template, select_autoescape
 
 from cotenant.twin.comparison import comparison_rows, tenant_rows
+from cotenant.twin.fedreport import federation_lines, provider_rows
 from cotenant.twin.pipelines import pipeline_rows
 from cotenant.twin.report import Report
 
@@ -74,6 +77,10 @@ def render_html(reports: Sequence[Report], title: str, *, stack_policy: str | No
         ("Job completion time and queueing delay (CDF)", cdf_figure(reports)),
         (power_caption(reports), power_figure(reports)),
         (serving_caption(reports), serving_figure(reports)),
+        (
+            "GPUs per provider over time (dashed: the same run without its pools)",
+            providers_figure(reports),
+        ),
     ]
     page: str = _template().render(
         title=title,
@@ -105,6 +112,8 @@ def _run_context(r: Report) -> dict[str, Any]:
         "money": _money(metering) if metering and metering.get("invoices") else None,
         "energy": _energy(metering) if metering and metering.get("energy") else None,
         "pipelines": pipeline_rows(r.extra["pipelines"]) if r.extra.get("pipelines") else None,
+        "providers": provider_rows(fed) if (fed := r.extra.get("federation")) else None,
+        "federation_notes": federation_lines(fed) if fed else [],
     }
 
 
@@ -382,6 +391,43 @@ def power_plot(reports: Sequence[Report]) -> Any:
     ax.set_xlabel(_time_axis(span))
     if not caps:
         ax.set_title("no power cap set for the site", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    return fig
+
+
+def providers_figure(reports: Sequence[Report]) -> str | None:
+    fig = providers_plot(reports)
+    return None if fig is None else _png(fig)
+
+
+def providers_plot(reports: Sequence[Report]) -> Any:
+    """GPUs allocated on each provider over time, from the first report with a federation
+    section; its run without the pools dashed beside it. None without one."""
+    found = [r for r in reports if r.extra.get("federation")]
+    if not found:
+        return None
+    r = found[0]
+    fed = r.extra["federation"]
+    runs = [("", fed["series"], "-")]
+    if fed.get("baseline"):
+        runs.append((" (no pools)", fed["baseline"]["series"], "--"))
+    span = (r.end_s - r.start_s) / 3600.0
+    k = _scale(span)
+    fig, ax = plt.subplots(figsize=(10, 3.6))
+    colours: dict[str, Any] = {}
+    for suffix, series, style in runs:
+        for name, s in series.items():
+            if not s["times"]:
+                continue
+            x = (np.asarray(s["times"], dtype=np.float64) - r.start_s) / 3600.0 / k
+            line = ax.plot(
+                x, s["allocated"], ls=style, lw=1.3, color=colours.get(name), label=name + suffix
+            )
+            colours.setdefault(name, line[0].get_color())
+    ax.set_ylabel("GPUs allocated")
+    ax.set_xlabel(_time_axis(span))
+    ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     return fig

@@ -65,6 +65,11 @@ class Report:
 
             for line in metering_text(metering):
                 console.print(line, highlight=False, markup=False)
+        federation = self.extra.get("federation")
+        if federation:
+            from cotenant.twin.fedreport import render_federation
+
+            render_federation(console, federation)
         pipelines = self.extra.get("pipelines")
         if pipelines:
             from cotenant.twin.pipelines import pipeline_rows

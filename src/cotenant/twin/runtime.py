@@ -5,17 +5,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
 from cotenant.backends.sim import SimBackend
 from cotenant.cluster.topology import Topology
-from cotenant.engine.clock import SimClock
+from cotenant.engine.clock import Clock, SimClock
 from cotenant.engine.core import Engine
 from cotenant.faults.injector import FailureSettings, parse_failure_settings
 from cotenant.faults.injector import install as install_failures
 from cotenant.faults.model import job_mtbf_s, young_daly_interval
-from cotenant.metering.run import UsageProbe, metering_report, parse_metering_settings
+from cotenant.metering.run import (
+    MeteringSettings,
+    UsageProbe,
+    metering_report,
+    parse_metering_settings,
+)
 from cotenant.model.jobs import JobSpec
 from cotenant.scheduler.policies import get_policy
 from cotenant.serving.autoscaler import Autoscaler
@@ -53,7 +59,10 @@ def workload_of(scenario: Scenario, failures: FailureSettings | None = None) -> 
 
 
 def build_sim_engine(
-    scenario: Scenario, policy: str | None = None, topo: Topology | None = None
+    scenario: Scenario,
+    policy: str | None = None,
+    topo: Topology | None = None,
+    clock: Clock | None = None,
 ) -> Engine:
     topo = topo or Topology(scenario.cluster)
     return Engine(
@@ -61,7 +70,7 @@ def build_sim_engine(
         scenario.contracts(),
         get_policy(policy or scenario.policy),
         SimBackend(),
-        SimClock(scenario.start_s),
+        clock or SimClock(scenario.start_s),
         restart_cost_s=scenario.restart_cost_s,
         checkpoint_write_s=scenario.checkpoint_write_s,
         tenants=[t.name for t in scenario.tenants],
@@ -76,8 +85,43 @@ def simulate(
     engine_hook: Callable[[Engine], None] | None = None,
     failure_scale: float | None = None,
 ) -> tuple[Engine, Report]:
-    """Run the scenario in simulated time and report."""
+    """Run the scenario in simulated time and report. A scenario with providers runs
+    federated (``twin/federated.py``), with the same run without its pools beside it."""
+    if scenario.providers is not None:
+        from cotenant.twin.federated import simulate_federated
+
+        return simulate_federated(scenario, policy, jobs, progress, engine_hook, failure_scale)
     engine = build_sim_engine(scenario, policy)
+    home = prepare_home(engine, scenario, engine_hook, failure_scale)
+    for spec in jobs if jobs is not None else workload_of(scenario, home.failures):
+        engine.submit(spec)
+    t0 = time.perf_counter()
+    engine.run(scenario.end_s, progress=home.progress(progress))
+    wall = time.perf_counter() - t0
+    return engine, home_report(engine, scenario, home, wall)
+
+
+@dataclass
+class HomeRun:
+    """What a run on the home cluster carries besides its engine: metering settings, the
+    failure model in force, the services' autoscaler and the usage probe."""
+
+    metering: MeteringSettings
+    failures: FailureSettings
+    scaler: Autoscaler | None
+    probe: UsageProbe
+
+    def progress(self, then: Callable[[int], None] | None) -> Callable[[int], None]:
+        return self.probe.progress(then if self.scaler is None else self.scaler.progress(then))
+
+
+def prepare_home(
+    engine: Engine,
+    scenario: Scenario,
+    engine_hook: Callable[[Engine], None] | None = None,
+    failure_scale: float | None = None,
+) -> HomeRun:
+    """The home cluster's engine readied for a run: its power cap, failures, services."""
     metering = parse_metering_settings(scenario.sections.get("energy"))
     engine.site = metering.site  # its power cap binds the scheduler
     if engine_hook is not None:
@@ -92,24 +136,20 @@ def simulate(
             scenario.end_s,
         )
     scaler = install_services(engine, scenario)
-    for spec in jobs if jobs is not None else workload_of(scenario, failures):
-        engine.submit(spec)
-    probe = UsageProbe(engine)
-    t0 = time.perf_counter()
-    engine.run(
-        scenario.end_s,
-        progress=probe.progress(progress if scaler is None else scaler.progress(progress)),
-    )
-    wall = time.perf_counter() - t0
+    return HomeRun(metering, failures, scaler, UsageProbe(engine))
+
+
+def home_report(engine: Engine, scenario: Scenario, home: HomeRun, wall: float) -> Report:
+    """The run report of the home cluster: tenants, faults, metering, services, pipelines."""
     report = build_report(engine, scenario.name, scenario.start_s, scenario.end_s, wall)
-    report.extra["faults"] = fault_report(engine, failures)
-    report.extra["metering"] = metering_report(engine, scenario, metering, probe)
+    report.extra["faults"] = fault_report(engine, home.failures)
+    report.extra["metering"] = metering_report(engine, scenario, home.metering, home.probe)
     report.series["facility_power_mw"] = report.extra["metering"]["power"]["facility_mw"]
-    if scaler is not None:
-        report.extra["services"] = services_report(scaler)
+    if home.scaler is not None:
+        report.extra["services"] = services_report(home.scaler)
     if any(r.spec.pipeline for r in engine.jobs.values()):
         report.extra["pipelines"] = pipeline_report(engine, scenario.end_s)
-    return engine, report
+    return report
 
 
 def install_services(engine: Engine, scenario: Scenario) -> Autoscaler | None:

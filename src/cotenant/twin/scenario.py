@@ -21,6 +21,8 @@ from pydantic_core import core_schema
 from cotenant.cluster.presets import PRESETS, preset
 from cotenant.cluster.topology import ClusterSpec, NodeGroup
 from cotenant.contracts.schema import ContractTable, validate_contracts
+from cotenant.federation.providers import ProviderSet
+from cotenant.federation.spec import Names, OverflowTable, TenantProviderInput, read_providers
 from cotenant.model.contracts import Contract, Tenant
 from cotenant.model.errors import SpecError
 from cotenant.model.spec import (
@@ -53,6 +55,8 @@ class Scenario:
     checkpoint_write_s: int = 60
     sections: Mapping[str, Any] = field(default_factory=dict)  # failures, energy, services...
     base_dir: Path | None = None  # the scenario file's directory: relative paths start here
+    # [[providers]] and the tenants' provider terms (None: one cluster, as before)
+    providers: ProviderSet | None = None
 
     @property
     def end_s(self) -> int:
@@ -62,7 +66,7 @@ class Scenario:
         return [t.contract for t in self.tenants if t.contract is not None]
 
 
-BUILTIN = ("colossus-lease", "small-lease", "alibaba-serving")
+BUILTIN = ("colossus-lease", "small-lease", "alibaba-serving", "lease-plus-cloud")
 
 
 def builtin_names() -> list[str]:
@@ -199,6 +203,10 @@ class TenantTable(SpecTable):
     workload: Annotated[
         list[dict[str, Any]] | None, BeforeValidator(_tables), WithJsonSchema(_WORKLOAD_SCHEMA)
     ] = None
+    providers: Names | None = Field(
+        None, description="the providers it may use, in order of preference"
+    )
+    overflow: OverflowTable | None = None
 
 
 class EngineTable(SpecTable):
@@ -235,6 +243,9 @@ class ScenarioFile(SpecTable):
     )
     services: Annotated[Any, WithJsonSchema({"type": "array", "items": {"type": "object"}})] = (
         Field(None, description="inference services (serving/services.py)")
+    )
+    providers: Annotated[Any, WithJsonSchema({"type": "array", "items": {"type": "object"}})] = (
+        Field(None, description="clusters and elastic pools (federation/spec.py)")
     )
 
 
@@ -278,6 +289,7 @@ def parse_scenario(raw: Mapping[str, Any], base_dir: Path | None = None) -> Scen
             workloads.append(parse_workload(name, w, f"{f}.workload[{j}]"))
     validate_contracts(tenants, cluster)
     _check_sections(sf, [t.name for t in tenants], base_dir)
+    providers = _providers(sf, raw, tenants, workloads, cluster)
     return Scenario(
         name=sf.name,
         start_s=sf.start,
@@ -291,7 +303,33 @@ def parse_scenario(raw: Mapping[str, Any], base_dir: Path | None = None) -> Scen
         checkpoint_write_s=sf.engine.checkpoint_write,
         sections={k: raw[k] for k in ("failures", "energy", "services") if k in raw},
         base_dir=base_dir,
+        providers=providers,
     )
+
+
+def _providers(
+    sf: ScenarioFile,
+    raw: Mapping[str, Any],
+    tenants: list[Tenant],
+    workloads: list[FrontierLabWorkload],
+    cluster: ClusterSpec,
+) -> ProviderSet | None:
+    """The scenario's providers (None when it names none: one cluster, as before)."""
+    named = any(rt.providers is not None or rt.overflow is not None for rt in sf.tenants)
+    if raw.get("providers") is None and not named:
+        return None
+    inputs = []
+    for i, rt in enumerate(sf.tenants):
+        jobs = [
+            (f"tenants[{i}].workload[{j}].providers", w.get("providers", ()))
+            for j, w in enumerate(rt.workload or ())
+            if isinstance(w.get("providers", ()), list)
+        ]
+        inputs.append(
+            TenantProviderInput(f"tenants[{i}]", rt.name, rt.providers, rt.overflow, jobs)
+        )
+    contracts = [t.contract for t in tenants if t.contract is not None]
+    return read_providers(raw.get("providers"), inputs, cluster, contracts, sf.start, parse_cluster)
 
 
 def _check_sections(sf: ScenarioFile, tenants: list[str], base_dir: Path | None) -> None:

@@ -77,6 +77,7 @@ class FrontierLabWorkload:
     pipeline_gpus_scale: float = 1.0
     pipeline_time_scale: float = 1.0
     prefix: str = ""
+    providers: tuple[str, ...] = ()  # the providers its jobs accept (empty: its tenant's)
 
     def generate(
         self,
@@ -110,6 +111,7 @@ class FrontierLabWorkload:
                     checkpoint_interval_s=every(gpus),
                     priority=100,
                     name=f"pretrain-{i}",
+                    providers=self.providers,
                 )
             )
         for i in range(self.rl_runs):
@@ -127,6 +129,7 @@ class FrontierLabWorkload:
                     checkpoint_interval_s=every(gpus),
                     priority=50,
                     name=f"rl-{i}",
+                    providers=self.providers,
                 )
             )
         n = self.experiments
@@ -149,6 +152,7 @@ class FrontierLabWorkload:
                         checkpoint_interval_s=every(int(sizes[i])) if d > HOUR else 0,
                         priority=0,
                         name=f"exp-{i}",
+                        providers=self.providers,
                     )
                 )
         for i in range(self.pipelines):
@@ -191,6 +195,7 @@ class FrontierLabWorkload:
                         else ()
                     ),
                     pipeline=pid,
+                    providers=self.providers,
                 )
             )
         return out
@@ -230,6 +235,7 @@ _FIELDS = {
     "pipelines",
     "pipeline_gpus_scale",
     "pipeline_time_scale",
+    "providers",
 }
 
 
@@ -269,6 +275,13 @@ def parse_workload(tenant: str, raw: Mapping[str, object], field: str) -> Fronti
             if not isinstance(v, int | float) or isinstance(v, bool) or v <= 0:
                 raise SpecError(f"{field}.{name}", f"must be a number > 0, got {v!r}")
             kw[name] = float(v)
+    if "providers" in raw:
+        names = raw["providers"]
+        if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+            raise SpecError(
+                f"{field}.providers", f"must be a list of provider names, got {names!r}"
+            )
+        kw["providers"] = tuple(names)
     if raw.get("checkpoint_interval") == AUTO:
         kw["checkpoint_interval_s"] = None
     elif "checkpoint_interval" in raw:
