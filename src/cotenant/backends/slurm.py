@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shlex
 import subprocess
@@ -106,6 +107,7 @@ class SlurmRun:
     signalled_s: int | None = None
     signal_pending: bool = False  # checkpoint() came while Slurm had not started it
     stopped: bool = False  # stop() cancelled it; no JobEnded is due
+    cancel_due: bool = False  # stopped while scancel could not reach the controller
     node_failed: int = 0  # 1: its node was reported down for it; 2: and one poll has passed
     missing: int = 0  # polls in which neither squeue nor sacct knew it
     adopted: bool = field(default=False, compare=False)
@@ -162,11 +164,26 @@ def _gres_gpus(detail: Sequence[str]) -> tuple[int, ...]:
     return tuple(counts)
 
 
+def _answer(text: str, command: str) -> dict[str, Any]:
+    """The JSON of ``squeue/sinfo --json``. Slurm 22.05 exits 0 with an ``errors`` list and
+    nothing else when it cannot reach its controller: that is an error, not an empty
+    cluster."""
+    doc = json.loads(text)
+    errors = doc.get("errors") or []
+    if errors:
+        first = errors[0]
+        what = first.get("description") or first.get("error") if isinstance(first, dict) else first
+        raise SlurmError(f"{command} --json: {what}")
+    return dict(doc)
+
+
 def parse_squeue(text: str, prefix: str = COMMENT_PREFIX) -> dict[int, SlurmJob]:
     """Cotenant's jobs in ``squeue --json`` output, by Slurm id (a heterogeneous job by
     its leader's id)."""
     entries = [
-        j for j in json.loads(text).get("jobs", []) if str(j.get("comment", "")).startswith(prefix)
+        j
+        for j in _answer(text, "squeue").get("jobs", [])
+        if str(j.get("comment", "")).startswith(prefix)
     ]
     comps: dict[int, list[dict[str, Any]]] = {}
     for j in entries:
@@ -200,7 +217,7 @@ def parse_squeue(text: str, prefix: str = COMMENT_PREFIX) -> dict[int, SlurmJob]
 def parse_sinfo_health(text: str) -> dict[str, tuple[Health, str]]:
     """Node name -> (health, reason) from ``sinfo --json``."""
     out: dict[str, tuple[Health, str]] = {}
-    for n in json.loads(text).get("nodes", []):
+    for n in _answer(text, "sinfo").get("nodes", []):
         raw = n.get("state")
         words = {str(w).upper() for w in (raw if isinstance(raw, list) else [raw])}
         words |= {str(f).upper() for f in n.get("state_flags") or ()}
@@ -228,7 +245,12 @@ def read_cluster_spec(env: Mapping[str, str] | None = None, **kw: Any) -> Cluste
     return cluster_spec_from_scontrol(out, **kw)
 
 
-def _cli(argv: list[str], env: Mapping[str, str] | None, stdin: str | None = None) -> str:
+def _cli(
+    argv: list[str],
+    env: Mapping[str, str] | None,
+    stdin: str | None = None,
+    timeout_s: float = 30,
+) -> str:
     try:
         r = subprocess.run(
             argv,
@@ -236,7 +258,7 @@ def _cli(argv: list[str], env: Mapping[str, str] | None, stdin: str | None = Non
             env=None if env is None else dict(env),
             capture_output=True,
             text=True,
-            timeout=30,
+            timeout=timeout_s,
             check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as e:
@@ -258,10 +280,13 @@ class SlurmBackend:
         state_dir: str | Path,
         *,
         env: Mapping[str, str] | None = None,
+        slurm_conf: str | Path | None = None,
+        cluster: str | None = None,
         partition: str | None = None,
         exclusive: Exclusive = "full-nodes",
         extra_args: Sequence[str] = (),
         poll_interval_s: int = 1,
+        controller_timeout_s: int = 10,
         adopt: bool = True,
     ) -> None:
         """``state_dir`` holds each run's output and checkpoint directory; on a real
@@ -270,16 +295,37 @@ class SlurmBackend:
         ``full-nodes`` adds ``--exclusive`` when a job takes every GPU of its nodes;
         ``always`` to every job (then Slurm will not put two of cotenant's jobs on one
         node, so cotenant's packing and Slurm's disagree); ``never``. ``extra_args`` go
-        to every sbatch (account, QoS, CPUs or memory per GPU)."""
+        to every sbatch (account, QoS, CPUs or memory per GPU).
+
+        Several clusters: ``slurm_conf`` points every command at one cluster's
+        configuration (``SLURM_CONF``); ``cluster``, if given, must be that cluster's
+        ``ClusterName`` (checked when the controller answers), so a backend never drives
+        another provider's cluster by mistake. A controller that does not answer for
+        ``controller_timeout_s`` is lost: every node is reported down, so the engine
+        requeues the work that was there (see ``poll``)."""
         if exclusive not in ("never", "full-nodes", "always"):
             raise SpecError(
                 "backend.exclusive", f"must be never, full-nodes or always, got {exclusive!r}"
             )
         if poll_interval_s < 1:
             raise SpecError("backend.poll_interval_s", f"must be >= 1, got {poll_interval_s}")
+        if controller_timeout_s < 1:
+            raise SpecError(
+                "backend.controller_timeout_s", f"must be >= 1, got {controller_timeout_s}"
+            )
         self.topo = topo
         self.state_dir = Path(state_dir).resolve()  # jobs run in their own directories
         self.env = None if env is None else dict(env)
+        if slurm_conf is not None:
+            conf = Path(slurm_conf)
+            if not conf.is_file():
+                raise SpecError("backend.slurm_conf", f"no such file: {conf}")
+            self.env = {
+                **(self.env if self.env is not None else os.environ),
+                "SLURM_CONF": str(conf),
+            }
+        self.cluster = cluster
+        self.controller_timeout_s = controller_timeout_s
         self.partition = partition
         self.exclusive = exclusive
         self.extra_args = tuple(extra_args)
@@ -294,9 +340,16 @@ class SlurmBackend:
         self._last_poll_s: int | None = None
         self._last_poll_wall: float | None = None
         self._sacct: list[str] | None = None  # the sacct form that works here
+        self._unreachable_since: float | None = None  # wall time the controller went silent
+        self._lost = False  # its nodes were reported down for it
+        self._cluster_checked = cluster is None
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        if adopt:
-            self._adopt()
+        if self._controller_answers():
+            self._check_cluster()
+            if adopt:
+                self._adopt()
+        elif adopt:
+            log.warning("Slurm controller of %s does not answer: nothing adopted", self._label)
 
     # -- the Backend operations ------------------------------------------------------------
     def start(self, req: StartRequest) -> None:
@@ -311,12 +364,15 @@ class SlurmBackend:
         (job_dir / "checkpoint").mkdir(parents=True, exist_ok=True)
         stem = job_dir / f"attempt-{req.attempt}"
         try:
+            if self._unreachable_since is not None:
+                raise SlurmError(f"the controller of {self._label} does not answer")
             out = self._slurm(
                 "sbatch",
                 *self.sbatch_args(req, stem),
                 stdin=self.batch_script(req, job_dir / "checkpoint"),
             )
             slurm_id = int(out.strip().split(";")[0])
+            self._forget(slurm_id, req.start_s)
         except (SlurmError, ValueError) as e:
             log.warning("job %s attempt %d not submitted: %s", job_id, req.attempt, e)
             Path(f"{stem}.err").write_text(f"cotenant: not submitted to Slurm: {e}\n")
@@ -337,7 +393,7 @@ class SlurmBackend:
         if run is None or run.signalled_s is not None:
             return
         run.signalled_s = now
-        if not self._signal(run):
+        if self._unreachable_since is not None or not self._signal(run):
             run.signal_pending = True  # not started in Slurm yet: signal it once it is
 
     def stop(self, job_id: str, now: int) -> None:
@@ -346,28 +402,51 @@ class SlurmBackend:
             return
         run.stopped = True
         if run.state not in TERMINAL:
-            try:
-                self._slurm("scancel", str(run.slurm_id))
-            except SlurmError as e:
-                log.warning("cannot cancel Slurm job %d (%s): %s", run.slurm_id, job_id, e)
+            run.cancel_due = True
+            if self._unreachable_since is None:
+                self._cancel(run)
         self._closing[run.slurm_id] = run
 
     def poll(self, now: int) -> list[BackendEvent]:
+        """What Slurm reports since the last poll. The controller is pinged first (a
+        refused connection answers in milliseconds, where squeue retries for about
+        MessageTimeout): while it is away nothing else is asked, and once it has been
+        away ``controller_timeout_s`` every node is reported down. When it answers
+        again, sinfo's states are reported (nodes back), and runs stopped meanwhile are
+        cancelled in Slurm at last."""
         wall = time.time()
         events, self._events = self._events, []
+        if not self._controller_answers():
+            events += self._controller_away(wall)
+            self._last_poll_s, self._last_poll_wall = now, wall
+            return events
+        if self._unreachable_since is not None:
+            log.warning(
+                "Slurm controller of %s answers again after %.0f s",
+                self._label,
+                wall - self._unreachable_since,
+            )
+            self._unreachable_since, self._lost = None, False
+        self._check_cluster()
         try:
             jobs = parse_squeue(self._slurm("squeue", "--json"))
             health = parse_sinfo_health(self._slurm("sinfo", "--json"))
         except (SlurmError, ValueError, KeyError) as e:
             log.warning("cannot read Slurm's state: %s", e)
             return events
+        for run in [r for r in self._closing.values() if r.cancel_due]:
+            if _owns(run, jobs.get(run.slurm_id)):
+                self._cancel(run)
+            else:  # Slurm no longer holds it (ended, or forgotten in a controller crash)
+                run.cancel_due = False
         for name, (h, reason) in sorted(health.items(), key=lambda kv: self._index.get(kv[0], -1)):
             if name in self._index and self._health.get(name, Health.HEALTHY) is not h:
                 self._health[name] = h
                 events.append(NodeHealthChanged(self._index[name], h, reason))
         ended: list[tuple[SlurmRun, SlurmJob]] = []
         for run in [*self._runs.values(), *self._closing.values()]:
-            job = jobs.get(run.slurm_id) or self._from_sacct(run, wall)
+            listed = jobs.get(run.slurm_id)
+            job = listed if _owns(run, listed) else self._from_sacct(run, wall)
             if job is None:
                 continue
             self._observe(run, job, now - wall)
@@ -424,6 +503,80 @@ class SlurmBackend:
                     reason = f"slurm: NODE_FAIL of job {run.slurm_id} ({run.job_id})"
                     out.append(NodeHealthChanged(self._index[n], Health.DOWN, reason))
         return out
+
+    def _forget(self, slurm_id: int, now: int) -> None:
+        """Slurm gave a new job the id of a run still tracked: its controller lost that run
+        (a crash before it saved its state restarts the id counter). A stopped run is
+        over; a live one is reported lost at the next poll (it runs nowhere Slurm knows)."""
+        old = self._closing.pop(slurm_id, None)
+        if old is not None:
+            old.state, old.cancel_due = "LOST", False
+            self._done.append(old)
+        for run in [r for r in self._runs.values() if r.slurm_id == slurm_id]:
+            log.warning("Slurm forgot job %d (%s): lost", slurm_id, run.job_id)
+            del self._runs[run.job_id]
+            run.state, run.exit_code, run.end_s = "LOST", EXIT_LOST, now
+            self._done.append(run)
+            self._events.append(JobEnded(run.job_id, run.attempt, now, EXIT_LOST))
+
+    def _controller_away(self, wall: float) -> list[BackendEvent]:
+        """The controller did not answer: once it has been silent for
+        ``controller_timeout_s``, report every node down (once)."""
+        if self._unreachable_since is None:
+            self._unreachable_since = wall
+            log.warning("Slurm controller of %s does not answer", self._label)
+        silent = wall - self._unreachable_since
+        if self._lost or silent < self.controller_timeout_s:
+            return []
+        self._lost = True
+        reason = f"slurm: controller of {self._label} unreachable for {silent:.0f} s"
+        out: list[BackendEvent] = []
+        for name in self.topo.node_names:
+            if self._health.get(name, Health.HEALTHY) is not Health.DOWN:
+                self._health[name] = Health.DOWN
+                out.append(NodeHealthChanged(self._index[name], Health.DOWN, reason))
+        return out
+
+    @property
+    def _label(self) -> str:
+        if self.cluster is not None:
+            return f"cluster {self.cluster}"
+        conf = (self.env or {}).get("SLURM_CONF")
+        return f"the cluster of {conf}" if conf else "the default cluster"
+
+    def _controller_answers(self) -> bool:
+        try:
+            out = _cli(["scontrol", "ping"], self.env, timeout_s=self.controller_timeout_s)
+        except SlurmError:
+            return False
+        return " is UP" in out
+
+    def _check_cluster(self) -> None:
+        """The cluster answering is the one configured (``cluster``), checked once."""
+        if self._cluster_checked:
+            return
+        try:
+            out = self._slurm("scontrol", "show", "config")
+        except SlurmError as e:
+            log.warning("cannot read the configuration of %s: %s", self._label, e)
+            return
+        m = re.search(r"^ClusterName\s*=\s*(\S+)", out, re.M)
+        found = m[1] if m else None
+        if found != self.cluster:
+            raise SpecError(
+                "backend.cluster",
+                f"expected Slurm cluster {self.cluster!r}, but SLURM_CONF="
+                f"{(self.env or os.environ).get('SLURM_CONF', '(default)')} names {found!r}",
+            )
+        self._cluster_checked = True
+
+    def _cancel(self, run: SlurmRun) -> None:
+        try:
+            self._slurm("scancel", str(run.slurm_id))
+        except SlurmError as e:
+            log.warning("cannot cancel Slurm job %d (%s): %s", run.slurm_id, run.job_id, e)
+            return
+        run.cancel_due = False
 
     # -- what is sent -----------------------------------------------------------------------
     def sbatch_args(self, req: StartRequest, stem: Path) -> list[str]:
@@ -512,36 +665,43 @@ class SlurmBackend:
             return now
         return max(floor, min(now, int(end + (now - wall))))
 
-    def sacct_job(self, slurm_id: int) -> SlurmJob | None:
+    def sacct_job(self, slurm_id: int, name: str | None = None) -> SlurmJob | None:
         """A job as accounting records it: ``sacct``, or ``sacct -c`` (the jobcomp file)
-        where accounting storage is off; None if neither knows it."""
+        where accounting storage is off; None if neither knows it. With ``name``, only a
+        record of that job name, the latest (a controller that lost its state reuses ids)."""
         forms = [["sacct"], ["sacct", "-c"]] if self._sacct is None else [self._sacct]
-        fields = "JobID,State,ExitCode,Start,End,NodeList"
+        fields = "JobID,JobName,State,ExitCode,Start,End,NodeList"
         for form in forms:
             try:
                 out = self._slurm(*form, "-X", "-n", "-P", "-j", str(slurm_id), "-o", fields)
             except SlurmError:
                 continue
             self._sacct = form
+            found: SlurmJob | None = None
             for line in out.splitlines():
                 parts = line.split("|")
-                if len(parts) != 6 or parts[0] != str(slurm_id):
+                if len(parts) != 7 or parts[0] != str(slurm_id):
                     continue
-                state = parts[1].split()[0].upper() if parts[1] else ""
-                code, _, sig = parts[2].partition(":")
+                if name is not None and parts[1] != name:
+                    continue
+                state = parts[2].split()[0].upper() if parts[2] else ""
+                code, _, sig = parts[3].partition(":")
                 status = 128 + int(sig) if sig.isdigit() and int(sig) else int(code or 0)
                 if state != "COMPLETED" and status == 0:
                     status = _STATE_EXIT.get(state, EXIT_LOST)
-                nodes = tuple(expand_hostlist(parts[5]))
-                return SlurmJob(
-                    slurm_id, "", state, status, _epoch(parts[3]), _epoch(parts[4]), nodes, ()
-                )
+                nodes = tuple(expand_hostlist(parts[6]))
+                start, end = _epoch(parts[4]), _epoch(parts[5])
+                found = SlurmJob(slurm_id, "", state, status, start, end, nodes, ())
+                if name is None:
+                    return found
+            if found is not None:
+                return found
         return None
 
     def _from_sacct(self, run: SlurmRun, wall: float) -> SlurmJob | None:
         """A job squeue does not list: slurmctld forgot it (MinJobAge), so ask accounting.
         Unknown there too for three polls (and not just submitted): lost."""
-        job = self.sacct_job(run.slurm_id)
+        job = self.sacct_job(run.slurm_id, run.job_id)
         if job is not None:
             return job
         run.missing += 1
@@ -569,6 +729,14 @@ class SlurmBackend:
             if old is None or old.attempt <= run.attempt:
                 latest[run.job_id] = run
         self._runs.update(latest)
+
+
+def _owns(run: SlurmRun, job: SlurmJob | None) -> bool:
+    """``job`` is ``run``'s own (its comment names the run), not a later job that took the
+    id of one a crashed controller forgot."""
+    if job is None:
+        return False
+    return _comment_id(job.comment) == (run.job_id, run.attempt)
 
 
 def _epoch(stamp: str) -> int | None:
