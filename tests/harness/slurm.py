@@ -347,6 +347,17 @@ class LocalSlurm:
         if not wait_until(saved, timeout, interval=0.2):
             raise HarnessError(f"slurmctld of {self.cluster_name} saved no job state in {timeout}s")
 
+    def save_state(self, timeout: float = 30.0) -> None:
+        """Make slurmctld write its state now, as it stands (before a test kills it):
+        a held job (it never runs) is submitted, which schedules a save, and cancelled
+        once the save is on disk."""
+        began = time.time()
+        job = self.sbatch("--hold", "--job-name=harness-save-state", "--wrap", "true")
+        try:
+            self.wait_state_saved(began, timeout)
+        finally:
+            self.run("scancel", str(job), check=False)
+
     def controller_up(self) -> bool:
         """The controller answers `scontrol ping`."""
         return "UP" in self.run("scontrol", "ping", check=False, timeout=10).stdout

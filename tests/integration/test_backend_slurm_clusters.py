@@ -169,7 +169,7 @@ def test_a_lost_controller_sends_its_jobs_back_to_the_queue(
     other = beta.sbatch("--gres=gpu:8", "--wrap", "sleep 120")
     submit_command(eng, "lost", 8, "sleep 300", duration_s=300)
     drive(eng, lambda: any(r.state == "RUNNING" for r in backend.accounting()))
-    alpha.wait_state_saved(time.time())  # (else a restart forgets the running job)
+    alpha.save_state()  # (else a restart forgets the running job)
     [first] = backend.accounting()
 
     alpha.kill_slurmctld()
