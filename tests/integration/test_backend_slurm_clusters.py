@@ -11,6 +11,7 @@ Slurm and the job runs again.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ import pytest
 
 from builders import drive as drive_until
 from builders import finished, submit_command
+from cotenant.backends.local import EXIT_LOST
 from cotenant.backends.slurm import SlurmBackend, read_cluster_spec
 from cotenant.cluster.state import Health
 from cotenant.cluster.topology import Topology
@@ -30,7 +32,7 @@ from cotenant.engine.core import Engine
 from cotenant.model.errors import SpecError
 from cotenant.model.jobs import JobState
 from cotenant.scheduler.policies import get_policy
-from harness.slurm import LocalSlurm, LocalSlurms
+from harness.slurm import MUNGE_SOCKET, LocalSlurm, LocalSlurms
 
 drive = partial(drive_until, timeout_s=30.0)
 CONTROLLER_TIMEOUT_S = 3
@@ -198,3 +200,36 @@ def test_a_lost_controller_sends_its_jobs_back_to_the_queue(
     drive(eng, lambda: second.state == "RUNNING", timeout_s=15)
     eng.cancel("lost")
     beta.run("scancel", str(other))
+
+
+@pytest.mark.usefixtures("slurm_pair")  # skips (or fails in CI) without Slurm
+def test_a_job_id_given_again_after_a_controller_forgot_is_not_the_old_run(
+    tmp_path: Path,
+) -> None:
+    """slurmctld saves its state about 5 s after a change that follows a save: killed
+    within that, it restarts without its newest job and gives that job's id out again.
+    `old` is that job; `new` gets its id. The backend must not take `new`'s Slurm job for
+    `old`'s run (it would report `old` ending as `new` does): `old` is lost the moment
+    its id is given out again, and each run keeps its own Slurm job."""
+    socket = MUNGE_SOCKET.with_name(f"cotenant-{os.getpid()}-forget.socket")
+    with LocalSlurm(2, 8, cluster_name="forgetful", node_prefix="f", munge_socket=socket) as c:
+        eng, backend, ev = engine_on(c, tmp_path, controller_timeout_s=60)
+        c.save_state()  # a save now: the next comes about 5 s after the next change
+        submit_command(eng, "old", 8, "sleep 300", duration_s=300)
+        drive(eng, lambda: any(r.state == "RUNNING" for r in backend.accounting()))
+        c.kill_slurmctld()
+        c.start_slurmctld()
+        [old] = backend.accounting()
+        assert not c.job_fields(old.slurm_id), "slurmctld saved old's job before it was killed"
+
+        submit_command(eng, "new", 8, "sleep 300", duration_s=300)
+        drive(eng, lambda: len(backend.accounting()) == 2)
+        new = next(r for r in backend.accounting() if r.job_id == "new")
+        eng.run(eng.clock.now() + 2)
+
+        assert new.slurm_id == old.slurm_id and new.nodes == ("f2",)
+        assert old.state == "LOST" and old.exit_code == EXIT_LOST
+        [end] = [e for e in ev if e["event"] == "end" and e["job"] == "old"]
+        assert end["exit_code"] == EXIT_LOST
+        assert new.state != "LOST" and [r.job_id for r in backend.runs()] == ["new"]
+        eng.cancel("new")
