@@ -217,3 +217,89 @@ cluster = "beta"
     for line in lines:
         print(*line)
     assert usage["gpu_seconds"] == ledger_total, (usage, lines)
+
+
+def live_runs(pair: LocalSlurms) -> dict[str, list[tuple[str, int]]]:
+    """Cotenant's jobs Slurm runs or will run, on every cluster: job -> [(cluster, attempt)]."""
+    out: dict[str, list[tuple[str, int]]] = {}
+    for c in pair:
+        if not c.controller_up():
+            continue
+        for j in parse_squeue(c.run("squeue", "--json").stdout).values():
+            if j.state in ("PENDING", "RUNNING", "CONFIGURING"):
+                job_id, _, attempt = j.comment.removeprefix("cotenant:").rpartition(":")
+                out.setdefault(job_id, []).append((c.cluster_name, int(attempt)))
+    return out
+
+
+def test_a_server_restarted_while_a_controller_is_away(pair: LocalSlurms, tmp_path: Path) -> None:
+    """The server is killed (-9) with two jobs on alpha and one on beta, and alpha's
+    controller goes away before it comes back. The restarted server re-attaches to the
+    job on beta, requeues the two it cannot see, and runs one on beta's free node. When
+    alpha answers again the two runs from before the restart are cancelled there, and in
+    the end each job runs exactly once, as its current attempt."""
+    alpha, beta = pair["alpha"], pair["beta"]
+    config = tmp_path / "cotenant.toml"
+    config.write_text(
+        f"""
+backend = "slurm"
+state_dir = "{tmp_path / "runs"}"
+policy = "fifo-backfill"
+controller_timeout_s = {CONTROLLER_TIMEOUT_S}
+[[slurm_clusters]]
+name = "alpha"
+slurm_conf = "{alpha.conf_path}"
+[[slurm_clusters]]
+name = "beta"
+slurm_conf = "{beta.conf_path}"
+"""
+    )
+    srv = LiveServer(
+        f"sqlite:///{tmp_path / 'c.db'}", tmp_path, speed=1, extra=("--config", str(config))
+    )
+    with srv:
+        with srv.client(LESSEE) as c:
+            jobs = [submit(c, 8, "sleep 600") for _ in range(3)]
+            wait_for(
+                lambda: (
+                    sorted(live_runs(pair)) == sorted(jobs) and all(running_on(c, j) for j in jobs)
+                ),
+                what="three jobs running",
+            )
+            where = {j: running_on(c, j) for j in jobs}
+        on_beta = [j for j in jobs if where[j][0].startswith("b")]
+        on_alpha = [j for j in jobs if where[j][0].startswith("a")]
+        assert len(on_alpha) == 2 and len(on_beta) == 1, where
+
+        srv.kill()
+        alpha.save_state()
+        alpha.kill_slurmctld()
+        srv.start()
+        with srv.client(LESSEE) as c:
+            [kept] = on_beta
+            wait_for(
+                lambda: sorted(len(v) for v in live_runs(pair).values()) == [1, 1],
+                what="one of alpha's jobs placed again on beta",
+            )
+            assert [a["attempt"] for a in job(c, kept)["attempts"]] == [1]  # re-attached
+            assert live_runs(pair)[kept] == [("beta", 1)]
+
+            time.sleep(CONTROLLER_TIMEOUT_S + 1)
+            alpha.start_slurmctld()
+            for j in on_alpha:
+                wait_for(
+                    lambda j=j: (
+                        "CANCELLED" in [r["JobState"] for r in jobcomp(alpha) if r["Name"] == j]
+                    ),
+                    what=f"{j}'s run from before the restart cancelled on alpha",
+                )
+
+            def each_once() -> bool:
+                runs = live_runs(pair)
+                current = {j: job(c, j)["attempts"][-1]["attempt"] for j in jobs}
+                return sorted(runs) == sorted(jobs) and all(
+                    len(runs[j]) == 1 and runs[j][0][1] == current[j] for j in jobs
+                )
+
+            wait_for(each_once, timeout=30, what="each job running once, as its current attempt")
+            assert all(job(c, j)["state"] == "running" for j in jobs)

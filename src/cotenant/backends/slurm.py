@@ -118,6 +118,7 @@ class SlurmBackend:
         env: Mapping[str, str] | None = None,
         slurm_conf: str | Path | None = None,
         cluster: str | None = None,
+        label: str | None = None,
         partition: str | None = None,
         exclusive: Exclusive = "full-nodes",
         extra_args: Sequence[str] = (),
@@ -138,7 +139,8 @@ class SlurmBackend:
         ``ClusterName`` (checked when the controller answers), so a backend never drives
         another provider's cluster by mistake. A controller that does not answer for
         ``controller_timeout_s`` is lost: every node is reported down, so the engine
-        requeues the work that was there (see ``poll``)."""
+        requeues the work that was there (see ``poll``). ``label`` names the cluster in
+        messages (default: ``cluster``, else the configuration file)."""
         if exclusive not in ("never", "full-nodes", "always"):
             raise SpecError(
                 "backend.exclusive", f"must be never, full-nodes or always, got {exclusive!r}"
@@ -161,6 +163,7 @@ class SlurmBackend:
                 "SLURM_CONF": str(conf),
             }
         self.cluster = cluster
+        self.label = label
         self.controller_timeout_s = controller_timeout_s
         self.partition = partition
         self.exclusive = exclusive
@@ -180,12 +183,16 @@ class SlurmBackend:
         self._lost = False  # its nodes were reported down for it
         self._cluster_checked = cluster is None
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._deferred: dict[str, StartRequest] = {}  # starts waiting for the controller
+        self._adopt_due = False  # adopt when the controller first answers
         if self._controller_answers():
             self._check_cluster()
             if adopt:
                 self._adopt()
-        elif adopt:
-            log.warning("Slurm controller of %s does not answer: nothing adopted", self._label)
+        else:
+            self._unreachable_since = time.time()
+            self._adopt_due = adopt
+            log.warning("Slurm controller of %s does not answer", self._label)
 
     # -- the Backend operations ------------------------------------------------------------
     def start(self, req: StartRequest) -> None:
@@ -196,12 +203,19 @@ class SlurmBackend:
             return  # runs: re-attach to it
         if old is not None:  # an earlier attempt still tracked: it must not run on
             self.stop(job_id, req.start_s)
+        if self._unreachable_since is not None:
+            # Sent when the controller answers; if it is lost first, the engine stops
+            # the job (its nodes go down) and it is dropped.
+            self._deferred[job_id] = req
+            return
+        self._submit(req)
+
+    def _submit(self, req: StartRequest) -> None:
+        job_id = req.spec.id
         job_dir = self.state_dir / "jobs" / safe_name(job_id)
         (job_dir / "checkpoint").mkdir(parents=True, exist_ok=True)
         stem = job_dir / f"attempt-{req.attempt}"
         try:
-            if self._unreachable_since is not None:
-                raise SlurmError(f"the controller of {self._label} does not answer")
             out = self._slurm(
                 "sbatch",
                 *self.sbatch_args(req, stem),
@@ -225,6 +239,7 @@ class SlurmBackend:
         )
 
     def checkpoint(self, job_id: str, now: int) -> None:
+        """(A start still waiting for the controller is not signalled: it has not run.)"""
         run = self._runs.get(job_id)
         if run is None or run.signalled_s is not None:
             return
@@ -233,6 +248,8 @@ class SlurmBackend:
             run.signal_pending = True  # not started in Slurm yet: signal it once it is
 
     def stop(self, job_id: str, now: int) -> None:
+        if self._deferred.pop(job_id, None) is not None:
+            return
         run = self._runs.pop(job_id, None)
         if run is None:
             return
@@ -264,6 +281,12 @@ class SlurmBackend:
             )
             self._unreachable_since, self._lost = None, False
         self._check_cluster()
+        if self._adopt_due:
+            self._adopt_due = False
+            self._cancel_strays()
+        deferred, self._deferred = self._deferred, {}
+        for req in deferred.values():
+            self._submit(req)
         try:
             jobs = parse_squeue(self._slurm("squeue", "--json"))
             health = parse_sinfo_health(self._slurm("sinfo", "--json"))
@@ -375,6 +398,8 @@ class SlurmBackend:
 
     @property
     def _label(self) -> str:
+        if self.label is not None:
+            return f"cluster {self.label}"
         if self.cluster is not None:
             return f"cluster {self.cluster}"
         conf = (self.env or {}).get("SLURM_CONF")
@@ -544,6 +569,28 @@ class SlurmBackend:
         if run.missing < 3 or (run.state == "PENDING" and wall - run.submitted_wall < 60):
             return None
         return SlurmJob(run.slurm_id, "", "FAILED", EXIT_LOST, None, None, (), ())
+
+    def _cancel_strays(self) -> None:
+        """The controller was away when this backend started, so nothing was adopted and
+        the engine has requeued what the store said ran here. Cotenant's jobs Slurm still
+        holds are runs from before the restart: cancel them (they would run twice)."""
+        try:
+            jobs = parse_squeue(self._slurm("squeue", "--json"))
+        except (SlurmError, ValueError, KeyError) as e:
+            log.warning("cannot list Slurm jobs left from before the restart: %s", e)
+            return
+        mine = {r.slurm_id for r in [*self._runs.values(), *self._closing.values()]}
+        for job in jobs.values():
+            if job.slurm_id not in mine and job.state not in TERMINAL:
+                log.warning(
+                    "cancelling %s (Slurm job %d): a run from before the restart",
+                    job.comment,
+                    job.slurm_id,
+                )
+                try:
+                    self._slurm("scancel", str(job.slurm_id))
+                except SlurmError as e:
+                    log.warning("cannot cancel Slurm job %d: %s", job.slurm_id, e)
 
     def _adopt(self) -> None:
         """Take over cotenant's jobs that Slurm still holds (after a restart)."""

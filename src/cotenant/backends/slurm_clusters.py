@@ -132,6 +132,7 @@ class SlurmClusters:
                 self.state_dir,  # shared: a job's attempts may run on different clusters
                 env=c.env(base_env),
                 cluster=c.cluster,
+                label=c.name,
                 exclusive=exclusive,
                 poll_interval_s=poll_interval_s,
                 controller_timeout_s=controller_timeout_s,
