@@ -77,13 +77,19 @@ def running_on(c: httpx.Client, job_id: str, attempt: int = 1) -> list[str] | No
     return list(runs[0]["nodes"])
 
 
+def run_of(comment: str) -> tuple[str, int]:
+    """(job, attempt) of a comment ``cotenant:<store id>:<job>:<attempt>``."""
+    head, _, attempt = comment.rpartition(":")
+    return head.rpartition(":")[2], int(attempt)
+
+
 class SlurmSeen:
     """What each cluster's Slurm says of cotenant's jobs: GPUs per node while they run
     (squeue --json), and the finished jobs' records (jobcomp, as `sacct -c` reads it)."""
 
     def __init__(self, pair: LocalSlurms) -> None:
         self.pair = pair
-        self.gpus: dict[tuple[str, str], tuple[int, ...]] = {}  # (cluster, comment) -> GPUs
+        self.gpus: dict[tuple[str, str, int], tuple[int, ...]] = {}  # (cluster, job, attempt)
 
     def look(self) -> None:
         for c in self.pair:
@@ -91,7 +97,7 @@ class SlurmSeen:
                 continue
             for j in parse_squeue(c.run("squeue", "--json").stdout).values():
                 if j.state == "RUNNING" and j.gpus:
-                    self.gpus[(c.cluster_name, j.comment)] = j.gpus
+                    self.gpus[(c.cluster_name, *run_of(j.comment))] = j.gpus
 
     def slurm_state(self, cluster: LocalSlurm, job_id: str) -> list[str]:
         return [r["JobState"] for r in jobcomp(cluster) if r["Name"] == job_id]
@@ -196,7 +202,7 @@ cluster = "beta"
             cluster = clusters[a["nodes"][0][0]]
             [rec] = [r for r in records[cluster.cluster_name[0]] if r]  # one run per cluster
             records[cluster.cluster_name[0]].remove(rec)
-            gpus = seen.gpus[(cluster.cluster_name, f"cotenant:{j}:{a['attempt']}")]
+            gpus = seen.gpus[(cluster.cluster_name, j, a["attempt"])]
             assert rec["NodeList"] == ",".join(a["nodes"]) and list(gpus) == a["gpus"]
             ledger = sum(a["gpus"]) * (a["end_s"] - a["start_s"])
             slurm = sum(gpus) * (epoch(rec["EndTime"]) - epoch(rec["StartTime"]))
@@ -227,8 +233,8 @@ def live_runs(pair: LocalSlurms) -> dict[str, list[tuple[str, int]]]:
             continue
         for j in parse_squeue(c.run("squeue", "--json").stdout).values():
             if j.state in ("PENDING", "RUNNING", "CONFIGURING"):
-                job_id, _, attempt = j.comment.removeprefix("cotenant:").rpartition(":")
-                out.setdefault(job_id, []).append((c.cluster_name, int(attempt)))
+                job_id, attempt = run_of(j.comment)
+                out.setdefault(job_id, []).append((c.cluster_name, attempt))
     return out
 
 

@@ -115,3 +115,21 @@ def test_bad_cluster_settings_fail_in_one_line(
     with pytest.raises(SpecError, match=words) as err:
         load_settings(cfg, backend=backend)
     assert "\n" not in str(err.value)
+
+
+def test_an_ended_jobs_gpus_are_read_from_what_it_asked() -> None:
+    """Once a job ends squeue has no gres_detail; its request (tres_per_node) remains, so
+    a backend adopting it after a restart still knows the GPUs it held."""
+    text = """{"errors": [], "jobs": [
+      {"job_id": 7, "comment": "cotenant:ab12:j1:2", "job_state": "COMPLETED",
+       "exit_code": 0, "start_time": 10, "end_time": 20, "nodes": "b[1-2]",
+       "tres_per_node": "gres:gpu:8", "gres_detail": []},
+      {"job_id": 8, "comment": "cotenant:zz99:j2:1", "job_state": "RUNNING",
+       "nodes": "b1", "tres_per_node": "gres:gpu:4", "gres_detail": ["gpu:4(IDX:0-3)"]}
+    ]}"""
+
+    jobs = parse_squeue(text, "cotenant:ab12:")
+
+    assert list(jobs) == [7]  # another store's job is not this server's
+    assert (jobs[7].nodes, jobs[7].gpus, jobs[7].asked) == (("b1", "b2"), (), (8, 8))
+    assert parse_squeue(text)[8].gpus == (4,)

@@ -28,8 +28,6 @@ reported down (``backends/slurm_clusters.py`` puts several under one engine).
 from __future__ import annotations
 
 import logging
-import os
-import re
 import shlex
 import time
 from collections.abc import Mapping, Sequence
@@ -45,7 +43,6 @@ from cotenant.backends.slurm_cli import (
     TERMINAL,
     SlurmError,
     SlurmJob,
-    cli,
     comment_id,
     epoch,
     exit_status,
@@ -54,6 +51,7 @@ from cotenant.backends.slurm_cli import (
     parse_squeue,
     read_cluster_spec,
 )
+from cotenant.backends.slurm_controller import SlurmController
 from cotenant.cluster.state import Health
 from cotenant.cluster.topology import Topology
 from cotenant.model.errors import SpecError
@@ -124,6 +122,7 @@ class SlurmBackend:
         extra_args: Sequence[str] = (),
         poll_interval_s: int = 1,
         controller_timeout_s: int = 10,
+        comment_prefix: str = COMMENT_PREFIX,
         adopt: bool = True,
     ) -> None:
         """``state_dir`` holds each run's output and checkpoint directory; on a real
@@ -140,31 +139,23 @@ class SlurmBackend:
         another provider's cluster by mistake. A controller that does not answer for
         ``controller_timeout_s`` is lost: every node is reported down, so the engine
         requeues the work that was there (see ``poll``). ``label`` names the cluster in
-        messages (default: ``cluster``, else the configuration file)."""
+        messages (default: ``cluster``, else the configuration file). ``comment_prefix``
+        marks this server's jobs (a store's own prefix keeps two stores' jobs on one
+        cluster apart: each adopts, and cancels as strays, only its own)."""
         if exclusive not in ("never", "full-nodes", "always"):
             raise SpecError(
                 "backend.exclusive", f"must be never, full-nodes or always, got {exclusive!r}"
             )
         if poll_interval_s < 1:
             raise SpecError("backend.poll_interval_s", f"must be >= 1, got {poll_interval_s}")
-        if controller_timeout_s < 1:
+        self.ctl = SlurmController(env, slurm_conf, cluster, label, controller_timeout_s)
+        if not comment_prefix.startswith(COMMENT_PREFIX) or not comment_prefix.endswith(":"):
             raise SpecError(
-                "backend.controller_timeout_s", f"must be >= 1, got {controller_timeout_s}"
+                "backend.comment_prefix", f"must be {COMMENT_PREFIX}...:, got {comment_prefix!r}"
             )
+        self.prefix = comment_prefix
         self.topo = topo
         self.state_dir = Path(state_dir).resolve()  # jobs run in their own directories
-        self.env = None if env is None else dict(env)
-        if slurm_conf is not None:
-            conf = Path(slurm_conf)
-            if not conf.is_file():
-                raise SpecError("backend.slurm_conf", f"no such file: {conf}")
-            self.env = {
-                **(self.env if self.env is not None else os.environ),
-                "SLURM_CONF": str(conf),
-            }
-        self.cluster = cluster
-        self.label = label
-        self.controller_timeout_s = controller_timeout_s
         self.partition = partition
         self.exclusive = exclusive
         self.extra_args = tuple(extra_args)
@@ -179,20 +170,21 @@ class SlurmBackend:
         self._last_poll_s: int | None = None
         self._last_poll_wall: float | None = None
         self._sacct: list[str] | None = None  # the sacct form that works here
-        self._unreachable_since: float | None = None  # wall time the controller went silent
-        self._lost = False  # its nodes were reported down for it
-        self._cluster_checked = cluster is None
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._deferred: dict[str, StartRequest] = {}  # starts waiting for the controller
         self._adopt_due = False  # adopt when the controller first answers
-        if self._controller_answers():
-            self._check_cluster()
+        if self.ctl.answers():
+            self.ctl.check_cluster()
             if adopt:
                 self._adopt()
         else:
-            self._unreachable_since = time.time()
+            self.ctl.went_silent(time.time())
             self._adopt_due = adopt
-            log.warning("Slurm controller of %s does not answer", self._label)
+
+    @property
+    def env(self) -> dict[str, str] | None:
+        """The environment of the Slurm commands (None: this process's)."""
+        return self.ctl.env
 
     # -- the Backend operations ------------------------------------------------------------
     def start(self, req: StartRequest) -> None:
@@ -203,7 +195,7 @@ class SlurmBackend:
             return  # runs: re-attach to it
         if old is not None:  # an earlier attempt still tracked: it must not run on
             self.stop(job_id, req.start_s)
-        if self._unreachable_since is not None:
+        if self.ctl.silent:
             # Sent when the controller answers; if it is lost first, the engine stops
             # the job (its nodes go down) and it is dropped.
             self._deferred[job_id] = req
@@ -244,7 +236,7 @@ class SlurmBackend:
         if run is None or run.signalled_s is not None:
             return
         run.signalled_s = now
-        if self._unreachable_since is not None or not self._signal(run):
+        if self.ctl.silent or not self._signal(run):
             run.signal_pending = True  # not started in Slurm yet: signal it once it is
 
     def stop(self, job_id: str, now: int) -> None:
@@ -256,7 +248,7 @@ class SlurmBackend:
         run.stopped = True
         if run.state not in TERMINAL:
             run.cancel_due = True
-            if self._unreachable_since is None:
+            if not self.ctl.silent:
                 self._cancel(run)
         self._closing[run.slurm_id] = run
 
@@ -269,18 +261,12 @@ class SlurmBackend:
         cancelled in Slurm at last."""
         wall = time.time()
         events, self._events = self._events, []
-        if not self._controller_answers():
-            events += self._controller_away(wall)
+        if not self.ctl.answers() or not self.ctl.right_cluster():
+            if self.ctl.went_silent(wall):
+                events += self._all_nodes_down(wall)
             self._last_poll_s, self._last_poll_wall = now, wall
             return events
-        if self._unreachable_since is not None:
-            log.warning(
-                "Slurm controller of %s answers again after %.0f s",
-                self._label,
-                wall - self._unreachable_since,
-            )
-            self._unreachable_since, self._lost = None, False
-        self._check_cluster()
+        self.ctl.answered(wall)
         if self._adopt_due:
             self._adopt_due = False
             self._cancel_strays()
@@ -288,13 +274,13 @@ class SlurmBackend:
         for req in deferred.values():
             self._submit(req)
         try:
-            jobs = parse_squeue(self._slurm("squeue", "--json"))
+            jobs = parse_squeue(self._slurm("squeue", "--json"), self.prefix)
             health = parse_sinfo_health(self._slurm("sinfo", "--json"))
         except (SlurmError, ValueError, KeyError) as e:
             log.warning("cannot read Slurm's state: %s", e)
             return events
         for run in [r for r in self._closing.values() if r.cancel_due]:
-            if _owns(run, jobs.get(run.slurm_id)):
+            if _owns(run, jobs.get(run.slurm_id), self.prefix):
                 self._cancel(run)
             else:  # Slurm no longer holds it (ended, or forgotten in a controller crash)
                 run.cancel_due = False
@@ -305,7 +291,7 @@ class SlurmBackend:
         ended: list[tuple[SlurmRun, SlurmJob]] = []
         for run in [*self._runs.values(), *self._closing.values()]:
             listed = jobs.get(run.slurm_id)
-            job = listed if _owns(run, listed) else self._from_sacct(run, wall)
+            job = listed if _owns(run, listed, self.prefix) else self._from_sacct(run, wall)
             if job is None:
                 continue
             self._observe(run, job, now - wall)
@@ -378,58 +364,18 @@ class SlurmBackend:
             self._done.append(run)
             self._events.append(JobEnded(run.job_id, run.attempt, now, EXIT_LOST))
 
-    def _controller_away(self, wall: float) -> list[BackendEvent]:
-        """The controller did not answer: once it has been silent for
-        ``controller_timeout_s``, report every node down (once)."""
-        if self._unreachable_since is None:
-            self._unreachable_since = wall
-            log.warning("Slurm controller of %s does not answer", self._label)
-        silent = wall - self._unreachable_since
-        if self._lost or silent < self.controller_timeout_s:
-            return []
-        self._lost = True
-        reason = f"slurm: controller of {self._label} unreachable for {silent:.0f} s"
+    def _all_nodes_down(self, wall: float) -> list[BackendEvent]:
+        """The controller is lost: report every node down (the engine requeues their jobs;
+        sinfo reports them again when it answers)."""
+        assert self.ctl.silent_since is not None
+        silent = wall - self.ctl.silent_since
+        reason = f"slurm: controller of {self.ctl.name} unreachable for {silent:.0f} s"
         out: list[BackendEvent] = []
         for name in self.topo.node_names:
             if self._health.get(name, Health.HEALTHY) is not Health.DOWN:
                 self._health[name] = Health.DOWN
                 out.append(NodeHealthChanged(self._index[name], Health.DOWN, reason))
         return out
-
-    @property
-    def _label(self) -> str:
-        if self.label is not None:
-            return f"cluster {self.label}"
-        if self.cluster is not None:
-            return f"cluster {self.cluster}"
-        conf = (self.env or {}).get("SLURM_CONF")
-        return f"the cluster of {conf}" if conf else "the default cluster"
-
-    def _controller_answers(self) -> bool:
-        try:
-            out = cli(["scontrol", "ping"], self.env, timeout_s=self.controller_timeout_s)
-        except SlurmError:
-            return False
-        return " is UP" in out
-
-    def _check_cluster(self) -> None:
-        """The cluster answering is the one configured (``cluster``), checked once."""
-        if self._cluster_checked:
-            return
-        try:
-            out = self._slurm("scontrol", "show", "config")
-        except SlurmError as e:
-            log.warning("cannot read the configuration of %s: %s", self._label, e)
-            return
-        m = re.search(r"^ClusterName\s*=\s*(\S+)", out, re.M)
-        found = m[1] if m else None
-        if found != self.cluster:
-            raise SpecError(
-                "backend.cluster",
-                f"expected Slurm cluster {self.cluster!r}, but SLURM_CONF="
-                f"{(self.env or os.environ).get('SLURM_CONF', '(default)')} names {found!r}",
-            )
-        self._cluster_checked = True
 
     def _cancel(self, run: SlurmRun) -> None:
         try:
@@ -445,7 +391,7 @@ class SlurmBackend:
         common = [
             "--parsable",
             f"--job-name={req.spec.id}",
-            f"--comment={COMMENT_PREFIX}{req.spec.id}:{req.attempt}",
+            f"--comment={self.prefix}{req.spec.id}:{req.attempt}",
             "--no-requeue",
             f"--output={stem}.out",
             f"--error={stem}.err",
@@ -493,7 +439,7 @@ class SlurmBackend:
 
     # -- internals ---------------------------------------------------------------------------
     def _slurm(self, *argv: str, stdin: str | None = None) -> str:
-        return cli(list(argv), self.env, stdin)
+        return self.ctl.run(*argv, stdin=stdin)
 
     def _signal(self, run: SlurmRun) -> bool:
         try:
@@ -575,7 +521,7 @@ class SlurmBackend:
         the engine has requeued what the store said ran here. Cotenant's jobs Slurm still
         holds are runs from before the restart: cancel them (they would run twice)."""
         try:
-            jobs = parse_squeue(self._slurm("squeue", "--json"))
+            jobs = parse_squeue(self._slurm("squeue", "--json"), self.prefix)
         except (SlurmError, ValueError, KeyError) as e:
             log.warning("cannot list Slurm jobs left from before the restart: %s", e)
             return
@@ -595,17 +541,18 @@ class SlurmBackend:
     def _adopt(self) -> None:
         """Take over cotenant's jobs that Slurm still holds (after a restart)."""
         try:
-            jobs = parse_squeue(self._slurm("squeue", "--json"))
+            jobs = parse_squeue(self._slurm("squeue", "--json"), self.prefix)
         except (SlurmError, ValueError, KeyError) as e:
             log.warning("cannot list Slurm jobs to adopt: %s", e)
             return
         latest: dict[str, SlurmRun] = {}
         for job in sorted(jobs.values(), key=lambda j: j.slurm_id):
-            ident = comment_id(job.comment)
+            ident = comment_id(job.comment, self.prefix)
             if ident is None:
                 continue
+            gpus = job.gpus or job.asked  # (an ended job's GPUs: as it asked for them)
             run = SlurmRun(
-                ident[0], ident[1], job.slurm_id, job.nodes, job.gpus, 0, time.time(), adopted=True
+                ident[0], ident[1], job.slurm_id, job.nodes, gpus, 0, time.time(), adopted=True
             )
             self._observe(run, job, None)
             old = latest.get(run.job_id)
@@ -614,9 +561,9 @@ class SlurmBackend:
         self._runs.update(latest)
 
 
-def _owns(run: SlurmRun, job: SlurmJob | None) -> bool:
+def _owns(run: SlurmRun, job: SlurmJob | None, prefix: str) -> bool:
     """``job`` is ``run``'s own (its comment names the run), not a later job that took the
     id of one a crashed controller forgot."""
     if job is None:
         return False
-    return comment_id(job.comment) == (run.job_id, run.attempt)
+    return comment_id(job.comment, prefix) == (run.job_id, run.attempt)

@@ -57,6 +57,7 @@ class SlurmJob:
     end: int | None
     nodes: tuple[str, ...]
     gpus: tuple[int, ...]  # per node while running (empty once Slurm has let go)
+    asked: tuple[int, ...] = ()  # per node as requested (--gres=gpu:N), also once ended
 
 
 def _num(v: Any) -> int | None:
@@ -142,11 +143,14 @@ def parse_squeue(text: str, prefix: str = COMMENT_PREFIX) -> dict[int, SlurmJob]
         state = _state(lead.get("job_state"))
         nodes: list[str] = []
         gpus: list[int] = []
+        asked: list[int] = []
         for p in parts:
             names = expand_hostlist(str(p.get("nodes") or ""))
             nodes += names
             got = _gres_gpus(p.get("gres_detail") or ())
             gpus += list(got) if len(got) == len(names) else []
+            m = re.search(r"gpu(?::[^:,]+)?:(\d+)", str(p.get("tres_per_node") or ""))
+            asked += [int(m[1]) if m else 0] * len(names)
         jobs[sid] = SlurmJob(
             sid,
             str(lead.get("comment", "")),
@@ -156,6 +160,7 @@ def parse_squeue(text: str, prefix: str = COMMENT_PREFIX) -> dict[int, SlurmJob]
             _num(lead.get("end_time")) or None,
             tuple(nodes),
             tuple(gpus) if len(gpus) == len(nodes) else (),
+            tuple(asked),
         )
     return jobs
 
@@ -179,8 +184,11 @@ def parse_sinfo_health(text: str) -> dict[str, tuple[Health, str]]:
     return out
 
 
-def comment_id(comment: str) -> tuple[str, int] | None:
-    body = comment[len(COMMENT_PREFIX) :]
+def comment_id(comment: str, prefix: str = COMMENT_PREFIX) -> tuple[str, int] | None:
+    """(job id, attempt) of a comment ``<prefix><job id>:<attempt>``; None if not one."""
+    if not comment.startswith(prefix):
+        return None
+    body = comment[len(prefix) :]
     job_id, _, attempt = body.rpartition(":")
     return (job_id, int(attempt)) if job_id and attempt.isdigit() else None
 

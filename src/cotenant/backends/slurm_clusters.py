@@ -28,7 +28,13 @@ from pathlib import Path
 
 from cotenant.backends.base import BackendEvent, JobEnded, NodeHealthChanged, StartRequest
 from cotenant.backends.local import EXIT_NOT_STARTED, safe_name
-from cotenant.backends.slurm import Exclusive, SlurmBackend, SlurmRun, read_cluster_spec
+from cotenant.backends.slurm import (
+    COMMENT_PREFIX,
+    Exclusive,
+    SlurmBackend,
+    SlurmRun,
+    read_cluster_spec,
+)
 from cotenant.cluster.state import Placement
 from cotenant.cluster.topology import ClusterSpec, NodeGroup, Topology
 from cotenant.model.errors import SpecError
@@ -109,6 +115,7 @@ class SlurmClusters:
         exclusive: Exclusive = "full-nodes",
         poll_interval_s: int = 1,
         controller_timeout_s: int = 10,
+        comment_prefix: str = COMMENT_PREFIX,
         adopt: bool = True,
     ) -> None:
         """``cluster_nodes``: each cluster's node names (as the store recorded them at
@@ -136,6 +143,7 @@ class SlurmClusters:
                 exclusive=exclusive,
                 poll_interval_s=poll_interval_s,
                 controller_timeout_s=controller_timeout_s,
+                comment_prefix=comment_prefix,
                 adopt=adopt,
             )
         self._owner = owner

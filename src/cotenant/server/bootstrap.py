@@ -5,6 +5,7 @@ the write the live service shares with it: a contract version with its audit ent
 from __future__ import annotations
 
 import os
+import secrets
 import time
 
 from cotenant.audit.chain import canonical_json
@@ -25,6 +26,7 @@ CLOCK_META = "clock"
 ENERGY_META = "site-energy"  # the seeding scenario's [energy] table, as JSON
 SEED_META = "seeded-from"  # the scenario that seeded the store ("" for none)
 SLURM_CLUSTERS_META = "slurm-clusters"  # each Slurm cluster's node names, as JSON
+STORE_ID_META = "store-id"  # marks this store's jobs where others may see them (Slurm)
 
 
 def store_contract(tx: Tx, by: str, contract: Contract, change: str, now: int) -> None:
@@ -78,6 +80,7 @@ def bootstrap(store: Store, settings: Settings) -> list[IssuedKey]:
         repo.put_cluster(tx, spec)
         repo.put_meta(tx, CLOCK_META, anchor)
         repo.put_meta(tx, SEED_META, sc.name if sc is not None else "")
+        repo.put_meta(tx, STORE_ID_META, secrets.token_hex(4))
         if cluster_nodes is not None:
             repo.put_meta(tx, SLURM_CLUSTERS_META, canonical_json(cluster_nodes))
         if sc is not None and "energy" in sc.sections:
@@ -110,6 +113,15 @@ def bootstrap(store: Store, settings: Settings) -> list[IssuedKey]:
 
 def slurm_clusters(settings: Settings) -> list[ClusterConf]:
     return [ClusterConf(c.name, c.slurm_conf, c.cluster) for c in settings.slurm_clusters]
+
+
+def slurm_comment_prefix(store: Store) -> str:
+    """What this store's Slurm jobs' comments begin with: ``cotenant:<store id>:`` (a
+    store made before stores had an id: ``cotenant:``)."""
+    from cotenant.backends.slurm_cli import COMMENT_PREFIX
+
+    sid = store.meta(STORE_ID_META)
+    return f"{COMMENT_PREFIX}{sid}:" if sid else COMMENT_PREFIX
 
 
 def seeded_from(store: Store) -> str | None:

@@ -48,7 +48,13 @@ from cotenant.model.dependencies import OnNeverMet
 from cotenant.model.errors import SpecError
 from cotenant.scheduler.decisions import Reason
 from cotenant.server import health
-from cotenant.server.bootstrap import CLOCK_META, ENERGY_META, SLURM_CLUSTERS_META, slurm_clusters
+from cotenant.server.bootstrap import (
+    CLOCK_META,
+    ENERGY_META,
+    SLURM_CLUSTERS_META,
+    slurm_clusters,
+    slurm_comment_prefix,
+)
 from cotenant.server.jobs import JobService
 from cotenant.server.keys import IssuedKey, KeyAdmin, KeyRing, Principal, Role
 from cotenant.server.pipelines import PipelineService
@@ -160,6 +166,14 @@ class Service:
             )
         if s.backend == "slurm" and s.slurm_clusters:
             return self._slurm_clusters()
+        if s.backend == "slurm":
+            return get_backend(
+                s.backend,
+                topo=self.topo,
+                state_dir=s.state_dir,
+                controller_timeout_s=s.controller_timeout_s,
+                comment_prefix=slurm_comment_prefix(self.store),
+            )
         return get_backend(s.backend, topo=self.topo, state_dir=s.state_dir)
 
     def _slurm_clusters(self) -> Backend:
@@ -180,6 +194,7 @@ class Service:
             json.loads(raw),
             base_env=os.environ,
             controller_timeout_s=s.controller_timeout_s,
+            comment_prefix=slurm_comment_prefix(self.store),
         )
 
     def _anchor_clock(self) -> int:
