@@ -41,10 +41,12 @@ def slurm_cluster() -> Iterator[LocalSlurm]:
         yield cluster
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def slurm_pair() -> Iterator[LocalSlurms]:
     """Two independent Slurm clusters on this host, `alpha` (nodes a1, a2) and `beta`
-    (b1, b2), 8 fake GPUs per node, with their own controllers: two providers."""
+    (b1, b2), 8 fake GPUs per node, with their own controllers: two providers. Per
+    module (they start in about a second), so their daemons do not run beside the
+    timing-sensitive tests of other modules."""
     reason = slurm_available()
     if reason is not None:
         _unavailable(reason)

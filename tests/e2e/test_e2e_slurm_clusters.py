@@ -26,6 +26,8 @@ from live import LiveServer
 from cotenant.backends.slurm import parse_squeue
 from harness.slurm import LocalSlurm, LocalSlurms
 
+pytestmark = pytest.mark.slow  # about 50 s and 70 s: real Slurm timings
+
 LESSEE = "lessee-lab"
 CONTROLLER_TIMEOUT_S = 3
 # Slurm starts a job at its next scheduling pass (0-3 s after the placement) and the

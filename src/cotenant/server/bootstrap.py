@@ -7,9 +7,9 @@ from __future__ import annotations
 import os
 import secrets
 import time
+from typing import TYPE_CHECKING
 
 from cotenant.audit.chain import canonical_json
-from cotenant.backends.slurm_clusters import ClusterConf
 from cotenant.cluster.presets import preset
 from cotenant.model.contracts import Contract
 from cotenant.model.errors import SpecError
@@ -21,6 +21,9 @@ from cotenant.store.mapping import contract_to_dict
 from cotenant.store.repo import Store
 from cotenant.store.writer import Tx
 from cotenant.twin.scenario import load_scenario
+
+if TYPE_CHECKING:
+    from cotenant.backends.slurm_clusters import ClusterConf
 
 CLOCK_META = "clock"
 ENERGY_META = "site-energy"  # the seeding scenario's [energy] table, as JSON
@@ -112,6 +115,10 @@ def bootstrap(store: Store, settings: Settings) -> list[IssuedKey]:
 
 
 def slurm_clusters(settings: Settings) -> list[ClusterConf]:
+    """The settings' Slurm clusters, as the backend takes them (imported on demand, like
+    every backend)."""
+    from cotenant.backends.slurm_clusters import ClusterConf
+
     return [ClusterConf(c.name, c.slurm_conf, c.cluster) for c in settings.slurm_clusters]
 
 
