@@ -61,7 +61,7 @@ def test_pipelines_and_dependencies_from_the_cli(sqlite_server: LiveServer, tmp_
     )
     assert rc == 0, err
     rc, out2, err = s.cli_in_process(OWNER, "jobs", "get", out.strip(), "--json")
-    assert json.loads(out2)["after"] == [{"kind": "after_ok", "jobs": [pre]}]
+    assert json.loads(out2)["after"] == [{"kind": "after_ok", "jobs": [pre], "take_nodes": False}]
 
     rc, out, err = s.cli_in_process(OWNER, "pipelines", "cancel", pid)
     assert rc == 0 and out.strip() == f"{pid} cancelled", (out, err)

@@ -31,7 +31,17 @@ fix in scheduler/policies/contract.py (or the engine's guarantee monitor):
   late). Each pair now keeps its own level, the same from both sides;
 - zero-grace-power-hastened: under a site power cap, a 0 s-grace job waits for power that
   a reclaim made a second earlier for another tenant (300 s grace) frees; that reclaim is
-  now hastened to the job's grace, as reclaims for GPUs are (it was 58 s late).
+  now hastened to the job's grace, as reclaims for GPUs are (it was 58 s late);
+- promise-left-for-room-elsewhere-returned (written by hand from colossus-lease's
+  lessee-lab-exp-9449, 74 s late on day 27): A's 8-GPU job waits for a borrower's node
+  to be reclaimed; A's own job ends and the 8-GPU job starts on the room it freed; the
+  node it was promised must go back to the cycle, so A's 16-GPU job gets the rest of the
+  freed room plus that node (it was held for nobody, the freed room was lent, and the
+  16-GPU job waited for a second reclaim: 210 s late);
+- all-available-under-notice-2s-late (deep profile, seed 0 on beda636): 8 nodes, a
+  service, two rack-uplink failures, two tenants under notice; the same fix: room a
+  promise gave up was lent to t0 at 6,626 s and had to be reclaimed for t3's job,
+  which started 2 s past its grace; it now starts at once on that room.
 """
 
 from __future__ import annotations
@@ -45,7 +55,7 @@ CASES = sorted((Path(__file__).resolve().parents[1] / "fixtures" / "adversarial"
 
 
 def test_the_found_worlds_are_there() -> None:
-    assert len(CASES) == 11
+    assert len(CASES) == 13
 
 
 @pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])

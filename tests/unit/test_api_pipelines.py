@@ -4,6 +4,7 @@ whole, and bad input is refused with one line naming the field."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,7 +86,8 @@ def test_a_pipeline_runs_its_stages_one_after_the_other(api: Api) -> None:
     assert r.status_code == 201, r.text
     p = r.json()
     assert [s["name"] for s in p["stages"]] == ["pretrain", "sft", "eval"]
-    assert p["stages"][1]["after"] == [{"kind": "after_ok", "jobs": ["pretrain"]}]
+    after = [{"kind": "after_ok", "jobs": ["pretrain"], "take_nodes": False}]
+    assert p["stages"][1]["after"] == after
     listed_jobs = {j["id"]: j for j in api.get(OWNER, "/v1/jobs").json()["items"]}
     assert {s["job"] for s in p["stages"]} <= set(listed_jobs)  # the stages are jobs
     assert listed_jobs[p["stages"][2]["job"]]["pipeline"] == p["id"]
@@ -119,11 +121,31 @@ def test_a_job_waits_for_another_and_a_failed_wait_never_starts(api: Api) -> Non
     a = api.post(OWNER, "/v1/jobs", {"gpus": 8, "duration_s": 86_400}).json()
     b = api.post(OWNER, "/v1/jobs", {"gpus": 8, "duration_s": 60, "after_ok": [a["id"]]})
     assert b.status_code == 201, b.text
-    assert b.json()["after"] == [{"kind": "after_ok", "jobs": [a["id"]]}]
+    assert b.json()["after"] == [{"kind": "after_ok", "jobs": [a["id"]], "take_nodes": False}]
     api.until(OWNER, f"/v1/jobs/{a['id']}", lambda j: j["state"] == "running")
     api.post(OWNER, f"/v1/jobs/{a['id']}/cancel")
     got = api.until(OWNER, f"/v1/jobs/{b.json()['id']}", lambda j: j["state"] != "pending")
     assert (got["state"], got["reason"]) == ("cancelled", "dependency-never-met")
+
+
+def test_a_stage_may_take_its_dependency_s_nodes(api: Api) -> None:
+    """take_nodes is kept with the clause and shown; the stage starts on the nodes its
+    dependency ran on (the audit log's place decisions say where each ran; the engine
+    tests show it is the hand-over, not best fit, that puts it there)."""
+    two = [stage("pre", 8, 60), stage("post", 8, 60, after_ok=["pre"], take_nodes=True)]
+    p = api.post(OWNER, "/v1/pipelines", {"name": "h", "stages": two}).json()
+    assert p["stages"][1]["after"] == [{"kind": "after_ok", "jobs": ["pre"], "take_nodes": True}]
+    done = api.until(OWNER, f"/v1/pipelines/{p['id']}", lambda d: d["state"] == "completed")
+    assert done["state"] == "completed", done
+    jobs = [s["job"] for s in done["stages"]]
+    places = {
+        e["payload"]["job"]: e["payload"]["nodes"]
+        for e in map(json.loads, api.get("auditor", "/v1/audit").text.splitlines())
+        if e["kind"] == "place" and e["payload"].get("job") in jobs
+    }
+    assert places[jobs[0]] == places[jobs[1]], places
+    r = api.post(OWNER, "/v1/jobs", {"gpus": 8, "duration_s": 60, "take_nodes": True})
+    assert r.status_code == 400 and "take_nodes: waits for no job" in r.json()["error"]["message"]
 
 
 @pytest.mark.parametrize(

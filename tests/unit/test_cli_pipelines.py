@@ -1,4 +1,4 @@
-"""The pipeline file (cli/pipelines.py): read into the API's body, and every bad field
+"""The pipeline file (cli/pipeline_file.py): read into the API's body, and every bad field
 refused with one line naming the file and the field."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cotenant.cli.pipelines import read_pipeline_file
+from cotenant.cli.pipeline_file import read_pipeline_file
 from cotenant.model.errors import SpecError
 
 GOOD = """
@@ -26,6 +26,7 @@ gpus = 8
 duration = "6h"
 after_ok = ["pretrain"]
 after_any = ["job-1", "job-2"]
+take_nodes = true
 """
 
 
@@ -38,6 +39,7 @@ def test_a_pipeline_file_becomes_the_api_body(tmp_path: Path) -> None:
     assert (pre["gpus"], pre["duration_s"], pre["checkpoint_interval_s"]) == (64, 172_800, 3600)
     assert pre["command"] == ["torchrun", "pretrain.py"] and "after_ok" not in pre
     assert sft["after_ok"] == ["pretrain"] and sft["after_any"] == ["job-1", "job-2"]
+    assert sft["take_nodes"] is True and "take_nodes" not in pre
 
 
 @pytest.mark.parametrize(
@@ -52,6 +54,7 @@ def test_a_pipeline_file_becomes_the_api_body(tmp_path: Path) -> None:
         (('name = "sft"\n', 'name = "sft"\nkind = "batch"\n'), "stages[1].kind: unknown kind"),
         (('[[stages]]\nname = "pretrain"', "[[stages]]\nnom = 1"), "stages[0]"),
         (("gpus = 64", "gpus = 64\ngpus = 65"), "p.toml: file: not valid TOML"),
+        (("take_nodes = true", 'take_nodes = "yes"'), "stages[1].take_nodes:"),
     ],
     ids=[
         "zero-gpus",
@@ -63,6 +66,7 @@ def test_a_pipeline_file_becomes_the_api_body(tmp_path: Path) -> None:
         "bad-kind",
         "no-name",
         "toml",
+        "take-nodes-text",
     ],
 )
 def test_a_bad_field_is_one_line_naming_it(

@@ -147,6 +147,54 @@ def test_bad_dependencies_are_refused(after: tuple[Dependency, ...], error: str)
     assert "a2" not in eng.jobs
 
 
+# -- room reserved ahead (take_nodes) -----------------------------------------------------------
+def handover(take_nodes: bool) -> Engine:
+    """A holds its 24-GPU entitlement (pre on 2 nodes, a filler), B its 8; A's `other`
+    (16 GPUs) waits from 10 s; `post` (16 GPUs) waits for pre. When pre ends its 2 nodes
+    are A's again, and `other` was queued first."""
+    eng = engine(SMALL, [contract("A", 24), contract("B", 8)])
+    eng.submit(job("pre", "A", 16, duration_s=HOUR))
+    eng.submit(job("fill", "A", 8, duration_s=DAY))
+    eng.submit(job("b", "B", 8, duration_s=DAY))
+    eng.submit(job("other", "A", 16, submit_s=T0 + 10))
+    after = (Dependency(K.AFTER_OK, ("pre",), take_nodes),)
+    eng.submit(job("post", "A", 16, submit_s=T0 + 20, after=after))
+    eng.run(T0 + 60)
+    return eng
+
+
+def test_a_stage_that_takes_nodes_starts_on_its_dependency_s_nodes_as_it_ends() -> None:
+    eng = handover(take_nodes=True)
+    pre_nodes = eng.jobs["pre"].placement
+    assert pre_nodes is not None
+    eng.run(T0 + HOUR)
+    post = eng.jobs["post"]
+    assert post.first_start_s == T0 + HOUR and post.placement == pre_nodes
+    assert eng.jobs["other"].state is JobState.PENDING
+    assert eng.acct.tenants["A"].violation_jobs == 0
+    assert not eng.deps._nodes and not eng.deps._givers  # (nothing kept once handed over)
+
+
+def test_without_take_nodes_the_earlier_job_gets_the_freed_room() -> None:
+    eng = handover(take_nodes=False)
+    eng.run(T0 + HOUR)
+    assert eng.jobs["other"].first_start_s == T0 + HOUR
+    assert eng.jobs["post"].state is JobState.PENDING
+
+
+def test_take_nodes_is_kept_in_the_clause_and_needs_a_dependency() -> None:
+    from cotenant.model.dependencies import from_fields
+    from cotenant.store.mapping import after_from_json, after_to_json
+
+    after = from_fields({"after_ok": ["a", "b"], "after": ["c"], "take_nodes": True})
+    assert all(d.take_nodes for d in after) and after[0].text() == "after:c+nodes"
+    assert after_from_json(after_to_json(after)) == after
+    plain = from_fields({"after_ok": ["a"]})
+    assert after_to_json(plain) == '[{"jobs":["a"],"kind":"after_ok"}]'  # rows as before
+    with pytest.raises(SpecError, match="take_nodes: waits for no job"):
+        from_fields({"take_nodes": True})
+
+
 # -- pipelines --------------------------------------------------------------------------------
 def pipeline(eng: Engine, pid: str = "p1", fail_first: bool = False) -> None:
     stages = [

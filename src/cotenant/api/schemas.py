@@ -64,11 +64,17 @@ class DependencyFields(Strict):
     after_any: list[JobRef] = Field(
         default_factory=list, max_length=64, description="any one of them completed"
     )
+    take_nodes: bool = Field(
+        False,
+        description="when they are met, start on the nodes the jobs waited for ran on "
+        "(room reserved ahead), if inside the tenant's entitlement",
+    )
 
 
 class Dependency(BaseModel):
     kind: Literal["after", "after_ok", "after_failed", "after_any"]
     jobs: list[str]
+    take_nodes: bool = Field(False, description="handed the nodes its jobs ran on when met")
 
 
 class JobSubmit(DependencyFields):

@@ -224,6 +224,13 @@ def jobs_submit(
         list[str] | None,
         typer.Option(help="start once any one of these jobs completed (repeatable)"),
     ] = None,
+    take_nodes: Annotated[
+        bool,
+        typer.Option(
+            "--take-nodes",
+            help="start on the nodes the jobs it waits for ran on (inside entitlement)",
+        ),
+    ] = False,
     command: Annotated[list[str] | None, typer.Argument(help="the command to run")] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -254,6 +261,8 @@ def jobs_submit(
     ):
         if ids:
             body[key] = ids
+    if take_nodes:
+        body["take_nodes"] = True
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
     job = call("POST", "/v1/jobs", json=body, headers=headers)
     if as_json:

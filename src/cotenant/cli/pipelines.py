@@ -19,6 +19,7 @@ by id::
     gpus = 128
     duration = "8h"
     after_ok = ["pretrain"]
+    take_nodes = true           # start on the pretraining's nodes as it ends
 
 The file is checked here before anything is sent: a problem is one line naming the file
 and the field (``llm.toml: stages[1].gpus: must be a whole number >= 1, got 0``).
@@ -26,106 +27,18 @@ and the field (``llm.toml: stages[1].gpus: must be a whole number >= 1, got 0``)
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import BeforeValidator, Field
 
 from cotenant.cli.client import JsonOpt, answer, call, connect, console, print_json, short_when
 from cotenant.cli.common import friendly
-from cotenant.model.errors import SpecError
-from cotenant.model.jobs import Constraint, JobKind
-from cotenant.model.spec import (
-    Count,
-    Duration,
-    Integer,
-    SpecTable,
-    Text,
-    one_of,
-    problem,
-)
 from cotenant.tablefit import Col, fitted_tables
 
 pipelines_app = typer.Typer(
     help="Pipelines (stages that wait for each other) on a running server.", no_args_is_help=True
 )
-
-
-def _names(v: Any) -> list[str]:
-    if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
-        raise problem(f"must be an array of names, got {v!r}")
-    return list(v)
-
-
-Names = Annotated[list[str], BeforeValidator(_names)]
-
-
-class StageTable(SpecTable):
-    name: Text
-    gpus: Count
-    duration: Duration
-    kind: Annotated[str, BeforeValidator(one_of([k.value for k in JobKind], "kind"))] = (
-        JobKind.EXPERIMENT.value
-    )
-    constraint: Annotated[
-        str, BeforeValidator(one_of([c.value for c in Constraint], "constraint"))
-    ] = Constraint.AUTO.value
-    checkpoint_interval: Duration = 0
-    priority: Integer = 0
-    estimate: Duration | None = None
-    accelerator: Text | None = None
-    command: Names = Field(default_factory=list)
-    after: Names = Field(default_factory=list)
-    after_ok: Names = Field(default_factory=list)
-    after_failed: Names = Field(default_factory=list)
-    after_any: Names = Field(default_factory=list)
-
-
-class PipelineFile(SpecTable):
-    name: Text
-    tenant: Text | None = None
-    stages: list[StageTable]
-
-
-def read_pipeline_file(path: Path) -> dict[str, Any]:
-    """The file as the body of ``POST /v1/pipelines``; ``SpecError`` naming the field."""
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise SpecError("file", f"not valid TOML: {e}", str(path)) from None
-    try:
-        f = PipelineFile.read(raw)
-    except SpecError as e:
-        raise SpecError(e.field, e.problem, str(path)) from None
-    if not f.stages:
-        raise SpecError("stages", "a pipeline needs at least one stage", str(path))
-    body: dict[str, Any] = {"name": f.name, "stages": [_stage(s) for s in f.stages]}
-    if f.tenant is not None:
-        body["tenant"] = f.tenant
-    return body
-
-
-def _stage(s: StageTable) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "name": s.name,
-        "gpus": s.gpus,
-        "duration_s": s.duration,
-        "kind": s.kind,
-        "constraint": s.constraint,
-        "checkpoint_interval_s": s.checkpoint_interval,
-        "priority": s.priority,
-        "command": s.command,
-    }
-    if s.estimate is not None:
-        out["estimate_s"] = s.estimate
-    if s.accelerator is not None:
-        out["accelerator"] = s.accelerator
-    for key in ("after", "after_ok", "after_failed", "after_any"):
-        if getattr(s, key):
-            out[key] = getattr(s, key)
-    return out
 
 
 def _print(pipes: list[dict[str, Any]]) -> None:
@@ -170,7 +83,10 @@ def _print_stages(p: dict[str, Any]) -> None:
     ]
     rows = []
     for s in p["stages"]:
-        after = " ".join(f"{d['kind']}:{','.join(d['jobs'])}" for d in s["after"])
+        after = " ".join(
+            f"{d['kind']}:{','.join(d['jobs'])}" + ("+nodes" if d.get("take_nodes") else "")
+            for d in s["after"]
+        )
         why = s["reason"] + (f" ({s['reason_detail']})" if s["reason_detail"] else "")
         rows.append(
             [
@@ -196,6 +112,8 @@ def pipelines_submit(
     as_json: JsonOpt = False,
 ) -> None:
     """Submit a pipeline file; prints the pipeline's id."""
+    from cotenant.cli.pipeline_file import read_pipeline_file
+
     body = read_pipeline_file(file)
     if tenant is not None:
         body["tenant"] = tenant

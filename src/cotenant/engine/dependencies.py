@@ -14,6 +14,13 @@ dependencies is not a wait for capacity); one whose clause can no longer hold en
 The look happens in an engine callback, so every event is logged after the one that
 caused it.
 
+A clause with ``take_nodes`` reserves room ahead: the nodes its jobs ran on (seen as
+they were placed) are remembered, and when the waiting job is released, at the instant
+they are freed, it is promised the free GPUs there, so the policy serves it there before
+anyone else, where the contract allows (the contract policy keeps a promise only inside
+the tenant's entitlement). Too little left there (a fault, a smaller predecessor): no
+promise, and it competes as any job released then.
+
 The engine calls in at four points (``engine/core.py``): ``check`` when a job is
 submitted, ``hold`` at its queue event, ``why`` for a pending job's reason, and
 ``eligible_s`` for its queue delay. Everything else hangs on the engine's observers.
@@ -25,6 +32,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from cotenant.cluster.state import Placement
 from cotenant.engine.events import (
     DependencyNeverMet,
     EngineEvent,
@@ -32,6 +40,7 @@ from cotenant.engine.events import (
     JobRejected,
     JobReleased,
     RunEnded,
+    RunPlaced,
 )
 from cotenant.engine.jobs import JobRun
 from cotenant.model.dependencies import (
@@ -76,6 +85,9 @@ class Dependencies:
         self._released_s: dict[str, int] = {}  # when each released job entered the queue
         self.pipelines: dict[str, Pipeline] = {}
         self.lookup: Lookup = lambda job_id: None
+        # Jobs a held job will take the nodes of (a take_nodes clause), and where they ran.
+        self._givers: set[str] = set()
+        self._nodes: dict[str, tuple[int, ...]] = {}
         engine.observers.append(self._observe)
 
     # -- the engine's hooks -------------------------------------------------------------------
@@ -96,6 +108,11 @@ class Dependencies:
         for dep in run.spec.after:
             for j in dep.jobs:
                 self._waiters[j].add(run.id)
+                if dep.take_nodes:
+                    self._givers.add(j)
+                    giver = self.engine.jobs.get(j)
+                    if giver is not None and giver.placement is not None:
+                        self._nodes[j] = giver.placement.nodes
         run.reason = Reason.WAITING_FOR_DEPENDENCY.value
         run.reason_detail = f"waits for job {job} ({clause})"
         run.touch()
@@ -168,6 +185,10 @@ class Dependencies:
         return LIVE if found is None else _outcome(found[1])
 
     def _observe(self, ev: EngineEvent) -> None:
+        if isinstance(ev, RunPlaced):
+            if ev.job in self._givers:
+                self._nodes[ev.job] = ev.nodes
+            return
         ended = isinstance(ev, RunEnded | JobCancelled | JobRejected)
         if not (ended or (isinstance(ev, DependencyNeverMet) and ev.ended)):
             return
@@ -208,6 +229,39 @@ class Dependencies:
         self.engine.clock.wake()
         after = " ".join(d.text() for d in run.spec.after)
         self.engine.bus.emit(JobReleased(now, run.id, run.tenant, after))
+        taken = [j for d in run.spec.after if d.take_nodes for j in d.jobs]
+        if taken:
+            p = self._room_on(run.spec.gpus, [n for j in taken for n in self._nodes.get(j, ())])
+            if p is not None and self.engine.guarantees.promise(run, p, now):
+                self.engine.queue.refresh(run)  # (its queue view carries the promise)
+            for j in taken:
+                if j not in self._waiters:  # (no other held job will take its nodes)
+                    self._givers.discard(j)
+                    self._nodes.pop(j, None)
+
+    def _room_on(self, gpus: int, nodes: Sequence[int]) -> Placement | None:
+        """``gpus`` free on ``nodes`` (healthy ones), as a gang would take them: one node
+        if one holds it, else whole nodes in turn and the rest on one more; None if they
+        have too little free."""
+        state = self.engine.state
+        usable = state.usable()
+        free = {n: int(state.free[n]) for n in dict.fromkeys(nodes) if usable[n]}
+        one = next((n for n, f in free.items() if f >= gpus), None)
+        if one is not None and gpus <= self.engine.state.topo.max_node_gpus:
+            return Placement((one,), (gpus,))
+        took: dict[int, int] = {}
+        left = gpus
+        for n, f in sorted(free.items(), key=lambda nf: -nf[1]):
+            if left == 0:
+                break
+            g = min(f, left)
+            if g > 0:
+                took[n] = g
+                left -= g
+        if left > 0:
+            return None
+        order = sorted(took)
+        return Placement(tuple(order), tuple(took[n] for n in order))
 
     def _never_met(self, run: JobRun, job: str, clause: str, now: int) -> None:
         if run.reason == Reason.DEPENDENCY_NEVER_MET.value:

@@ -48,11 +48,16 @@ class OnNeverMet(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Dependency:
+    """One clause. ``take_nodes``: the waiting job is handed the nodes its jobs ran on
+    when the clause is met (room reserved ahead: RL starts on the pretraining's nodes),
+    where its contract allows (inside its entitlement); see ``engine/dependencies.py``."""
+
     kind: DependencyKind
     jobs: tuple[str, ...]
+    take_nodes: bool = False
 
     def text(self) -> str:
-        return f"{self.kind.value}:{','.join(self.jobs)}"
+        return f"{self.kind.value}:{','.join(self.jobs)}" + ("+nodes" if self.take_nodes else "")
 
 
 class Verdict(StrEnum):
@@ -102,18 +107,25 @@ def verdict(deps: Iterable[Dependency], outcome: Callable[[str], str]) -> tuple[
 
 def from_fields(fields: Mapping[str, Any]) -> tuple[Dependency, ...]:
     """The clauses a request gives as lists under ``after``, ``after_ok``, ... (empty
-    lists are no clause), in the kinds' order."""
+    lists are no clause), in the kinds' order; ``take_nodes`` applies to every clause."""
     out = []
+    take = bool(fields.get("take_nodes"))
     for kind in DependencyKind:
         jobs = fields.get(kind.value) or ()
         if jobs:
-            out.append(Dependency(kind, tuple(dict.fromkeys(jobs))))
+            out.append(Dependency(kind, tuple(dict.fromkeys(jobs)), take))
+    if take and not out:
+        raise SpecError(NO_DEPENDENCY[0], NO_DEPENDENCY[1])
     return tuple(out)
 
 
+NO_DEPENDENCY = ("take_nodes", "waits for no job: give after, after_ok, after_failed or after_any")
+
+
 def without_empty(fields: Mapping[str, Any]) -> dict[str, Any]:
-    """``fields`` without empty dependency lists (a request that gives none)."""
-    kinds = {k.value for k in DependencyKind}
+    """``fields`` without empty dependency lists (a request that gives none) and without
+    a false ``take_nodes`` (a plain job's fingerprint stays as it was)."""
+    kinds = {k.value for k in DependencyKind} | {"take_nodes"}
     return {k: v for k, v in fields.items() if k not in kinds or v}
 
 

@@ -135,11 +135,12 @@ class Workspace:
             self.future.apply(tenant, p)
         self._touched(tenant)
 
-    def promise(self, tenant: str, p: Placement) -> None:
+    def promise(self, tenant: str, p: Placement) -> Placement | None:
         """Hold the room promised to a waiting job: all of it once reclaims finish, and
         the part already free now. Without the second, another job could start now on
         the free part, trading it for room that a later reclaim frees: the waiting job
-        would then wait for that later deadline, past its own grace period."""
+        would then wait for that later deadline, past its own grace period.
+        Returns the part held now, for ``withdraw``."""
         self.version += 1
         if self.future is None:
             self.future = self.now.copy()
@@ -148,6 +149,19 @@ class Workspace:
         if held_now is not None:
             self.now.apply(tenant, held_now)
         self._touched(tenant)
+        return held_now
+
+    def withdraw(self, tenant: str, p: Placement, held_now: Placement | None) -> None:
+        """Give back a promise's room (the job started elsewhere): without it, the room
+        stays held for nobody this cycle, and a job owed it waits a cycle that may be
+        minutes away (and meanwhile sees it lent)."""
+        self.version += 1
+        assert self.future is not None
+        self.future.release(tenant, p)
+        if held_now is not None:
+            self.now.release(tenant, held_now)
+        self._blocked.clear()
+        self._failed.clear()
 
     def release_future(self, tenant: str, p: Placement) -> None:
         self.version += 1

@@ -123,13 +123,17 @@ class PipelineService:
                 raise Unprocessable(
                     f"{at}.command", f"the {self.settings.backend} backend runs real processes"
                 )
+            take = bool(st.get("take_nodes"))
             after = [
-                Dependency(kind, tuple(ids.get(r, r) for r in dict.fromkeys(refs)))
+                Dependency(kind, tuple(ids.get(r, r) for r in dict.fromkeys(refs)), take)
                 for kind in DependencyKind
                 if (refs := st.get(kind.value) or ())
             ]
+            if take and not after:
+                raise SpecError(f"{at}.{deps.NO_DEPENDENCY[0]}", deps.NO_DEPENDENCY[1])
             outside = [
-                Dependency(d.kind, tuple(j for j in d.jobs if j not in ids.values())) for d in after
+                Dependency(d.kind, tuple(j for j in d.jobs if j not in ids.values()), take)
+                for d in after
             ]
             own = [d for d in outside if d.jobs]
             try:
@@ -233,4 +237,11 @@ def _after_names(job: Row, stages: list[dict[str, str]]) -> list[dict[str, Any]]
     """The stage's dependencies, other stages by their names."""
     names = {s["job"]: s["name"] for s in stages}
     raw = json.loads(job.get("after") or "[]")
-    return [{"kind": d["kind"], "jobs": [names.get(j, j) for j in d["jobs"]]} for d in raw]
+    return [
+        {
+            "kind": d["kind"],
+            "jobs": [names.get(j, j) for j in d["jobs"]],
+            "take_nodes": bool(d.get("take_nodes")),
+        }
+        for d in raw
+    ]

@@ -98,7 +98,10 @@ def job_doc(names: Sequence[str], row: Row, attempts: Iterable[Row] | None = Non
     out["exit_code"] = last["exit_code"] if last else None
     out["signal"] = last["signal"] if last else None
     out["ended_at"] = row["end_s"] if row["state"] in ENDED else None
-    out["after"] = json.loads(row.get("after") or "[]")
+    out["after"] = [
+        {"kind": d["kind"], "jobs": d["jobs"], "take_nodes": bool(d.get("take_nodes"))}
+        for d in json.loads(row.get("after") or "[]")
+    ]
     out["pipeline"] = row.get("pipeline")
     out["attempts"] = runs
     return out

@@ -165,12 +165,22 @@ def spec_columns(spec: JobSpec) -> dict[str, Any]:
 
 
 def after_to_json(after: tuple[Dependency, ...]) -> str:
-    return canonical_json([{"kind": d.kind.value, "jobs": list(d.jobs)} for d in after])
+    """(``take_nodes`` is written only when set, so rows without it read as before.)"""
+    return canonical_json(
+        [
+            {"kind": d.kind.value, "jobs": list(d.jobs)}
+            | ({"take_nodes": True} if d.take_nodes else {})
+            for d in after
+        ]
+    )
 
 
 def after_from_json(text: str | None) -> tuple[Dependency, ...]:
     raw = json.loads(text) if text else []
-    return tuple(Dependency(DependencyKind(d["kind"]), tuple(d["jobs"])) for d in raw)
+    return tuple(
+        Dependency(DependencyKind(d["kind"]), tuple(d["jobs"]), bool(d.get("take_nodes")))
+        for d in raw
+    )
 
 
 def pending_job_row(

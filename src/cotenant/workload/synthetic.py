@@ -32,6 +32,9 @@ class StageShape:
     kind: JobKind
     gpus: tuple[int, int]  # drawn as a power of two in this range
     hours: tuple[float, float]  # drawn uniformly
+    # Starts on the nodes of the stage before as that one ends (room reserved ahead: it
+    # is smaller, and its input checkpoint is already there).
+    take_nodes: bool = False
 
 
 # A pipeline trains a model smaller than the lab's flagship (whose pretraining alone
@@ -42,13 +45,13 @@ PIPELINE_STAGES = (
     StageShape("pretrain", JobKind.TRAINING, (2_048, 4_096), (96.0, 192.0)),
     # Supervised fine-tuning on curated instructions: about 1% of the pretraining's
     # compute, so a few hundred GPUs for 6-16 h.
-    StageShape("sft", JobKind.TRAINING, (256, 512), (6.0, 16.0)),
+    StageShape("sft", JobKind.TRAINING, (256, 512), (6.0, 16.0), take_nodes=True),
     # RL (preference and reasoning RL: rollouts and updates) has grown to a large share of
     # post-training: 1-2k GPUs for 1-3 days.
     StageShape("rl", JobKind.TRAINING, (1_024, 2_048), (24.0, 72.0)),
     # Evaluation on the benchmark suites: inference only, 64-128 GPUs for 2-6 h, no
     # checkpoints (it is rerun whole).
-    StageShape("eval", JobKind.EXPERIMENT, (64, 128), (2.0, 6.0)),
+    StageShape("eval", JobKind.EXPERIMENT, (64, 128), (2.0, 6.0), take_nodes=True),
 )
 PIPELINE_SUBMIT_SPAN = 0.35  # submitted in the first 35% of the run, so most end inside it
 PIPELINE_PRIORITY = 50  # as the lab's RL runs: below its flagship pretraining (100)
@@ -182,7 +185,11 @@ class FrontierLabWorkload:
                     checkpoint_interval_s=every(gpus) if training else 0,
                     priority=PIPELINE_PRIORITY,
                     name=f"pipe-{i}-{shape.name}",
-                    after=(Dependency(DependencyKind.AFTER_OK, (out[-1].id,)),) if out else (),
+                    after=(
+                        (Dependency(DependencyKind.AFTER_OK, (out[-1].id,), shape.take_nodes),)
+                        if out
+                        else ()
+                    ),
                     pipeline=pid,
                 )
             )

@@ -68,7 +68,8 @@ class ContractPolicy:
         # Promises still whole are kept before any broken one (a fault took part of its
         # room) is planned afresh: the new plan must not take room promised to another.
         broken: list[PendingJob] = []
-        waiting: list[PendingJob] = []  # promised room still being reclaimed
+        # Promised room still being reclaimed, with the part of it held now.
+        waiting: list[tuple[PendingJob, Placement | None]] = []
         for pj in promised:
             job, p = pj.spec, pj.promise
             assert p is not None
@@ -85,8 +86,7 @@ class ContractPolicy:
                 out.places.append(Place(job.id, p, Reason.PLACED_OWN, borrowed=False))
             elif ws.still_fits(job, p, now=False):
                 self._power_for(snap, ws, job, taken_victims, out)
-                ws.promise(job.tenant, p)
-                waiting.append(pj)
+                waiting.append((pj, ws.promise(job.tenant, p)))
             else:
                 broken.append(pj)
                 continue
@@ -98,11 +98,14 @@ class ContractPolicy:
             ):
                 headroom[job.tenant] -= job.gpus
         # A job waiting for its promised room starts now if room is free now elsewhere
-        # (a repair, an early end): its grace period is a bound, not a schedule.
-        for pj in waiting:
+        # (a repair, an early end): its grace period is a bound, not a schedule. The
+        # promised room it leaves goes back to the cycle, for the jobs decided after it.
+        for pj, held_now in waiting:
             job, p = pj.spec, pj.promise
+            assert p is not None
             q = ws.try_now(job)
             if q is not None and power_budget(ws).allows(job.gpus):
+                ws.withdraw(job.tenant, p, held_now)
                 ws.commit_now(job.tenant, q)
                 power_budget(ws).spend(job.gpus)
                 out.places.append(Place(job.id, q, Reason.PLACED_OWN, borrowed=False))

@@ -45,6 +45,7 @@ keeps any promised room; LAS does not preempt for power.
 
 from __future__ import annotations
 
+import heapq
 from bisect import bisect_right
 from collections.abc import Sequence
 from itertools import pairwise
@@ -244,12 +245,25 @@ class _Victims:
         cands.sort(key=lambda c: (-c[0], c[2].spec.id))
         self.cands = cands
         self.taken: set[str] = set()
+        # Per queue, the candidates' priorities, least first (a heap, taken ones dropped
+        # lazily): ``any_above`` is asked for every waiting job, so it must not walk
+        # every running job each time.
+        self._by_queue: dict[int, list[tuple[int, str]]] = {}
+        for _, cq, r in cands:
+            self._by_queue.setdefault(cq, []).append((r.spec.priority, r.spec.id))
+        for heap in self._by_queue.values():
+            heapq.heapify(heap)
 
     def any_above(self, q: int, priority: int) -> bool:
-        return any(
-            cq > q and r.spec.priority <= priority and r.spec.id not in self.taken
-            for _, cq, r in self.cands
-        )
+        """Whether an untaken candidate in a queue above ``q`` has priority <= ``priority``."""
+        for cq, heap in self._by_queue.items():
+            if cq <= q:
+                continue
+            while heap and heap[0][1] in self.taken:
+                heapq.heappop(heap)
+            if heap and heap[0][0] <= priority:
+                return True
+        return False
 
     def choose(
         self, ws: Workspace, job: JobSpec, q: int
