@@ -31,9 +31,10 @@ pytestmark = pytest.mark.slow  # about 50 s and 70 s: real Slurm timings
 LESSEE = "lessee-lab"
 CONTROLLER_TIMEOUT_S = 3
 # Slurm starts a job at its next scheduling pass (0-3 s after the placement) and the
-# server sees an end at its next poll (1 s): a run's length in Slurm and in the ledger
-# differ by at most this many seconds, so its GPU-seconds by this times its GPUs.
-RUN_TOLERANCE_S = 4
+# server sees an end at its next poll (1-2 s under load), as tests/integration/
+# test_backend_slurm.py measures: a run's length in Slurm and in the ledger differ by at
+# most this many seconds, so its GPU-seconds by this times its GPUs.
+RUN_TOLERANCE_S = 5
 OUTAGE_AFTER_MOVE_S = 4
 
 
@@ -173,7 +174,7 @@ cluster = "beta"
         moved = until(lambda: running_on(c, kept, 2), timeout=20, what=f"{kept} on beta")
         took = time.monotonic() - killed
         assert moved[0].startswith("b"), moved
-        assert took <= CONTROLLER_TIMEOUT_S + 4, took
+        assert took <= CONTROLLER_TIMEOUT_S + 5, took  # + a poll, a cycle, a start
         lost = job(c, kept)["attempts"][0]
         assert lost["outcome"] == "node-failure", lost
         assert "controller of cluster alpha unreachable" in lost["detail"], lost
