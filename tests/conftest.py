@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from harness.postgres import LocalPostgres, postgres_available
-from harness.slurm import MUNGE_SOCKET, LocalSlurm, slurm_available
+from harness.slurm import MUNGE_SOCKET, LocalSlurm, LocalSlurms, slurm_available
 
 
 def _services_required() -> bool:
@@ -39,6 +39,20 @@ def slurm_cluster() -> Iterator[LocalSlurm]:
     socket = MUNGE_SOCKET.with_name(f"cotenant-{os.getpid()}.socket")
     with LocalSlurm(n_nodes=3, gpus_per_node=8, munge_socket=socket) as cluster:
         yield cluster
+
+
+@pytest.fixture(scope="module")
+def slurm_pair() -> Iterator[LocalSlurms]:
+    """Two independent Slurm clusters on this host, `alpha` (nodes a1, a2) and `beta`
+    (b1, b2), 8 fake GPUs per node, with their own controllers: two providers. Per
+    module (they start in about a second), so their daemons do not run beside the
+    timing-sensitive tests of other modules."""
+    reason = slurm_available()
+    if reason is not None:
+        _unavailable(reason)
+    socket = MUNGE_SOCKET.with_name(f"cotenant-{os.getpid()}-pair.socket")
+    with LocalSlurms(("alpha", "beta"), n_nodes=2, gpus_per_node=8, munge_socket=socket) as pair:
+        yield pair
 
 
 @pytest.fixture(scope="session")

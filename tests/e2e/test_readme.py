@@ -150,9 +150,7 @@ def test_every_readme_command_runs(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     port = free_ports(1)[0]
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "COTENANT_API_KEY")
-    }
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "COTENANT_API_KEY")}
     env.update(
         PATH=f"{venv / 'bin'}{os.pathsep}{env['PATH']}",
         VIRTUAL_ENV=str(venv),

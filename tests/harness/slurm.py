@@ -17,12 +17,14 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
@@ -35,7 +37,7 @@ from harness import (
     wait_until,
 )
 
-__all__ = ["MUNGE_SOCKET", "LocalSlurm", "slurm_available"]
+__all__ = ["MUNGE_SOCKET", "LocalSlurm", "LocalSlurms", "slurm_available"]
 
 MUNGE_SOCKET = Path("/run/munge/munge.socket.2")
 _DAEMONS = ("slurmctld", "slurmd", "munged")
@@ -58,7 +60,8 @@ class LocalSlurm:
     """A Slurm cluster `node1..nodeN` with `gpus_per_node` fake GPUs each.
 
     Use as a context manager; `stop()` is also safe to call twice and runs at
-    interpreter exit if a test forgot it.
+    interpreter exit if a test forgot it. `node_prefix` names the nodes (`a1..aN`
+    with "a"), so two clusters on this host (see `LocalSlurms`) have distinct names.
     """
 
     def __init__(
@@ -72,6 +75,7 @@ class LocalSlurm:
         slurmctld_port: int | None = None,
         slurmd_ports: list[int] | None = None,
         cluster_name: str = "cotenant",
+        node_prefix: str = "node",
         munge_socket: Path = MUNGE_SOCKET,
         start_timeout: float = 30.0,
         keep_workdir: bool = False,
@@ -80,7 +84,9 @@ class LocalSlurm:
             raise ValueError("n_nodes must be at least 1")
         if slurmd_ports is not None and len(slurmd_ports) != n_nodes:
             raise ValueError(f"need {n_nodes} slurmd ports, got {len(slurmd_ports)}")
-        self.nodes: list[str] = [f"node{i}" for i in range(1, n_nodes + 1)]
+        if not re.fullmatch(r"[a-z][a-z-]*", node_prefix):
+            raise ValueError(f"node_prefix must be lower-case letters, got {node_prefix!r}")
+        self.nodes: list[str] = [f"{node_prefix}{i}" for i in range(1, n_nodes + 1)]
         self.gpus_per_node = gpus_per_node
         self.cpus = cpus
         self.memory_mb = memory_mb
@@ -248,7 +254,9 @@ class LocalSlurm:
         return fields
 
     def reset(self, timeout: float = 40.0) -> None:
-        """Bring a shared cluster back to all-idle between tests: no jobs, every node up."""
+        """Bring a shared cluster back to all-idle between tests: controller up, no jobs,
+        every node up."""
+        self.start_slurmctld()
         self._cancel_all_jobs(timeout=20.0)
         for node in self.nodes:
             self.start_slurmd(node)
@@ -312,6 +320,54 @@ class LocalSlurm:
         self._retired.append(daemon)
         if with_jobs:
             self._kill_job_processes(node)
+
+    def kill_slurmctld(self, sig: int = signal.SIGKILL) -> None:
+        """The controller goes away (SIGKILL: a crash). Its slurmds and the jobs on them run
+        on, as on a real cluster whose controller host fails; CLI calls fail until
+        `start_slurmctld()` brings it back from its saved state."""
+        daemon, self._slurmctld = self._slurmctld, None
+        if daemon is None or not daemon.alive():
+            raise HarnessError(f"slurmctld of {self.cluster_name} is not running")
+        daemon.stop(sig, timeout=5.0)
+        self._retired.append(daemon)
+
+    def wait_state_saved(self, since: float, timeout: float = 30.0) -> None:
+        """Wait until slurmctld has written its job state (StateSaveLocation) after the
+        wall time `since`. It saves at once after a quiet spell, else about 5 s after a
+        change (measured), so a controller killed sooner restarts without its newest
+        jobs, or with their old states, and gives their ids out again."""
+        path = self.workdir / "state" / "job_state"
+
+        def saved() -> bool:
+            try:
+                return path.stat().st_mtime >= since
+            except OSError:
+                return False
+
+        if not wait_until(saved, timeout, interval=0.2):
+            raise HarnessError(f"slurmctld of {self.cluster_name} saved no job state in {timeout}s")
+
+    def save_state(self, timeout: float = 30.0) -> None:
+        """Make slurmctld write its state now, as it stands (before a test kills it):
+        a held job (it never runs) is submitted, which schedules a save, and cancelled
+        once the save is on disk."""
+        began = time.time()
+        job = self.sbatch("--hold", "--job-name=harness-save-state", "--wrap", "true")
+        try:
+            self.wait_state_saved(began, timeout)
+        finally:
+            self.run("scancel", str(job), check=False)
+
+    def controller_up(self) -> bool:
+        """The controller answers `scontrol ping`."""
+        return "UP" in self.run("scontrol", "ping", check=False, timeout=10).stdout
+
+    def start_slurmctld(self) -> None:
+        """Start (or restart after `kill_slurmctld`) the controller; it recovers its jobs
+        and nodes from StateSaveLocation. Returns once it answers."""
+        if self._slurmctld is not None and self._slurmctld.alive():
+            return
+        self._start_slurmctld()
 
     def start_slurmd(self, node: str) -> None:
         """Start (or restart after `kill_slurmd`) the slurmd that plays `node`."""
@@ -552,3 +608,85 @@ PartitionName=gpu Nodes=ALL Default=YES MaxTime=INFINITE State=UP
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
             time.sleep(0.2)
+
+
+class LocalSlurms:
+    """Several independent Slurm clusters on this one host, e.g. two providers.
+
+    Each has its own slurm.conf, ClusterName, ports, state, spool and log directories
+    and node names (`a1..aN`, `b1..bN`); they share one munged (the first cluster's,
+    or one already answering on `munge_socket`). Clusters start in order and stop in
+    reverse, so the munged they share outlives every controller that uses it. Any
+    controller can be killed and restarted (`LocalSlurm.kill_slurmctld`).
+    """
+
+    def __init__(
+        self,
+        names: tuple[str, ...] = ("alpha", "beta"),
+        *,
+        n_nodes: int = 2,
+        gpus_per_node: int = 8,
+        munge_socket: Path = MUNGE_SOCKET,
+        start_timeout: float = 30.0,
+    ) -> None:
+        if len(set(names)) != len(names) or not names:
+            raise ValueError(f"cluster names must be distinct and at least one: {names}")
+        prefixes = [n[0] for n in names]
+        if len(set(prefixes)) != len(prefixes):
+            raise ValueError(f"cluster names must start with distinct letters: {names}")
+        self.clusters: dict[str, LocalSlurm] = {
+            name: LocalSlurm(
+                n_nodes,
+                gpus_per_node,
+                cluster_name=name,
+                node_prefix=name[0],
+                munge_socket=munge_socket,
+                start_timeout=start_timeout,
+            )
+            for name in names
+        }
+
+    def __getitem__(self, name: str) -> LocalSlurm:
+        return self.clusters[name]
+
+    def __iter__(self) -> Iterator[LocalSlurm]:
+        return iter(self.clusters.values())
+
+    def __enter__(self) -> LocalSlurms:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> LocalSlurms:
+        try:
+            for cluster in self.clusters.values():
+                cluster.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop every cluster, the one that owns the shared munged last."""
+        errors: list[BaseException] = []
+        for cluster in reversed(list(self.clusters.values())):
+            try:
+                cluster.stop()
+            except Exception as e:  # stop the others all the same
+                errors.append(e)
+        if errors:
+            raise errors[0]
+
+    def reset(self) -> None:
+        for cluster in self.clusters.values():
+            cluster.reset()
+
+    def pids(self) -> list[int]:
+        return [pid for cluster in self.clusters.values() for pid in cluster.pids()]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.slurm import LocalSlurm
+from harness.slurm import LocalSlurm, LocalSlurms
 
 
 @pytest.fixture
@@ -111,6 +111,35 @@ def test_stop_leaves_no_process_zombie_or_directory() -> None:
     assert not [pid for pid in _pids() if conf in _environ(pid)]
     assert not [pid for pid in _pids() if _stat(pid) == ("Z", 1) and "slurm" in _comm(pid)]
     assert not workdir.exists()
+    assert not socket.exists()
+
+
+@pytest.mark.usefixtures("slurm_cluster")  # skips (or fails in CI) without Slurm
+def test_two_clusters_share_a_munged_and_stop_without_a_trace() -> None:
+    """Two clusters, one munged (the first's). A controller killed and restarted keeps
+    its running job; the other cluster's job runs on through it. stop() removes all."""
+    socket = Path("/run/munge/cotenant-harness-pair-test.socket")
+    with LocalSlurms(("east", "west"), n_nodes=1, gpus_per_node=2, munge_socket=socket) as two:
+        east, west = two["east"], two["west"]
+        jobs = {c.cluster_name: c.sbatch("--gres=gpu:1", "--wrap", "sleep 300") for c in two}
+        for c in two:
+            assert c.wait_job(jobs[c.cluster_name], {"RUNNING"})["NodeList"] == c.nodes[0]
+        east.save_state()
+        east.kill_slurmctld()
+        assert not east.controller_up() and west.controller_up()
+        assert west.job_fields(jobs["west"])["JobState"] == "RUNNING"
+        east.start_slurmctld()
+        assert east.job_fields(jobs["east"])["JobState"] == "RUNNING"
+        confs = [f"SLURM_CONF={c.conf_path}".encode() for c in two]
+        started = two.pids()
+        workdirs = [c.workdir for c in two]
+
+    # munged once, then a slurmctld and a slurmd per cluster, east's controller twice;
+    # each with its supervisor
+    assert len(started) == 2 * (1 + 2 + 2 + 1)
+    assert not [pid for pid in started if Path(f"/proc/{pid}").exists()]
+    assert not [pid for pid in _pids() for conf in confs if conf in _environ(pid)]
+    assert not [w for w in workdirs if w.exists()]
     assert not socket.exists()
 
 

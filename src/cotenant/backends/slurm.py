@@ -17,72 +17,64 @@ jobs Slurm no longer holds in memory) into ``JobEnded`` and ``sinfo --json`` int
 ``NodeHealthChanged`` (DOWN -> down, DRAIN -> draining). Slurm's own start and end
 times are kept per run (``accounting()``) so they can be compared with the ledger.
 The comment is the whole record: a new backend adopts the Slurm jobs it finds.
+``backends/slurm_cli.py`` runs the commands and parses what they print.
+
+Several clusters: each backend drives the one its ``slurm_conf`` names (and checks its
+``cluster`` name); a controller that stops answering is found by ``scontrol ping`` (a
+refused connection answers at once) and, after ``controller_timeout_s``, its nodes are
+reported down (``backends/slurm_clusters.py`` puts several under one engine).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import shlex
-import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from cotenant.backends.base import BackendEvent, JobEnded, NodeHealthChanged, StartRequest
 from cotenant.backends.local import EXIT_LOST, EXIT_NOT_STARTED, job_command, job_env, safe_name
-from cotenant.cluster.slurm_import import cluster_spec_from_scontrol
+from cotenant.backends.slurm_cli import (
+    COMMENT_PREFIX,
+    STATE_EXIT,
+    TERMINAL,
+    SlurmError,
+    SlurmJob,
+    comment_id,
+    epoch,
+    exit_status,
+    expand_hostlist,
+    parse_sinfo_health,
+    parse_squeue,
+    read_cluster_spec,
+)
+from cotenant.backends.slurm_controller import SlurmController
 from cotenant.cluster.state import Health
-from cotenant.cluster.topology import ClusterSpec, Topology
-from cotenant.model.errors import CotenantError, SpecError
+from cotenant.cluster.topology import Topology
+from cotenant.model.errors import SpecError
 
+__all__ = [
+    "COMMENT_PREFIX",
+    "TERMINAL",
+    "Exclusive",
+    "SlurmBackend",
+    "SlurmError",
+    "SlurmJob",
+    "SlurmRun",
+    "exit_status",
+    "expand_hostlist",
+    "parse_sinfo_health",
+    "parse_squeue",
+    "read_cluster_spec",
+]
+Exclusive = Literal["never", "full-nodes", "always"]
 log = logging.getLogger("cotenant.backends.slurm")
 
-COMMENT_PREFIX = "cotenant:"
-TERMINAL = frozenset(
-    {
-        "COMPLETED",
-        "FAILED",
-        "CANCELLED",
-        "TIMEOUT",
-        "NODE_FAIL",
-        "OUT_OF_MEMORY",
-        "BOOT_FAIL",
-        "DEADLINE",
-        "PREEMPTED",
-        "REVOKED",
-        "SPECIAL_EXIT",
-    }
-)
-# Exit status for a failed state that carries none (cancelled by someone else, ...).
-_STATE_EXIT = {"CANCELLED": 128 + 15, "TIMEOUT": 124, "OUT_OF_MEMORY": 128 + 9}
-Exclusive = Literal["never", "full-nodes", "always"]
 
-
-class SlurmError(CotenantError):
-    """A Slurm command failed; the message carries its output."""
-
-    http_status = 502
-
-
-# -- what Slurm says ------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class SlurmJob:
-    """One job as squeue or sacct shows it (a heterogeneous job's components merged)."""
-
-    slurm_id: int
-    comment: str
-    state: str
-    exit_code: int  # decoded: the command's status, 128 + signal, or EXIT_LOST
-    start: int | None  # Unix seconds
-    end: int | None
-    nodes: tuple[str, ...]
-    gpus: tuple[int, ...]  # per node while running (empty once Slurm has let go)
-
-
+# -- what cotenant keeps ---------------------------------------------------------------------
 @dataclass(slots=True)
 class SlurmRun:
     """One cotenant run in Slurm: what cotenant asked for and what Slurm reported."""
@@ -106,146 +98,10 @@ class SlurmRun:
     signalled_s: int | None = None
     signal_pending: bool = False  # checkpoint() came while Slurm had not started it
     stopped: bool = False  # stop() cancelled it; no JobEnded is due
+    cancel_due: bool = False  # stopped while scancel could not reach the controller
     node_failed: int = 0  # 1: its node was reported down for it; 2: and one poll has passed
     missing: int = 0  # polls in which neither squeue nor sacct knew it
     adopted: bool = field(default=False, compare=False)
-
-
-def _num(v: Any) -> int | None:
-    """An integer field of squeue --json (a plain int, or {set, number} in newer Slurm)."""
-    if isinstance(v, dict):
-        return int(v["number"]) if v.get("set", True) and v.get("number") is not None else None
-    return None if v is None else int(v)
-
-
-def _state(v: Any) -> str:
-    return str(v[0] if isinstance(v, list) and v else v or "").upper()
-
-
-def exit_status(raw: Any, state: str) -> int:
-    """A job's exit status from squeue's exit_code (a wait status, or an object in newer
-    Slurm); a failed state with status 0 gets a failing code of its own."""
-    if isinstance(raw, dict):
-        sig = _num((raw.get("signal") or {}).get("id")) or 0
-        code = 128 + sig if sig else _num(raw.get("return_code")) or 0
-    else:
-        status = int(raw or 0)
-        code = 128 + (status & 0x7F) if status & 0x7F else (status >> 8) & 0xFF
-    if state != "COMPLETED" and code == 0:
-        return _STATE_EXIT.get(state, EXIT_LOST)
-    return code
-
-
-def expand_hostlist(expr: str) -> list[str]:
-    """Slurm's compact host list (``node[1-3,5],gpu-a[01-02]``) as names."""
-    out: list[str] = []
-    for item in re.findall(r"(?:[^,\[]|\[[^\]]*\])+", expr):
-        names = [""]
-        for text, ranges in re.findall(r"([^\[]*)(?:\[([^\]]*)\])?", item):
-            names = [n + text for n in names]
-            if ranges:
-                parts: list[str] = []
-                for r in ranges.split(","):
-                    lo, _, hi = r.partition("-")
-                    width = len(lo)
-                    parts += [f"{i:0{width}d}" for i in range(int(lo), int(hi or lo) + 1)]
-                names = [n + p for n in names for p in parts]
-        out += [n for n in names if n]
-    return out
-
-
-def _gres_gpus(detail: Sequence[str]) -> tuple[int, ...]:
-    counts = []
-    for d in detail:
-        m = re.search(r"gpu(?::[^:(]+)?:(\d+)", d)
-        counts.append(int(m[1]) if m else 0)
-    return tuple(counts)
-
-
-def parse_squeue(text: str, prefix: str = COMMENT_PREFIX) -> dict[int, SlurmJob]:
-    """Cotenant's jobs in ``squeue --json`` output, by Slurm id (a heterogeneous job by
-    its leader's id)."""
-    entries = [
-        j for j in json.loads(text).get("jobs", []) if str(j.get("comment", "")).startswith(prefix)
-    ]
-    comps: dict[int, list[dict[str, Any]]] = {}
-    for j in entries:
-        het = _num(j.get("het_job_id")) or 0
-        comps.setdefault(het or int(j["job_id"]), []).append(j)
-    jobs: dict[int, SlurmJob] = {}
-    for sid, parts in comps.items():
-        parts.sort(key=lambda j: _num(j.get("het_job_offset")) or 0)
-        lead = parts[0]
-        state = _state(lead.get("job_state"))
-        nodes: list[str] = []
-        gpus: list[int] = []
-        for p in parts:
-            names = expand_hostlist(str(p.get("nodes") or ""))
-            nodes += names
-            got = _gres_gpus(p.get("gres_detail") or ())
-            gpus += list(got) if len(got) == len(names) else []
-        jobs[sid] = SlurmJob(
-            sid,
-            str(lead.get("comment", "")),
-            state,
-            exit_status(lead.get("exit_code"), state),
-            _num(lead.get("start_time")) or None,
-            _num(lead.get("end_time")) or None,
-            tuple(nodes),
-            tuple(gpus) if len(gpus) == len(nodes) else (),
-        )
-    return jobs
-
-
-def parse_sinfo_health(text: str) -> dict[str, tuple[Health, str]]:
-    """Node name -> (health, reason) from ``sinfo --json``."""
-    out: dict[str, tuple[Health, str]] = {}
-    for n in json.loads(text).get("nodes", []):
-        raw = n.get("state")
-        words = {str(w).upper() for w in (raw if isinstance(raw, list) else [raw])}
-        words |= {str(f).upper() for f in n.get("state_flags") or ()}
-        if "DOWN" in words:
-            h = Health.DOWN
-        elif words & {"DRAIN", "DRAINING", "DRAINED", "FAIL", "FAILING"}:
-            h = Health.DRAINING
-        else:
-            h = Health.HEALTHY
-        state = "+".join(sorted(words - {""})).lower()
-        reason = str(n.get("reason") or "")
-        out[str(n["name"])] = (h, f"slurm: {state}" + (f" ({reason})" if reason else ""))
-    return out
-
-
-def _comment_id(comment: str) -> tuple[str, int] | None:
-    body = comment[len(COMMENT_PREFIX) :]
-    job_id, _, attempt = body.rpartition(":")
-    return (job_id, int(attempt)) if job_id and attempt.isdigit() else None
-
-
-def read_cluster_spec(env: Mapping[str, str] | None = None, **kw: Any) -> ClusterSpec:
-    """The cluster spec of the Slurm cluster the environment points at (``scontrol``)."""
-    out = _cli(["scontrol", "show", "nodes"], env)
-    return cluster_spec_from_scontrol(out, **kw)
-
-
-def _cli(argv: list[str], env: Mapping[str, str] | None, stdin: str | None = None) -> str:
-    try:
-        r = subprocess.run(
-            argv,
-            input=stdin,
-            env=None if env is None else dict(env),
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise SlurmError(f"{argv[0]}: {e}") from e
-    if r.returncode != 0:
-        raise SlurmError(
-            f"{' '.join(argv[:3])} exited {r.returncode}: {(r.stderr or r.stdout).strip()}"
-        )
-    return r.stdout
 
 
 # -- the backend ----------------------------------------------------------------------------------
@@ -258,10 +114,15 @@ class SlurmBackend:
         state_dir: str | Path,
         *,
         env: Mapping[str, str] | None = None,
+        slurm_conf: str | Path | None = None,
+        cluster: str | None = None,
+        label: str | None = None,
         partition: str | None = None,
         exclusive: Exclusive = "full-nodes",
         extra_args: Sequence[str] = (),
         poll_interval_s: int = 1,
+        controller_timeout_s: int = 10,
+        comment_prefix: str = COMMENT_PREFIX,
         adopt: bool = True,
     ) -> None:
         """``state_dir`` holds each run's output and checkpoint directory; on a real
@@ -270,16 +131,31 @@ class SlurmBackend:
         ``full-nodes`` adds ``--exclusive`` when a job takes every GPU of its nodes;
         ``always`` to every job (then Slurm will not put two of cotenant's jobs on one
         node, so cotenant's packing and Slurm's disagree); ``never``. ``extra_args`` go
-        to every sbatch (account, QoS, CPUs or memory per GPU)."""
+        to every sbatch (account, QoS, CPUs or memory per GPU).
+
+        Several clusters: ``slurm_conf`` points every command at one cluster's
+        configuration (``SLURM_CONF``); ``cluster``, if given, must be that cluster's
+        ``ClusterName`` (checked when the controller answers), so a backend never drives
+        another provider's cluster by mistake. A controller that does not answer for
+        ``controller_timeout_s`` is lost: every node is reported down, so the engine
+        requeues the work that was there (see ``poll``). ``label`` names the cluster in
+        messages (default: ``cluster``, else the configuration file). ``comment_prefix``
+        marks this server's jobs (a store's own prefix keeps two stores' jobs on one
+        cluster apart: each adopts, and cancels as strays, only its own)."""
         if exclusive not in ("never", "full-nodes", "always"):
             raise SpecError(
                 "backend.exclusive", f"must be never, full-nodes or always, got {exclusive!r}"
             )
         if poll_interval_s < 1:
             raise SpecError("backend.poll_interval_s", f"must be >= 1, got {poll_interval_s}")
+        self.ctl = SlurmController(env, slurm_conf, cluster, label, controller_timeout_s)
+        if not comment_prefix.startswith(COMMENT_PREFIX) or not comment_prefix.endswith(":"):
+            raise SpecError(
+                "backend.comment_prefix", f"must be {COMMENT_PREFIX}...:, got {comment_prefix!r}"
+            )
+        self.prefix = comment_prefix
         self.topo = topo
         self.state_dir = Path(state_dir).resolve()  # jobs run in their own directories
-        self.env = None if env is None else dict(env)
         self.partition = partition
         self.exclusive = exclusive
         self.extra_args = tuple(extra_args)
@@ -295,8 +171,20 @@ class SlurmBackend:
         self._last_poll_wall: float | None = None
         self._sacct: list[str] | None = None  # the sacct form that works here
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        if adopt:
-            self._adopt()
+        self._deferred: dict[str, StartRequest] = {}  # starts waiting for the controller
+        self._adopt_due = False  # adopt when the controller first answers
+        if self.ctl.answers():
+            self.ctl.check_cluster()
+            if adopt:
+                self._adopt()
+        else:
+            self.ctl.went_silent(time.time())
+            self._adopt_due = adopt
+
+    @property
+    def env(self) -> dict[str, str] | None:
+        """The environment of the Slurm commands (None: this process's)."""
+        return self.ctl.env
 
     # -- the Backend operations ------------------------------------------------------------
     def start(self, req: StartRequest) -> None:
@@ -307,6 +195,15 @@ class SlurmBackend:
             return  # runs: re-attach to it
         if old is not None:  # an earlier attempt still tracked: it must not run on
             self.stop(job_id, req.start_s)
+        if self.ctl.silent:
+            # Sent when the controller answers; if it is lost first, the engine stops
+            # the job (its nodes go down) and it is dropped.
+            self._deferred[job_id] = req
+            return
+        self._submit(req)
+
+    def _submit(self, req: StartRequest) -> None:
+        job_id = req.spec.id
         job_dir = self.state_dir / "jobs" / safe_name(job_id)
         (job_dir / "checkpoint").mkdir(parents=True, exist_ok=True)
         stem = job_dir / f"attempt-{req.attempt}"
@@ -317,6 +214,7 @@ class SlurmBackend:
                 stdin=self.batch_script(req, job_dir / "checkpoint"),
             )
             slurm_id = int(out.strip().split(";")[0])
+            self._forget(slurm_id, req.start_s)
         except (SlurmError, ValueError) as e:
             log.warning("job %s attempt %d not submitted: %s", job_id, req.attempt, e)
             Path(f"{stem}.err").write_text(f"cotenant: not submitted to Slurm: {e}\n")
@@ -333,41 +231,67 @@ class SlurmBackend:
         )
 
     def checkpoint(self, job_id: str, now: int) -> None:
+        """(A start still waiting for the controller is not signalled: it has not run.)"""
         run = self._runs.get(job_id)
         if run is None or run.signalled_s is not None:
             return
         run.signalled_s = now
-        if not self._signal(run):
+        if self.ctl.silent or not self._signal(run):
             run.signal_pending = True  # not started in Slurm yet: signal it once it is
 
     def stop(self, job_id: str, now: int) -> None:
+        if self._deferred.pop(job_id, None) is not None:
+            return
         run = self._runs.pop(job_id, None)
         if run is None:
             return
         run.stopped = True
         if run.state not in TERMINAL:
-            try:
-                self._slurm("scancel", str(run.slurm_id))
-            except SlurmError as e:
-                log.warning("cannot cancel Slurm job %d (%s): %s", run.slurm_id, job_id, e)
+            run.cancel_due = True
+            if not self.ctl.silent:
+                self._cancel(run)
         self._closing[run.slurm_id] = run
 
     def poll(self, now: int) -> list[BackendEvent]:
+        """What Slurm reports since the last poll. The controller is pinged first (a
+        refused connection answers in milliseconds, where squeue retries for about
+        MessageTimeout): while it is away nothing else is asked, and once it has been
+        away ``controller_timeout_s`` every node is reported down. When it answers
+        again, sinfo's states are reported (nodes back), and runs stopped meanwhile are
+        cancelled in Slurm at last."""
         wall = time.time()
         events, self._events = self._events, []
+        if not self.ctl.answers() or not self.ctl.right_cluster():
+            if self.ctl.went_silent(wall):
+                events += self._all_nodes_down(wall)
+            self._last_poll_s, self._last_poll_wall = now, wall
+            return events
+        self.ctl.answered(wall)
+        if self._adopt_due:
+            self._adopt_due = False
+            self._cancel_strays()
+        deferred, self._deferred = self._deferred, {}
+        for req in deferred.values():
+            self._submit(req)
         try:
-            jobs = parse_squeue(self._slurm("squeue", "--json"))
+            jobs = parse_squeue(self._slurm("squeue", "--json"), self.prefix)
             health = parse_sinfo_health(self._slurm("sinfo", "--json"))
         except (SlurmError, ValueError, KeyError) as e:
             log.warning("cannot read Slurm's state: %s", e)
             return events
+        for run in [r for r in self._closing.values() if r.cancel_due]:
+            if _owns(run, jobs.get(run.slurm_id), self.prefix):
+                self._cancel(run)
+            else:  # Slurm no longer holds it (ended, or forgotten in a controller crash)
+                run.cancel_due = False
         for name, (h, reason) in sorted(health.items(), key=lambda kv: self._index.get(kv[0], -1)):
             if name in self._index and self._health.get(name, Health.HEALTHY) is not h:
                 self._health[name] = h
                 events.append(NodeHealthChanged(self._index[name], h, reason))
         ended: list[tuple[SlurmRun, SlurmJob]] = []
         for run in [*self._runs.values(), *self._closing.values()]:
-            job = jobs.get(run.slurm_id) or self._from_sacct(run, wall)
+            listed = jobs.get(run.slurm_id)
+            job = listed if _owns(run, listed, self.prefix) else self._from_sacct(run, wall)
             if job is None:
                 continue
             self._observe(run, job, now - wall)
@@ -425,13 +349,49 @@ class SlurmBackend:
                     out.append(NodeHealthChanged(self._index[n], Health.DOWN, reason))
         return out
 
+    def _forget(self, slurm_id: int, now: int) -> None:
+        """Slurm gave a new job the id of a run still tracked: its controller lost that run
+        (a crash before it saved its state restarts the id counter). A stopped run is
+        over; a live one is reported lost at the next poll (it runs nowhere Slurm knows)."""
+        old = self._closing.pop(slurm_id, None)
+        if old is not None:
+            old.state, old.cancel_due = "LOST", False
+            self._done.append(old)
+        for run in [r for r in self._runs.values() if r.slurm_id == slurm_id]:
+            log.warning("Slurm forgot job %d (%s): lost", slurm_id, run.job_id)
+            del self._runs[run.job_id]
+            run.state, run.exit_code, run.end_s = "LOST", EXIT_LOST, now
+            self._done.append(run)
+            self._events.append(JobEnded(run.job_id, run.attempt, now, EXIT_LOST))
+
+    def _all_nodes_down(self, wall: float) -> list[BackendEvent]:
+        """The controller is lost: report every node down (the engine requeues their jobs;
+        sinfo reports them again when it answers)."""
+        assert self.ctl.silent_since is not None
+        silent = wall - self.ctl.silent_since
+        reason = f"slurm: controller of {self.ctl.name} unreachable for {silent:.0f} s"
+        out: list[BackendEvent] = []
+        for name in self.topo.node_names:
+            if self._health.get(name, Health.HEALTHY) is not Health.DOWN:
+                self._health[name] = Health.DOWN
+                out.append(NodeHealthChanged(self._index[name], Health.DOWN, reason))
+        return out
+
+    def _cancel(self, run: SlurmRun) -> None:
+        try:
+            self._slurm("scancel", str(run.slurm_id))
+        except SlurmError as e:
+            log.warning("cannot cancel Slurm job %d (%s): %s", run.slurm_id, run.job_id, e)
+            return
+        run.cancel_due = False
+
     # -- what is sent -----------------------------------------------------------------------
     def sbatch_args(self, req: StartRequest, stem: Path) -> list[str]:
         """sbatch's options for a run: one component per distinct GPU count."""
         common = [
             "--parsable",
             f"--job-name={req.spec.id}",
-            f"--comment={COMMENT_PREFIX}{req.spec.id}:{req.attempt}",
+            f"--comment={self.prefix}{req.spec.id}:{req.attempt}",
             "--no-requeue",
             f"--output={stem}.out",
             f"--error={stem}.err",
@@ -479,7 +439,7 @@ class SlurmBackend:
 
     # -- internals ---------------------------------------------------------------------------
     def _slurm(self, *argv: str, stdin: str | None = None) -> str:
-        return _cli(list(argv), self.env, stdin)
+        return self.ctl.run(*argv, stdin=stdin)
 
     def _signal(self, run: SlurmRun) -> bool:
         try:
@@ -512,36 +472,43 @@ class SlurmBackend:
             return now
         return max(floor, min(now, int(end + (now - wall))))
 
-    def sacct_job(self, slurm_id: int) -> SlurmJob | None:
+    def sacct_job(self, slurm_id: int, name: str | None = None) -> SlurmJob | None:
         """A job as accounting records it: ``sacct``, or ``sacct -c`` (the jobcomp file)
-        where accounting storage is off; None if neither knows it."""
+        where accounting storage is off; None if neither knows it. With ``name``, only a
+        record of that job name, the latest (a controller that lost its state reuses ids)."""
         forms = [["sacct"], ["sacct", "-c"]] if self._sacct is None else [self._sacct]
-        fields = "JobID,State,ExitCode,Start,End,NodeList"
+        fields = "JobID,JobName,State,ExitCode,Start,End,NodeList"
         for form in forms:
             try:
                 out = self._slurm(*form, "-X", "-n", "-P", "-j", str(slurm_id), "-o", fields)
             except SlurmError:
                 continue
             self._sacct = form
+            found: SlurmJob | None = None
             for line in out.splitlines():
                 parts = line.split("|")
-                if len(parts) != 6 or parts[0] != str(slurm_id):
+                if len(parts) != 7 or parts[0] != str(slurm_id):
                     continue
-                state = parts[1].split()[0].upper() if parts[1] else ""
-                code, _, sig = parts[2].partition(":")
+                if name is not None and parts[1] != name:
+                    continue
+                state = parts[2].split()[0].upper() if parts[2] else ""
+                code, _, sig = parts[3].partition(":")
                 status = 128 + int(sig) if sig.isdigit() and int(sig) else int(code or 0)
                 if state != "COMPLETED" and status == 0:
-                    status = _STATE_EXIT.get(state, EXIT_LOST)
-                nodes = tuple(expand_hostlist(parts[5]))
-                return SlurmJob(
-                    slurm_id, "", state, status, _epoch(parts[3]), _epoch(parts[4]), nodes, ()
-                )
+                    status = STATE_EXIT.get(state, EXIT_LOST)
+                nodes = tuple(expand_hostlist(parts[6]))
+                start, end = epoch(parts[4]), epoch(parts[5])
+                found = SlurmJob(slurm_id, "", state, status, start, end, nodes, ())
+                if name is None:
+                    return found
+            if found is not None:
+                return found
         return None
 
     def _from_sacct(self, run: SlurmRun, wall: float) -> SlurmJob | None:
         """A job squeue does not list: slurmctld forgot it (MinJobAge), so ask accounting.
         Unknown there too for three polls (and not just submitted): lost."""
-        job = self.sacct_job(run.slurm_id)
+        job = self.sacct_job(run.slurm_id, run.job_id)
         if job is not None:
             return job
         run.missing += 1
@@ -549,20 +516,43 @@ class SlurmBackend:
             return None
         return SlurmJob(run.slurm_id, "", "FAILED", EXIT_LOST, None, None, (), ())
 
+    def _cancel_strays(self) -> None:
+        """The controller was away when this backend started, so nothing was adopted and
+        the engine has requeued what the store said ran here. Cotenant's jobs Slurm still
+        holds are runs from before the restart: cancel them (they would run twice)."""
+        try:
+            jobs = parse_squeue(self._slurm("squeue", "--json"), self.prefix)
+        except (SlurmError, ValueError, KeyError) as e:
+            log.warning("cannot list Slurm jobs left from before the restart: %s", e)
+            return
+        mine = {r.slurm_id for r in [*self._runs.values(), *self._closing.values()]}
+        for job in jobs.values():
+            if job.slurm_id not in mine and job.state not in TERMINAL:
+                log.warning(
+                    "cancelling %s (Slurm job %d): a run from before the restart",
+                    job.comment,
+                    job.slurm_id,
+                )
+                try:
+                    self._slurm("scancel", str(job.slurm_id))
+                except SlurmError as e:
+                    log.warning("cannot cancel Slurm job %d: %s", job.slurm_id, e)
+
     def _adopt(self) -> None:
         """Take over cotenant's jobs that Slurm still holds (after a restart)."""
         try:
-            jobs = parse_squeue(self._slurm("squeue", "--json"))
+            jobs = parse_squeue(self._slurm("squeue", "--json"), self.prefix)
         except (SlurmError, ValueError, KeyError) as e:
             log.warning("cannot list Slurm jobs to adopt: %s", e)
             return
         latest: dict[str, SlurmRun] = {}
         for job in sorted(jobs.values(), key=lambda j: j.slurm_id):
-            ident = _comment_id(job.comment)
+            ident = comment_id(job.comment, self.prefix)
             if ident is None:
                 continue
+            gpus = job.gpus or job.asked  # (an ended job's GPUs: as it asked for them)
             run = SlurmRun(
-                ident[0], ident[1], job.slurm_id, job.nodes, job.gpus, 0, time.time(), adopted=True
+                ident[0], ident[1], job.slurm_id, job.nodes, gpus, 0, time.time(), adopted=True
             )
             self._observe(run, job, None)
             old = latest.get(run.job_id)
@@ -571,8 +561,9 @@ class SlurmBackend:
         self._runs.update(latest)
 
 
-def _epoch(stamp: str) -> int | None:
-    try:
-        return int(time.mktime(time.strptime(stamp, "%Y-%m-%dT%H:%M:%S")))
-    except ValueError:
-        return None
+def _owns(run: SlurmRun, job: SlurmJob | None, prefix: str) -> bool:
+    """``job`` is ``run``'s own (its comment names the run), not a later job that took the
+    id of one a crashed controller forgot."""
+    if job is None:
+        return False
+    return comment_id(job.comment, prefix) == (run.job_id, run.attempt)

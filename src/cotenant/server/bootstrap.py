@@ -4,7 +4,10 @@ the write the live service shares with it: a contract version with its audit ent
 
 from __future__ import annotations
 
+import os
+import secrets
 import time
+from typing import TYPE_CHECKING
 
 from cotenant.audit.chain import canonical_json
 from cotenant.cluster.presets import preset
@@ -19,9 +22,14 @@ from cotenant.store.repo import Store
 from cotenant.store.writer import Tx
 from cotenant.twin.scenario import load_scenario
 
+if TYPE_CHECKING:
+    from cotenant.backends.slurm_clusters import ClusterConf
+
 CLOCK_META = "clock"
 ENERGY_META = "site-energy"  # the seeding scenario's [energy] table, as JSON
 SEED_META = "seeded-from"  # the scenario that seeded the store ("" for none)
+SLURM_CLUSTERS_META = "slurm-clusters"  # each Slurm cluster's node names, as JSON
+STORE_ID_META = "store-id"  # marks this store's jobs where others may see them (Slurm)
 
 
 def store_contract(tx: Tx, by: str, contract: Contract, change: str, now: int) -> None:
@@ -47,7 +55,12 @@ def bootstrap(store: Store, settings: Settings) -> list[IssuedKey]:
         return []
     name = settings.seed_scenario
     sc = load_scenario(name) if name is not None else None
-    if settings.backend == "slurm":  # the nodes Slurm has (a scenario gives tenants only)
+    cluster_nodes: dict[str, list[str]] | None = None
+    if settings.backend == "slurm" and settings.slurm_clusters:  # one provider per cluster
+        from cotenant.backends.slurm_clusters import read_union_spec
+
+        spec, cluster_nodes = read_union_spec(slurm_clusters(settings), os.environ)
+    elif settings.backend == "slurm":  # the nodes Slurm has (a scenario gives tenants only)
         from cotenant.backends.slurm import read_cluster_spec
 
         spec = read_cluster_spec()
@@ -70,6 +83,9 @@ def bootstrap(store: Store, settings: Settings) -> list[IssuedKey]:
         repo.put_cluster(tx, spec)
         repo.put_meta(tx, CLOCK_META, anchor)
         repo.put_meta(tx, SEED_META, sc.name if sc is not None else "")
+        repo.put_meta(tx, STORE_ID_META, secrets.token_hex(4))
+        if cluster_nodes is not None:
+            repo.put_meta(tx, SLURM_CLUSTERS_META, canonical_json(cluster_nodes))
         if sc is not None and "energy" in sc.sections:
             repo.put_meta(tx, ENERGY_META, canonical_json(dict(sc.sections["energy"])))
         tx.audit(
@@ -96,6 +112,23 @@ def bootstrap(store: Store, settings: Settings) -> list[IssuedKey]:
 
     store.writer.call(op)
     return [k for k, _ in keys]
+
+
+def slurm_clusters(settings: Settings) -> list[ClusterConf]:
+    """The settings' Slurm clusters, as the backend takes them (imported on demand, like
+    every backend)."""
+    from cotenant.backends.slurm_clusters import ClusterConf
+
+    return [ClusterConf(c.name, c.slurm_conf, c.cluster) for c in settings.slurm_clusters]
+
+
+def slurm_comment_prefix(store: Store) -> str:
+    """What this store's Slurm jobs' comments begin with: ``cotenant:<store id>:`` (a
+    store made before stores had an id: ``cotenant:``)."""
+    from cotenant.backends.slurm_cli import COMMENT_PREFIX
+
+    sid = store.meta(STORE_ID_META)
+    return f"{COMMENT_PREFIX}{sid}:" if sid else COMMENT_PREFIX
 
 
 def seeded_from(store: Store) -> str | None:

@@ -24,6 +24,7 @@ is back. Requests that need a write answer 503.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -47,7 +48,13 @@ from cotenant.model.dependencies import OnNeverMet
 from cotenant.model.errors import SpecError
 from cotenant.scheduler.decisions import Reason
 from cotenant.server import health
-from cotenant.server.bootstrap import CLOCK_META, ENERGY_META
+from cotenant.server.bootstrap import (
+    CLOCK_META,
+    ENERGY_META,
+    SLURM_CLUSTERS_META,
+    slurm_clusters,
+    slurm_comment_prefix,
+)
 from cotenant.server.jobs import JobService
 from cotenant.server.keys import IssuedKey, KeyAdmin, KeyRing, Principal, Role
 from cotenant.server.pipelines import PipelineService
@@ -157,7 +164,38 @@ class Service:
             raise SpecError(
                 "speed", f"the {s.backend} backend runs real work: speed must be 1, got {s.speed:g}"
             )
+        if s.backend == "slurm" and s.slurm_clusters:
+            return self._slurm_clusters()
+        if s.backend == "slurm":
+            return get_backend(
+                s.backend,
+                topo=self.topo,
+                state_dir=s.state_dir,
+                controller_timeout_s=s.controller_timeout_s,
+                comment_prefix=slurm_comment_prefix(self.store),
+            )
         return get_backend(s.backend, topo=self.topo, state_dir=s.state_dir)
+
+    def _slurm_clusters(self) -> Backend:
+        """Several Slurm clusters, each a provider, with the node names the store was
+        seeded with (so the server starts while a controller is away)."""
+        from cotenant.backends.slurm_clusters import SlurmClusters
+
+        raw = self.store.meta(SLURM_CLUSTERS_META)
+        if raw is None:
+            raise SpecError(
+                "slurm_clusters", "the store was not seeded with slurm_clusters; use a new --db"
+            )
+        s = self.settings
+        return SlurmClusters(
+            self.topo,
+            s.state_dir,
+            slurm_clusters(s),
+            json.loads(raw),
+            base_env=os.environ,
+            controller_timeout_s=s.controller_timeout_s,
+            comment_prefix=slurm_comment_prefix(self.store),
+        )
 
     def _anchor_clock(self) -> int:
         """Service time keeps running while the service is down: now = sim0 + elapsed x speed

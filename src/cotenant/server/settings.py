@@ -12,6 +12,12 @@ read_concurrency = 2              # API reads handled at once (the rest queue)
 backend = "sim"                   # sim (the twin), local (processes here) or slurm
 state_dir = "cotenant-runs"       # local/slurm: job output, checkpoints, run records
 dependency_never_met = "cancel"   # a job whose dependency cannot be met: cancel or keep
+
+# backend = "slurm" over several clusters, each a provider (backends/slurm_clusters.py):
+[[slurm_clusters]]
+name = "alpha"                    # the provider's name in cotenant
+slurm_conf = "/etc/slurm-alpha/slurm.conf"
+cluster = "alpha"                 # optional: its ClusterName, checked at start
 """
 
 from __future__ import annotations
@@ -26,6 +32,16 @@ from cotenant.model.errors import SpecError
 
 DEFAULT_DB = "sqlite:///cotenant.db"
 DEMO_DB = "sqlite:///cotenant-demo.db"
+
+
+class SlurmClusterSettings(BaseModel):
+    """One Slurm cluster of several (``slurm_clusters``): a provider."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    slurm_conf: str
+    cluster: str | None = None
 
 
 class Settings(BaseModel):
@@ -53,6 +69,10 @@ class Settings(BaseModel):
     # A job whose dependency can no longer be met is cancelled, or kept pending with reason
     # dependency-never-met until its tenant cancels it (model/dependencies.py).
     dependency_never_met: Literal["cancel", "keep"] = "cancel"
+    # backend slurm over several clusters, each a provider; empty: the one SLURM_CONF names
+    slurm_clusters: tuple[SlurmClusterSettings, ...] = ()
+    # a Slurm controller silent this long is lost: its nodes go down, its jobs requeue
+    controller_timeout_s: int = Field(10, ge=1, le=3600)
 
     @property
     def live_workload(self) -> bool:
@@ -80,6 +100,15 @@ class Settings(BaseModel):
             d = Path(self.state_dir)
             if d.exists() and not d.is_dir():
                 raise ValueError(f"state_dir {d} is a file; give a directory")
+        if self.slurm_clusters:
+            if self.backend != "slurm":
+                raise ValueError(f"slurm_clusters needs backend slurm, not {self.backend}")
+            names = [c.name for c in self.slurm_clusters]
+            if len(set(names)) != len(names):
+                raise ValueError(f"slurm_clusters: names must differ, got {names}")
+            for c in self.slurm_clusters:
+                if not Path(c.slurm_conf).is_file():
+                    raise ValueError(f"slurm_clusters {c.name}: no such file {c.slurm_conf}")
         return self
 
     @property

@@ -52,6 +52,7 @@ class ContractPolicy:
             t: snap.entitlements.get(t, 0) - snap.owned_gpus.get(t, 0) for t in snap.entitlements
         }
         taken_victims: set[str] = {r.spec.id for r in reclaiming}
+
         # Jobs with room already being reclaimed for them go first, the one whose grace
         # period ends first first (oldest promise first among equal graces), and keep the
         # very room promised while it is still theirs: a promise is kept. (By deadline,
@@ -510,4 +511,3 @@ class ContractPolicy:
 
 
 register("contract")(ContractPolicy)
-
