@@ -7,7 +7,7 @@ dropping the copy.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 
 import numpy as np
@@ -28,10 +28,25 @@ class Placement:
 
     nodes: tuple[int, ...]
     gpus: tuple[int, ...]
+    # The same as arrays (int64 nodes, int32 GPUs), made once on first use: a gang of
+    # 262,144 GPUs holds 65,536 nodes, and every apply and release would convert them.
+    _arrays: tuple[np.ndarray, np.ndarray] | None = field(default=None, compare=False, repr=False)
 
     @property
     def total_gpus(self) -> int:
         return sum(self.gpus)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """Nodes and GPUs as read-only arrays."""
+        got = self._arrays
+        if got is None:
+            nodes = np.asarray(self.nodes, dtype=np.int64)
+            gpus = np.asarray(self.gpus, dtype=np.int32)
+            nodes.setflags(write=False)
+            gpus.setflags(write=False)
+            got = (nodes, gpus)
+            object.__setattr__(self, "_arrays", got)
+        return got
 
 
 class ClusterState:
@@ -80,8 +95,8 @@ class ClusterState:
     # -- allocation ----------------------------------------------------------------------
     def free_part(self, p: Placement) -> Placement | None:
         """The part of a placement that is free here (None if nothing is)."""
-        nodes = np.asarray(p.nodes, dtype=np.int64)
-        take = np.minimum(np.asarray(p.gpus), self.free[nodes])
+        nodes, gpus = p.arrays()
+        take = np.minimum(gpus, self.free[nodes])
         keep = take > 0
         if not keep.any():
             return None
@@ -97,8 +112,7 @@ class ClusterState:
             self.tenant_gpus[t, n] += g
             self.rack_tenant[t, self.topo.node_rack[n]] += g
             return
-        nodes = np.asarray(p.nodes, dtype=np.int64)
-        gpus = np.asarray(p.gpus, dtype=np.int32)
+        nodes, gpus = p.arrays()
         if check and (np.any(self.free[nodes] < gpus) or np.any(gpus <= 0)):
             bad = [int(n) for n, g in zip(nodes, gpus, strict=True) if self.free[n] < g]
             raise InvariantBroken(f"placement of {tenant} over-commits nodes {bad[:5]}")
@@ -116,8 +130,7 @@ class ClusterState:
             self.tenant_gpus[t, n] -= g
             self.rack_tenant[t, self.topo.node_rack[n]] -= g
             return
-        nodes = np.asarray(p.nodes, dtype=np.int64)
-        gpus = np.asarray(p.gpus, dtype=np.int32)
+        nodes, gpus = p.arrays()
         if np.any(self.tenant_gpus[t, nodes] < gpus):
             raise InvariantBroken(f"release of GPUs {tenant} does not hold")
         self.free[nodes] += gpus.astype(np.int16)
@@ -131,8 +144,8 @@ class ClusterState:
         t_idx = np.concatenate(
             [np.full(len(p.nodes), self.tenant_index(t), dtype=np.int64) for t, p in held]
         )
-        nodes = np.concatenate([np.asarray(p.nodes, dtype=np.int64) for _, p in held])
-        gpus = np.concatenate([np.asarray(p.gpus, dtype=np.int32) for _, p in held])
+        nodes = np.concatenate([p.arrays()[0] for _, p in held])
+        gpus = np.concatenate([p.arrays()[1] for _, p in held])
         np.add.at(self.free, nodes, gpus.astype(np.int16))
         np.subtract.at(self.tenant_gpus, (t_idx, nodes), gpus)
         np.subtract.at(self.rack_tenant, (t_idx, self.topo.node_rack[nodes]), gpus)

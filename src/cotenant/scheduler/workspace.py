@@ -109,8 +109,8 @@ class Workspace:
         """Whether a remembered placement is still free (now, or once reclaims finish)."""
         view = _NOW if now else _FUTURE
         free = self._free(view) if now or self.future is not None else self.now.free
-        nodes = np.asarray(p.nodes)
-        if np.any(free[nodes] < np.asarray(p.gpus)):
+        nodes, gpus = p.arrays()
+        if np.any(free[nodes] < gpus):
             return False
         return bool(self.eligible(job.tenant, job.accelerator, view)[nodes].all())
 
