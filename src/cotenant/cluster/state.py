@@ -56,6 +56,7 @@ class ClusterState:
         self.health = np.zeros(topo.n_nodes, dtype=np.int8)  # change it with set_health
         self._usable: np.ndarray | None = None  # health-derived, cleared by set_health
         self._down_gpus: int | None = None
+        self.held = 0  # GPUs held by all tenants (the sum of tenant_gpus, kept as it changes)
         self.tenants: list[str] = []
         self._tenant_index: dict[str, int] = {}
         self.tenant_gpus = np.zeros((0, topo.n_nodes), dtype=np.int32)
@@ -86,6 +87,7 @@ class ClusterState:
         new.health = self.health.copy()
         new._usable = self._usable
         new._down_gpus = self._down_gpus
+        new.held = self.held
         new.tenants = list(self.tenants)
         new._tenant_index = dict(self._tenant_index)
         new.tenant_gpus = self.tenant_gpus.copy()
@@ -111,6 +113,7 @@ class ClusterState:
             self.free[n] -= g
             self.tenant_gpus[t, n] += g
             self.rack_tenant[t, self.topo.node_rack[n]] += g
+            self.held += g
             return
         nodes, gpus = p.arrays()
         if check and (np.any(self.free[nodes] < gpus) or np.any(gpus <= 0)):
@@ -119,6 +122,7 @@ class ClusterState:
         self.free[nodes] -= gpus.astype(np.int16)
         self.tenant_gpus[t, nodes] += gpus
         np.add.at(self.rack_tenant[t], self.topo.node_rack[nodes], gpus)
+        self.held += int(gpus.sum())
 
     def release(self, tenant: str, p: Placement) -> None:
         t = self.tenant_index(tenant)
@@ -129,6 +133,7 @@ class ClusterState:
             self.free[n] += g
             self.tenant_gpus[t, n] -= g
             self.rack_tenant[t, self.topo.node_rack[n]] -= g
+            self.held -= g
             return
         nodes, gpus = p.arrays()
         if np.any(self.tenant_gpus[t, nodes] < gpus):
@@ -136,6 +141,7 @@ class ClusterState:
         self.free[nodes] += gpus.astype(np.int16)
         self.tenant_gpus[t, nodes] -= gpus
         np.add.at(self.rack_tenant[t], self.topo.node_rack[nodes], -gpus)
+        self.held -= int(gpus.sum())
 
     def release_many(self, held: list[tuple[str, Placement]]) -> None:
         """Release many placements at once (vectorised; for what-if victim searches)."""
@@ -149,6 +155,7 @@ class ClusterState:
         np.add.at(self.free, nodes, gpus.astype(np.int16))
         np.subtract.at(self.tenant_gpus, (t_idx, nodes), gpus)
         np.subtract.at(self.rack_tenant, (t_idx, self.topo.node_rack[nodes]), gpus)
+        self.held -= int(gpus.sum())
         if np.any(self.tenant_gpus[t_idx, nodes] < 0):
             raise InvariantBroken("release of GPUs a tenant does not hold")
 
@@ -181,3 +188,5 @@ class ClusterState:
             raise InvariantBroken("negative free or held GPUs")
         if not np.array_equal(held + self.free, self.topo.node_gpus.astype(np.int64)):
             raise InvariantBroken("free + held != capacity")
+        if int(held.sum()) != self.held:
+            raise InvariantBroken("the held count drifted from the tenants' GPUs")

@@ -195,12 +195,11 @@ def topology_power_headroom(
 
 
 def _held_by_kind(topo: Topology, state: ClusterState) -> dict[str, tuple[int, int, int]]:
-    """(GPUs installed, nodes, GPUs held) of each kind. Held is installed less free, which
-    is the tenants' sum (``ClusterState`` keeps free + held = capacity on every node)
-    without adding up a tenants-by-nodes array every cycle."""
+    """(GPUs installed, nodes, GPUs held) of each kind: the state's running count of held
+    GPUs, or installed less free (``ClusterState`` keeps free + held = capacity on every
+    node), without adding up a tenants-by-nodes array every cycle."""
     if len(topo.kinds) == 1:
-        free = int(state.free.sum(dtype=np.int64))
-        return {topo.kinds[0]: (topo.total_gpus, topo.n_nodes, topo.total_gpus - free)}
+        return {topo.kinds[0]: (topo.total_gpus, topo.n_nodes, state.held)}
     out: dict[str, tuple[int, int, int]] = {}
     for k, name in enumerate(topo.kinds):
         mask = topo.node_kind == k
