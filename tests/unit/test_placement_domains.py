@@ -165,3 +165,20 @@ def test_a_domain_lies_inside_a_rack_unless_the_group_says_otherwise() -> None:
     nvl36x2 = Topology(ClusterSpec("y", (NodeGroup(GB200, 36, 9, 2, None, 18),)))
     assert nvl36x2.n_domains == 2 and nvl36x2.n_racks == 4
     assert smallest_level(nvl36x2, 72) is Level.DOMAIN
+
+
+def test_the_colossus_2_scenario_runs_the_lease_on_the_new_site() -> None:
+    """colossus-2-lease: the preset, an owner lab and an all-available lessee, one service
+    each on whole NVL72 domains, and failures on (bench/bench_colossus2.py runs it)."""
+    from cotenant.faults.injector import parse_failure_settings
+    from cotenant.serving.services import parse_services
+    from cotenant.twin.scenario import load_scenario
+
+    sc = load_scenario("colossus-2-lease")
+    assert sc.cluster.name == "colossus-2" and sc.cluster.total_gpus == 1_000_000
+    owner, lessee = (t.contract for t in sc.tenants)
+    assert owner is not None and lessee is not None
+    assert owner.commitment.gpus == 200_000 and lessee.commitment.all_available
+    assert parse_failure_settings(sc.sections["failures"]).enabled
+    services = parse_services(sc.sections["services"], [t.name for t in sc.tenants])
+    assert [s.spec.gpus_per_replica for s in services] == [72, 72]
