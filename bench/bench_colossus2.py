@@ -7,10 +7,11 @@ RSS. Each scenario runs in its own process (spawned, one after the other), so ea
 peak RSS is its own; the wall time is the whole simulate() call (engine, failures,
 services and reports), not the workload generation.
 
-    python bench/bench_colossus2.py [--days 30] [--no-baseline]
+    python bench/bench_colossus2.py [--days 30] [--baseline-days 30] [--no-baseline]
 
 ``--days`` shortens the colossus-2 horizon (the workload is still the 30-day one, so
-the first days are the same) for a quicker look; the baseline always runs 30 days.
+the first days are the same) for a quicker look, ``--baseline-days`` the baseline's;
+the ratio is then also given per simulated day.
 """
 
 from __future__ import annotations
@@ -72,9 +73,10 @@ def show(r: dict[str, Any]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--days", type=float, default=None, help="colossus-2 horizon (default 30)")
+    ap.add_argument("--baseline-days", type=float, default=None, help="default 30")
     ap.add_argument("--no-baseline", action="store_true")
     a = ap.parse_args()
-    base = None if a.no_baseline else in_child("colossus-lease", None)
+    base = None if a.no_baseline else in_child("colossus-lease", a.baseline_days)
     if base is not None:
         show(base)
     big = in_child("colossus-2-lease", a.days)
@@ -90,7 +92,8 @@ def main() -> None:
     if base is not None:
         print(
             f"  ratio colossus-2 / colossus-lease wall time: {w / base['wall_s']:.2f} "
-            f"(10x the GPUs; per simulated day {w / big['days'] / (base['wall_s'] / 30):.2f})"
+            f"(10x the GPUs; per simulated day "
+            f"{(w / big['days']) / (base['wall_s'] / base['days']):.2f})"
         )
 
 
