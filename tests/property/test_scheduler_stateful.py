@@ -187,10 +187,13 @@ class SchedulerMachine(RuleBasedStateMachine):
                 level = smallest_level(TOPO, spec.gpus)
                 level = level if level is Level.NODE else Level.ANY
             else:
-                level = {Constraint.NODE: Level.NODE, Constraint.RACK: Level.RACK,
-                         Constraint.BLOCK: Level.BLOCK, Constraint.ANY: Level.ANY}[spec.constraint]
+                level = {Constraint.NODE: Level.NODE, Constraint.DOMAIN: Level.DOMAIN,
+                         Constraint.RACK: Level.RACK, Constraint.BLOCK: Level.BLOCK,
+                         Constraint.ANY: Level.ANY}[spec.constraint]
             if level is Level.NODE:
                 assert len(p.nodes) == 1, f"{spec.id} ({spec.constraint}) spans nodes {p.nodes}"
+            elif level is Level.DOMAIN:
+                assert len(set(TOPO.node_domain[nodes])) == 1, f"{spec.id} spans domains"
             elif level is Level.RACK:
                 assert len(set(TOPO.node_rack[nodes])) == 1, f"{spec.id} spans racks: {p.nodes}"
             elif level is Level.BLOCK:

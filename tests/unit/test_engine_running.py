@@ -6,7 +6,7 @@ from __future__ import annotations
 from builders import T0, job
 from cotenant.cluster.state import Placement
 from cotenant.engine.jobs import JobRun
-from cotenant.engine.running import RunningSet
+from cotenant.engine.running import WIDE_RUN_NODES, RunningSet
 
 
 def running(id: str, nodes: tuple[int, ...], hours: int, gpus: int = 8) -> JobRun:
@@ -53,3 +53,19 @@ def test_each_node_knows_the_jobs_holding_gpus_there() -> None:
     rs.free_nodes(b)
     assert rs.ids_on_node(1) == ["a"] and rs.ids_on_node(0) == []
     assert rs.ids_on_node(7) == []
+
+
+def test_a_wide_run_is_found_on_each_of_its_nodes() -> None:
+    """A run on more than WIDE_RUN_NODES nodes keeps them as one array; a node it shares
+    with a small run lists both, and freeing it clears every node."""
+    rs = RunningSet()
+    nodes = tuple(range(10, 10 + 2 * (WIDE_RUN_NODES + 1), 2))  # every other node
+    wide, small = running("wide", nodes, 1, gpus=4), running("small", (12, 13), 1, gpus=4)
+    rs.hold_nodes(wide)
+    rs.hold_nodes(small)
+    assert rs.ids_on_node(12) == ["small", "wide"]
+    assert rs.ids_on_node(13) == ["small"]
+    assert rs.ids_on_node(nodes[-1]) == ["wide"]
+    assert rs.ids_on_node(11) == [] and rs.ids_on_node(nodes[-1] + 5) == []
+    rs.free_nodes(wide)
+    assert rs.ids_on_node(12) == ["small"] and rs.ids_on_node(nodes[-1]) == []

@@ -502,7 +502,7 @@ def test_minimal_csv_takes_jobspec_defaults(tmp_path: Path) -> None:
         pytest.param(
             "j2,acme,100,8,3600,,zone",
             "constraint",
-            "valid: any, auto, block, node, rack",
+            "valid: any, auto, block, domain, node, rack",
             id="unknown-constraint",
         ),
         pytest.param(

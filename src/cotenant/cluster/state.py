@@ -7,7 +7,7 @@ dropping the copy.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 
 import numpy as np
@@ -28,10 +28,25 @@ class Placement:
 
     nodes: tuple[int, ...]
     gpus: tuple[int, ...]
+    # The same as arrays (int64 nodes, int32 GPUs), made once on first use: a gang of
+    # 262,144 GPUs holds 65,536 nodes, and every apply and release would convert them.
+    _arrays: tuple[np.ndarray, np.ndarray] | None = field(default=None, compare=False, repr=False)
 
     @property
     def total_gpus(self) -> int:
         return sum(self.gpus)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """Nodes and GPUs as read-only arrays."""
+        got = self._arrays
+        if got is None:
+            nodes = np.asarray(self.nodes, dtype=np.int64)
+            gpus = np.asarray(self.gpus, dtype=np.int32)
+            nodes.setflags(write=False)
+            gpus.setflags(write=False)
+            got = (nodes, gpus)
+            object.__setattr__(self, "_arrays", got)
+        return got
 
 
 class ClusterState:
@@ -41,6 +56,7 @@ class ClusterState:
         self.health = np.zeros(topo.n_nodes, dtype=np.int8)  # change it with set_health
         self._usable: np.ndarray | None = None  # health-derived, cleared by set_health
         self._down_gpus: int | None = None
+        self.held = 0  # GPUs held by all tenants (the sum of tenant_gpus, kept as it changes)
         self.tenants: list[str] = []
         self._tenant_index: dict[str, int] = {}
         self.tenant_gpus = np.zeros((0, topo.n_nodes), dtype=np.int32)
@@ -71,6 +87,7 @@ class ClusterState:
         new.health = self.health.copy()
         new._usable = self._usable
         new._down_gpus = self._down_gpus
+        new.held = self.held
         new.tenants = list(self.tenants)
         new._tenant_index = dict(self._tenant_index)
         new.tenant_gpus = self.tenant_gpus.copy()
@@ -80,8 +97,8 @@ class ClusterState:
     # -- allocation ----------------------------------------------------------------------
     def free_part(self, p: Placement) -> Placement | None:
         """The part of a placement that is free here (None if nothing is)."""
-        nodes = np.asarray(p.nodes, dtype=np.int64)
-        take = np.minimum(np.asarray(p.gpus), self.free[nodes])
+        nodes, gpus = p.arrays()
+        take = np.minimum(gpus, self.free[nodes])
         keep = take > 0
         if not keep.any():
             return None
@@ -96,15 +113,16 @@ class ClusterState:
             self.free[n] -= g
             self.tenant_gpus[t, n] += g
             self.rack_tenant[t, self.topo.node_rack[n]] += g
+            self.held += g
             return
-        nodes = np.asarray(p.nodes, dtype=np.int64)
-        gpus = np.asarray(p.gpus, dtype=np.int32)
+        nodes, gpus = p.arrays()
         if check and (np.any(self.free[nodes] < gpus) or np.any(gpus <= 0)):
             bad = [int(n) for n, g in zip(nodes, gpus, strict=True) if self.free[n] < g]
             raise InvariantBroken(f"placement of {tenant} over-commits nodes {bad[:5]}")
         self.free[nodes] -= gpus.astype(np.int16)
         self.tenant_gpus[t, nodes] += gpus
         np.add.at(self.rack_tenant[t], self.topo.node_rack[nodes], gpus)
+        self.held += int(gpus.sum())
 
     def release(self, tenant: str, p: Placement) -> None:
         t = self.tenant_index(tenant)
@@ -115,14 +133,15 @@ class ClusterState:
             self.free[n] += g
             self.tenant_gpus[t, n] -= g
             self.rack_tenant[t, self.topo.node_rack[n]] -= g
+            self.held -= g
             return
-        nodes = np.asarray(p.nodes, dtype=np.int64)
-        gpus = np.asarray(p.gpus, dtype=np.int32)
+        nodes, gpus = p.arrays()
         if np.any(self.tenant_gpus[t, nodes] < gpus):
             raise InvariantBroken(f"release of GPUs {tenant} does not hold")
         self.free[nodes] += gpus.astype(np.int16)
         self.tenant_gpus[t, nodes] -= gpus
         np.add.at(self.rack_tenant[t], self.topo.node_rack[nodes], -gpus)
+        self.held -= int(gpus.sum())
 
     def release_many(self, held: list[tuple[str, Placement]]) -> None:
         """Release many placements at once (vectorised; for what-if victim searches)."""
@@ -131,11 +150,12 @@ class ClusterState:
         t_idx = np.concatenate(
             [np.full(len(p.nodes), self.tenant_index(t), dtype=np.int64) for t, p in held]
         )
-        nodes = np.concatenate([np.asarray(p.nodes, dtype=np.int64) for _, p in held])
-        gpus = np.concatenate([np.asarray(p.gpus, dtype=np.int32) for _, p in held])
+        nodes = np.concatenate([p.arrays()[0] for _, p in held])
+        gpus = np.concatenate([p.arrays()[1] for _, p in held])
         np.add.at(self.free, nodes, gpus.astype(np.int16))
         np.subtract.at(self.tenant_gpus, (t_idx, nodes), gpus)
         np.subtract.at(self.rack_tenant, (t_idx, self.topo.node_rack[nodes]), gpus)
+        self.held -= int(gpus.sum())
         if np.any(self.tenant_gpus[t_idx, nodes] < 0):
             raise InvariantBroken("release of GPUs a tenant does not hold")
 
@@ -168,3 +188,5 @@ class ClusterState:
             raise InvariantBroken("negative free or held GPUs")
         if not np.array_equal(held + self.free, self.topo.node_gpus.astype(np.int64)):
             raise InvariantBroken("free + held != capacity")
+        if int(held.sum()) != self.held:
+            raise InvariantBroken("the held count drifted from the tenants' GPUs")

@@ -1,8 +1,13 @@
-"""The topology tree: site > fabric block > rack > node > GPUs, as flat NumPy arrays.
+"""The topology tree: site > fabric block > rack > NVLink domain > node > GPUs, as flat
+NumPy arrays.
 
 A cluster is built from node groups; each group holds one accelerator kind and
 fills its own racks and fabric blocks, so racks and blocks are never mixed.
-Arrays (not objects per node) keep placement vectorised at 100,000 GPUs.
+An NVLink domain is the set of nodes whose GPUs share one NVLink fabric: one node
+of an HGX H100 board (8 GPUs), 18 trays of 4 GPUs in a GB200 NVL72 rack. It lies
+inside a rack unless a group says otherwise (GB200 NVL36x2: one domain over two
+racks of 9 trays).
+Arrays (not objects per node) keep placement vectorised at 1,000,000 GPUs.
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ class NodeGroup:
     nodes_per_rack: int = 8
     racks_per_block: int = 8
     gpus_per_node: int | None = None  # None: the kind's default
+    # Nodes per NVLink domain; None: the kind's NVLink domain over its GPUs per node,
+    # at most one rack (a GB200 NVL72 is 18 trays; an H100 node is its own domain).
+    nodes_per_domain: int | None = None
 
     def kind(self) -> AcceleratorKind:
         return accelerator(self.accelerator)
@@ -31,6 +39,12 @@ class NodeGroup:
     @property
     def node_gpus(self) -> int:
         return self.gpus_per_node if self.gpus_per_node is not None else self.kind().gpus_per_node
+
+    @property
+    def domain_nodes(self) -> int:
+        if self.nodes_per_domain is not None:
+            return self.nodes_per_domain
+        return max(1, min(self.kind().nvlink_domain // self.node_gpus, self.nodes_per_rack))
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +65,11 @@ class ClusterSpec:
                     raise SpecError(
                         f"{f}.{name}", f"must be a whole number >= 1, got {v!r}", source
                     )
+            npd = g.nodes_per_domain
+            if npd is not None and (not isinstance(npd, int) or npd < 1):
+                raise SpecError(
+                    f"{f}.nodes_per_domain", f"must be a whole number >= 1, got {npd!r}", source
+                )
             if g.gpus_per_node is not None and (g.gpus_per_node < 1 or g.gpus_per_node > 1024):
                 raise SpecError(
                     f"{f}.gpus_per_node", f"must be 1..1024, got {g.gpus_per_node}", source
@@ -66,6 +85,32 @@ class ClusterSpec:
         return sum(g.nodes * g.node_gpus for g in self.groups)
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class Units:
+    """The units of one level (NVLink domains, racks or fabric blocks). They are numbered
+    in node order, so each is a run of consecutive nodes, ``start[u]`` to ``start[u + 1]``:
+    placement sums over runs and slices them instead of masking the whole cluster."""
+
+    of_node: np.ndarray  # the unit each node is in
+    start: np.ndarray  # count + 1 offsets
+    nodes: np.ndarray  # nodes in each unit
+    max_nodes: int
+
+    @property
+    def count(self) -> int:
+        return int(self.nodes.size)
+
+    @staticmethod
+    def of(of_node: np.ndarray, count: int) -> Units:
+        if np.any(np.diff(of_node) < 0):
+            raise ValueError("units must be numbered in node order")
+        start = np.searchsorted(of_node, np.arange(count + 1)).astype(np.int64)
+        nodes = np.diff(start)
+        for a in (of_node, start, nodes):
+            a.setflags(write=False)
+        return Units(of_node, start, nodes, int(nodes.max()))
+
+
 class Topology:
     """Immutable arrays describing where every node sits. Shared by all snapshots."""
 
@@ -74,16 +119,27 @@ class Topology:
         self.spec = spec
         self.kinds: tuple[str, ...] = tuple(dict.fromkeys(g.accelerator for g in spec.groups))
         node_rack: list[np.ndarray] = []
+        node_domain: list[np.ndarray] = []
         node_block: list[np.ndarray] = []
         node_kind: list[np.ndarray] = []
         node_gpus: list[np.ndarray] = []
         rack_block: list[np.ndarray] = []
-        rack0 = block0 = 0
+        rack0 = block0 = domain0 = 0
         for g in spec.groups:
             n_racks = -(-g.nodes // g.nodes_per_rack)
             n_blocks = -(-n_racks // g.racks_per_block)
-            racks = rack0 + np.arange(g.nodes, dtype=np.int32) // g.nodes_per_rack
+            local = np.arange(g.nodes, dtype=np.int32)
+            racks = rack0 + local // g.nodes_per_rack
             node_rack.append(racks)
+            npd = g.domain_nodes
+            if npd <= g.nodes_per_rack:  # domains inside racks (the last may be short)
+                per_rack = -(-g.nodes_per_rack // npd)
+                dom = (local // g.nodes_per_rack) * per_rack + (local % g.nodes_per_rack) // npd
+            else:
+                dom = local // npd
+            _, dom = np.unique(dom, return_inverse=True)  # numbered 0.. without gaps
+            node_domain.append((domain0 + dom).astype(np.int32))
+            domain0 += int(dom.max()) + 1
             rb = block0 + np.arange(n_racks, dtype=np.int32) // g.racks_per_block
             rack_block.append(rb)
             node_block.append(rb[racks - rack0])
@@ -91,27 +147,84 @@ class Topology:
             node_gpus.append(np.full(g.nodes, g.node_gpus, dtype=np.int16))
             rack0 += n_racks
             block0 += n_blocks
-        self.node_rack = np.concatenate(node_rack)
-        self.node_block = np.concatenate(node_block)
         self.node_kind = np.concatenate(node_kind)
         self.node_gpus = np.concatenate(node_gpus)
         self.rack_block = np.concatenate(rack_block)
-        self.n_nodes = int(self.node_rack.size)
-        self.n_racks = rack0
-        self.n_blocks = block0
-        for a in (self.node_rack, self.node_block, self.node_kind, self.node_gpus, self.rack_block):
+        for a in (self.node_kind, self.node_gpus, self.rack_block):
             a.setflags(write=False)
+        self.domains = Units.of(np.concatenate(node_domain), domain0)
+        self.racks = Units.of(np.concatenate(node_rack), rack0)
+        self.blocks = Units.of(np.concatenate(node_block), block0)
+        self.n_nodes = int(self.node_gpus.size)
         self.total_gpus = int(self.node_gpus.sum())
-        # Largest domain sizes, for "could this gang ever fit" checks.
         self.max_node_gpus = int(self.node_gpus.max())
-        self.rack_nodes = np.bincount(self.node_rack, minlength=self.n_racks)
-        self.block_nodes = np.bincount(self.node_block, minlength=self.n_blocks)
-        self.max_rack_nodes = int(self.rack_nodes.max())
-        self.max_block_nodes = int(self.block_nodes.max())
         # Memo for scheduler.placement.level_range: asked millions of times per run.
-        self.level_memo: dict[tuple[int, object], Any] = {}
+        self.level_memo: dict[tuple[object, ...], Any] = {}
         # Memo for scheduler.placement.never_fits: by job shape (GPUs, constraint, kind).
         self.fit_memo: dict[tuple[int, object, str | None], str | None] = {}
+
+    # -- the levels under their usual names ------------------------------------------------
+    @property
+    def node_rack(self) -> np.ndarray:
+        return self.racks.of_node
+
+    @property
+    def n_racks(self) -> int:
+        return self.racks.count
+
+    @property
+    def rack_nodes(self) -> np.ndarray:
+        return self.racks.nodes
+
+    @property
+    def max_rack_nodes(self) -> int:
+        return self.racks.max_nodes
+
+    @property
+    def node_block(self) -> np.ndarray:
+        return self.blocks.of_node
+
+    @property
+    def n_blocks(self) -> int:
+        return self.blocks.count
+
+    @property
+    def block_nodes(self) -> np.ndarray:
+        return self.blocks.nodes
+
+    @property
+    def max_block_nodes(self) -> int:
+        return self.blocks.max_nodes
+
+    @property
+    def node_domain(self) -> np.ndarray:
+        return self.domains.of_node
+
+    @property
+    def n_domains(self) -> int:
+        return self.domains.count
+
+    @property
+    def max_domain_nodes(self) -> int:
+        return self.domains.max_nodes
+
+    @cached_property
+    def domains_are_nodes(self) -> bool:
+        """Every NVLink domain is one node (HGX boards): the domain level adds nothing."""
+        return self.domains.max_nodes == 1
+
+    @cached_property
+    def domains_are_racks(self) -> bool:
+        """Every NVLink domain is one rack (GB200 NVL72): the domain level places for both."""
+        return bool(np.array_equal(self.domains.of_node, self.racks.of_node))
+
+    @cached_property
+    def uniform_node_gpus(self) -> bool:
+        return bool(self.node_gpus.min() == self.node_gpus.max())
+
+    def level_units(self, level: int) -> Units:
+        """The units of a placement level (1 NVLink domain, 2 rack, 3 fabric block)."""
+        return (self.domains, self.racks, self.blocks)[level - 1]
 
     @cached_property
     def node_names(self) -> tuple[str, ...]:

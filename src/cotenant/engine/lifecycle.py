@@ -9,7 +9,8 @@ arithmetic is ``model.checkpoints``'s (through ``JobRun.current_run``).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from operator import itemgetter
+from typing import TYPE_CHECKING, cast
 
 from cotenant.backends.base import Backend, JobEnded, StartRequest
 from cotenant.cluster.state import ClusterState, Placement
@@ -220,7 +221,7 @@ class JobLifecycle:
                 run.spec,
                 run.attempt,
                 placement,
-                tuple(names[n] for n in placement.nodes),
+                _names_of(names, placement.nodes),
                 now,
                 run.work_saved_s,
                 run.restart_s,
@@ -336,3 +337,10 @@ class JobLifecycle:
         run.touch()
         self.enqueue(run)
         return lost
+
+
+def _names_of(names: tuple[str, ...], nodes: tuple[int, ...]) -> tuple[str, ...]:
+    """The names of ``nodes`` (itemgetter picks them in C: a run may hold 65,536 nodes)."""
+    if len(nodes) == 1:
+        return (names[nodes[0]],)
+    return cast(tuple[str, ...], itemgetter(*nodes)(names))

@@ -30,6 +30,9 @@ class Ownership:
         self.borrowed: dict[str, int] = defaultdict(int)
         self.owned_by_priority: dict[str, Counter[int]] = defaultdict(Counter)
         self.running_by_tenant: dict[str, dict[str, None]] = defaultdict(dict)
+        # The same runs split by how they are counted (True: borrowed), so a rebalance reads
+        # only the runs it may retag, not every run of a tenant holding thousands.
+        self._runs_counted: dict[tuple[str, bool], dict[str, None]] = defaultdict(dict)
         self._borrowed_sizes: dict[str, Counter[int]] = defaultdict(Counter)
         self._borrowed_prio: dict[str, Counter[int]] = defaultdict(Counter)
         # Tenants whose ownership may need rebalancing: what a rebalance reads of them
@@ -54,8 +57,10 @@ class Ownership:
             self.lenders_stale = True
         if sign > 0:
             self.running_by_tenant[run.tenant][run.id] = None
+            self._runs_counted[run.tenant, run.borrowed][run.id] = None
         else:
             self.running_by_tenant[run.tenant].pop(run.id, None)
+            self._runs_counted[run.tenant, run.borrowed].pop(run.id, None)
         self.unbalanced.add(run.tenant)
 
     def owned_below(self, tenant: str, priority: int) -> int:
@@ -90,7 +95,7 @@ class Ownership:
                 self._demote(tenant, ent, retag, now)
 
     def _promote(self, tenant: str, ent: int, retag: Retag, now: int) -> None:
-        runs = [self.jobs[j] for j in self.running_by_tenant[tenant]]
+        runs = [self.jobs[j] for j in self._runs_counted[tenant, True]]
         runs = [r for r in runs if r.borrowed and r.state is JobState.RUNNING]
         runs.sort(key=lambda r: (-r.spec.priority, r.start_s, r.id))
         for r in runs:
@@ -99,7 +104,7 @@ class Ownership:
                 retag(r, False, now)
 
     def _demote(self, tenant: str, ent: int, retag: Retag, now: int) -> None:
-        runs = [self.jobs[j] for j in self.running_by_tenant[tenant]]
+        runs = [self.jobs[j] for j in self._runs_counted[tenant, False]]
         runs = [r for r in runs if not r.borrowed]
         runs.sort(key=lambda r: (r.spec.priority, -r.start_s, r.id))
         for r in runs:

@@ -8,12 +8,19 @@ from bisect import bisect_left
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from cotenant.scheduler.snapshot import RunningJob
 
 if TYPE_CHECKING:
     from cotenant.engine.jobs import JobRun
 
 RunKey = tuple[int, str]  # (expected end, job id)
+
+# A run on more nodes than this keeps its nodes as one sorted array, searched when a node
+# fails, instead of one set entry per node: a 262,144-GPU run holds 65,536 nodes, and
+# starting or stopping it would otherwise touch 65,536 sets.
+WIDE_RUN_NODES = 512
 
 
 class RunningSet:
@@ -23,6 +30,8 @@ class RunningSet:
         self._reclaiming: dict[RunKey, RunningJob] = {}
         self._reclaiming_tuple: tuple[RunningJob, ...] | None = ()
         self._node_jobs: dict[int, set[str]] = defaultdict(set)
+        self._wide: dict[str, np.ndarray] = {}  # job id -> its nodes, ascending
+        self._wide_on = np.zeros(0, dtype=np.int16)  # wide runs holding each node
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -60,15 +69,36 @@ class RunningSet:
     # -- nodes ----------------------------------------------------------------------------
     def hold_nodes(self, run: JobRun) -> None:
         assert run.placement is not None
-        for n in run.placement.nodes:
-            self._node_jobs[n].add(run.id)
+        nodes, job_id = run.placement.nodes, run.id
+        if len(nodes) > WIDE_RUN_NODES:
+            arr = self._wide[job_id] = run.placement.arrays()[0]  # ascending, no repeats
+            if self._wide_on.size <= arr[-1]:
+                grown = np.zeros(max(int(arr[-1]) + 1, 2 * self._wide_on.size), np.int16)
+                grown[: self._wide_on.size] = self._wide_on
+                self._wide_on = grown
+            self._wide_on[arr] += 1
+            return
+        for n in nodes:
+            self._node_jobs[n].add(job_id)
 
     def free_nodes(self, run: JobRun) -> None:
         assert run.placement is not None
-        for n in run.placement.nodes:
-            self._node_jobs[n].discard(run.id)
+        nodes, job_id = run.placement.nodes, run.id
+        arr = self._wide.pop(job_id, None)
+        if arr is not None:
+            self._wide_on[arr] -= 1
+            return
+        for n in nodes:
+            self._node_jobs[n].discard(job_id)
 
     def ids_on_node(self, node: int) -> list[str]:
         """The jobs holding GPUs on ``node``, by id."""
         ids = self._node_jobs.get(node)
-        return sorted(ids) if ids else []
+        out = set(ids) if ids else set()
+        if node >= self._wide_on.size or not self._wide_on[node]:
+            return sorted(out)
+        for job_id, nodes in self._wide.items():
+            i = int(np.searchsorted(nodes, node))
+            if i < nodes.size and nodes[i] == node:
+                out.add(job_id)
+        return sorted(out)

@@ -12,7 +12,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from cotenant.cluster.topology import Topology
-from cotenant.metering.ledger import UsageLedger, UsageRecord
+from cotenant.metering.ledger import COMPACT_NODES, NodeRuns, UsageLedger, UsageRecord
 
 if TYPE_CHECKING:
     from cotenant.engine.jobs import JobRun
@@ -31,14 +31,16 @@ class UsageMeter:
     def close(self, run: JobRun, now: int) -> None:
         """Close the run's open interval at ``now``; an empty one records nothing."""
         start, borrowed = self._open.pop(run.id)
-        if now > start and run.placement is not None:
+        p = run.placement
+        if now > start and p is not None:
+            nodes = p.nodes if len(p.nodes) <= COMPACT_NODES else NodeRuns(p.arrays()[0])
             self.ledger.append(
                 UsageRecord(
                     run.id,
                     run.tenant,
                     run.spec.gpus,
-                    self.topo.kind_of_node(run.placement.nodes[0]),
-                    run.placement.nodes,
+                    self.topo.kind_of_node(p.nodes[0]),
+                    nodes,
                     start,
                     now,
                     borrowed,

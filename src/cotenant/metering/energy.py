@@ -186,26 +186,34 @@ def topology_power_headroom(
     engine's snapshot hook; design doc 0005, "Site power cap"). None without a site or cap."""
     if site is None or site.power_cap_mw is None:
         return None
-    held = state.tenant_gpus.sum(axis=0)
     installed: dict[str, tuple[int, int]] = {}
     busy: dict[str, int] = {}
+    for name, (gpus, nodes, held) in _held_by_kind(topo, state).items():
+        installed[name] = (gpus, nodes)
+        busy[name] = held
+    return power_headroom_gpus(site, installed, busy)
+
+
+def _held_by_kind(topo: Topology, state: ClusterState) -> dict[str, tuple[int, int, int]]:
+    """(GPUs installed, nodes, GPUs held) of each kind: the state's running count of held
+    GPUs, or installed less free (``ClusterState`` keeps free + held = capacity on every
+    node), without adding up a tenants-by-nodes array every cycle."""
+    if len(topo.kinds) == 1:
+        return {topo.kinds[0]: (topo.total_gpus, topo.n_nodes, state.held)}
+    out: dict[str, tuple[int, int, int]] = {}
     for k, name in enumerate(topo.kinds):
         mask = topo.node_kind == k
-        installed[name] = (int(topo.node_gpus[mask].sum()), int(mask.sum()))
-        busy[name] = int(held[mask].sum())
-    return power_headroom_gpus(site, installed, busy)
+        gpus = int(topo.node_gpus[mask].sum())
+        out[name] = (gpus, int(mask.sum()), gpus - int(state.free[mask].sum(dtype=np.int64)))
+    return out
 
 
 def topology_facility_power_w(site: SiteEnergy, topo: Topology, state: ClusterState) -> float:
     """Facility watts drawn now: GPUs held in ``state`` busy, the rest idle, every node on,
     times PUE (the same model the power cap is checked against)."""
-    held = state.tenant_gpus.sum(axis=0)
     it_w = 0.0
-    for k, name in enumerate(topo.kinds):
-        mask = topo.node_kind == k
-        busy = int(held[mask].sum())
-        idle = int(topo.node_gpus[mask].sum()) - busy
-        it_w += it_power_watts(busy, idle, int(mask.sum()), CATALOGUE[name], site)
+    for name, (gpus, nodes, busy) in _held_by_kind(topo, state).items():
+        it_w += it_power_watts(busy, gpus - busy, nodes, CATALOGUE[name], site)
     return float(facility_power_w(it_w, site))
 
 

@@ -14,14 +14,78 @@ the time axis gives the total.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Protocol, overload
+
+import numpy as np
 
 from cotenant.model.errors import SpecError
 from cotenant.model.jobs import JobKind
 
 _KINDS = tuple(k.value for k in JobKind)
+
+
+# A record of a gang on more nodes than this keeps them as runs of consecutive nodes.
+COMPACT_NODES = 512
+
+
+class NodeRuns(Sequence[int]):
+    """Ascending node indices kept as runs of consecutive nodes: a gang of 65,536 trays
+    in whole NVLink domains is a few hundred runs, where a tuple is 65,536 ints (2.6 MB).
+    A 30-day ledger of a 1,000,000-GPU site keeps thousands of such records (a gang that
+    large is interrupted every few minutes). Reads as the tuple it stands for, and
+    equals it."""
+
+    __slots__ = ("_first", "_length", "_n", "_offset")
+
+    def __init__(self, nodes: Sequence[int] | np.ndarray) -> None:
+        a = np.asarray(nodes, dtype=np.int64)
+        if a.size and np.any(np.diff(a) <= 0):
+            raise ValueError("nodes must be ascending and distinct")
+        breaks = np.flatnonzero(np.diff(a) != 1) + 1
+        starts = np.concatenate(([0], breaks)) if a.size else np.zeros(0, np.int64)
+        self._first = a[starts]
+        self._length = np.diff(np.append(starts, a.size))
+        self._offset = starts  # index of each run's first node
+        self._n = int(a.size)
+
+    def __len__(self) -> int:
+        return self._n
+
+    @overload
+    def __getitem__(self, i: int) -> int: ...
+    @overload
+    def __getitem__(self, i: slice) -> tuple[int, ...]: ...
+    def __getitem__(self, i: int | slice) -> int | tuple[int, ...]:
+        if isinstance(i, slice):
+            return tuple(self)[i]
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError("node index out of range")
+        r = int(np.searchsorted(self._offset, i, side="right")) - 1
+        return int(self._first[r]) + i - int(self._offset[r])
+
+    def __iter__(self) -> Iterator[int]:
+        for first, length in zip(self._first.tolist(), self._length.tolist(), strict=True):
+            yield from range(first, first + length)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, NodeRuns):
+            return bool(
+                np.array_equal(self._first, other._first)
+                and np.array_equal(self._length, other._length)
+            )
+        if isinstance(other, tuple):
+            return len(other) == self._n and tuple(self) == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return f"NodeRuns({self._n} nodes in {self._first.size} runs)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +94,7 @@ class UsageRecord:
     tenant: str
     gpus: int
     accelerator: str
-    nodes: tuple[int, ...]
+    nodes: Sequence[int]  # ascending; a tuple, or ``NodeRuns`` for a wide gang
     start_s: int
     end_s: int
     borrowed: bool = False

@@ -20,6 +20,7 @@ class Constraint(StrEnum):
 
     AUTO = "auto"
     NODE = "node"
+    DOMAIN = "domain"  # one NVLink domain (72 GPUs of a GB200 NVL72; one HGX node)
     RACK = "rack"
     BLOCK = "block"
     ANY = "any"

@@ -2,10 +2,13 @@
 
 A gang that fits in one node takes one node (best fit: the fullest node that
 still holds it). A larger gang takes whole free nodes plus at most one partial
-node for the remainder, inside the smallest domain (rack, fabric block, or the
-whole cluster) with room among those its constraint allows, choosing the domain with the least free
-capacity that holds it (best fit limits fragmentation). Across blocks it takes
-the fewest blocks.
+node for the remainder, inside the smallest domain (NVLink domain, rack, fabric
+block, or the whole cluster) with room among those its constraint allows,
+choosing the domain with the least free capacity that holds it (best fit limits
+fragmentation). Across blocks it takes the fewest blocks. Where NVLink domains
+span several nodes (GB200 NVL72: 18 trays of 4 GPUs), a gang larger than one
+domain takes whole free domains first and the rest from the fullest domain that
+holds it, so it crosses as few NVLink domains as it can.
 
 The caller passes ``free`` (GPUs free per node) and ``eligible`` (healthy, of
 the right kind, no rival in the way). There are no per-GPU Python loops: each
@@ -14,13 +17,14 @@ call is a handful of NumPy operations over the node arrays.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import IntEnum
 from typing import cast
 
 import numpy as np
 
 from cotenant.cluster.state import Placement
-from cotenant.cluster.topology import Topology
+from cotenant.cluster.topology import Topology, Units
 from cotenant.model.jobs import Constraint
 
 _BIG = np.int32(1 << 30)
@@ -28,13 +32,15 @@ _BIG = np.int32(1 << 30)
 
 class Level(IntEnum):
     NODE = 0
-    RACK = 1
-    BLOCK = 2
-    ANY = 3
+    DOMAIN = 1  # one NVLink domain
+    RACK = 2
+    BLOCK = 3
+    ANY = 4
 
 
 _MAX_LEVEL = {
     Constraint.NODE: Level.NODE,
+    Constraint.DOMAIN: Level.DOMAIN,
     Constraint.RACK: Level.RACK,
     Constraint.BLOCK: Level.BLOCK,
     Constraint.ANY: Level.ANY,
@@ -47,6 +53,8 @@ def smallest_level(topo: Topology, gpus: int, per_node: int | None = None) -> Le
     if gpus <= per:
         return Level.NODE
     nodes = -(-gpus // per)
+    if not topo.domains_are_nodes and nodes <= topo.max_domain_nodes:
+        return Level.DOMAIN
     if nodes <= topo.max_rack_nodes:
         return Level.RACK
     if nodes <= topo.max_block_nodes:
@@ -72,6 +80,28 @@ def level_range(topo: Topology, gpus: int, constraint: Constraint) -> tuple[Leve
             hi = _MAX_LEVEL[constraint]
         got = topo.level_memo[key] = (lo, hi)
     return cast(tuple[Level, Level], got)
+
+
+def levels_to_try(topo: Topology, gpus: int, constraint: Constraint) -> tuple[Level, ...]:
+    """The levels ``level_range`` allows, in order, without those that add nothing here:
+    the domain level where every domain is one node, the rack level where every rack is
+    one domain (tried as a domain), and a level whose largest domain is too small."""
+    key = ("try", gpus, constraint)
+    got = topo.level_memo.get(key)
+    if got is None:
+        lo, hi = level_range(topo, gpus, constraint)
+        nodes = -(-gpus // topo.max_node_gpus)
+        out: list[Level] = []
+        for level in range(lo, hi + 1):
+            if level == Level.DOMAIN and (topo.domains_are_nodes or nodes > topo.max_domain_nodes):
+                continue
+            if level == Level.RACK and (
+                (topo.domains_are_racks and Level.DOMAIN in out) or nodes > topo.max_rack_nodes
+            ):
+                continue
+            out.append(Level(level))
+        got = topo.level_memo[key] = tuple(out)
+    return cast(tuple[Level, ...], got)
 
 
 def could_ever_fit(topo: Topology, gpus: int, constraint: Constraint, capacity: int) -> str | None:
@@ -105,16 +135,13 @@ def find_placement(
     gpus: int,
     constraint: Constraint = Constraint.AUTO,
 ) -> Placement | None:
-    lo, hi = level_range(topo, gpus, constraint)
-    for level in range(lo, hi + 1):
+    for level in levels_to_try(topo, gpus, constraint):
         if level == Level.NODE:
             p = _on_one_node(free, eligible, gpus)
         elif level == Level.ANY:
             p = _across_blocks(topo, free, eligible, gpus)
         else:
-            dom = topo.node_rack if level == Level.RACK else topo.node_block
-            n_dom = topo.n_racks if level == Level.RACK else topo.n_blocks
-            p = _in_one_domain(topo, free, eligible, gpus, dom, n_dom)
+            p = _in_one_domain(topo, free, eligible, gpus, level)
         if p is not None:
             return p
     return None
@@ -130,21 +157,76 @@ def _on_one_node(free: np.ndarray, eligible: np.ndarray, gpus: int) -> Placement
 
 def _split(
     topo: Topology, free: np.ndarray, eligible: np.ndarray, gpus: int
-) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """Masks of whole free nodes and remainder candidates, whole nodes needed, remainder."""
+) -> tuple[np.ndarray, np.ndarray | None, int, int]:
+    """Masks of whole free nodes and remainder candidates (None without a remainder),
+    whole nodes needed, remainder."""
     full = eligible & (free == topo.node_gpus)
-    per = int(topo.node_gpus[eligible].max()) if eligible.any() else topo.max_node_gpus
+    if topo.uniform_node_gpus:
+        per = topo.max_node_gpus
+    else:
+        per = int(topo.node_gpus[eligible].max()) if eligible.any() else topo.max_node_gpus
     k, r = divmod(gpus, per)
-    partial = eligible & (free >= r) & ~full if r else np.zeros_like(full)
+    partial = eligible & (free >= r) & ~full if r else None
     return full, partial, k, r
 
 
-def _pick_remainder(free: np.ndarray, partial: np.ndarray, spare_full: np.ndarray, r: int) -> int:
-    """Best-fit node for the remainder: a partial node if one holds it, else a whole one."""
-    idx = np.flatnonzero(partial)
-    if idx.size:
-        return int(idx[np.argmin(free[idx])])
-    return int(np.flatnonzero(spare_full)[0])
+def _pick_remainder(
+    free: np.ndarray, part_idx: np.ndarray, spare_idx: Callable[[], np.ndarray], r: int
+) -> int:
+    """Best-fit node for the remainder: a partial node if one holds it, else the first
+    whole one to spare."""
+    if part_idx.size:
+        return int(part_idx[np.argmin(free[part_idx])])
+    return int(spare_idx()[0])
+
+
+def _by_domain(topo: Topology, full_idx: np.ndarray, k: int) -> np.ndarray:
+    """``k`` of the whole free nodes ``full_idx`` (ascending), crossing as few NVLink
+    domains as possible: the domains with the most of them first (whole free domains),
+    then the rest from the domain that holds it with the fewest to spare (best fit)."""
+    if k == 0:
+        return full_idx[:0]
+    # Node indices ascend within and across domains, so each domain's nodes are a run.
+    doms, starts, counts = np.unique(
+        topo.node_domain[full_idx], return_index=True, return_counts=True
+    )
+    if doms.size == 1:
+        return full_idx[:k]
+    order = np.argsort(-counts, kind="stable")
+    cum = np.cumsum(counts[order])
+    m = int(np.searchsorted(cum, k))  # domains order[:m] hold fewer than k; order[m] ends it
+    rest = k - (int(cum[m - 1]) if m else 0)
+    later = order[m:]
+    cand = later[counts[later] >= rest]
+    last = int(cand[np.argmin(counts[cand])])
+    whole = np.zeros(doms.size, dtype=bool)
+    whole[order[:m]] = True
+    run = np.repeat(whole, counts)
+    s0 = int(starts[last])
+    return np.concatenate([full_idx[run], full_idx[s0 : s0 + rest]])
+
+
+def _remainder_near(
+    topo: Topology,
+    free: np.ndarray,
+    part_idx: np.ndarray,
+    spare_idx: Callable[[], np.ndarray],
+    chosen: np.ndarray,
+    r: int,
+) -> int:
+    """``_pick_remainder``, inside the NVLink domains the gang already takes where it can."""
+    if not topo.domains_are_nodes and chosen.size:
+        used = np.zeros(topo.n_domains, dtype=bool)
+        used[topo.node_domain[chosen]] = True
+        near = part_idx[used[topo.node_domain[part_idx]]]
+        if near.size:
+            return _pick_remainder(free, near, spare_idx, r)
+        if not part_idx.size:
+            spare = spare_idx()
+            spare_near = spare[used[topo.node_domain[spare]]]
+            if spare_near.size:
+                return int(spare_near[0])
+    return _pick_remainder(free, part_idx, spare_idx, r)
 
 
 def _assemble(nodes: np.ndarray, per_gpus: np.ndarray, rem_node: int | None, r: int) -> Placement:
@@ -152,45 +234,68 @@ def _assemble(nodes: np.ndarray, per_gpus: np.ndarray, rem_node: int | None, r: 
         nodes = np.append(nodes, rem_node)
         per_gpus = np.append(per_gpus, r)
     order = np.argsort(nodes, kind="stable")
-    return Placement(tuple(int(x) for x in nodes[order]), tuple(int(x) for x in per_gpus[order]))
+    nodes, per_gpus = nodes[order].astype(np.int64), per_gpus[order].astype(np.int32)
+    nodes.setflags(write=False)
+    per_gpus.setflags(write=False)
+    return Placement(tuple(nodes.tolist()), tuple(per_gpus.tolist()), (nodes, per_gpus))
+
+
+def _count_runs(mask: np.ndarray, units: Units) -> np.ndarray:
+    """True nodes in each unit. Summed as bytes where a unit has under 256 nodes (no
+    overflow): about twice as fast as summing into wider integers."""
+    if units.max_nodes < 256:
+        got = np.add.reduceat(mask.view(np.uint8), units.start[:-1], dtype=np.uint8)
+        return got.astype(np.int32)
+    return np.add.reduceat(mask, units.start[:-1], dtype=np.int32)
 
 
 def _in_one_domain(
-    topo: Topology, free: np.ndarray, eligible: np.ndarray, gpus: int, dom: np.ndarray, n_dom: int
+    topo: Topology, free: np.ndarray, eligible: np.ndarray, gpus: int, level: Level
 ) -> Placement | None:
+    # Each domain of a level is a run of consecutive nodes: its counts are sums over runs
+    # (``reduceat``) and its nodes a slice, never a mask over the whole cluster.
+    starts = topo.level_units(level).start
+    heads = starts[:-1]
     full, partial, k, r = _split(topo, free, eligible, gpus)
     if k == 0:
         # Fits one node's size but no single node had room: spread over partial nodes.
-        avail = np.bincount(dom, weights=np.where(eligible, free, 0), minlength=n_dom)
+        avail = np.add.reduceat(np.where(eligible, free, 0), heads, dtype=np.int64)
         ok = avail >= gpus
         if not ok.any():
             return None
-        d = int(np.argmin(np.where(ok, avail, np.inf)))
-        idx = np.flatnonzero(eligible & (dom == d) & (free > 0))
-        idx = idx[np.argsort(-free[idx], kind="stable")]
-        take = np.minimum(free[idx].astype(np.int64), gpus)
+        d = int(np.argmin(np.where(ok, avail, _BIG)))
+        s0, s1 = int(starts[d]), int(starts[d + 1])
+        fd = free[s0:s1]
+        idx = np.flatnonzero(eligible[s0:s1] & (fd > 0))
+        idx = idx[np.argsort(-fd[idx], kind="stable")]
+        take = np.minimum(fd[idx].astype(np.int64), gpus)
         cum = np.cumsum(take)
         m = int(np.searchsorted(cum, gpus)) + 1
         got = take[:m].copy()
         got[-1] -= int(cum[m - 1]) - gpus
-        return _assemble(idx[:m], got, None, 0)
-    full_count = np.bincount(dom[full], minlength=n_dom)
-    if r:
-        part_count = np.bincount(dom[partial], minlength=n_dom)
+        return _assemble(idx[:m] + s0, got, None, 0)
+    units = topo.level_units(level)
+    full_count = _count_runs(full, units)
+    if partial is not None:
+        part_count = _count_runs(partial, units)
         ok = (full_count >= k + 1) | ((full_count >= k) & (part_count > 0))
     else:
         ok = full_count >= k
     if not ok.any():
         return None
     d = int(np.argmin(np.where(ok, full_count, _BIG)))
-    in_d = dom == d
-    full_idx = np.flatnonzero(full & in_d)
-    chosen = full_idx[:k]
+    s0, s1 = int(starts[d]), int(starts[d + 1])
+    full_idx = s0 + np.flatnonzero(full[s0:s1])
+    if level == Level.DOMAIN or topo.domains_are_nodes:
+        chosen = full_idx[:k]
+    else:
+        chosen = _by_domain(topo, full_idx, k)
     rem_node = None
-    if r:
-        spare = np.zeros_like(full)
-        spare[full_idx[k:]] = True
-        rem_node = _pick_remainder(free, partial & in_d, spare, r)
+    if partial is not None:
+        part_idx = s0 + np.flatnonzero(partial[s0:s1])
+        rem_node = _remainder_near(
+            topo, free, part_idx, lambda: np.setdiff1d(full_idx, chosen), chosen, r
+        )
     per = topo.node_gpus[chosen].astype(np.int64)
     return _assemble(chosen, per, rem_node, r)
 
@@ -199,11 +304,10 @@ def _across_blocks(
     topo: Topology, free: np.ndarray, eligible: np.ndarray, gpus: int
 ) -> Placement | None:
     full, partial, k, r = _split(topo, free, eligible, gpus)
-    full_count = np.bincount(topo.node_block[full], minlength=topo.n_blocks)
-    need_nodes = k + (1 if r and not partial.any() else 0)
-    if int(full_count.sum()) < need_nodes or (
-        r and not partial.any() and need_nodes > k and int(full_count.sum()) < k + 1
-    ):
+    full_count = _count_runs(full, topo.blocks)
+    no_partial = partial is not None and not partial.any()
+    need_nodes = k + (1 if no_partial else 0)
+    if int(full_count.sum()) < need_nodes:
         return None
     order = np.argsort(-full_count, kind="stable")
     cum = np.cumsum(full_count[order])
@@ -214,14 +318,18 @@ def _across_blocks(
         later = order[m - 1 :]
         cand = later[full_count[later] >= rest]
         blocks.append(int(cand[np.argmin(full_count[cand])]))
-    in_blocks = np.isin(topo.node_block, np.asarray(blocks, dtype=topo.node_block.dtype))
+    picked = np.zeros(topo.n_blocks, dtype=bool)
+    picked[blocks] = True
+    in_blocks = np.repeat(picked, topo.block_nodes)
     full_idx = np.flatnonzero(full & in_blocks)
-    chosen = full_idx[:k]
+    chosen = full_idx[:k] if topo.domains_are_nodes else _by_domain(topo, full_idx, k)
     rem_node = None
-    if r:
-        spare = full.copy()
-        spare[chosen] = False
-        pin = partial & in_blocks
-        rem_node = _pick_remainder(free, pin if pin.any() else partial, spare, r)
+    if partial is not None:
+        part_idx = np.flatnonzero(partial & in_blocks)
+        if not part_idx.size:
+            part_idx = np.flatnonzero(partial)
+        rem_node = _remainder_near(
+            topo, free, part_idx, lambda: np.setdiff1d(np.flatnonzero(full), chosen), chosen, r
+        )
     per = topo.node_gpus[chosen].astype(np.int64)
     return _assemble(chosen, per, rem_node, r)

@@ -34,6 +34,9 @@ class Workspace:
         self._usable = self.now.usable()
         self._kind_mask: dict[str | None, np.ndarray] = {}
         self._blocked: dict[tuple[int, str], np.ndarray | None] = {}
+        self._eligible: dict[
+            tuple[int, str, str | None], tuple[tuple[np.ndarray | None, ...], np.ndarray]
+        ] = {}
         self._failed: dict[tuple[int, str, str | None, int, int], int] = {}
         self.cache: dict[str, object] = {}  # per-cycle memos a policy may keep here
         self.version = 0  # bumped by every change, so memos can tell they are stale
@@ -64,12 +67,23 @@ class Workspace:
         return self._blocked_in(_NOW, tenant)
 
     def eligible(self, tenant: str, kind: str | None, view: int = _NOW) -> np.ndarray:
-        mask = self._base(kind)
+        """Nodes the tenant may take (read-only). Kept while the rival masks it is made of
+        are the same objects (they are replaced whenever a rival's holdings change)."""
         views = (_NOW, _FUTURE) if view == _NOW and self.future is not None else (view,)
-        for v in views:
-            b = self._blocked_in(v, tenant)
+        parts = tuple(self._blocked_in(v, tenant) for v in views)
+        key = (view, tenant, kind)
+        got = self._eligible.get(key)
+        if (
+            got is not None
+            and len(got[0]) == len(parts)
+            and all(a is b for a, b in zip(got[0], parts, strict=True))
+        ):
+            return got[1]
+        mask = self._base(kind)
+        for b in parts:
             if b is not None:
                 mask = mask & ~b
+        self._eligible[key] = (parts, mask)
         return mask
 
     def _free(self, view: int) -> np.ndarray:
@@ -109,8 +123,8 @@ class Workspace:
         """Whether a remembered placement is still free (now, or once reclaims finish)."""
         view = _NOW if now else _FUTURE
         free = self._free(view) if now or self.future is not None else self.now.free
-        nodes = np.asarray(p.nodes)
-        if np.any(free[nodes] < np.asarray(p.gpus)):
+        nodes, gpus = p.arrays()
+        if np.any(free[nodes] < gpus):
             return False
         return bool(self.eligible(job.tenant, job.accelerator, view)[nodes].all())
 

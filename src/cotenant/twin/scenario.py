@@ -66,7 +66,13 @@ class Scenario:
         return [t.contract for t in self.tenants if t.contract is not None]
 
 
-BUILTIN = ("colossus-lease", "small-lease", "alibaba-serving", "lease-plus-cloud")
+BUILTIN = (
+    "colossus-lease",
+    "colossus-2-lease",
+    "small-lease",
+    "alibaba-serving",
+    "lease-plus-cloud",
+)
 
 
 def builtin_names() -> list[str]:

@@ -103,7 +103,7 @@ def power_budget(ws: Workspace) -> PowerBudget:
     if not isinstance(got, PowerBudget):
         headroom = ws.snap.power_headroom_gpus
         # (only under a cap: every cycle builds a budget, and the running set is large)
-        stopping = 0 if headroom is None else sum(r.gpus for r in ws.snap.running if r.reclaiming)
+        stopping = 0 if headroom is None else sum(r.gpus for r in ws.snap.reclaiming_runs())
         got = PowerBudget(headroom, stopping)
         ws.cache["power-budget"] = got
     return got
