@@ -36,6 +36,10 @@ CONTROLLER_TIMEOUT_S = 3
 # most this many seconds, so its GPU-seconds by this times its GPUs.
 RUN_TOLERANCE_S = 5
 OUTAGE_AFTER_MOVE_S = 4
+# A Slurm command in flight when its controller dies hangs about 9 s before it fails
+# (docs/design/0008-backends.md); detection can start only after it: 13.1 s was seen
+# with a 3 s timeout when a poll was under way at the kill.
+SLURM_HANG_S = 10
 
 
 @pytest.fixture
@@ -171,10 +175,11 @@ cluster = "beta"
         alpha.save_state()  # (else a restart may forget the job: see LocalSlurm)
         alpha.kill_slurmctld()
         killed = time.monotonic()
-        moved = until(lambda: running_on(c, kept, 2), timeout=20, what=f"{kept} on beta")
+        moved = until(lambda: running_on(c, kept, 2), timeout=40, what=f"{kept} on beta")
         took = time.monotonic() - killed
         assert moved[0].startswith("b"), moved
-        assert took <= CONTROLLER_TIMEOUT_S + 5, took  # + a poll, a cycle, a start
+        # the timeout, a command hung at the kill, then a poll, a cycle, a start
+        assert took <= CONTROLLER_TIMEOUT_S + SLURM_HANG_S + 5, took
         lost = job(c, kept)["attempts"][0]
         assert lost["outcome"] == "node-failure", lost
         assert "controller of cluster alpha unreachable" in lost["detail"], lost

@@ -36,6 +36,9 @@ from harness.slurm import MUNGE_SOCKET, LocalSlurm, LocalSlurms
 
 drive = partial(drive_until, timeout_s=30.0)
 CONTROLLER_TIMEOUT_S = 3
+# A Slurm command in flight when its controller dies hangs about 9 s before it fails
+# (docs/design/0008-backends.md): detection may start only after it.
+SLURM_HANG_S = 10
 
 
 @pytest.fixture
@@ -176,10 +179,10 @@ def test_a_lost_controller_sends_its_jobs_back_to_the_queue(
 
     alpha.kill_slurmctld()
     killed = time.monotonic()
-    drive(eng, lambda: eng.jobs["lost"].state is JobState.PENDING, timeout_s=15)
+    drive(eng, lambda: eng.jobs["lost"].state is JobState.PENDING, timeout_s=30)
     detected = time.monotonic() - killed
 
-    assert CONTROLLER_TIMEOUT_S - 1 <= detected <= CONTROLLER_TIMEOUT_S + 3, detected
+    assert CONTROLLER_TIMEOUT_S - 1 <= detected <= CONTROLLER_TIMEOUT_S + SLURM_HANG_S + 3, detected
     downs = [e for e in ev if e["event"] == "node-health" and e["health"] == "down"]
     assert sorted(e["node"] for e in downs) == [0, 1]
     assert all("controller of cluster alpha unreachable" in e["reason"] for e in downs)
