@@ -48,8 +48,8 @@ class Parts:
         self.monitor.hold(run, +1)
         return run
 
-    def waiting(self, id: str, tenant: str, gpus: int) -> JobRun:
-        run = JobRun(job(id, tenant, gpus), queued_since_s=T0)
+    def waiting(self, id: str, tenant: str, gpus: int, priority: int = 0) -> JobRun:
+        run = JobRun(job(id, tenant, gpus, priority=priority), queued_since_s=T0)
         self.jobs[id] = run
         self.queue.add(run)
         return run
@@ -79,6 +79,27 @@ def test_demand_held_back_by_the_tenants_own_work_or_beyond_its_entitlement_is_n
     small = p.waiting("small", "A", 8)  # queued behind big: big holds it back
     p.monitor.check(T0, site=None)
     assert small.claim.entitled_since_s is None
+
+
+def test_a_promise_taking_the_room_of_the_tenants_less_important_work_is_counted() -> None:
+    """From colossus-lease at 10x failures (lessee-lab-exp-9664, 32 s late): the policy
+    promised a job room held partly by the tenant's own less important work (being
+    preempted for it) and counted that promise against the headroom, so the job behind it
+    waited; the monitor skipped the promise and counted the job behind it owed."""
+    p = Parts(contract("A", 24), contract("B", 0), contract("C", 8))
+    p.running_job("own0", "A", (0,), borrowed=False)  # A's less important work
+    for n in (1, 2):
+        p.running_job(f"b{n}", "B", (n,), borrowed=True)  # reclaimed for A's promise
+    p.running_job("c3", "C", (3,), borrowed=False)
+    big = p.waiting("big", "A", 24, priority=5)  # 16 of headroom + own0's 8
+    small = p.waiting("small", "A", 8, priority=6)  # first in A's queue
+    p.monitor.promise(big, Placement((0, 1, 2), (8, 8, 8)), T0)
+    p.monitor.check(T0 + 5, site=None)
+    assert small.claim.entitled_since_s is None  # the promise takes A's whole room
+    assert big.claim.entitled_since_s is None  # its own work holds it back: not owed
+    p.monitor.set_health(0, Health.DOWN, T0 + 10)  # a fault breaks the promise
+    p.monitor.check(T0 + 15, site=None)
+    assert small.claim.entitled_since_s == T0 + 15  # planned afresh: no longer spoken for
 
 
 def test_a_start_later_than_the_grace_period_is_a_violation() -> None:

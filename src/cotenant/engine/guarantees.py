@@ -15,6 +15,8 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from cotenant.cluster.state import ClusterState, Health, Placement
 from cotenant.engine.accounting import Accounting
 from cotenant.engine.ownership import Ownership
@@ -189,25 +191,33 @@ class GuaranteeMonitor:
         # (a promise is kept): room they hold is the tenant's own work holding it, not
         # a borrower, whatever their place in the queue (a job requeued after a fault
         # goes back to its old place, ahead of them).
+        # A promise counts against the room as the policy counts it: its headroom plus what
+        # the tenant's less important owned work holds (the entitlement goes to its most
+        # important work), so a job behind a promise that takes that work's room is not
+        # owed it.
         trial = tr.view
         for run in self._own_promised(tr.tenant):
-            if run.spec.gpus > room:
+            gpus = run.spec.gpus
+            if gpus > room + self.owners.owned_below(tr.tenant, run.spec.priority):
                 continue
-            if run.spec.gpus > power_room:
+            if gpus > power_room:
                 # Held for power, as the policy holds it: it keeps the power there is now
                 # (the tenant's own work holds the rest), so what follows is not owed it.
-                room -= run.spec.gpus
-                power_room -= min(power_room, run.spec.gpus)
+                room -= gpus
+                power_room -= min(power_room, gpus)
                 continue
-            p = run.claim.promise
+            promise = p = run.claim.promise
             if p is None or trial.free_part(p) != p:
-                p = find_placement(
-                    self.topo, trial.free, tr.elig, run.spec.gpus, run.spec.constraint
-                )
+                p = find_placement(self.topo, trial.free, tr.elig, gpus, run.spec.constraint)
             if p is None:
+                if promise is not None and self._kept_by_own_work(tr, promise):
+                    # Its room is held by the tenant's own work (being preempted for it), as
+                    # the policy keeps it: spoken for, but not owed.
+                    room -= gpus
+                    power_room -= min(power_room, gpus)
                 continue
-            room -= run.spec.gpus
-            power_room -= run.spec.gpus
+            room -= gpus
+            power_room -= gpus
             tr.owe(run, p)
         for n, key in enumerate(keys):
             run = self.jobs[key[3]]
@@ -225,6 +235,18 @@ class GuaranteeMonitor:
                 # and neither is anything behind it in the tenant's own order.
                 break
             tr.owe(run, p)
+
+    @staticmethod
+    def _kept_by_own_work(tr: _Trial, p: Placement) -> bool:
+        """Whether a promise's room is whole once the tenant's own work on it leaves: its
+        nodes are in service and hold enough GPUs free or the tenant's own (a fault that
+        broke it, or another tenant's owned work on it, and the policy plans afresh)."""
+        nodes, gpus = p.arrays()
+        view = tr.view
+        if not view.usable()[nodes].all():
+            return False
+        own = view.tenant_gpus[view.tenant_index(tr.tenant), nodes]
+        return bool(np.all(view.free[nodes] + own >= gpus))
 
     def _own_promised(self, tenant: str) -> list[JobRun]:
         """The tenant's pending jobs with room promised, in the order the policy serves
