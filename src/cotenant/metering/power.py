@@ -154,11 +154,12 @@ def power_section(
     ``facility_mw``), and the work held for power (``held_for_power``; None when the run
     was not watched by ``PowerHolds``).
 
-    The ledger's intervals are half-open and closed at the horizon's end, so a sample at
-    the end itself is read one second earlier (else every run would end idle)."""
+    The accounting samples the state in force up to each sample time (a job that starts
+    or ends at that very second counts from the next sample on), so the ledger, whose
+    intervals are half-open, is read one second before each sample; at the horizon's end
+    that is also what keeps a run from ending idle."""
     times = list(engine.acct.series.times)
-    last = energy.end_s - 1
-    series = power_series_w(ledger, site, installed, [min(t, last) for t in times])
+    series = power_series_w(ledger, site, installed, [t - 1 for t in times])
     cap = site.power_cap_mw
     return {
         "cap_mw": cap,

@@ -115,6 +115,7 @@ def _cluster_engine(
         clock,
         restart_cost_s=scenario.restart_cost_s,
         checkpoint_write_s=scenario.checkpoint_write_s,
+        sample_step_s=scenario.sample_step_s,
         tenants=[c.tenant for c in p.contracts],
     )
 
@@ -146,5 +147,6 @@ def _pool_engine(
         clock,
         restart_cost_s=scenario.restart_cost_s,
         checkpoint_write_s=scenario.checkpoint_write_s,
+        sample_step_s=scenario.sample_step_s,
         tenants=users,
     )

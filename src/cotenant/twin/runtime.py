@@ -73,6 +73,7 @@ def build_sim_engine(
         clock or SimClock(scenario.start_s),
         restart_cost_s=scenario.restart_cost_s,
         checkpoint_write_s=scenario.checkpoint_write_s,
+        sample_step_s=scenario.sample_step_s,
         tenants=[t.name for t in scenario.tenants],
     )
 

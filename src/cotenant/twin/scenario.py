@@ -62,6 +62,13 @@ class Scenario:
     def end_s(self) -> int:
         return self.start_s + self.duration_s
 
+    @property
+    def sample_step_s(self) -> int:
+        """The step of the report's time series: hourly for runs of 10 days or more, and
+        about 240 samples (whole minutes, at least one) for a shorter run, so that the
+        plots of a run of a few hours show its shape and not two samples."""
+        return min(3600, max(60, self.duration_s // 240 // 60 * 60))
+
     def contracts(self) -> list[Contract]:
         return [t.contract for t in self.tenants if t.contract is not None]
 
