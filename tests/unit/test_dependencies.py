@@ -182,6 +182,27 @@ def test_without_take_nodes_the_earlier_job_gets_the_freed_room() -> None:
     assert eng.jobs["post"].state is JobState.PENDING
 
 
+def test_room_on_a_dependency_s_nodes_is_placed_as_any_gang_is() -> None:
+    """The nodes a stage takes are only where it may go: its gang constraint, its
+    accelerator kind, health and rivals still hold (one node in each of two racks holds
+    16 GPUs, but not inside one rack)."""
+    from cotenant.cluster.state import Health, Placement
+    from cotenant.model.jobs import Constraint
+
+    eng = engine(SMALL, [contract("A", 16), contract("B", 8, rivals=("A",))])
+    room = eng.deps._room_on
+    across = [1, 2]  # rack 0 and rack 1
+    assert room(job("s", "A", 16), across) == Placement((1, 2), (8, 8))
+    assert room(job("s", "A", 16, constraint=Constraint.RACK), across) is None
+    assert room(job("s", "A", 8, accelerator="B200"), across) is None
+    eng.submit(job("b", "B", 4, duration_s=DAY))
+    eng.run(T0 + 1)
+    b_node = eng.jobs["b"].placement.nodes[0]  # type: ignore[union-attr]
+    assert room(job("s", "A", 8), [b_node]) is None  # a rival holds GPUs there
+    eng.state.set_health(across[0], Health.DOWN)
+    assert room(job("s", "A", 8), [across[0]]) is None
+
+
 def test_take_nodes_is_kept_in_the_clause_and_needs_a_dependency() -> None:
     from cotenant.model.dependencies import from_fields
     from cotenant.store.mapping import after_from_json, after_to_json

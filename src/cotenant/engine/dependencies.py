@@ -32,6 +32,8 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from cotenant.cluster.state import Placement
 from cotenant.engine.events import (
     DependencyNeverMet,
@@ -57,6 +59,8 @@ from cotenant.model.dependencies import (
 from cotenant.model.errors import Conflict, NotFound, SpecError
 from cotenant.model.jobs import JobSpec, JobState
 from cotenant.scheduler.decisions import Reason
+from cotenant.scheduler.placement import find_placement
+from cotenant.scheduler.snapshot import blocked_nodes
 
 if TYPE_CHECKING:
     from cotenant.engine.core import Engine
@@ -231,7 +235,7 @@ class Dependencies:
         self.engine.bus.emit(JobReleased(now, run.id, run.tenant, after))
         taken = [j for d in run.spec.after if d.take_nodes for j in d.jobs]
         if taken:
-            p = self._room_on(run.spec.gpus, [n for j in taken for n in self._nodes.get(j, ())])
+            p = self._room_on(run.spec, [n for j in taken for n in self._nodes.get(j, ())])
             if p is not None and self.engine.guarantees.promise(run, p, now):
                 self.engine.queue.refresh(run)  # (its queue view carries the promise)
             for j in taken:
@@ -239,29 +243,22 @@ class Dependencies:
                     self._givers.discard(j)
                     self._nodes.pop(j, None)
 
-    def _room_on(self, gpus: int, nodes: Sequence[int]) -> Placement | None:
-        """``gpus`` free on ``nodes`` (healthy ones), as a gang would take them: one node
-        if one holds it, else whole nodes in turn and the rest on one more; None if they
-        have too little free."""
+    def _room_on(self, spec: JobSpec, nodes: Sequence[int]) -> Placement | None:
+        """Room for the job on ``nodes`` alone, placed as any gang is (its constraint and
+        accelerator kind, nodes in service, none a rival of its tenant holds); None if
+        they have too little."""
         state = self.engine.state
-        usable = state.usable()
-        free = {n: int(state.free[n]) for n in dict.fromkeys(nodes) if usable[n]}
-        one = next((n for n, f in free.items() if f >= gpus), None)
-        if one is not None and gpus <= self.engine.state.topo.max_node_gpus:
-            return Placement((one,), (gpus,))
-        took: dict[int, int] = {}
-        left = gpus
-        for n, f in sorted(free.items(), key=lambda nf: -nf[1]):
-            if left == 0:
-                break
-            g = min(f, left)
-            if g > 0:
-                took[n] = g
-                left -= g
-        if left > 0:
-            return None
-        order = sorted(took)
-        return Placement(tuple(order), tuple(took[n] for n in order))
+        topo = state.topo
+        on = np.zeros(topo.n_nodes, dtype=bool)
+        on[list(nodes)] = True
+        eligible = on & state.usable()
+        if spec.accelerator is not None:
+            kind = topo.kinds.index(spec.accelerator) if spec.accelerator in topo.kinds else -1
+            eligible &= topo.node_kind == kind
+        blocked = blocked_nodes(state, spec.tenant, self.engine.book.rivals)
+        if blocked is not None:
+            eligible &= ~blocked
+        return find_placement(topo, state.free, eligible, spec.gpus, spec.constraint)
 
     def _never_met(self, run: JobRun, job: str, clause: str, now: int) -> None:
         if run.reason == Reason.DEPENDENCY_NEVER_MET.value:
