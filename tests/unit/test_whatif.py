@@ -6,6 +6,7 @@ tests/integration/test_whatif_dask.py."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -188,6 +189,37 @@ def test_the_cache_key_follows_the_scenario_text_variant_seed_and_version() -> N
         run_key("text", None, [["a", "1"]], 1, 1.0, None, "0.2.0"),
     ]
     assert k not in others and len(set(others)) == 4
+
+
+def test_the_cache_key_follows_cotenant_s_source_not_only_its_version_string(
+    tmp_path: Path,
+) -> None:
+    """A working copy edited since a study ran keeps its version string: the key's code
+    version digests the package's source, so its results are not read back."""
+    import shutil
+    import subprocess
+    import sys
+
+    import cotenant
+    from cotenant import __version__
+    from cotenant.whatif.cache import code_version, run_key
+
+    assert code_version().startswith(__version__ + "+")
+    assert run_key("text", None, [], 1, 1.0, None) == run_key(
+        "text", None, [], 1, 1.0, None, code_version()
+    )
+    copy = tmp_path / "cotenant"
+    shutil.copytree(Path(cotenant.__file__).parent, copy, ignore=shutil.ignore_patterns("*.pyc"))
+    ask = "from cotenant.whatif.cache import code_version; print(code_version())"
+
+    def version_of_copy() -> str:
+        env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+        out = subprocess.run([sys.executable, "-c", ask], env=env, capture_output=True, text=True)
+        return out.stdout.strip()
+
+    assert version_of_copy() == code_version()
+    (copy / "whatif" / "metrics.py").write_text((copy / "whatif" / "metrics.py").read_text() + "\n")
+    assert version_of_copy() not in ("", code_version())
 
 
 def test_ctrl_c_cancels_and_keeps_the_finished_runs(tmp_path: Path) -> None:

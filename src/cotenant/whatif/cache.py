@@ -1,10 +1,11 @@
 """Finished runs on disk, one small JSON file each, keyed by a hash of what decides the
 run's numbers: the scenario file's text (and its directory, for the files it names), the
-variant, the seed, the days and policy, and cotenant's version. A rerun or a widened study
-runs only what is not here yet."""
+variant, the seed, the days and policy, and cotenant's code (its version and a digest of its
+source). A rerun or a widened study runs only what is not here yet."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -12,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import cotenant
 from cotenant import __version__
 
 
@@ -23,6 +25,19 @@ def default_dir() -> Path:
     return Path(root) / "cotenant" / "whatif"
 
 
+@functools.cache
+def code_version() -> str:
+    """cotenant's version and a digest of its source files, so that results of other code
+    are never read back: an edited working copy or a patched install keeps its version
+    string but not its numbers (about 10 ms, once per process)."""
+    root = Path(cotenant.__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(path.read_bytes())
+    return f"{__version__}+{digest.hexdigest()[:12]}"
+
+
 def run_key(
     text: str,
     base_dir: str | None,
@@ -30,7 +45,7 @@ def run_key(
     seed: int,
     days: float | None,
     policy: str | None,
-    version: str = __version__,
+    version: str | None = None,
 ) -> str:
     blob = json.dumps(
         {
@@ -40,7 +55,7 @@ def run_key(
             "seed": seed,
             "days": days,
             "policy": policy,
-            "version": version,
+            "version": version or code_version(),
         },
         sort_keys=True,
     )
