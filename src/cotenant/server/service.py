@@ -78,6 +78,11 @@ class Service:
         spec = store.cluster_spec()
         if spec is None:
             raise SpecError("db", "the store holds no cluster; start with --demo or --scenario")
+        raw_clusters = store.meta(SLURM_CLUSTERS_META)
+        if raw_clusters is not None:  # each Slurm cluster a provider: no gang spans two
+            from cotenant.backends.slurm_clusters import label_providers
+
+            spec = label_providers(spec, json.loads(raw_clusters))
         self.topo = Topology(spec)
         start_s = self._anchor_clock()
         contracts: dict[str, Contract] = store.contracts()
