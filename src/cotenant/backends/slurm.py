@@ -21,8 +21,10 @@ The comment is the whole record: a new backend adopts the Slurm jobs it finds.
 
 Several clusters: each backend drives the one its ``slurm_conf`` names (and checks its
 ``cluster`` name); a controller that stops answering is found by ``scontrol ping`` (a
-refused connection answers at once) and, after ``controller_timeout_s``, its nodes are
-reported down (``backends/slurm_clusters.py`` puts several under one engine).
+refused connection answers at once): its nodes are reported draining at once (nothing
+new is placed there; a start that reaches it anyway is handed back, ``EXIT_NOT_RUN``, and
+the engine queues the job again) and, after ``controller_timeout_s``, down
+(``backends/slurm_clusters.py`` puts several under one engine).
 """
 
 from __future__ import annotations
@@ -35,7 +37,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from cotenant.backends.base import BackendEvent, JobEnded, NodeHealthChanged, StartRequest
+from cotenant.backends.base import (
+    EXIT_NOT_RUN,
+    BackendEvent,
+    JobEnded,
+    NodeHealthChanged,
+    StartRequest,
+)
 from cotenant.backends.local import EXIT_LOST, EXIT_NOT_STARTED, job_command, job_env, safe_name
 from cotenant.backends.slurm_cli import (
     COMMENT_PREFIX,
@@ -171,14 +179,16 @@ class SlurmBackend:
         self._last_poll_wall: float | None = None
         self._sacct: list[str] | None = None  # the sacct form that works here
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self._deferred: dict[str, StartRequest] = {}  # starts waiting for the controller
+        # (job, attempt) whose sbatch failed as the controller went away: Slurm may have
+        # taken it all the same; cancelled when the controller answers again.
+        self._unsure: dict[str, int] = {}
         self._adopt_due = False  # adopt when the controller first answers
         if self.ctl.answers():
             self.ctl.check_cluster()
             if adopt:
                 self._adopt()
         else:
-            self.ctl.went_silent(time.time())
+            self._events += self._silence(time.time())
             self._adopt_due = adopt
 
     @property
@@ -195,10 +205,8 @@ class SlurmBackend:
             return  # runs: re-attach to it
         if old is not None:  # an earlier attempt still tracked: it must not run on
             self.stop(job_id, req.start_s)
-        if self.ctl.silent:
-            # Sent when the controller answers; if it is lost first, the engine stops
-            # the job (its nodes go down) and it is dropped.
-            self._deferred[job_id] = req
+        if self.ctl.silent:  # (its nodes are draining: placed before that was seen)
+            self._not_run(req, f"the Slurm controller of {self.ctl.name} does not answer")
             return
         self._submit(req)
 
@@ -216,6 +224,13 @@ class SlurmBackend:
             slurm_id = int(out.strip().split(";")[0])
             self._forget(slurm_id, req.start_s)
         except (SlurmError, ValueError) as e:
+            if isinstance(e, SlurmError) and not self.ctl.answers():
+                # The controller went away under the sbatch: not the job's fault. Slurm
+                # may have taken it before it died: cancelled there when it answers.
+                self._unsure[job_id] = req.attempt
+                self._events += self._silence(time.time())
+                self._not_run(req, f"the Slurm controller of {self.ctl.name} stopped answering")
+                return
             log.warning("job %s attempt %d not submitted: %s", job_id, req.attempt, e)
             Path(f"{stem}.err").write_text(f"cotenant: not submitted to Slurm: {e}\n")
             self._events.append(JobEnded(job_id, req.attempt, req.start_s, EXIT_NOT_STARTED))
@@ -230,8 +245,16 @@ class SlurmBackend:
             time.time(),
         )
 
+    def _not_run(self, req: StartRequest, why: str) -> None:
+        """The run was not started, through no fault of the job: the engine queues it
+        again (``EXIT_NOT_RUN`` at the next poll), where the controller answers."""
+        log.warning("job %s attempt %d not started: %s", req.spec.id, req.attempt, why)
+        job_dir = self.state_dir / "jobs" / safe_name(req.spec.id)
+        job_dir.mkdir(parents=True, exist_ok=True)
+        (job_dir / f"attempt-{req.attempt}.err").write_text(f"cotenant: not started: {why}\n")
+        self._events.append(JobEnded(req.spec.id, req.attempt, req.start_s, EXIT_NOT_RUN, why))
+
     def checkpoint(self, job_id: str, now: int) -> None:
-        """(A start still waiting for the controller is not signalled: it has not run.)"""
         run = self._runs.get(job_id)
         if run is None or run.signalled_s is not None:
             return
@@ -240,8 +263,6 @@ class SlurmBackend:
             run.signal_pending = True  # not started in Slurm yet: signal it once it is
 
     def stop(self, job_id: str, now: int) -> None:
-        if self._deferred.pop(job_id, None) is not None:
-            return
         run = self._runs.pop(job_id, None)
         if run is None:
             return
@@ -255,24 +276,22 @@ class SlurmBackend:
     def poll(self, now: int) -> list[BackendEvent]:
         """What Slurm reports since the last poll. The controller is pinged first (a
         refused connection answers in milliseconds, where squeue retries for about
-        MessageTimeout): while it is away nothing else is asked, and once it has been
-        away ``controller_timeout_s`` every node is reported down. When it answers
-        again, sinfo's states are reported (nodes back), and runs stopped meanwhile are
-        cancelled in Slurm at last."""
+        MessageTimeout): while it is away nothing else is asked; its nodes drain at once
+        (nothing new is placed there), and once it has been away ``controller_timeout_s``
+        every node is reported down. When it answers again, sinfo's states are reported
+        (nodes back), and runs stopped meanwhile are cancelled in Slurm at last."""
         wall = time.time()
         events, self._events = self._events, []
         if not self.ctl.answers() or not self.ctl.right_cluster():
-            if self.ctl.went_silent(wall):
-                events += self._all_nodes_down(wall)
+            events += self._silence(wall)
             self._last_poll_s, self._last_poll_wall = now, wall
             return events
         self.ctl.answered(wall)
         if self._adopt_due:
             self._adopt_due = False
             self._cancel_strays()
-        deferred, self._deferred = self._deferred, {}
-        for req in deferred.values():
-            self._submit(req)
+        if self._unsure:
+            self._cancel_unsure()
         try:
             jobs = parse_squeue(self._slurm("squeue", "--json"), self.prefix)
             health = parse_sinfo_health(self._slurm("sinfo", "--json"))
@@ -363,6 +382,46 @@ class SlurmBackend:
             run.state, run.exit_code, run.end_s = "LOST", EXIT_LOST, now
             self._done.append(run)
             self._events.append(JobEnded(run.job_id, run.attempt, now, EXIT_LOST))
+
+    def _silence(self, wall: float) -> list[BackendEvent]:
+        """The controller did not answer at ``wall``: when it first stops answering, every
+        healthy node drains (nothing new is placed where nothing can be started); once it
+        has been silent ``controller_timeout_s`` it is lost and every node goes down."""
+        first = not self.ctl.silent
+        if self.ctl.went_silent(wall):
+            return self._all_nodes_down(wall)
+        if not first:
+            return []
+        reason = f"slurm: controller of {self.ctl.name} does not answer"
+        out: list[BackendEvent] = []
+        for name in self.topo.node_names:
+            if self._health.get(name, Health.HEALTHY) is Health.HEALTHY:
+                self._health[name] = Health.DRAINING
+                out.append(NodeHealthChanged(self._index[name], Health.DRAINING, reason))
+        return out
+
+    def _cancel_unsure(self) -> None:
+        """Cancel what Slurm took of the sbatches that failed as the controller went away
+        (their jobs were queued again, as other attempts)."""
+        try:
+            jobs = parse_squeue(self._slurm("squeue", "--json"), self.prefix)
+        except (SlurmError, ValueError, KeyError) as e:
+            log.warning("cannot list Slurm jobs sent as the controller went away: %s", e)
+            return
+        for job in jobs.values():
+            ident = comment_id(job.comment, self.prefix)
+            if ident is None or self._unsure.get(ident[0]) != ident[1]:
+                continue
+            if job.state not in TERMINAL:
+                log.warning(
+                    "cancelling %s (Slurm job %d): sent as it died", job.comment, job.slurm_id
+                )
+                try:
+                    self._slurm("scancel", str(job.slurm_id))
+                except SlurmError as e:
+                    log.warning("cannot cancel Slurm job %d: %s", job.slurm_id, e)
+                    return
+        self._unsure.clear()
 
     def _all_nodes_down(self, wall: float) -> list[BackendEvent]:
         """The controller is lost: report every node down (the engine requeues their jobs;

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from operator import itemgetter
 from typing import TYPE_CHECKING, cast
 
-from cotenant.backends.base import Backend, JobEnded, StartRequest
+from cotenant.backends.base import EXIT_NOT_RUN, Backend, JobEnded, StartRequest
 from cotenant.cluster.state import ClusterState, Placement
 from cotenant.engine.accounting import Accounting
 from cotenant.engine.agenda import DEADLINE, SUBMIT, Agenda
@@ -271,11 +271,16 @@ class JobLifecycle:
         self.agenda.dirty = True
 
     def ended(self, ev: JobEnded) -> None:
-        """The backend saw the run end (a stale report of an earlier attempt is ignored)."""
+        """The backend saw the run end (a stale report of an earlier attempt is ignored). A
+        run that never ran through no fault of its own (``EXIT_NOT_RUN``: its cluster's
+        controller went away) is interrupted: back to the queue at its place, not failed."""
         run = self.jobs.get(ev.job_id)
         if run is None or run.attempt != ev.attempt or run.placement is None:
             return
         t = ev.end_s
+        if ev.exit_code == EXIT_NOT_RUN:  # never ran, not the job's fault: queue it again
+            self.interrupt(run, t, f"not started: {ev.reason or 'the backend could not'}")
+            return
         self.stop_run(run, t)
         tt = self.acct.tenants[run.tenant]
         if ev.exit_code == 0:
