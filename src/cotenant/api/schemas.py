@@ -291,12 +291,37 @@ class ClusterView(BaseModel):
     tenants: list[TenantAllocation]
 
 
+class ProviderUsageOut(BaseModel):
+    """A tenant's usage on one provider (one Slurm cluster of several)."""
+
+    provider: str
+    gpu_seconds: int
+    own_gpu_seconds: int
+    borrowed_gpu_seconds: int
+    gpu_hours: float
+
+    @classmethod
+    def of(cls, provider: str, own: int, borrowed: int) -> ProviderUsageOut:
+        gs = own + borrowed
+        return cls(
+            provider=provider,
+            gpu_seconds=gs,
+            own_gpu_seconds=own,
+            borrowed_gpu_seconds=borrowed,
+            gpu_hours=gs / 3600,
+        )
+
+
+_PROVIDERS = "per provider, where the cluster is several (Slurm clusters); else empty"
+
+
 class TenantUsage(BaseModel):
     tenant: str
     gpu_seconds: int
     own_gpu_seconds: int
     borrowed_gpu_seconds: int
     gpu_hours: float
+    providers: list[ProviderUsageOut] = Field(default_factory=list, description=_PROVIDERS)
 
 
 class UsageOut(BaseModel):
@@ -323,6 +348,9 @@ class InvoiceOut(BaseModel):
     total_cents: int
     total: str
     usage: dict[str, float]
+    providers: list[ProviderUsageOut] = Field(
+        default_factory=list, description=f"the month's usage {_PROVIDERS}"
+    )
 
 
 # -- audit, keys, meta -----------------------------------------------------------------------------

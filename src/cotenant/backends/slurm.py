@@ -30,9 +30,8 @@ the engine queues the job again) and, after ``controller_timeout_s``, down
 from __future__ import annotations
 
 import logging
-import shlex
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -44,17 +43,23 @@ from cotenant.backends.base import (
     NodeHealthChanged,
     StartRequest,
 )
-from cotenant.backends.local import EXIT_LOST, EXIT_NOT_STARTED, job_command, job_env, safe_name
+from cotenant.backends.local import (
+    EXIT_LOST,
+    EXIT_NOT_STARTED,
+    not_started,
+    safe_name,
+)
 from cotenant.backends.slurm_cli import (
     COMMENT_PREFIX,
-    STATE_EXIT,
     TERMINAL,
     SlurmError,
     SlurmJob,
+    batch_script,
     comment_id,
-    epoch,
     exit_status,
     expand_hostlist,
+    owns,
+    parse_sacct,
     parse_sinfo_health,
     parse_squeue,
     read_cluster_spec,
@@ -219,7 +224,7 @@ class SlurmBackend:
             out = self._slurm(
                 "sbatch",
                 *self.sbatch_args(req, stem),
-                stdin=self.batch_script(req, job_dir / "checkpoint"),
+                stdin=batch_script(req, job_dir / "checkpoint"),
             )
             slurm_id = int(out.strip().split(";")[0])
             self._forget(slurm_id, req.start_s)
@@ -248,11 +253,7 @@ class SlurmBackend:
     def _not_run(self, req: StartRequest, why: str) -> None:
         """The run was not started, through no fault of the job: the engine queues it
         again (``EXIT_NOT_RUN`` at the next poll), where the controller answers."""
-        log.warning("job %s attempt %d not started: %s", req.spec.id, req.attempt, why)
-        job_dir = self.state_dir / "jobs" / safe_name(req.spec.id)
-        job_dir.mkdir(parents=True, exist_ok=True)
-        (job_dir / f"attempt-{req.attempt}.err").write_text(f"cotenant: not started: {why}\n")
-        self._events.append(JobEnded(req.spec.id, req.attempt, req.start_s, EXIT_NOT_RUN, why))
+        self._events.append(not_started(self.state_dir, req, why, EXIT_NOT_RUN))
 
     def checkpoint(self, job_id: str, now: int) -> None:
         run = self._runs.get(job_id)
@@ -299,7 +300,7 @@ class SlurmBackend:
             log.warning("cannot read Slurm's state: %s", e)
             return events
         for run in [r for r in self._closing.values() if r.cancel_due]:
-            if _owns(run, jobs.get(run.slurm_id), self.prefix):
+            if owns(run.job_id, run.attempt, jobs.get(run.slurm_id), self.prefix):
                 self._cancel(run)
             else:  # Slurm no longer holds it (ended, or forgotten in a controller crash)
                 run.cancel_due = False
@@ -310,7 +311,8 @@ class SlurmBackend:
         ended: list[tuple[SlurmRun, SlurmJob]] = []
         for run in [*self._runs.values(), *self._closing.values()]:
             listed = jobs.get(run.slurm_id)
-            job = listed if _owns(run, listed, self.prefix) else self._from_sacct(run, wall)
+            mine = owns(run.job_id, run.attempt, listed, self.prefix)
+            job = listed if mine else self._from_sacct(run, wall)
             if job is None:
                 continue
             self._observe(run, job, now - wall)
@@ -403,25 +405,13 @@ class SlurmBackend:
     def _cancel_unsure(self) -> None:
         """Cancel what Slurm took of the sbatches that failed as the controller went away
         (their jobs were queued again, as other attempts)."""
-        try:
-            jobs = parse_squeue(self._slurm("squeue", "--json"), self.prefix)
-        except (SlurmError, ValueError, KeyError) as e:
-            log.warning("cannot list Slurm jobs sent as the controller went away: %s", e)
-            return
-        for job in jobs.values():
+
+        def sent_as_it_died(job: SlurmJob) -> bool:
             ident = comment_id(job.comment, self.prefix)
-            if ident is None or self._unsure.get(ident[0]) != ident[1]:
-                continue
-            if job.state not in TERMINAL:
-                log.warning(
-                    "cancelling %s (Slurm job %d): sent as it died", job.comment, job.slurm_id
-                )
-                try:
-                    self._slurm("scancel", str(job.slurm_id))
-                except SlurmError as e:
-                    log.warning("cannot cancel Slurm job %d: %s", job.slurm_id, e)
-                    return
-        self._unsure.clear()
+            return ident is not None and self._unsure.get(ident[0]) == ident[1]
+
+        if self._cancel_where(sent_as_it_died, "sent as the controller went away"):
+            self._unsure.clear()
 
     def _all_nodes_down(self, wall: float) -> list[BackendEvent]:
         """The controller is lost: report every node down (the engine requeues their jobs;
@@ -474,13 +464,6 @@ class SlurmBackend:
                 *(["--exclusive"] if exclusive else []),
             ]
         return args
-
-    def batch_script(self, req: StartRequest, checkpoint_dir: Path) -> str:
-        env = job_env(req, checkpoint_dir)
-        lines = ["#!/bin/sh", f"# cotenant job {req.spec.id}, attempt {req.attempt}"]
-        lines += [f"export {k}={shlex.quote(v)}" for k, v in env.items()]
-        lines.append("exec " + shlex.join(job_command(req)))
-        return "\n".join(lines) + "\n"
 
     # -- views ------------------------------------------------------------------------------
     def accounting(self) -> list[SlurmRun]:
@@ -543,23 +526,7 @@ class SlurmBackend:
             except SlurmError:
                 continue
             self._sacct = form
-            found: SlurmJob | None = None
-            for line in out.splitlines():
-                parts = line.split("|")
-                if len(parts) != 7 or parts[0] != str(slurm_id):
-                    continue
-                if name is not None and parts[1] != name:
-                    continue
-                state = parts[2].split()[0].upper() if parts[2] else ""
-                code, _, sig = parts[3].partition(":")
-                status = 128 + int(sig) if sig.isdigit() and int(sig) else int(code or 0)
-                if state != "COMPLETED" and status == 0:
-                    status = STATE_EXIT.get(state, EXIT_LOST)
-                nodes = tuple(expand_hostlist(parts[6]))
-                start, end = epoch(parts[4]), epoch(parts[5])
-                found = SlurmJob(slurm_id, "", state, status, start, end, nodes, ())
-                if name is None:
-                    return found
+            found = parse_sacct(out, slurm_id, name)
             if found is not None:
                 return found
         return None
@@ -579,23 +546,27 @@ class SlurmBackend:
         """The controller was away when this backend started, so nothing was adopted and
         the engine has requeued what the store said ran here. Cotenant's jobs Slurm still
         holds are runs from before the restart: cancel them (they would run twice)."""
+        mine = {r.slurm_id for r in [*self._runs.values(), *self._closing.values()]}
+        self._cancel_where(lambda job: job.slurm_id not in mine, "a run from before the restart")
+
+    def _cancel_where(self, pick: Callable[[SlurmJob], bool], why: str) -> bool:
+        """Cancel this server's Slurm jobs not yet ended that ``pick`` picks; False if
+        they could not all be listed and cancelled (to try again)."""
         try:
             jobs = parse_squeue(self._slurm("squeue", "--json"), self.prefix)
         except (SlurmError, ValueError, KeyError) as e:
-            log.warning("cannot list Slurm jobs left from before the restart: %s", e)
-            return
-        mine = {r.slurm_id for r in [*self._runs.values(), *self._closing.values()]}
+            log.warning("cannot list Slurm jobs (%s): %s", why, e)
+            return False
+        done = True
         for job in jobs.values():
-            if job.slurm_id not in mine and job.state not in TERMINAL:
-                log.warning(
-                    "cancelling %s (Slurm job %d): a run from before the restart",
-                    job.comment,
-                    job.slurm_id,
-                )
+            if job.state not in TERMINAL and pick(job):
+                log.warning("cancelling %s (Slurm job %d): %s", job.comment, job.slurm_id, why)
                 try:
                     self._slurm("scancel", str(job.slurm_id))
                 except SlurmError as e:
                     log.warning("cannot cancel Slurm job %d: %s", job.slurm_id, e)
+                    done = False
+        return done
 
     def _adopt(self) -> None:
         """Take over cotenant's jobs that Slurm still holds (after a restart)."""
@@ -618,11 +589,3 @@ class SlurmBackend:
             if old is None or old.attempt <= run.attempt:
                 latest[run.job_id] = run
         self._runs.update(latest)
-
-
-def _owns(run: SlurmRun, job: SlurmJob | None, prefix: str) -> bool:
-    """``job`` is ``run``'s own (its comment names the run), not a later job that took the
-    id of one a crashed controller forgot."""
-    if job is None:
-        return False
-    return comment_id(job.comment, prefix) == (run.job_id, run.attempt)

@@ -22,13 +22,12 @@ refused (``EXIT_NOT_STARTED``, the cause in the run's ``.err``): a broken invari
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from cotenant.backends.base import BackendEvent, JobEnded, NodeHealthChanged, StartRequest
-from cotenant.backends.local import EXIT_NOT_STARTED, safe_name
+from cotenant.backends.base import BackendEvent, NodeHealthChanged, StartRequest
+from cotenant.backends.local import not_started
 from cotenant.backends.slurm import (
     COMMENT_PREFIX,
     Exclusive,
@@ -39,8 +38,6 @@ from cotenant.backends.slurm import (
 from cotenant.cluster.state import Placement
 from cotenant.cluster.topology import ClusterSpec, NodeGroup, Topology
 from cotenant.model.errors import SpecError
-
-log = logging.getLogger("cotenant.backends.slurm")
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,8 +228,4 @@ class SlurmClusters:
         return next(iter(self.backends.values())).log_paths(job_id, attempt)
 
     def _refuse(self, req: StartRequest, why: str) -> None:
-        log.warning("job %s attempt %d not started: %s", req.spec.id, req.attempt, why)
-        job_dir = self.state_dir / "jobs" / safe_name(req.spec.id)
-        job_dir.mkdir(parents=True, exist_ok=True)
-        (job_dir / f"attempt-{req.attempt}.err").write_text(f"cotenant: not started: {why}\n")
-        self._events.append(JobEnded(req.spec.id, req.attempt, req.start_s, EXIT_NOT_STARTED))
+        self._events.append(not_started(self.state_dir, req, why))
