@@ -15,6 +15,7 @@ provider (each cluster) the sum of each cluster's runs, also in `cotenant usage`
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -208,6 +209,19 @@ cluster = "beta"
         jobs = {j: job(c, j) for j in (first, second, over, short, fresh)}
         usage = c.get("/v1/usage", params={"tenant": LESSEE}).json()["tenants"][0]
         table = srv.cli(LESSEE, "usage").stdout
+        with srv.client("operator") as op:
+            audit = [json.loads(line) for line in op.get("/v1/audit").text.splitlines()]
+        # where each job went, and why, is in the audit log
+        routes = {
+            (e["payload"]["job"], e["payload"]["route"]): e["payload"]["route_detail"]
+            for e in audit
+            if e["kind"] == "place"
+        }
+        assert routes[(over, "no-room-before")].startswith("on beta: alpha has no room"), routes
+        assert routes[(fresh, "no-room-before")] == (
+            "on beta: alpha has no room for 8 GPUs (0 of its 16 free to it)"
+        )
+        assert (first, "first-provider") in routes
 
     clusters = {"a": alpha, "b": beta}
     ledger_total = 0

@@ -124,7 +124,7 @@ def test_a_gang_waits_for_one_cluster_with_room_never_spans_two(
     """a1 and b1 busy, a2 and b2 free: a 16-GPU gang has room only across the two. It
     waits (it used to be placed on a2 + b2, refused at start and failed); when b1 frees
     it runs on beta as one Slurm job. A gang larger than either cluster is rejected."""
-    eng, backend, _ = engine_over(pair, tmp_path)
+    eng, backend, ev = engine_over(pair, tmp_path)
     for j in ("f1", "f2", "f3"):
         submit_command(eng, j, 8, "sleep 300", duration_s=300)
     drive(eng, lambda: all(slurm_state(backend, j, 1) == "RUNNING" for j in ("f1", "f2", "f3")))
@@ -147,6 +147,11 @@ def test_a_gang_waits_for_one_cluster_with_room_never_spans_two(
     [run] = [r for _, r in backend.accounting() if r.job_id == "gang"]
     assert backend.cluster_of("gang") == "beta" and run.slurm_nodes == ("b1", "b2")
     assert run.slurm_gpus == (8, 8)
+    [placed] = [e for e in ev if e["event"] == "place" and e["job"] == "gang"]
+    assert (placed["provider"], placed["route"]) == ("beta", "no-room-before"), placed
+    assert (
+        placed["route_detail"] == "on beta: alpha has no room for 16 GPUs (8 of its 16 free to it)"
+    )
     for j in ("gang", "f1"):
         eng.cancel(j)
 
@@ -173,6 +178,10 @@ def test_a_job_placed_as_a_controller_goes_silent_runs_on_the_other(
     drains = [e for e in ev if e["event"] == "node-health" and e["health"] == "draining"]
     assert sorted(e["node"] for e in drains) == [0, 1]
     assert all("controller of cluster alpha does not answer" in e["reason"] for e in drains)
+    [placed] = [e for e in ev if e["event"] == "place" and e["job"] == "fresh"]
+    assert (
+        placed["route_detail"] == "on beta: alpha has no room for 8 GPUs (0 of its 16 free to it)"
+    )
     drive(eng, lambda: slurm_state(backend, "kept", 2) == "RUNNING", timeout_s=30)
     assert backend.cluster_of("kept") == "beta"
     alpha.start_slurmctld()

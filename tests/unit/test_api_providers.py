@@ -43,13 +43,18 @@ def api(tmp_path: Path) -> Iterator[Api]:
 
 
 def test_usage_and_invoices_name_each_provider(api: Api) -> None:
-    jobs = [api.submit(LESSEE, 64, duration_s=36000)["id"] for _ in range(2)]
     wide = api.submit(LESSEE, 72, duration_s=36000)  # wider than either provider
+    assert api.wait_state(LESSEE, wide["id"], "failed")["reason"] == "too-large"
+    jobs = [api.submit(LESSEE, 64, duration_s=36000)["id"] for _ in range(2)]
     for j in jobs:
         api.wait_state(LESSEE, j, "running")
     nodes = [api.get(LESSEE, f"/v1/jobs/{j}").json()["attempts"][0]["nodes"] for j in jobs]
     assert sorted(len(n) for n in nodes) == [8, 8]
-    assert api.wait_state(LESSEE, wide["id"], "failed")["reason"] == "too-large"
+    why = sorted(api.get(LESSEE, f"/v1/jobs/{j}").json()["reason_detail"] for j in jobs)
+    assert why == [
+        "on east: the first provider",
+        "on west: east has no room for 64 GPUs (0 of its 64 free to it)",
+    ]
 
     [u] = api.get(LESSEE, "/v1/usage").json()["tenants"]
     per = {p["provider"]: p for p in u["providers"]}

@@ -18,11 +18,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from builders import contract
 from cotenant.backends.slurm_clusters import label_providers, union_spec
+from cotenant.cluster.state import ClusterState, Placement
 from cotenant.cluster.topology import ClusterSpec, NodeGroup, Topology
 from cotenant.model.errors import SpecError
-from cotenant.model.jobs import Constraint
+from cotenant.model.jobs import Constraint, JobSpec
 from cotenant.scheduler.placement import Level, find_placement, levels_to_try, never_fits
+from cotenant.scheduler.providers import ProviderReason, provider_choice
+from cotenant.scheduler.snapshot import rival_map
 from cotenant.store.mapping import cluster_from_json, cluster_to_json
 
 H100 = "H100-SXM-80GB"
@@ -174,3 +178,58 @@ def test_no_placement_spans_providers(
     assert sum(p.gpus) == gpus
     assert len({topo.provider_of_node(n) for n in p.nodes}) == 1
     assert all(eligible[n] and free[n] >= g for n, g in zip(p.nodes, p.gpus, strict=True))
+
+
+# -- why a placement went to its provider (the decision log's route) -----------------------
+@dataclass(frozen=True)
+class Route:
+    held: dict[tuple[str, int], int]  # (tenant, node) -> GPUs held before the placement
+    gpus: int
+    nodes: tuple[int, ...]
+    reason: ProviderReason
+    detail: str
+
+
+ROUTES = {
+    "on-the-first": Route({}, 8, (0,), ProviderReason.FIRST, "on alpha: the first provider"),
+    "alpha-full": Route(
+        {("T", 0): 8, ("T", 1): 8},
+        8,
+        (2,),
+        ProviderReason.NO_ROOM_BEFORE,
+        "on beta: alpha has no room for 8 GPUs (0 of its 16 free to it)",
+    ),
+    "alpha-room-beside-a-rival": Route(
+        {("R", 0): 4, ("R", 1): 4},
+        4,
+        (2,),
+        ProviderReason.NO_ROOM_BEFORE,
+        "on beta: alpha has no room for 4 GPUs (0 of its 16 free to it)",
+    ),
+    "tighter-fit-on-beta": Route(
+        {("T", 2): 4},
+        4,
+        (2,),
+        ProviderReason.BEST_FIT,
+        "on beta: alpha has room too (16 of 16 free); beta fits tighter",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", ROUTES.values(), ids=ROUTES.keys())
+def test_a_placement_says_why_it_is_on_its_provider(case: Route) -> None:
+    state = ClusterState(PAIR, ("T", "R"))
+    for (tenant, node), gpus in case.held.items():
+        state.apply(tenant, Placement((node,), (gpus,)))
+    contracts = {"T": contract("T", 8, rivals=["R"])}
+    job = JobSpec("j", "T", case.gpus, 600, 0)
+    placement = Placement(case.nodes, (case.gpus,) * len(case.nodes))
+    assert find_placement(PAIR, state.free, state.usable(), case.gpus) is not None
+
+    got = provider_choice(state, rival_map(contracts), job, placement)
+
+    assert (got.provider, got.reason, got.detail) == (
+        PAIR.provider_of_node(case.nodes[0]),
+        case.reason,
+        case.detail,
+    )

@@ -9,6 +9,7 @@ arithmetic is ``model.checkpoints``'s (through ``JobRun.current_run``).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from operator import itemgetter
 from typing import TYPE_CHECKING, cast
 
@@ -38,6 +39,7 @@ from cotenant.engine.usage import UsageMeter
 from cotenant.model.errors import Conflict, SpecError
 from cotenant.model.jobs import JobKind, JobSpec, JobState
 from cotenant.scheduler.decisions import Place, Reason, Reclaim, Reject, Wait
+from cotenant.scheduler.providers import provider_choice
 
 if TYPE_CHECKING:
     from cotenant.engine.dependencies import Dependencies
@@ -191,6 +193,9 @@ class JobLifecycle:
         self, run: JobRun, placement: Placement, borrowed: bool, now: int, reason: Reason
     ) -> None:
         self.queue.remove(run)
+        choice = None
+        if self.state.topo.n_providers > 1:  # which provider, and why (before it is taken)
+            choice = provider_choice(self.state, self.book.rivals, run.spec, placement)
         self.state.apply(run.tenant, placement)
         run.state = JobState.RUNNING
         run.placement = placement
@@ -201,7 +206,7 @@ class JobLifecycle:
         run.borrowed = borrowed
         self.running.hold_nodes(run)
         run.reclaim_deadline_s = None
-        run.reason, run.reason_detail = reason.value, ""
+        run.reason, run.reason_detail = reason.value, "" if choice is None else choice.detail
         run.touch()
         if run.history.first_start_s is None:
             run.history.first_start_s = now
@@ -228,11 +233,17 @@ class JobLifecycle:
                 self.checkpoint_write_s,
             )
         )
-        self.emit(
-            RunPlaced(
-                now, run.id, run.tenant, run.spec.gpus, placement.nodes, borrowed, reason.value
-            )
+        placed = RunPlaced(
+            now, run.id, run.tenant, run.spec.gpus, placement.nodes, borrowed, reason.value
         )
+        if choice is not None:
+            placed = replace(
+                placed,
+                provider=choice.provider,
+                route=choice.reason.value,
+                route_detail=choice.detail,
+            )
+        self.emit(placed)
 
     def retag(self, run: JobRun, borrowed: bool, now: int) -> None:
         """Count a running job's GPUs anew as borrowed or owned; its usage interval is
