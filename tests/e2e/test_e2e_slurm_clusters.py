@@ -189,6 +189,8 @@ cluster = "beta"
         assert moved[0].startswith("b"), moved
         # the timeout, a command hung at the kill, then a poll, a cycle, a start
         assert took <= CONTROLLER_TIMEOUT_S + SLURM_HANG_S + 5, took
+        view = {v["name"]: v for v in c.get("/v1/cluster").json()["providers"]}
+        assert (view["alpha"]["healthy_nodes"], view["beta"]["free_gpus"]) == (0, 0), view
         lost = job(c, kept)["attempts"][0]
         assert lost["outcome"] == "node-failure", lost
         assert "controller of cluster alpha unreachable" in lost["detail"], lost

@@ -1,6 +1,7 @@
-"""Usage per provider in the live API (issue 16): a store whose cluster is two providers
-(as a server over two Slurm clusters seeds it, here with the simulated backend), each
-tenant's usage and invoice split per provider, the split adding up to the totals."""
+"""Providers in the live API (issue 16): a store whose cluster is two providers (as a
+server over two Slurm clusters seeds it, here with the simulated backend): where each job
+went and why, each provider's free GPUs, each tenant's usage and invoice split per
+provider, the split adding up to the totals."""
 
 from __future__ import annotations
 
@@ -54,6 +55,12 @@ def test_usage_and_invoices_name_each_provider(api: Api) -> None:
     assert why == [
         "on east: the first provider",
         "on west: east has no room for 64 GPUs (0 of its 64 free to it)",
+    ]
+
+    view = api.get(LESSEE, "/v1/cluster").json()["providers"]
+    assert [(v["name"], v["total_gpus"], v["free_gpus"], v["healthy_nodes"]) for v in view] == [
+        ("east", 64, 0, 8),
+        ("west", 64, 0, 8),
     ]
 
     [u] = api.get(LESSEE, "/v1/usage").json()["tenants"]

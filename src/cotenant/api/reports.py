@@ -17,6 +17,7 @@ from cotenant.api.schemas import (
     ClusterView,
     InvoiceOut,
     ProviderUsageOut,
+    ProviderView,
     TenantAllocation,
     TenantName,
     TenantUsage,
@@ -64,6 +65,12 @@ def cluster_view(svc: Service, p: Principal) -> ClusterView:
         accelerators={k: topo.capacity_of(k) for k in topo.kinds},
         queue_depth=None if p.role.tenant_scoped else st.pending,
         tenants=[alloc(t) for t in names],
+        providers=[
+            ProviderView(
+                name=name, total_gpus=gpus, free_gpus=free, nodes=nodes, healthy_nodes=healthy
+            )
+            for name, gpus, free, nodes, healthy in st.providers
+        ],
     )
 
 

@@ -277,6 +277,16 @@ class TenantAllocation(BaseModel):
     running_jobs: int
 
 
+class ProviderView(BaseModel):
+    """One provider of several (a Slurm cluster): its capacity and what is free now."""
+
+    name: str
+    total_gpus: int
+    free_gpus: int
+    nodes: int
+    healthy_nodes: int
+
+
 class ClusterView(BaseModel):
     """A tenant sees its own allocation and the cluster's aggregate free capacity only."""
 
@@ -289,6 +299,10 @@ class ClusterView(BaseModel):
     accelerators: dict[str, int]
     queue_depth: int | None = Field(None, description="operator and auditor only")
     tenants: list[TenantAllocation]
+    providers: list[ProviderView] = Field(
+        default_factory=list,
+        description="per provider, where the cluster is several (Slurm clusters); else empty",
+    )
 
 
 class ProviderUsageOut(BaseModel):

@@ -453,6 +453,12 @@ def cluster_command(as_json: JsonOpt = False) -> None:
         + (f"; {v['queue_depth']:,} jobs queued" if v["queue_depth"] is not None else ""),
         highlight=False,
     )
+    for pv in v.get("providers", []):
+        console.print(
+            f"  {pv['name']}: {pv['total_gpus']:,} GPUs, {pv['free_gpus']:,} free; "
+            f"{pv['healthy_nodes']:,}/{pv['nodes']:,} nodes healthy",
+            highlight=False,
+        )
     cols = [Col("tenant", number=False, whole=True)]
     cols += [Col(c) for c in ("entitled", "allocated", "owned", "borrowed", "running", "pending")]
     rows = [
