@@ -175,6 +175,7 @@ def test_a_job_placed_as_a_controller_goes_silent_runs_on_the_other(
 
     assert backend.cluster_of("fresh") == "beta" and eng.jobs["fresh"].attempt == 1
     assert took < CONTROLLER_TIMEOUT_S + SLURM_HANG_S, took
+    print(f"\nfresh running on beta {took:.1f} s after alpha's controller was killed")
     drains = [e for e in ev if e["event"] == "node-health" and e["health"] == "draining"]
     assert sorted(e["node"] for e in drains) == [0, 1]
     assert all("controller of cluster alpha does not answer" in e["reason"] for e in drains)
