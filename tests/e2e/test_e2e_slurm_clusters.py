@@ -4,15 +4,18 @@ host, each a provider (issue 16, the live half): `alpha` (a1, a2) and `beta` (b1
 
 One run, in order: two jobs fill alpha; a third cannot run there and runs on beta, and
 a short one completes there too; a job on each cluster is cancelled; alpha's controller
-is killed: within its timeout the job still on alpha goes back to the queue and runs on
-beta; alpha's controller comes back and its lost run is cancelled in Slurm. Then each
-job's runs are compared with what each Slurm recorded (jobcomp, `sacct -c`): same
-cluster, nodes, GPUs, and GPU-seconds within a stated tolerance; the usage ledger
-(GET /v1/usage) is the sum of the runs.
+is killed: a job submitted right then runs on beta at once (alpha's nodes drain as soon
+as its controller is silent), and within the timeout the job still on alpha goes back
+to the queue and runs on beta; alpha's controller comes back and its lost run is
+cancelled in Slurm. Then each job's runs are compared with what each Slurm recorded
+(jobcomp, `sacct -c`): same cluster, nodes, GPUs, and GPU-seconds within a stated
+tolerance; the usage ledger (GET /v1/usage) is the sum of the runs, and its split per
+provider (each cluster) the sum of each cluster's runs, also in `cotenant usage`.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -175,11 +178,19 @@ cluster = "beta"
         alpha.save_state()  # (else a restart may forget the job: see LocalSlurm)
         alpha.kill_slurmctld()
         killed = time.monotonic()
+        fresh = submit(c, 8, "sleep 600")  # alpha has room, but no controller
+        fresh_on = until(lambda: running_on(c, fresh), timeout=20, what="fresh on beta")
+        assert (
+            fresh_on[0].startswith("b")
+            and time.monotonic() - killed < CONTROLLER_TIMEOUT_S + SLURM_HANG_S
+        )
         moved = until(lambda: running_on(c, kept, 2), timeout=40, what=f"{kept} on beta")
         took = time.monotonic() - killed
         assert moved[0].startswith("b"), moved
         # the timeout, a command hung at the kill, then a poll, a cycle, a start
         assert took <= CONTROLLER_TIMEOUT_S + SLURM_HANG_S + 5, took
+        view = {v["name"]: v for v in c.get("/v1/cluster").json()["providers"]}
+        assert (view["alpha"]["healthy_nodes"], view["beta"]["free_gpus"]) == (0, 0), view
         lost = job(c, kept)["attempts"][0]
         assert lost["outcome"] == "node-failure", lost
         assert "controller of cluster alpha unreachable" in lost["detail"], lost
@@ -191,16 +202,32 @@ cluster = "beta"
             what="the lost run cancelled in alpha",
         )
         returned = time.monotonic()
-        r = c.post(f"/v1/jobs/{kept}/cancel")
-        assert r.status_code == 200, r.text
-        until(lambda: seen.slurm_state(beta, kept) == ["CANCELLED"], what="kept cancelled")
+        for j in (kept, fresh):
+            r = c.post(f"/v1/jobs/{j}/cancel")
+            assert r.status_code == 200, r.text
+            until(lambda j=j: seen.slurm_state(beta, j) == ["CANCELLED"], what=f"{j} cancelled")
 
         # -- accounting: each run in Slurm against cotenant's ledger ----------------------
-        jobs = {j: job(c, j) for j in (first, second, over, short)}
+        jobs = {j: job(c, j) for j in (first, second, over, short, fresh)}
         usage = c.get("/v1/usage", params={"tenant": LESSEE}).json()["tenants"][0]
+        table = srv.cli(LESSEE, "usage").stdout
+        with srv.client("operator") as op:
+            audit = [json.loads(line) for line in op.get("/v1/audit").text.splitlines()]
+        # where each job went, and why, is in the audit log
+        routes = {
+            (e["payload"]["job"], e["payload"]["route"]): e["payload"]["route_detail"]
+            for e in audit
+            if e["kind"] == "place"
+        }
+        assert routes[(over, "no-room-before")].startswith("on beta: alpha has no room"), routes
+        assert routes[(fresh, "no-room-before")] == (
+            "on beta: alpha has no room for 8 GPUs (0 of its 16 free to it)"
+        )
+        assert (first, "first-provider") in routes
 
     clusters = {"a": alpha, "b": beta}
     ledger_total = 0
+    by_cluster = {"alpha": [0, 0], "beta": [0, 0]}  # ledger, Slurm GPU-seconds
     lines = []
     for j, doc in jobs.items():
         records = {
@@ -215,6 +242,8 @@ cluster = "beta"
             ledger = sum(a["gpus"]) * (a["end_s"] - a["start_s"])
             slurm = sum(gpus) * (epoch(rec["EndTime"]) - epoch(rec["StartTime"]))
             ledger_total += ledger
+            by_cluster[cluster.cluster_name][0] += ledger
+            by_cluster[cluster.cluster_name][1] += slurm
             lines.append((j, a["attempt"], cluster.cluster_name, a["outcome"], ledger, slurm))
             if a["outcome"] == "node-failure":
                 # The controller was away: the run went on on its slurmd until the
@@ -231,6 +260,17 @@ cluster = "beta"
     for line in lines:
         print(*line)
     assert usage["gpu_seconds"] == ledger_total, (usage, lines)
+    per = {p["provider"]: p["gpu_seconds"] for p in usage["providers"]}
+    print("cluster ledger-gpu-s slurm-gpu-s", by_cluster)
+    assert per == {name: got[0] for name, got in by_cluster.items()}, (per, by_cluster)
+    runs = {name: sum(1 for x in lines if x[2] == name) for name in by_cluster}
+    # beta: every run within its tolerance; alpha: its lost run counts more in Slurm
+    assert abs(by_cluster["beta"][1] - by_cluster["beta"][0]) <= 8 * RUN_TOLERANCE_S * runs["beta"]
+    assert by_cluster["alpha"][1] >= by_cluster["alpha"][0] - 8 * RUN_TOLERANCE_S * runs["alpha"]
+    rows = [cells for cells in map(str.split, table.splitlines()) if cells[:1] == [LESSEE]]
+    assert [r[1] for r in rows] == ["all", "alpha", "beta"], table
+    for r in rows[1:]:
+        assert r[2] == f"{per[r[1]] / 3600:,.2f}", (r, per)
 
 
 def live_runs(pair: LocalSlurms) -> dict[str, list[tuple[str, int]]]:

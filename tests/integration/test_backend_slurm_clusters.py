@@ -6,7 +6,9 @@ Each backend drives the cluster its ``slurm_conf`` names and no other; a backend
 the wrong ``cluster`` refuses to start; a controller that goes away is detected within
 a bounded time: its nodes are reported down and the engine requeues its jobs, without
 the other cluster noticing; when the controller is back the lost run is cancelled in
-Slurm and the job runs again.
+Slurm and the job runs again. One engine over both (``SlurmClusters``): a gang never
+spans the two (it waits for one with room), and a job is never failed because a
+controller went silent under its start: it runs on the other cluster.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from builders import drive as drive_until
 from builders import finished, submit_command
 from cotenant.backends.local import EXIT_LOST
 from cotenant.backends.slurm import SlurmBackend, read_cluster_spec
+from cotenant.backends.slurm_clusters import ClusterConf, SlurmClusters, read_union_spec
 from cotenant.cluster.state import Health
 from cotenant.cluster.topology import Topology
 from cotenant.engine.clock import WallClock
@@ -76,6 +79,141 @@ def engine_on(
     events: list[dict[str, Any]] = []
     eng.sinks.append(events.append)
     return eng, backend, events
+
+
+def engine_over(
+    pair: LocalSlurms, state_dir: Path
+) -> tuple[Engine, SlurmClusters, list[dict[str, Any]]]:
+    """One engine over both clusters' nodes, as the server runs it (each a provider)."""
+    confs = [ClusterConf(c.cluster_name, str(c.conf_path), c.cluster_name) for c in pair]
+    spec, nodes = read_union_spec(confs, os.environ)
+    topo = Topology(spec)
+    backend = SlurmClusters(
+        topo,
+        state_dir,
+        confs,
+        nodes,
+        base_env=os.environ,
+        controller_timeout_s=CONTROLLER_TIMEOUT_S,
+        adopt=False,
+    )
+    eng = Engine(
+        topo,
+        [],
+        get_policy("fifo-backfill"),
+        backend,
+        WallClock(),
+        restart_cost_s=0,
+        checkpoint_write_s=0,
+        tenants=["B"],
+    )
+    events: list[dict[str, Any]] = []
+    eng.sinks.append(events.append)
+    return eng, backend, events
+
+
+def slurm_state(backend: SlurmClusters, job_id: str, attempt: int) -> str | None:
+    """What Slurm last said of a run (None: never sent)."""
+    runs = [r for _, r in backend.accounting() if (r.job_id, r.attempt) == (job_id, attempt)]
+    return runs[-1].state if runs else None
+
+
+def test_a_gang_waits_for_one_cluster_with_room_never_spans_two(
+    pair: LocalSlurms, tmp_path: Path
+) -> None:
+    """a1 and b1 busy, a2 and b2 free: a 16-GPU gang has room only across the two. It
+    waits (it used to be placed on a2 + b2, refused at start and failed); when b1 frees
+    it runs on beta as one Slurm job. A gang larger than either cluster is rejected."""
+    eng, backend, ev = engine_over(pair, tmp_path)
+    for j in ("f1", "f2", "f3"):
+        submit_command(eng, j, 8, "sleep 300", duration_s=300)
+    drive(eng, lambda: all(slurm_state(backend, j, 1) == "RUNNING" for j in ("f1", "f2", "f3")))
+    where = {j: backend.cluster_of(j) for j in ("f1", "f2", "f3")}
+    assert where == {"f1": "alpha", "f2": "alpha", "f3": "beta"}, where
+    eng.cancel("f2")
+    submit_command(eng, "gang", 16, "sleep 300", duration_s=300)
+    submit_command(eng, "huge", 24, "sleep 300", duration_s=300)
+    eng.run(eng.clock.now() + 3)
+
+    gang = eng.jobs["gang"]
+    assert gang.state is JobState.PENDING and gang.attempt == 0, (gang.state, gang.reason)
+    assert slurm_state(backend, "gang", 1) is None
+    huge = eng.jobs["huge"]
+    assert (huge.state, huge.reason) == (JobState.FAILED, "too-large"), huge.reason
+    assert "the largest provider (of its kind) has 16" in huge.reason_detail, huge.reason_detail
+
+    eng.cancel("f3")
+    drive(eng, lambda: slurm_state(backend, "gang", 1) == "RUNNING")
+    [run] = [r for _, r in backend.accounting() if r.job_id == "gang"]
+    assert backend.cluster_of("gang") == "beta" and run.slurm_nodes == ("b1", "b2")
+    assert run.slurm_gpus == (8, 8)
+    [placed] = [e for e in ev if e["event"] == "place" and e["job"] == "gang"]
+    assert (placed["provider"], placed["route"]) == ("beta", "no-room-before"), placed
+    assert (
+        placed["route_detail"] == "on beta: alpha has no room for 16 GPUs (8 of its 16 free to it)"
+    )
+    for j in ("gang", "f1"):
+        eng.cancel(j)
+
+
+def test_a_job_placed_as_a_controller_goes_silent_runs_on_the_other(
+    pair: LocalSlurms, tmp_path: Path
+) -> None:
+    """alpha's controller dies while `kept` runs on a1. A job submitted right after runs
+    on beta as its first attempt (alpha's nodes drain as soon as a ping fails; it used to
+    be placed on a2 and wait there for the timeout). `kept` follows at the timeout."""
+    alpha = pair["alpha"]
+    eng, backend, ev = engine_over(pair, tmp_path)
+    submit_command(eng, "kept", 8, "sleep 300", duration_s=300)
+    drive(eng, lambda: slurm_state(backend, "kept", 1) == "RUNNING")
+    alpha.save_state()
+    alpha.kill_slurmctld()
+    killed = time.monotonic()
+    submit_command(eng, "fresh", 8, "sleep 300", duration_s=300)
+    drive(eng, lambda: slurm_state(backend, "fresh", 1) == "RUNNING", timeout_s=20)
+    took = time.monotonic() - killed
+
+    assert backend.cluster_of("fresh") == "beta" and eng.jobs["fresh"].attempt == 1
+    assert took < CONTROLLER_TIMEOUT_S + SLURM_HANG_S, took
+    print(f"\nfresh running on beta {took:.1f} s after alpha's controller was killed")
+    drains = [e for e in ev if e["event"] == "node-health" and e["health"] == "draining"]
+    assert sorted(e["node"] for e in drains) == [0, 1]
+    assert all("controller of cluster alpha does not answer" in e["reason"] for e in drains)
+    [placed] = [e for e in ev if e["event"] == "place" and e["job"] == "fresh"]
+    assert (
+        placed["route_detail"] == "on beta: alpha has no room for 8 GPUs (0 of its 16 free to it)"
+    )
+    drive(eng, lambda: slurm_state(backend, "kept", 2) == "RUNNING", timeout_s=30)
+    assert backend.cluster_of("kept") == "beta"
+    alpha.start_slurmctld()
+    drive(eng, lambda: slurm_state(backend, "kept", 1) == "CANCELLED", timeout_s=20)
+    assert all(int(h) == int(Health.HEALTHY) for h in eng.state.health)
+    for j in ("kept", "fresh"):
+        eng.cancel(j)
+
+
+def test_a_start_whose_sbatch_dies_with_the_controller_is_queued_again(
+    pair: LocalSlurms, tmp_path: Path
+) -> None:
+    """The controller dies between the poll and the sbatch: the sbatch fails (after
+    Slurm's retries) and the job, which never ran, goes back to the queue and runs on
+    beta; it used to end `not-started`, failed."""
+    alpha = pair["alpha"]
+    eng, backend, ev = engine_over(pair, tmp_path)
+    submit_command(eng, "j", 8, "sleep 300", duration_s=300)
+    now = eng.clock.now()
+    eng.handle_due(now)  # polled: both controllers answer
+    alpha.kill_slurmctld()
+    eng.cycle(now)  # placed on a1; its sbatch cannot reach alpha
+    assert eng.jobs["j"].attempt == 1 and slurm_state(backend, "j", 1) is None
+
+    drive(eng, lambda: slurm_state(backend, "j", 2) == "RUNNING", timeout_s=20)
+    job_ = eng.jobs["j"]
+    assert job_.state is JobState.RUNNING and backend.cluster_of("j") == "beta"
+    [interrupt] = [e for e in ev if e["event"] == "interrupt"]
+    assert interrupt["cause"].startswith("not started: the Slurm controller of cluster alpha")
+    assert not [e for e in ev if e["event"] == "end"]
+    eng.cancel("j")
 
 
 def test_the_two_clusters_are_apart(pair: LocalSlurms) -> None:

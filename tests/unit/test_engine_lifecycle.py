@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from builders import HOUR, T0, cluster, contract, engine, job
-from cotenant.backends.base import JobEnded
+from cotenant.backends.base import EXIT_NOT_RUN, JobEnded
 from cotenant.engine.core import Engine
 from cotenant.engine.jobs import JobRun
 from cotenant.model.errors import Conflict, SpecError
@@ -89,6 +89,24 @@ def test_a_retag_closes_the_usage_interval_and_opens_another() -> None:
     assert run.borrowed and eng.borrowed["A"] == 8 and eng.owned["A"] == 0
     assert dict(eng.open_usage()) == {"a": (T0 + 100, True)}
     assert [(r.start_s, r.end_s, r.borrowed) for r in eng.ledger] == [(T0, T0 + 100, False)]
+
+
+def test_a_run_the_backend_could_not_start_goes_back_to_the_queue() -> None:
+    """EXIT_NOT_RUN (a Slurm cluster's controller went silent under the start): the job
+    is queued again at its place and placed anew, not failed; other codes fail it."""
+    events: list[dict[str, object]] = []
+    eng = engine(cluster(nodes=2), policy="fifo", events=events)
+    run = started(eng, "a")
+    first = run.placement
+    eng.life.ended(JobEnded("a", run.attempt, T0 + 5, EXIT_NOT_RUN, "controller silent"))
+    assert run.state is JobState.PENDING and run.placement is None
+    [ev] = [e for e in events if e["event"] == "interrupt"]
+    assert ev["cause"] == "not started: controller silent"
+    assert ev["lost_s"] == 5 and run.work_saved_s == 0  # held 5 s, resumes where it was
+    eng.step(T0 + 5)
+    assert run.state is JobState.RUNNING and run.attempt == 2 and first is not None
+    eng.life.ended(JobEnded("a", run.attempt, T0 + 9, -2))
+    assert run.state is JobState.FAILED
 
 
 def test_an_end_reported_for_an_earlier_attempt_is_ignored() -> None:

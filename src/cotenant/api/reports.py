@@ -16,11 +16,14 @@ from cotenant.api.schemas import (
     MAX_TIME,
     ClusterView,
     InvoiceOut,
+    ProviderUsageOut,
+    ProviderView,
     TenantAllocation,
     TenantName,
     TenantUsage,
     UsageOut,
 )
+from cotenant.metering.rating import month_bounds
 from cotenant.model.errors import NotFound, SpecError
 from cotenant.server.keys import Principal, Role
 from cotenant.server.service import Service
@@ -62,6 +65,12 @@ def cluster_view(svc: Service, p: Principal) -> ClusterView:
         accelerators={k: topo.capacity_of(k) for k in topo.kinds},
         queue_depth=None if p.role.tenant_scoped else st.pending,
         tenants=[alloc(t) for t in names],
+        providers=[
+            ProviderView(
+                name=name, total_gpus=gpus, free_gpus=free, nodes=nodes, healthy_nodes=healthy
+            )
+            for name, gpus, free, nodes, healthy in st.providers
+        ],
     )
 
 
@@ -82,6 +91,7 @@ def usage(
     elif tenant is not None and tenant not in svc.tenant_names:
         raise NotFound(f"no tenant {tenant!r}")
     usage = svc.usage_now(tenant)
+    per_provider = svc.usage_by_provider(tenant, start_s, end_s, usage.now)
     names = [tenant] if tenant is not None else sorted(svc.tenant_names)
     out = []
     for t in names:
@@ -94,6 +104,10 @@ def usage(
                 own_gpu_seconds=own,
                 borrowed_gpu_seconds=borrowed,
                 gpu_hours=(own + borrowed) / 3600,
+                providers=[
+                    ProviderUsageOut.of(name, o, b)
+                    for name, (o, b) in per_provider.get(t, {}).items()
+                ],
             )
         )
     return UsageOut(start_s=start_s, end_s=end_s, tenants=out)
@@ -112,4 +126,9 @@ def invoice(
 ) -> InvoiceOut:
     require(p, *READERS, Role.TENANT_ADMIN)
     tenant_visible(p, tenant)
-    return InvoiceOut.model_validate(svc.invoice(tenant, month).to_json_dict())
+    now = svc.clock.now()  # (one instant for the invoice and its split)
+    out = InvoiceOut.model_validate(svc.invoice(tenant, month, now).to_json_dict())
+    t0, t1 = month_bounds(month)
+    per = svc.usage_by_provider(tenant, t0, t1, now).get(tenant, {})
+    out.providers = [ProviderUsageOut.of(name, o, b) for name, (o, b) in per.items()]
+    return out

@@ -277,6 +277,16 @@ class TenantAllocation(BaseModel):
     running_jobs: int
 
 
+class ProviderView(BaseModel):
+    """One provider of several (a Slurm cluster): its capacity and what is free now."""
+
+    name: str
+    total_gpus: int
+    free_gpus: int
+    nodes: int
+    healthy_nodes: int
+
+
 class ClusterView(BaseModel):
     """A tenant sees its own allocation and the cluster's aggregate free capacity only."""
 
@@ -289,6 +299,34 @@ class ClusterView(BaseModel):
     accelerators: dict[str, int]
     queue_depth: int | None = Field(None, description="operator and auditor only")
     tenants: list[TenantAllocation]
+    providers: list[ProviderView] = Field(
+        default_factory=list,
+        description="per provider, where the cluster is several (Slurm clusters); else empty",
+    )
+
+
+class ProviderUsageOut(BaseModel):
+    """A tenant's usage on one provider (one Slurm cluster of several)."""
+
+    provider: str
+    gpu_seconds: int
+    own_gpu_seconds: int
+    borrowed_gpu_seconds: int
+    gpu_hours: float
+
+    @classmethod
+    def of(cls, provider: str, own: int, borrowed: int) -> ProviderUsageOut:
+        gs = own + borrowed
+        return cls(
+            provider=provider,
+            gpu_seconds=gs,
+            own_gpu_seconds=own,
+            borrowed_gpu_seconds=borrowed,
+            gpu_hours=gs / 3600,
+        )
+
+
+_PROVIDERS = "per provider, where the cluster is several (Slurm clusters); else empty"
 
 
 class TenantUsage(BaseModel):
@@ -297,6 +335,7 @@ class TenantUsage(BaseModel):
     own_gpu_seconds: int
     borrowed_gpu_seconds: int
     gpu_hours: float
+    providers: list[ProviderUsageOut] = Field(default_factory=list, description=_PROVIDERS)
 
 
 class UsageOut(BaseModel):
@@ -323,6 +362,9 @@ class InvoiceOut(BaseModel):
     total_cents: int
     total: str
     usage: dict[str, float]
+    providers: list[ProviderUsageOut] = Field(
+        default_factory=list, description=f"the month's usage {_PROVIDERS}"
+    )
 
 
 # -- audit, keys, meta -----------------------------------------------------------------------------

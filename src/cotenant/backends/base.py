@@ -26,12 +26,18 @@ class StartRequest:
     checkpoint_write_s: int = 0  # time each periodic checkpoint takes to write
 
 
+# A run the backend could not start through no fault of the job (its cluster's
+# controller does not answer): the engine queues the job again instead of failing it.
+EXIT_NOT_RUN = -3
+
+
 @dataclass(frozen=True, slots=True)
 class JobEnded:
     job_id: str
     attempt: int
     end_s: int
-    exit_code: int  # 0: the work is done; anything else: the run failed
+    exit_code: int  # 0: the work is done; EXIT_NOT_RUN: never ran, requeue; else: failed
+    reason: str = ""  # why, for EXIT_NOT_RUN
 
 
 @dataclass(frozen=True, slots=True)

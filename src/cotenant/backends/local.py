@@ -27,6 +27,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
 import signal
@@ -94,6 +95,20 @@ def safe_name(job_id: str) -> str:
     if s != job_id or s in ("", ".", ".."):
         s += "-" + hashlib.sha1(job_id.encode()).hexdigest()[:8]
     return s
+
+
+def not_started(
+    state_dir: Path, req: StartRequest, why: str, code: int = EXIT_NOT_STARTED
+) -> JobEnded:
+    """The report of a run that was not started, its cause written to the run's ``.err``
+    (``EXIT_NOT_RUN``, from ``backends.base``: the engine queues the job again)."""
+    logging.getLogger("cotenant.backends").warning(
+        "job %s attempt %d not started: %s", req.spec.id, req.attempt, why
+    )
+    job_dir = state_dir / "jobs" / safe_name(req.spec.id)
+    job_dir.mkdir(parents=True, exist_ok=True)
+    (job_dir / f"attempt-{req.attempt}.err").write_text(f"cotenant: not started: {why}\n")
+    return JobEnded(req.spec.id, req.attempt, req.start_s, code, why)
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

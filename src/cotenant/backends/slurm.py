@@ -21,32 +21,45 @@ The comment is the whole record: a new backend adopts the Slurm jobs it finds.
 
 Several clusters: each backend drives the one its ``slurm_conf`` names (and checks its
 ``cluster`` name); a controller that stops answering is found by ``scontrol ping`` (a
-refused connection answers at once) and, after ``controller_timeout_s``, its nodes are
-reported down (``backends/slurm_clusters.py`` puts several under one engine).
+refused connection answers at once): its nodes are reported draining at once (nothing
+new is placed there; a start that reaches it anyway is handed back, ``EXIT_NOT_RUN``, and
+the engine queues the job again) and, after ``controller_timeout_s``, down
+(``backends/slurm_clusters.py`` puts several under one engine).
 """
 
 from __future__ import annotations
 
 import logging
-import shlex
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from cotenant.backends.base import BackendEvent, JobEnded, NodeHealthChanged, StartRequest
-from cotenant.backends.local import EXIT_LOST, EXIT_NOT_STARTED, job_command, job_env, safe_name
+from cotenant.backends.base import (
+    EXIT_NOT_RUN,
+    BackendEvent,
+    JobEnded,
+    NodeHealthChanged,
+    StartRequest,
+)
+from cotenant.backends.local import (
+    EXIT_LOST,
+    EXIT_NOT_STARTED,
+    not_started,
+    safe_name,
+)
 from cotenant.backends.slurm_cli import (
     COMMENT_PREFIX,
-    STATE_EXIT,
     TERMINAL,
     SlurmError,
     SlurmJob,
+    batch_script,
     comment_id,
-    epoch,
     exit_status,
     expand_hostlist,
+    owns,
+    parse_sacct,
     parse_sinfo_health,
     parse_squeue,
     read_cluster_spec,
@@ -171,14 +184,16 @@ class SlurmBackend:
         self._last_poll_wall: float | None = None
         self._sacct: list[str] | None = None  # the sacct form that works here
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self._deferred: dict[str, StartRequest] = {}  # starts waiting for the controller
+        # (job, attempt) whose sbatch failed as the controller went away: Slurm may have
+        # taken it all the same; cancelled when the controller answers again.
+        self._unsure: dict[str, int] = {}
         self._adopt_due = False  # adopt when the controller first answers
         if self.ctl.answers():
             self.ctl.check_cluster()
             if adopt:
                 self._adopt()
         else:
-            self.ctl.went_silent(time.time())
+            self._events += self._silence(time.time())
             self._adopt_due = adopt
 
     @property
@@ -195,10 +210,8 @@ class SlurmBackend:
             return  # runs: re-attach to it
         if old is not None:  # an earlier attempt still tracked: it must not run on
             self.stop(job_id, req.start_s)
-        if self.ctl.silent:
-            # Sent when the controller answers; if it is lost first, the engine stops
-            # the job (its nodes go down) and it is dropped.
-            self._deferred[job_id] = req
+        if self.ctl.silent:  # (its nodes are draining: placed before that was seen)
+            self._not_run(req, f"the Slurm controller of {self.ctl.name} does not answer")
             return
         self._submit(req)
 
@@ -211,11 +224,18 @@ class SlurmBackend:
             out = self._slurm(
                 "sbatch",
                 *self.sbatch_args(req, stem),
-                stdin=self.batch_script(req, job_dir / "checkpoint"),
+                stdin=batch_script(req, job_dir / "checkpoint"),
             )
             slurm_id = int(out.strip().split(";")[0])
             self._forget(slurm_id, req.start_s)
         except (SlurmError, ValueError) as e:
+            if isinstance(e, SlurmError) and not self.ctl.answers():
+                # The controller went away under the sbatch: not the job's fault. Slurm
+                # may have taken it before it died: cancelled there when it answers.
+                self._unsure[job_id] = req.attempt
+                self._events += self._silence(time.time())
+                self._not_run(req, f"the Slurm controller of {self.ctl.name} stopped answering")
+                return
             log.warning("job %s attempt %d not submitted: %s", job_id, req.attempt, e)
             Path(f"{stem}.err").write_text(f"cotenant: not submitted to Slurm: {e}\n")
             self._events.append(JobEnded(job_id, req.attempt, req.start_s, EXIT_NOT_STARTED))
@@ -230,8 +250,12 @@ class SlurmBackend:
             time.time(),
         )
 
+    def _not_run(self, req: StartRequest, why: str) -> None:
+        """The run was not started, through no fault of the job: the engine queues it
+        again (``EXIT_NOT_RUN`` at the next poll), where the controller answers."""
+        self._events.append(not_started(self.state_dir, req, why, EXIT_NOT_RUN))
+
     def checkpoint(self, job_id: str, now: int) -> None:
-        """(A start still waiting for the controller is not signalled: it has not run.)"""
         run = self._runs.get(job_id)
         if run is None or run.signalled_s is not None:
             return
@@ -240,8 +264,6 @@ class SlurmBackend:
             run.signal_pending = True  # not started in Slurm yet: signal it once it is
 
     def stop(self, job_id: str, now: int) -> None:
-        if self._deferred.pop(job_id, None) is not None:
-            return
         run = self._runs.pop(job_id, None)
         if run is None:
             return
@@ -255,24 +277,22 @@ class SlurmBackend:
     def poll(self, now: int) -> list[BackendEvent]:
         """What Slurm reports since the last poll. The controller is pinged first (a
         refused connection answers in milliseconds, where squeue retries for about
-        MessageTimeout): while it is away nothing else is asked, and once it has been
-        away ``controller_timeout_s`` every node is reported down. When it answers
-        again, sinfo's states are reported (nodes back), and runs stopped meanwhile are
-        cancelled in Slurm at last."""
+        MessageTimeout): while it is away nothing else is asked; its nodes drain at once
+        (nothing new is placed there), and once it has been away ``controller_timeout_s``
+        every node is reported down. When it answers again, sinfo's states are reported
+        (nodes back), and runs stopped meanwhile are cancelled in Slurm at last."""
         wall = time.time()
         events, self._events = self._events, []
         if not self.ctl.answers() or not self.ctl.right_cluster():
-            if self.ctl.went_silent(wall):
-                events += self._all_nodes_down(wall)
+            events += self._silence(wall)
             self._last_poll_s, self._last_poll_wall = now, wall
             return events
         self.ctl.answered(wall)
         if self._adopt_due:
             self._adopt_due = False
             self._cancel_strays()
-        deferred, self._deferred = self._deferred, {}
-        for req in deferred.values():
-            self._submit(req)
+        if self._unsure:
+            self._cancel_unsure()
         try:
             jobs = parse_squeue(self._slurm("squeue", "--json"), self.prefix)
             health = parse_sinfo_health(self._slurm("sinfo", "--json"))
@@ -280,7 +300,7 @@ class SlurmBackend:
             log.warning("cannot read Slurm's state: %s", e)
             return events
         for run in [r for r in self._closing.values() if r.cancel_due]:
-            if _owns(run, jobs.get(run.slurm_id), self.prefix):
+            if owns(run.job_id, run.attempt, jobs.get(run.slurm_id), self.prefix):
                 self._cancel(run)
             else:  # Slurm no longer holds it (ended, or forgotten in a controller crash)
                 run.cancel_due = False
@@ -291,7 +311,8 @@ class SlurmBackend:
         ended: list[tuple[SlurmRun, SlurmJob]] = []
         for run in [*self._runs.values(), *self._closing.values()]:
             listed = jobs.get(run.slurm_id)
-            job = listed if _owns(run, listed, self.prefix) else self._from_sacct(run, wall)
+            mine = owns(run.job_id, run.attempt, listed, self.prefix)
+            job = listed if mine else self._from_sacct(run, wall)
             if job is None:
                 continue
             self._observe(run, job, now - wall)
@@ -364,6 +385,34 @@ class SlurmBackend:
             self._done.append(run)
             self._events.append(JobEnded(run.job_id, run.attempt, now, EXIT_LOST))
 
+    def _silence(self, wall: float) -> list[BackendEvent]:
+        """The controller did not answer at ``wall``: when it first stops answering, every
+        healthy node drains (nothing new is placed where nothing can be started); once it
+        has been silent ``controller_timeout_s`` it is lost and every node goes down."""
+        first = not self.ctl.silent
+        if self.ctl.went_silent(wall):
+            return self._all_nodes_down(wall)
+        if not first:
+            return []
+        reason = f"slurm: controller of {self.ctl.name} does not answer"
+        out: list[BackendEvent] = []
+        for name in self.topo.node_names:
+            if self._health.get(name, Health.HEALTHY) is Health.HEALTHY:
+                self._health[name] = Health.DRAINING
+                out.append(NodeHealthChanged(self._index[name], Health.DRAINING, reason))
+        return out
+
+    def _cancel_unsure(self) -> None:
+        """Cancel what Slurm took of the sbatches that failed as the controller went away
+        (their jobs were queued again, as other attempts)."""
+
+        def sent_as_it_died(job: SlurmJob) -> bool:
+            ident = comment_id(job.comment, self.prefix)
+            return ident is not None and self._unsure.get(ident[0]) == ident[1]
+
+        if self._cancel_where(sent_as_it_died, "sent as the controller went away"):
+            self._unsure.clear()
+
     def _all_nodes_down(self, wall: float) -> list[BackendEvent]:
         """The controller is lost: report every node down (the engine requeues their jobs;
         sinfo reports them again when it answers)."""
@@ -415,13 +464,6 @@ class SlurmBackend:
                 *(["--exclusive"] if exclusive else []),
             ]
         return args
-
-    def batch_script(self, req: StartRequest, checkpoint_dir: Path) -> str:
-        env = job_env(req, checkpoint_dir)
-        lines = ["#!/bin/sh", f"# cotenant job {req.spec.id}, attempt {req.attempt}"]
-        lines += [f"export {k}={shlex.quote(v)}" for k, v in env.items()]
-        lines.append("exec " + shlex.join(job_command(req)))
-        return "\n".join(lines) + "\n"
 
     # -- views ------------------------------------------------------------------------------
     def accounting(self) -> list[SlurmRun]:
@@ -484,23 +526,7 @@ class SlurmBackend:
             except SlurmError:
                 continue
             self._sacct = form
-            found: SlurmJob | None = None
-            for line in out.splitlines():
-                parts = line.split("|")
-                if len(parts) != 7 or parts[0] != str(slurm_id):
-                    continue
-                if name is not None and parts[1] != name:
-                    continue
-                state = parts[2].split()[0].upper() if parts[2] else ""
-                code, _, sig = parts[3].partition(":")
-                status = 128 + int(sig) if sig.isdigit() and int(sig) else int(code or 0)
-                if state != "COMPLETED" and status == 0:
-                    status = STATE_EXIT.get(state, EXIT_LOST)
-                nodes = tuple(expand_hostlist(parts[6]))
-                start, end = epoch(parts[4]), epoch(parts[5])
-                found = SlurmJob(slurm_id, "", state, status, start, end, nodes, ())
-                if name is None:
-                    return found
+            found = parse_sacct(out, slurm_id, name)
             if found is not None:
                 return found
         return None
@@ -520,23 +546,27 @@ class SlurmBackend:
         """The controller was away when this backend started, so nothing was adopted and
         the engine has requeued what the store said ran here. Cotenant's jobs Slurm still
         holds are runs from before the restart: cancel them (they would run twice)."""
+        mine = {r.slurm_id for r in [*self._runs.values(), *self._closing.values()]}
+        self._cancel_where(lambda job: job.slurm_id not in mine, "a run from before the restart")
+
+    def _cancel_where(self, pick: Callable[[SlurmJob], bool], why: str) -> bool:
+        """Cancel this server's Slurm jobs not yet ended that ``pick`` picks; False if
+        they could not all be listed and cancelled (to try again)."""
         try:
             jobs = parse_squeue(self._slurm("squeue", "--json"), self.prefix)
         except (SlurmError, ValueError, KeyError) as e:
-            log.warning("cannot list Slurm jobs left from before the restart: %s", e)
-            return
-        mine = {r.slurm_id for r in [*self._runs.values(), *self._closing.values()]}
+            log.warning("cannot list Slurm jobs (%s): %s", why, e)
+            return False
+        done = True
         for job in jobs.values():
-            if job.slurm_id not in mine and job.state not in TERMINAL:
-                log.warning(
-                    "cancelling %s (Slurm job %d): a run from before the restart",
-                    job.comment,
-                    job.slurm_id,
-                )
+            if job.state not in TERMINAL and pick(job):
+                log.warning("cancelling %s (Slurm job %d): %s", job.comment, job.slurm_id, why)
                 try:
                     self._slurm("scancel", str(job.slurm_id))
                 except SlurmError as e:
                     log.warning("cannot cancel Slurm job %d: %s", job.slurm_id, e)
+                    done = False
+        return done
 
     def _adopt(self) -> None:
         """Take over cotenant's jobs that Slurm still holds (after a restart)."""
@@ -559,11 +589,3 @@ class SlurmBackend:
             if old is None or old.attempt <= run.attempt:
                 latest[run.job_id] = run
         self._runs.update(latest)
-
-
-def _owns(run: SlurmRun, job: SlurmJob | None, prefix: str) -> bool:
-    """``job`` is ``run``'s own (its comment names the run), not a later job that took the
-    id of one a crashed controller forgot."""
-    if job is None:
-        return False
-    return comment_id(job.comment, prefix) == (run.job_id, run.attempt)

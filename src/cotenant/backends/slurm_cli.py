@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from cotenant.backends.local import EXIT_LOST
+from cotenant.backends.base import StartRequest
+from cotenant.backends.local import EXIT_LOST, job_command, job_env
 from cotenant.cluster.slurm_import import cluster_spec_from_scontrol
 from cotenant.cluster.state import Health
 from cotenant.cluster.topology import ClusterSpec
@@ -184,6 +187,30 @@ def parse_sinfo_health(text: str) -> dict[str, tuple[Health, str]]:
     return out
 
 
+def parse_sacct(out: str, slurm_id: int, name: str | None = None) -> SlurmJob | None:
+    """The record of ``slurm_id`` in ``sacct -X -n -P -o
+    JobID,JobName,State,ExitCode,Start,End,NodeList`` output (with ``name``: the latest of
+    that job name; a controller that lost its state reuses ids); None if absent."""
+    found: SlurmJob | None = None
+    for line in out.splitlines():
+        parts = line.split("|")
+        if len(parts) != 7 or parts[0] != str(slurm_id):
+            continue
+        if name is not None and parts[1] != name:
+            continue
+        state = parts[2].split()[0].upper() if parts[2] else ""
+        code, _, sig = parts[3].partition(":")
+        status = 128 + int(sig) if sig.isdigit() and int(sig) else int(code or 0)
+        if state != "COMPLETED" and status == 0:
+            status = STATE_EXIT.get(state, EXIT_LOST)
+        nodes = tuple(expand_hostlist(parts[6]))
+        start, end = epoch(parts[4]), epoch(parts[5])
+        found = SlurmJob(slurm_id, "", state, status, start, end, nodes, ())
+        if name is None:
+            return found
+    return found
+
+
 def comment_id(comment: str, prefix: str = COMMENT_PREFIX) -> tuple[str, int] | None:
     """(job id, attempt) of a comment ``<prefix><job id>:<attempt>``; None if not one."""
     if not comment.startswith(prefix):
@@ -191,6 +218,21 @@ def comment_id(comment: str, prefix: str = COMMENT_PREFIX) -> tuple[str, int] | 
     body = comment[len(prefix) :]
     job_id, _, attempt = body.rpartition(":")
     return (job_id, int(attempt)) if job_id and attempt.isdigit() else None
+
+
+def owns(job_id: str, attempt: int, job: SlurmJob | None, prefix: str) -> bool:
+    """``job`` is the run's own (its comment names the job and attempt), not a later job
+    that took the id of one a crashed controller forgot."""
+    return job is not None and comment_id(job.comment, prefix) == (job_id, attempt)
+
+
+def batch_script(req: StartRequest, checkpoint_dir: Path) -> str:
+    """The batch script of a run: its ``COTENANT_*`` variables, then its command."""
+    env = job_env(req, checkpoint_dir)
+    lines = ["#!/bin/sh", f"# cotenant job {req.spec.id}, attempt {req.attempt}"]
+    lines += [f"export {k}={shlex.quote(v)}" for k, v in env.items()]
+    lines.append("exec " + shlex.join(job_command(req)))
+    return "\n".join(lines) + "\n"
 
 
 def read_cluster_spec(env: Mapping[str, str] | None = None, **kw: Any) -> ClusterSpec:

@@ -13,21 +13,21 @@ cluster that owns the nodes and translates node indices both ways. So:
   down: the engine requeues their jobs, which run on the other cluster if it has room,
   and come back to the first when it answers again.
 
-A gang never spans clusters: a start whose nodes lie on two clusters is refused
-(``EXIT_NOT_STARTED``, the cause in the run's ``.err``). Placement keeps a gang inside a
-fabric block while one has room, so this happens only to a gang that fits no single
-cluster's free room but the union's.
+A gang never spans clusters: each cluster's node groups name it as their provider, and
+placement never crosses providers (``scheduler/placement.py``), so a gang that fits no
+single cluster's free room waits until one has room, and one larger than every cluster
+is refused at submission. A start whose nodes lay on two clusters all the same would be
+refused (``EXIT_NOT_STARTED``, the cause in the run's ``.err``): a broken invariant.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from cotenant.backends.base import BackendEvent, JobEnded, NodeHealthChanged, StartRequest
-from cotenant.backends.local import EXIT_NOT_STARTED, safe_name
+from cotenant.backends.base import BackendEvent, NodeHealthChanged, StartRequest
+from cotenant.backends.local import not_started
 from cotenant.backends.slurm import (
     COMMENT_PREFIX,
     Exclusive,
@@ -38,8 +38,6 @@ from cotenant.backends.slurm import (
 from cotenant.cluster.state import Placement
 from cotenant.cluster.topology import ClusterSpec, NodeGroup, Topology
 from cotenant.model.errors import SpecError
-
-log = logging.getLogger("cotenant.backends.slurm")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,14 +55,15 @@ class ClusterConf:
 
 def union_spec(parts: Sequence[tuple[str, ClusterSpec]]) -> ClusterSpec:
     """One cluster spec of several (name, spec): their groups in order, so each keeps its
-    own racks and blocks. Node names must be distinct across clusters."""
+    own racks and blocks, each group naming its cluster as its provider (placement never
+    spans providers). Node names must be distinct across clusters."""
     names = [n for _, spec in parts for n in spec.node_names]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise SpecError("slurm_clusters", f"node names must differ between clusters; shared: {dup}")
     spec = ClusterSpec(
         "+".join(name for name, _ in parts),
-        tuple(g for _, spec in parts for g in spec.groups),
+        tuple(replace(g, provider=name) for name, spec in parts for g in spec.groups),
         node_names=tuple(names),
     )
     spec.validate("slurm_clusters")
@@ -78,6 +77,25 @@ def read_union_spec(
     cluster's node names."""
     parts = [(c.name, read_cluster_spec(c.env(base), name=c.name)) for c in clusters]
     return union_spec(parts), {name: list(spec.node_names) for name, spec in parts}
+
+
+def label_providers(spec: ClusterSpec, cluster_nodes: Mapping[str, Sequence[str]]) -> ClusterSpec:
+    """``spec`` with each group naming the cluster its nodes belong to (a store seeded
+    before groups named their provider). A spec whose groups name theirs is kept."""
+    if all(g.provider for g in spec.groups):
+        return spec
+    owner = {n: name for name, nodes in cluster_nodes.items() for n in nodes}
+    groups: list[NodeGroup] = []
+    at = 0
+    for i, g in enumerate(spec.groups):
+        names = {owner.get(n) for n in spec.node_names[at : at + g.nodes]}
+        at += g.nodes
+        if len(names) != 1 or None in names:
+            raise SpecError(
+                f"cluster.groups[{i}]", f"its nodes are not of one Slurm cluster: {names}"
+            )
+        groups.append(replace(g, provider=names.pop()))
+    return replace(spec, groups=tuple(groups))
 
 
 def sub_topology(topo: Topology, name: str, nodes: Sequence[str]) -> Topology:
@@ -210,8 +228,4 @@ class SlurmClusters:
         return next(iter(self.backends.values())).log_paths(job_id, attempt)
 
     def _refuse(self, req: StartRequest, why: str) -> None:
-        log.warning("job %s attempt %d not started: %s", req.spec.id, req.attempt, why)
-        job_dir = self.state_dir / "jobs" / safe_name(req.spec.id)
-        job_dir.mkdir(parents=True, exist_ok=True)
-        (job_dir / f"attempt-{req.attempt}.err").write_text(f"cotenant: not started: {why}\n")
-        self._events.append(JobEnded(req.spec.id, req.attempt, req.start_s, EXIT_NOT_STARTED))
+        self._events.append(not_started(self.state_dir, req, why))

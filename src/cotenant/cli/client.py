@@ -417,23 +417,26 @@ def usage_command(
     tenant: Annotated[str | None, typer.Option(help="only this tenant")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """GPU-hours used per tenant (a tenant key: its own)."""
+    """GPU-hours used per tenant (a tenant key: its own), and per provider where the
+    cluster is several (Slurm clusters)."""
     params = {"tenant": tenant} if tenant else {}
     u = call("GET", "/v1/usage", params=params)
     if as_json:
         print_json(u)
         return
+    split = any(x.get("providers") for x in u["tenants"])
     cols = [Col("tenant", number=False, whole=True)]
+    cols += [Col("provider", number=False, whole=True)] if split else []
     cols += [Col(c) for c in ("GPU-hours", "own GPU-hours", "borrowed GPU-hours")]
-    rows = [
-        [
-            x["tenant"],
-            f"{x['gpu_seconds'] / 3600:,.2f}",
-            f"{x['own_gpu_seconds'] / 3600:,.2f}",
-            f"{x['borrowed_gpu_seconds'] / 3600:,.2f}",
-        ]
-        for x in u["tenants"]
-    ]
+
+    def hours(x: dict[str, Any]) -> list[str]:
+        keys = ("gpu_seconds", "own_gpu_seconds", "borrowed_gpu_seconds")
+        return [f"{x[k] / 3600:,.2f}" for k in keys]
+
+    rows = []
+    for x in u["tenants"]:
+        rows.append([x["tenant"], *(["all"] if split else []), *hours(x)])
+        rows += [[x["tenant"], p["provider"], *hours(p)] for p in x.get("providers", [])]
     print_fitted(console, None, cols, rows)
 
 
@@ -450,6 +453,12 @@ def cluster_command(as_json: JsonOpt = False) -> None:
         + (f"; {v['queue_depth']:,} jobs queued" if v["queue_depth"] is not None else ""),
         highlight=False,
     )
+    for pv in v.get("providers", []):
+        console.print(
+            f"  {pv['name']}: {pv['total_gpus']:,} GPUs, {pv['free_gpus']:,} free; "
+            f"{pv['healthy_nodes']:,}/{pv['nodes']:,} nodes healthy",
+            highlight=False,
+        )
     cols = [Col("tenant", number=False, whole=True)]
     cols += [Col(c) for c in ("entitled", "allocated", "owned", "borrowed", "running", "pending")]
     rows = [

@@ -7,6 +7,8 @@ An NVLink domain is the set of nodes whose GPUs share one NVLink fabric: one nod
 of an HGX H100 board (8 GPUs), 18 trays of 4 GPUs in a GB200 NVL72 rack. It lies
 inside a rack unless a group says otherwise (GB200 NVL36x2: one domain over two
 racks of 9 trays).
+Several providers (the live server's Slurm clusters) may share one topology: each group
+names its provider, a provider's groups are adjacent, and placement never spans two.
 Arrays (not objects per node) keep placement vectorised at 1,000,000 GPUs.
 """
 
@@ -32,6 +34,9 @@ class NodeGroup:
     # Nodes per NVLink domain; None: the kind's NVLink domain over its GPUs per node,
     # at most one rack (a GB200 NVL72 is 18 trays; an H100 node is its own domain).
     nodes_per_domain: int | None = None
+    # The provider (e.g. one Slurm cluster of several) whose nodes these are; None: the
+    # cluster is one provider. A gang never spans providers (scheduler/placement.py).
+    provider: str | None = None
 
     def kind(self) -> AcceleratorKind:
         return accelerator(self.accelerator)
@@ -73,6 +78,22 @@ class ClusterSpec:
             if g.gpus_per_node is not None and (g.gpus_per_node < 1 or g.gpus_per_node > 1024):
                 raise SpecError(
                     f"{f}.gpus_per_node", f"must be 1..1024, got {g.gpus_per_node}", source
+                )
+        named = [g.provider for g in self.groups]
+        if any(p is not None for p in named):
+            runs = [p for i, p in enumerate(named) if i == 0 or p != named[i - 1]]
+            bad = next((i for i, p in enumerate(named) if p is None or not p), None)
+            if bad is not None:
+                raise SpecError(
+                    f"cluster.groups[{bad}].provider",
+                    "every group names its provider when one does",
+                    source,
+                )
+            if len(runs) != len(set(runs)):
+                raise SpecError(
+                    "cluster.groups",
+                    f"a provider's groups must be adjacent, got providers {named}",
+                    source,
                 )
         total = sum(g.nodes for g in self.groups)
         if self.node_names and len(self.node_names) != total:
@@ -124,6 +145,10 @@ class Topology:
         node_kind: list[np.ndarray] = []
         node_gpus: list[np.ndarray] = []
         rack_block: list[np.ndarray] = []
+        node_provider: list[np.ndarray] = []
+        self.provider_names: tuple[str, ...] = tuple(
+            dict.fromkeys(g.provider or "" for g in spec.groups)
+        )
         rack0 = block0 = domain0 = 0
         for g in spec.groups:
             n_racks = -(-g.nodes // g.nodes_per_rack)
@@ -145,6 +170,8 @@ class Topology:
             node_block.append(rb[racks - rack0])
             node_kind.append(np.full(g.nodes, self.kinds.index(g.accelerator), dtype=np.int16))
             node_gpus.append(np.full(g.nodes, g.node_gpus, dtype=np.int16))
+            provider = self.provider_names.index(g.provider or "")
+            node_provider.append(np.full(g.nodes, provider, dtype=np.int32))
             rack0 += n_racks
             block0 += n_blocks
         self.node_kind = np.concatenate(node_kind)
@@ -155,6 +182,7 @@ class Topology:
         self.domains = Units.of(np.concatenate(node_domain), domain0)
         self.racks = Units.of(np.concatenate(node_rack), rack0)
         self.blocks = Units.of(np.concatenate(node_block), block0)
+        self.providers = Units.of(np.concatenate(node_provider), len(self.provider_names))
         self.n_nodes = int(self.node_gpus.size)
         self.total_gpus = int(self.node_gpus.sum())
         self.max_node_gpus = int(self.node_gpus.max())
@@ -162,6 +190,7 @@ class Topology:
         self.level_memo: dict[tuple[object, ...], Any] = {}
         # Memo for scheduler.placement.never_fits: by job shape (GPUs, constraint, kind).
         self.fit_memo: dict[tuple[int, object, str | None], str | None] = {}
+        self._provider_capacity: dict[str | None, int] = {}
 
     # -- the levels under their usual names ------------------------------------------------
     @property
@@ -222,9 +251,28 @@ class Topology:
     def uniform_node_gpus(self) -> bool:
         return bool(self.node_gpus.min() == self.node_gpus.max())
 
+    @property
+    def n_providers(self) -> int:
+        return self.providers.count
+
+    @property
+    def max_provider_nodes(self) -> int:
+        return self.providers.max_nodes
+
+    @cached_property
+    def providers_are_blocks(self) -> bool:
+        """Every provider is one fabric block: the provider level adds nothing."""
+        return self.providers.count == self.blocks.count
+
+    def provider_of_node(self, node: int) -> str | None:
+        """The provider a node belongs to (None: the cluster is one provider)."""
+        name = self.provider_names[int(self.providers.of_node[node])]
+        return name or None
+
     def level_units(self, level: int) -> Units:
-        """The units of a placement level (1 NVLink domain, 2 rack, 3 fabric block)."""
-        return (self.domains, self.racks, self.blocks)[level - 1]
+        """The units of a placement level (1 NVLink domain, 2 rack, 3 fabric block,
+        4 provider)."""
+        return (self.domains, self.racks, self.blocks, self.providers)[level - 1]
 
     @cached_property
     def node_names(self) -> tuple[str, ...]:
@@ -247,6 +295,18 @@ class Topology:
 
     def capacity_of(self, kind: str | None) -> int:
         return self._capacity_by_kind.get(kind, 0)
+
+    def provider_capacity_of(self, kind: str | None) -> int:
+        """The most GPUs (of ``kind``; None: any) one provider has: a gang's upper bound."""
+        got = self._provider_capacity.get(kind)
+        if got is None:
+            gpus = self.node_gpus.astype(np.int64)
+            if kind is not None:
+                k = self.kinds.index(kind) if kind in self.kinds else -1
+                gpus = np.where(self.node_kind == k, gpus, 0)
+            sums = np.add.reduceat(gpus, self.providers.start[:-1])
+            got = self._provider_capacity[kind] = int(sums.max())
+        return got
 
     def kind_of_node(self, node: int) -> str:
         return self.kinds[int(self.node_kind[node])]

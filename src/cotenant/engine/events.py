@@ -73,6 +73,11 @@ class RunPlaced(EngineEvent):
     nodes: tuple[int, ...]
     borrowed: bool
     reason: str
+    # Where the topology is several providers (Slurm clusters): which one, and why
+    # (``scheduler/providers.py``); None (left out of the log) where it is one.
+    provider: str | None = None
+    route: str | None = None
+    route_detail: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,10 +9,11 @@ arithmetic is ``model.checkpoints``'s (through ``JobRun.current_run``).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from operator import itemgetter
 from typing import TYPE_CHECKING, cast
 
-from cotenant.backends.base import Backend, JobEnded, StartRequest
+from cotenant.backends.base import EXIT_NOT_RUN, Backend, JobEnded, StartRequest
 from cotenant.cluster.state import ClusterState, Placement
 from cotenant.engine.accounting import Accounting
 from cotenant.engine.agenda import DEADLINE, SUBMIT, Agenda
@@ -38,6 +39,7 @@ from cotenant.engine.usage import UsageMeter
 from cotenant.model.errors import Conflict, SpecError
 from cotenant.model.jobs import JobKind, JobSpec, JobState
 from cotenant.scheduler.decisions import Place, Reason, Reclaim, Reject, Wait
+from cotenant.scheduler.providers import provider_choice
 
 if TYPE_CHECKING:
     from cotenant.engine.dependencies import Dependencies
@@ -191,6 +193,9 @@ class JobLifecycle:
         self, run: JobRun, placement: Placement, borrowed: bool, now: int, reason: Reason
     ) -> None:
         self.queue.remove(run)
+        choice = None
+        if self.state.topo.n_providers > 1:  # which provider, and why (before it is taken)
+            choice = provider_choice(self.state, self.book.rivals, run.spec, placement)
         self.state.apply(run.tenant, placement)
         run.state = JobState.RUNNING
         run.placement = placement
@@ -201,7 +206,7 @@ class JobLifecycle:
         run.borrowed = borrowed
         self.running.hold_nodes(run)
         run.reclaim_deadline_s = None
-        run.reason, run.reason_detail = reason.value, ""
+        run.reason, run.reason_detail = reason.value, "" if choice is None else choice.detail
         run.touch()
         if run.history.first_start_s is None:
             run.history.first_start_s = now
@@ -228,11 +233,17 @@ class JobLifecycle:
                 self.checkpoint_write_s,
             )
         )
-        self.emit(
-            RunPlaced(
-                now, run.id, run.tenant, run.spec.gpus, placement.nodes, borrowed, reason.value
-            )
+        placed = RunPlaced(
+            now, run.id, run.tenant, run.spec.gpus, placement.nodes, borrowed, reason.value
         )
+        if choice is not None:
+            placed = replace(
+                placed,
+                provider=choice.provider,
+                route=choice.reason.value,
+                route_detail=choice.detail,
+            )
+        self.emit(placed)
 
     def retag(self, run: JobRun, borrowed: bool, now: int) -> None:
         """Count a running job's GPUs anew as borrowed or owned; its usage interval is
@@ -271,11 +282,16 @@ class JobLifecycle:
         self.agenda.dirty = True
 
     def ended(self, ev: JobEnded) -> None:
-        """The backend saw the run end (a stale report of an earlier attempt is ignored)."""
+        """The backend saw the run end (a stale report of an earlier attempt is ignored). A
+        run that never ran through no fault of its own (``EXIT_NOT_RUN``: its cluster's
+        controller went away) is interrupted: back to the queue at its place, not failed."""
         run = self.jobs.get(ev.job_id)
         if run is None or run.attempt != ev.attempt or run.placement is None:
             return
         t = ev.end_s
+        if ev.exit_code == EXIT_NOT_RUN:  # never ran, not the job's fault: queue it again
+            self.interrupt(run, t, f"not started: {ev.reason or 'the backend could not'}")
+            return
         self.stop_run(run, t)
         tt = self.acct.tenants[run.tenant]
         if ev.exit_code == 0:

@@ -10,6 +10,11 @@ span several nodes (GB200 NVL72: 18 trays of 4 GPUs), a gang larger than one
 domain takes whole free domains first and the rest from the fullest domain that
 holds it, so it crosses as few NVLink domains as it can.
 
+Where the topology holds several providers (Slurm clusters under one engine), the widest
+level is one provider, never the whole topology: a gang never spans providers. A gang
+wider than a fabric block takes the provider with the fewest whole free nodes that
+holds it (best fit; the first among equals), and the fewest blocks inside it.
+
 The caller passes ``free`` (GPUs free per node) and ``eligible`` (healthy, of
 the right kind, no rival in the way). There are no per-GPU Python loops: each
 call is a handful of NumPy operations over the node arrays.
@@ -35,7 +40,8 @@ class Level(IntEnum):
     DOMAIN = 1  # one NVLink domain
     RACK = 2
     BLOCK = 3
-    ANY = 4
+    PROVIDER = 4  # one provider (a Slurm cluster of several); only where there are several
+    ANY = 5
 
 
 _MAX_LEVEL = {
@@ -59,7 +65,14 @@ def smallest_level(topo: Topology, gpus: int, per_node: int | None = None) -> Le
         return Level.RACK
     if nodes <= topo.max_block_nodes:
         return Level.BLOCK
+    if topo.n_providers > 1 and nodes <= topo.max_provider_nodes:
+        return Level.PROVIDER
     return Level.ANY
+
+
+def widest_level(topo: Topology) -> Level:
+    """The widest level a gang may take: one provider where there are several."""
+    return Level.PROVIDER if topo.n_providers > 1 else Level.ANY
 
 
 def level_range(topo: Topology, gpus: int, constraint: Constraint) -> tuple[Level, Level]:
@@ -78,6 +91,7 @@ def level_range(topo: Topology, gpus: int, constraint: Constraint) -> tuple[Leve
             hi = Level.NODE if lo is Level.NODE else Level.ANY
         else:
             hi = _MAX_LEVEL[constraint]
+        hi = min(hi, widest_level(topo))
         got = topo.level_memo[key] = (lo, hi)
     return cast(tuple[Level, Level], got)
 
@@ -85,7 +99,8 @@ def level_range(topo: Topology, gpus: int, constraint: Constraint) -> tuple[Leve
 def levels_to_try(topo: Topology, gpus: int, constraint: Constraint) -> tuple[Level, ...]:
     """The levels ``level_range`` allows, in order, without those that add nothing here:
     the domain level where every domain is one node, the rack level where every rack is
-    one domain (tried as a domain), and a level whose largest domain is too small."""
+    one domain (tried as a domain), the provider level where every provider is one block
+    (or there is one provider), and a level whose largest domain is too small."""
     key = ("try", gpus, constraint)
     got = topo.level_memo.get(key)
     if got is None:
@@ -97,6 +112,12 @@ def levels_to_try(topo: Topology, gpus: int, constraint: Constraint) -> tuple[Le
                 continue
             if level == Level.RACK and (
                 (topo.domains_are_racks and Level.DOMAIN in out) or nodes > topo.max_rack_nodes
+            ):
+                continue
+            if level == Level.PROVIDER and (
+                topo.n_providers == 1
+                or (topo.providers_are_blocks and Level.BLOCK in out)
+                or nodes > topo.max_provider_nodes
             ):
                 continue
             out.append(Level(level))
@@ -112,6 +133,8 @@ def could_ever_fit(topo: Topology, gpus: int, constraint: Constraint, capacity: 
         return f"needs {gpus} GPUs; the cluster (of its kind) has {capacity}"
     lo, hi = level_range(topo, gpus, constraint)
     if lo > hi:
+        if hi == Level.PROVIDER and lo == Level.ANY:
+            return f"{gpus} GPUs cannot fit inside one provider (a gang never spans providers)"
         return f"{gpus} GPUs cannot fit inside one {constraint.value}"
     return None
 
@@ -124,7 +147,13 @@ def never_fits(topo: Topology, gpus: int, constraint: Constraint, kind: str | No
     memo = topo.fit_memo
     if key in memo:
         return memo[key]
-    why = memo[key] = could_ever_fit(topo, gpus, constraint, topo.capacity_of(kind))
+    capacity = topo.capacity_of(kind)
+    most = topo.provider_capacity_of(kind) if topo.n_providers > 1 else capacity
+    if 0 < gpus <= capacity and gpus > most:  # a gang never spans providers
+        why: str | None = f"needs {gpus} GPUs; the largest provider (of its kind) has {most}"
+    else:
+        why = could_ever_fit(topo, gpus, constraint, capacity)
+    memo[key] = why
     return why
 
 
@@ -140,6 +169,8 @@ def find_placement(
             p = _on_one_node(free, eligible, gpus)
         elif level == Level.ANY:
             p = _across_blocks(topo, free, eligible, gpus)
+        elif level == Level.PROVIDER:
+            p = _in_one_provider(topo, free, eligible, gpus)
         else:
             p = _in_one_domain(topo, free, eligible, gpus, level)
         if p is not None:
@@ -333,3 +364,30 @@ def _across_blocks(
         )
     per = topo.node_gpus[chosen].astype(np.int64)
     return _assemble(chosen, per, rem_node, r)
+
+
+def _in_one_provider(
+    topo: Topology, free: np.ndarray, eligible: np.ndarray, gpus: int
+) -> Placement | None:
+    """A gang wider than a block, inside one provider: the provider with the fewest whole
+    free nodes that holds it (the first among equals), across as few of its blocks as
+    it can (``_across_blocks`` over that provider's nodes only)."""
+    units = topo.providers
+    full, partial, k, _ = _split(topo, free, eligible, gpus)
+    full_count = _count_runs(full, units)
+    if partial is not None:
+        room = np.add.reduceat(np.where(eligible, free, 0), units.start[:-1], dtype=np.int64)
+        ok = (full_count >= k) & (room >= gpus)
+    else:
+        ok = full_count >= k
+    order = np.argsort(np.where(ok, full_count, _BIG), kind="stable")
+    for d in order:
+        if not ok[d]:
+            break
+        s0, s1 = int(units.start[d]), int(units.start[d + 1])
+        inside = np.zeros_like(eligible)
+        inside[s0:s1] = eligible[s0:s1]
+        p = _across_blocks(topo, free, inside, gpus)
+        if p is not None:
+            return p
+    return None

@@ -132,7 +132,10 @@ class Recorder:
         elif kind == "preempt":
             code, outcome, detail = None, "preempted", "reclaimed by its owner"
         elif kind == "interrupt":
-            code, outcome, detail = None, "node-failure", str(ev.get("cause", ""))[:200]
+            cause = str(ev.get("cause", ""))
+            # (a run the backend handed back unstarted is queued again, not failed)
+            outcome = "not-started" if cause.startswith("not started: ") else "node-failure"
+            code, detail = None, cause[:200]
         elif kind == "cancel":
             code, outcome, detail = None, "cancelled", ""
             self._ended_why[job] = ("cancelled", "by request")

@@ -64,7 +64,7 @@ from cotenant.server.runner import Runner
 from cotenant.server.settings import Settings
 from cotenant.server.status import Status
 from cotenant.server.tenants import TenantService
-from cotenant.server.usage import UsageService
+from cotenant.server.usage import ProviderUsage, UsageService
 from cotenant.store import repo
 from cotenant.store.mapping import KeyRecord
 from cotenant.store.repo import Row, Store
@@ -78,6 +78,11 @@ class Service:
         spec = store.cluster_spec()
         if spec is None:
             raise SpecError("db", "the store holds no cluster; start with --demo or --scenario")
+        raw_clusters = store.meta(SLURM_CLUSTERS_META)
+        if raw_clusters is not None:  # each Slurm cluster a provider: no gang spans two
+            from cotenant.backends.slurm_clusters import label_providers
+
+            spec = label_providers(spec, json.loads(raw_clusters))
         self.topo = Topology(spec)
         start_s = self._anchor_clock()
         contracts: dict[str, Contract] = store.contracts()
@@ -295,8 +300,13 @@ class Service:
     def usage_now(self, tenant: str | None, now: int | None = None) -> StoredUsage:
         return self.usage.usage_now(tenant, now)
 
-    def invoice(self, tenant: str, month: str) -> Invoice:
-        return self.usage.invoice(tenant, month)
+    def invoice(self, tenant: str, month: str, now: int | None = None) -> Invoice:
+        return self.usage.invoice(tenant, month, now)
+
+    def usage_by_provider(
+        self, tenant: str | None, start_s: int | None, end_s: int | None, now: int
+    ) -> ProviderUsage:
+        return self.usage.by_provider(tenant, start_s, end_s, now)
 
     def invariants(self) -> list[str]:
         return health.invariants(self.runner, self.store, self.topo, self.unstored_job)

@@ -7,6 +7,8 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from cotenant.engine.core import Engine
 from cotenant.metering.energy import SiteEnergy, topology_facility_power_w
 
@@ -39,6 +41,9 @@ class Status:
     violation_s: Mapping[str, int] = field(default_factory=dict)
     power_w: float = 0.0  # facility power now (the cap's model)
     power_cap_w: float | None = None
+    # Where the cluster is several providers (Slurm clusters): per provider, in topology
+    # order, (name, GPUs, free GPUs on healthy nodes, nodes, healthy nodes); else empty.
+    providers: tuple[tuple[str, int, int, int, int], ...] = ()
 
 
 class DecisionRate:
@@ -82,4 +87,20 @@ def status_of(e: Engine, t: int, decided: int, rate: float) -> Status:
         violation_s={k: v.violation_s for k, v in e.acct.tenants.items()},
         power_w=topology_facility_power_w(site, e.topo, e.state),
         power_cap_w=None if site.power_cap_mw is None else site.power_cap_mw * 1e6,
+        providers=providers_of(e, usable),
+    )
+
+
+def providers_of(e: Engine, usable: np.ndarray) -> tuple[tuple[str, int, int, int, int], ...]:
+    """Each provider's capacity, free GPUs and healthy nodes (empty for one provider)."""
+    topo = e.topo
+    if topo.n_providers < 2:
+        return ()
+    heads = topo.providers.start[:-1]
+    free = np.add.reduceat(np.where(usable, e.state.free, 0).astype(np.int64), heads)
+    gpus = np.add.reduceat(topo.node_gpus.astype(np.int64), heads)
+    healthy = np.add.reduceat(usable.astype(np.int64), heads)
+    return tuple(
+        (name, int(gpus[i]), int(free[i]), int(topo.providers.nodes[i]), int(healthy[i]))
+        for i, name in enumerate(topo.provider_names)
     )

@@ -1,12 +1,12 @@
 """Usage and invoices: the stored ledger plus the open intervals of running jobs, rated
-by month."""
+by month; where the cluster is several providers (Slurm clusters), usage per provider."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from cotenant.cluster.topology import Topology
-from cotenant.metering.ledger import UsageLedger, UsageRecord
+from cotenant.metering.ledger import UsageLedger, UsageRecord, overlap_s
 from cotenant.metering.rating import Invoice, rate_month
 from cotenant.model.contracts import Contract
 from cotenant.model.errors import NotFound
@@ -14,6 +14,9 @@ from cotenant.server.jobs import RUNNING_STATES
 from cotenant.store.mapping import placement_from_row
 from cotenant.store.repo import Store
 from cotenant.store.usage import StoredUsage
+
+# tenant -> provider -> (own, borrowed) GPU-seconds
+ProviderUsage = dict[str, dict[str, tuple[int, int]]]
 
 
 class UsageService:
@@ -63,11 +66,37 @@ class UsageService:
         ledger plus the open intervals of running jobs): one query per window asked."""
         return StoredUsage(self.store.engine, tenant, self.now() if now is None else now)
 
-    def invoice(self, tenant: str, month: str) -> Invoice:
+    def invoice(self, tenant: str, month: str, now: int | None = None) -> Invoice:
         if tenant not in self.tenant_names:
             raise NotFound(f"no tenant {tenant!r}")
         contract = self.contracts.get(tenant)
         if contract is None:
             raise NotFound(f"tenant {tenant!r} has no contract to rate")
         cap = self.topo.capacity_of(contract.commitment.accelerator)
-        return rate_month(contract, month, self.usage_now(tenant), cap, self.contracts.values())
+        usage = self.usage_now(tenant, now)
+        return rate_month(contract, month, usage, cap, self.contracts.values())
+
+    def by_provider(
+        self,
+        tenant: str | None,
+        start_s: int | None = None,
+        end_s: int | None = None,
+        now: int | None = None,
+    ) -> ProviderUsage:
+        """Own and borrowed GPU-seconds inside ``[start_s, end_s)`` per tenant and provider
+        (every provider, in topology order, for every tenant asked), where the cluster is
+        several providers; empty where it is one. Each record counts on the provider of
+        its nodes (a run never spans two); the sums over providers are ``usage_now``'s at the
+        same ``now``."""
+        if self.topo.n_providers < 2:
+            return {}
+        names = [tenant] if tenant is not None else sorted(self.tenant_names)
+        zero = dict.fromkeys(self.topo.provider_names, (0, 0))
+        out: ProviderUsage = {t: dict(zero) for t in names}
+        for r in self.ledger_now(tenant, now).records():
+            gs = r.gpus * overlap_s(r.start_s, r.end_s, start_s, end_s)
+            per = out.setdefault(r.tenant, dict(zero))
+            name = self.topo.provider_names[int(self.topo.providers.of_node[r.nodes[0]])]
+            own, borrowed = per[name]
+            per[name] = (own, borrowed + gs) if r.borrowed else (own + gs, borrowed)
+        return out

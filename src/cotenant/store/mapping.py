@@ -39,6 +39,7 @@ def cluster_to_json(spec: ClusterSpec) -> str:
                     "nodes_per_rack": g.nodes_per_rack,
                     "racks_per_block": g.racks_per_block,
                     "gpus_per_node": g.gpus_per_node,
+                    **({"provider": g.provider} if g.provider is not None else {}),
                 }
                 for g in spec.groups
             ],
@@ -56,6 +57,7 @@ def cluster_from_json(text: str) -> ClusterSpec:
             g["nodes_per_rack"],
             g["racks_per_block"],
             g["gpus_per_node"],
+            provider=g.get("provider"),
         )
         for g in raw["groups"]
     )
