@@ -417,6 +417,20 @@ def test_contract_policy_rejects_a_borrowers_impossible_job(spec: Any) -> None:
     assert eng.jobs["huge"].reason == "too-large"
 
 
+def test_contract_policy_rejects_an_impossible_job_behind_one_beyond_its_headroom() -> None:
+    """Once a job of the tenant does not fit its headroom, the rest of its queue can only
+    borrow; an impossible job there is still rejected, not left pending (found by the
+    providers' property test)."""
+    eng = engine(SMALL, [contract("A", 16), contract("B", 8)])
+    eng.submit(job("b", "B", 8, duration_s=DAY))
+    eng.run(T0 + 1)
+    eng.submit(job("x", "B", 16, submit_s=T0 + 1))
+    eng.submit(job("zbig", "B", 64, submit_s=T0 + 1))  # queued behind x
+    eng.run(T0 + 10)
+    assert eng.jobs["zbig"].state is JobState.FAILED
+    assert eng.jobs["zbig"].reason == "too-large"
+
+
 # -- determinism ---------------------------------------------------------------------------------
 
 
@@ -456,11 +470,13 @@ def backfill_case(policy: str, ev: list[dict[str, Any]]) -> Engine:
     ("policy", "starts"),
     [
         pytest.param(
-            "fifo-backfill", {"f": 0, "big": 2 * HOUR, "long": 3 * HOUR, "short": 3},
+            "fifo-backfill",
+            {"f": 0, "big": 2 * HOUR, "long": 3 * HOUR, "short": 3},
             id="easy-backfill-short-job-goes-first",
         ),
         pytest.param(
-            "fifo", {"f": 0, "big": 2 * HOUR, "long": 3 * HOUR, "short": 3 * HOUR},
+            "fifo",
+            {"f": 0, "big": 2 * HOUR, "long": 3 * HOUR, "short": 3 * HOUR},
             id="strict-fifo-never-backfills",
         ),
     ],

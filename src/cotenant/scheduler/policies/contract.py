@@ -169,8 +169,11 @@ class ContractPolicy:
                         own = (r for r in snap.running if r.tenant == tenant and not r.borrowed)
                         reservation[tenant] = shadow(snap.now, job.gpus, max(room, 0), own)
                     if job_room < min_size:
-                        # No job of this tenant fits its headroom: the rest can only borrow.
-                        to_borrow.extend(queue[k + 1 :])
+                        # No job of this tenant fits its headroom: the rest can only borrow
+                        # (a job no empty cluster could hold is still rejected).
+                        to_borrow.extend(
+                            q for q in queue[k + 1 :] if not reject_if_impossible(snap, q.spec, out)
+                        )
                         break
                     continue
                 held = reservation.get(tenant)
