@@ -48,6 +48,21 @@ class Series:
     healthy_gpus: list[int] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class _Rates:
+    """What ``Accounting.advance`` integrates, read from the engine's mappings."""
+
+    version: int | None
+    entitled: Mapping[str, int]
+    lenders_idle: Mapping[str, int]
+    held: list[tuple[TenantTotals, int, int, int]]  # (totals, allocated, owned, borrowed)
+    total_alloc: int
+    entitled_by: list[tuple[TenantTotals, int]]
+    from_lenders: int  # borrowed GPUs beyond the capacity no contract covers
+    idle_total: int
+    idle_by: list[tuple[TenantTotals, int]]
+
+
 class Accounting:
     def __init__(self, start_s: int, capacity: int, sample_step_s: int = 3600) -> None:
         self.start_s = start_s
@@ -59,6 +74,7 @@ class Accounting:
         self.healthy_gpu_s = 0
         self.series = Series(sample_step_s)
         self._next_sample = start_s
+        self._rates: _Rates | None = None  # what ``advance`` integrates, kept per ``version``
 
     def advance(
         self,
@@ -69,8 +85,12 @@ class Accounting:
         entitled: Mapping[str, int],
         lenders_idle: Mapping[str, int],
         healthy_gpus: int,
+        version: int | None = None,
     ) -> None:
-        """Integrate the current state over [last, t)."""
+        """Integrate the current state over [last, t). With ``version`` (a counter the
+        caller bumps whenever ``allocated``, ``owned`` or ``borrowed`` change; ``entitled``
+        and ``lenders_idle`` replaced, not changed in place), what is integrated is read
+        from the mappings only when one of them changed, not at every event."""
         while self._next_sample <= t and self._next_sample >= self.last_s:
             s = self.series
             s.times.append(self._next_sample)
@@ -90,34 +110,65 @@ class Accounting:
         dt = t - self.last_s
         if dt <= 0:
             return
-        tenants = self.tenants
-        total_alloc = 0
-        for name, g in allocated.items():
-            if not g:
-                continue  # nothing held: nothing owned or borrowed either
-            total_alloc += g
-            tt = tenants[name]
+        r = self._rates
+        if (
+            r is None
+            or version is None
+            or r.version != version
+            or r.entitled is not entitled
+            or r.lenders_idle is not lenders_idle
+        ):
+            r = self._rates = self._read_rates(
+                allocated, owned, borrowed, entitled, lenders_idle, version
+            )
+        for tt, g, own, bor in r.held:
             tt.used_gpu_s += g * dt
-            tt.own_gpu_s += owned.get(name, 0) * dt
-            tt.borrowed_gpu_s += borrowed.get(name, 0) * dt
-        total_entitled = 0
-        for name, e in entitled.items():
-            total_entitled += e
-            tenants[name].entitled_gpu_s += e * dt
-        self.allocated_gpu_s += total_alloc * dt
+            tt.own_gpu_s += own * dt
+            tt.borrowed_gpu_s += bor * dt
+        for tt, e in r.entitled_by:
+            tt.entitled_gpu_s += e * dt
+        self.allocated_gpu_s += r.total_alloc * dt
         self.capacity_gpu_s += self.capacity * dt
         self.healthy_gpu_s += healthy_gpus * dt
+        if r.from_lenders > 0 and r.idle_total:
+            share = min(1.0, r.from_lenders / r.idle_total)
+            for tt, idle in r.idle_by:
+                tt.lent_gpu_s += idle * share * dt
+        self.last_s = t
+
+    def _read_rates(
+        self,
+        allocated: Mapping[str, int],
+        owned: Mapping[str, int],
+        borrowed: Mapping[str, int],
+        entitled: Mapping[str, int],
+        lenders_idle: Mapping[str, int],
+        version: int | None,
+    ) -> _Rates:
+        tenants = self.tenants
+        held = [
+            (tenants[name], g, owned.get(name, 0), borrowed.get(name, 0))
+            for name, g in allocated.items()
+            if g  # nothing held: nothing owned or borrowed either
+        ]
+        total_entitled = sum(entitled.values())
         # Borrowed GPUs come first from capacity no contract covers, then from lenders'
         # idle entitlement in proportion to it.
         borrowed_total = sum(borrowed.values())
-        if borrowed_total:
-            from_lenders = borrowed_total - max(0, self.capacity - total_entitled)
-            idle_total = sum(lenders_idle.values()) if from_lenders > 0 else 0
-            if idle_total:
-                share = min(1.0, from_lenders / idle_total)
-                for name, idle in lenders_idle.items():
-                    tenants[name].lent_gpu_s += idle * share * dt
-        self.last_s = t
+        from_lenders = (
+            borrowed_total - max(0, self.capacity - total_entitled) if borrowed_total else 0
+        )
+        return _Rates(
+            version,
+            entitled,
+            lenders_idle,
+            held,
+            sum(g for _, g, _, _ in held),
+            [(tenants[name], e) for name, e in entitled.items()],
+            from_lenders,
+            sum(lenders_idle.values()) if from_lenders > 0 else 0,
+            [(tenants[name], idle) for name, idle in lenders_idle.items()],
+        )
 
     def utilization(self) -> float:
         return self.allocated_gpu_s / self.capacity_gpu_s if self.capacity_gpu_s else 0.0

@@ -282,16 +282,20 @@ class Engine:
         return Snapshot(
             now=now,
             state=self.state,
-            pending=tuple(self.queue.views),
-            running=tuple(self.running_set.views),
+            pending=self.queue.as_tuple(),
+            running=self.running_set.as_tuple(),
             contracts=book.contracts,
             entitlements=book.entitled,
             owned_gpus=owners.owned,
             owned_by_priority=owners.owned_by_priority,
             borrowed_gpus=owners.borrowed,
             rivals=book.rivals,
-            power_headroom_gpus=topology_power_headroom(self.site, self.topo, self.state),
-            never_fit=frozenset(self.queue.never_fit),
+            power_headroom_gpus=(
+                None
+                if self.site is None
+                else topology_power_headroom(self.site, self.topo, self.state)
+            ),
+            never_fit=self.queue.never_fit_ids(),
             pending_tenants=self.queue.tenants_waiting(),
             pending_by_tenant=self.queue.by_tenant(),
             reclaiming=self.running_set.reclaiming(),
@@ -361,7 +365,14 @@ class Engine:
         self.guarantees.accrue_shortfall(t - self.acct.last_s)
         o = self.owners
         self.acct.advance(
-            t, o.allocated, o.owned, o.borrowed, self.book.entitled, o.lenders_idle, healthy
+            t,
+            o.allocated,
+            o.owned,
+            o.borrowed,
+            self.book.entitled,
+            o.lenders_idle,
+            healthy,
+            o.version,
         )
 
     # -- the job lifecycle and the fault path ---------------------------------------------

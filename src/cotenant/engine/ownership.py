@@ -42,10 +42,12 @@ class Ownership:
         self.demotions = 0  # owned runs retagged as borrowed, ever
         self.lenders_idle: dict[str, int] = {}
         self.lenders_stale = True  # owned GPUs or entitlements changed since the last refresh
+        self.version = 0  # bumped whenever ``allocated``, ``owned`` or ``borrowed`` change
 
     def hold(self, run: JobRun, sign: int) -> None:
         """Count the run's GPUs (+1) or stop counting them (-1), as owned or borrowed."""
         g = run.spec.gpus * sign
+        self.version += 1
         self.allocated[run.tenant] += g
         if run.borrowed:
             self.borrowed[run.tenant] += g

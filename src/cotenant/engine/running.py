@@ -27,6 +27,8 @@ class RunningSet:
     def __init__(self) -> None:
         self.keys: list[RunKey] = []
         self.views: list[RunningJob] = []  # parallel to ``keys``
+        self._views_tuple: tuple[RunningJob, ...] | None = ()  # kept until the set changes
+        self._key_of: dict[str, RunKey] = {}  # each run's key, as it was added
         self._reclaiming: dict[RunKey, RunningJob] = {}
         self._reclaiming_tuple: tuple[RunningJob, ...] | None = ()
         self._node_jobs: dict[int, set[str]] = defaultdict(set)
@@ -41,24 +43,36 @@ class RunningSet:
 
     def add(self, run: JobRun) -> None:
         """Take the run's current view, at its place in running order."""
-        key = (run.expected_end_s(), run.id)
+        view = run.running_view()
+        key = (view.expected_end_s, run.id)
+        self._key_of[run.id] = key
         i = bisect_left(self.keys, key)
         self.keys.insert(i, key)
-        view = run.running_view()
         self.views.insert(i, view)
+        self._views_tuple = None
         if view.reclaiming:
             self._reclaiming[key] = view
             self._reclaiming_tuple = None
 
     def remove(self, run: JobRun) -> None:
-        """Drop the run's view (call before its expected end or state changes)."""
-        key = (run.expected_end_s(), run.id)
+        """Drop the run's view (at the place it was added in)."""
+        key = self._key_of.pop(run.id, None)
+        if key is None:
+            return
         i = bisect_left(self.keys, key)
         if i < len(self.keys) and self.keys[i] == key:
             del self.keys[i]
             del self.views[i]
+            self._views_tuple = None
             if self._reclaiming.pop(key, None) is not None:
                 self._reclaiming_tuple = None
+
+    def as_tuple(self) -> tuple[RunningJob, ...]:
+        """The views in running order (kept until the set changes)."""
+        got = self._views_tuple
+        if got is None:
+            got = self._views_tuple = tuple(self.views)
+        return got
 
     def reclaiming(self) -> tuple[RunningJob, ...]:
         """The runs being reclaimed, in running order."""

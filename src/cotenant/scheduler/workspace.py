@@ -9,6 +9,9 @@ While nothing is being reclaimed the two views are one and cost nothing extra.
 It also remembers, per tenant and domain range, the smallest gang that did not
 fit: a larger one cannot fit either until something is released, so a long queue
 costs one placement attempt per distinct size, not one per job.
+
+The ``now`` view is the snapshot's own state until the first change: a cycle that
+places nothing (strict FIFO's blocked head, a full cluster) copies nothing.
 """
 
 from __future__ import annotations
@@ -29,9 +32,10 @@ class Workspace:
     def __init__(self, snap: Snapshot, reclaiming: Iterable[tuple[str, Placement]] = ()) -> None:
         self.snap = snap
         self.topo = snap.state.topo
-        self.now = snap.state.copy()
+        self._now = snap.state  # the snapshot's, read-only, until the first change
+        self._own = False
         self.future: ClusterState | None = None
-        self._usable = self.now.usable()
+        self._usable = snap.state.usable()
         self._kind_mask: dict[str | None, np.ndarray] = {}
         self._blocked: dict[tuple[int, str], np.ndarray | None] = {}
         self._eligible: dict[
@@ -43,6 +47,26 @@ class Workspace:
         self._room_upper: dict[str | None, tuple[int, int]] = {}
         for tenant, p in reclaiming:
             self.release_future(tenant, p)
+
+    @property
+    def now(self) -> ClusterState:
+        """What is free at this instant (read-only: change it through the methods below)."""
+        return self._now
+
+    def _changing_now(self) -> ClusterState:
+        """The ``now`` view to change: the snapshot's state copied on the first change."""
+        if not self._own:
+            self._now = self._now.copy()
+            self._own = True
+        return self._now
+
+    def free_total(self) -> int:
+        """GPUs free now on nodes that may take new work. With every node healthy, that is
+        the capacity less what is held (no pass over the nodes)."""
+        now = self._now
+        if now.down_gpus() == 0:
+            return self.topo.total_gpus - now.held
+        return int(now.free[self._usable].sum())
 
     # -- masks ----------------------------------------------------------------------------
     def _base(self, kind: str | None) -> np.ndarray:
@@ -144,7 +168,7 @@ class Workspace:
 
     def commit_now(self, tenant: str, p: Placement) -> None:
         self.version += 1
-        self.now.apply(tenant, p)
+        self._changing_now().apply(tenant, p)
         if self.future is not None:
             self.future.apply(tenant, p)
         self._touched(tenant)
@@ -161,7 +185,7 @@ class Workspace:
         held_now = self.now.free_part(p)
         self.future.apply(tenant, p)
         if held_now is not None:
-            self.now.apply(tenant, held_now)
+            self._changing_now().apply(tenant, held_now)
         self._touched(tenant)
         return held_now
 
@@ -173,7 +197,7 @@ class Workspace:
         assert self.future is not None
         self.future.release(tenant, p)
         if held_now is not None:
-            self.now.release(tenant, held_now)
+            self._changing_now().release(tenant, held_now)
         self._blocked.clear()
         self._failed.clear()
 
@@ -189,7 +213,7 @@ class Workspace:
     def release_now(self, tenant: str, p: Placement) -> None:
         """Free GPUs immediately (a preemption with no grace)."""
         self.version += 1
-        self.now.release(tenant, p)
+        self._changing_now().release(tenant, p)
         if self.future is not None:
             self.future.release(tenant, p)
         self._blocked.clear()

@@ -44,6 +44,7 @@ from cotenant.cluster.presets import PRESETS, preset
 from cotenant.cluster.topology import ClusterSpec, NodeGroup, Topology
 from cotenant.contracts.terms import parse_price_terms
 from cotenant.engine.core import Engine
+from cotenant.engine.events import EngineEvent
 from cotenant.metering.money import format_rate
 from cotenant.metering.run import MeteringSettings, UsageProbe, metering_report
 from cotenant.model.contracts import Commitment, Contract, PriceKind, PriceTerms, Tenant
@@ -402,8 +403,9 @@ class _Progress:
         self.running = 0
         self.stepped_s = -1
 
-    def sink(self, e: dict[str, Any]) -> None:
-        kind = e["event"]
+    def observe(self, e: EngineEvent) -> None:
+        """(An observer of the typed records: no JSON form is built for it.)"""
+        kind = e.kind
         if kind == "place":
             self.running += 1
         elif kind == "end":
@@ -444,7 +446,7 @@ def run_policy(
         engine.site = meter.site  # as in a simulated run: a power cap binds the scheduler
         probe = UsageProbe(engine)
     track = _Progress(len(jobs), jobs[-1].submit_s if jobs else scenario.start_s, scenario.end_s)
-    engine.sinks.append(track.sink)
+    engine.observers.append(track.observe)
     for spec in jobs:
         engine.submit(spec)
 

@@ -29,7 +29,7 @@ class FifoBackfill:
         out = Decisions()
         ws = Workspace(snap)
         power = PowerBudget(snap.power_headroom_gpus)
-        free_total = int(ws.now.free[ws.now.usable()].sum())
+        free_total = ws.free_total()
         reserve_until: int | None = None
         reserved = False
         extra = 0

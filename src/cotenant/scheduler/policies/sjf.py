@@ -42,7 +42,7 @@ class ShortestJobFirst:
         out = Decisions()
         ws = Workspace(snap)
         power = PowerBudget(snap.power_headroom_gpus)
-        free_total = int(ws.now.free[ws.now.usable()].sum())
+        free_total = ws.free_total()
         for pj in sorted(snap.pending, key=sjf_key):
             job = pj.spec
             if reject_if_impossible(snap, job, out):
