@@ -232,4 +232,8 @@ class Workspace:
         return value
 
     def free_gpus(self, tenant: str, kind: str | None) -> int:
-        return int(self._free(_NOW)[self.eligible(tenant, kind)].sum())
+        """GPUs free now on the nodes the tenant may take."""
+        mask = self.eligible(tenant, kind)
+        if mask is self._usable and self.future is None:  # every usable node, one view
+            return self.free_total()
+        return int(self._free(_NOW)[mask].sum())
