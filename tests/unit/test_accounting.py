@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from cotenant.engine.accounting import Accounting
 
 
@@ -26,3 +28,51 @@ def test_integrals_count_only_tenants_holding_gpus() -> None:
     # 2 GPUs borrowed, 6 not covered by any entitlement: nothing came from B's idle 4.
     assert b.lent_gpu_s == 0
     assert acct.allocated_gpu_s == 80 and acct.capacity_gpu_s == 160
+
+
+# (t, allocated, owned, borrowed, entitled, lenders idle)
+Step = tuple[int, dict[str, int], dict[str, int], dict[str, int], dict[str, int], dict[str, int]]
+LEND = {"A": 4, "B": 12}  # entitlements: 16 of 16 GPUs, so every borrowed GPU is lent
+
+
+@pytest.mark.parametrize(
+    "steps",
+    [
+        pytest.param(
+            [
+                (10, {"A": 8}, {"A": 4}, {"A": 4}, LEND, {"B": 12}),
+                (20, {"A": 8, "B": 4}, {"A": 4, "B": 4}, {"A": 4}, LEND, {"B": 8}),
+                (35, {"A": 2, "B": 4}, {"A": 2, "B": 4}, {"A": 0}, LEND, {"B": 8}),
+                (50, {"A": 0, "B": 4}, {"A": 0, "B": 4}, {"A": 0}, LEND, {"B": 8}),
+            ],
+            id="borrowing-then-returning",
+        ),
+        pytest.param(
+            [
+                (5, {"A": 6, "C": 3}, {"A": 4}, {"A": 2, "C": 3}, LEND, {"B": 12}),
+                (9, {"A": 6, "C": 3}, {"A": 4}, {"A": 2, "C": 3}, {"A": 4}, {}),
+                (30, {"C": 3}, {}, {"C": 3}, {"A": 4}, {}),
+            ],
+            id="entitlements-replaced",
+        ),
+    ],
+)
+def test_rereading_only_changed_tenants_integrates_as_a_full_read(steps: list[Step]) -> None:
+    """The engine tells the accounting which tenants' GPUs changed; integrating with that
+    gives what reading every mapping at every event gives."""
+    full = Accounting(start_s=0, capacity=16, sample_step_s=10)
+    told = Accounting(start_s=0, capacity=16, sample_step_s=10)
+    before: dict[str, tuple[int, int, int]] = {}
+    for t, alloc, own, bor, ent, idle in steps:
+        full.advance(t, alloc, own, bor, ent, idle, 16)
+        now = {n: (alloc.get(n, 0), own.get(n, 0), bor.get(n, 0)) for n in {*alloc, *own, *bor}}
+        changed = {n for n in {*now, *before} if now.get(n) != before.get(n)}
+        told.advance(t, alloc, own, bor, ent, idle, 16, changed)
+        assert not changed  # read and cleared
+        before = now
+    assert dict(told.tenants) == dict(full.tenants)
+    assert (told.allocated_gpu_s, told.capacity_gpu_s) == (
+        full.allocated_gpu_s,
+        full.capacity_gpu_s,
+    )
+    assert any(tt.lent_gpu_s > 0 for tt in full.tenants.values())

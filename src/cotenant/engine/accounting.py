@@ -50,17 +50,19 @@ class Series:
 
 @dataclass(slots=True)
 class _Rates:
-    """What ``Accounting.advance`` integrates, read from the engine's mappings."""
+    """What ``Accounting.advance`` integrates, read from the engine's mappings: per tenant
+    holding GPUs (totals, allocated, owned, borrowed), and the sums over tenants."""
 
-    version: int | None
     entitled: Mapping[str, int]
     lenders_idle: Mapping[str, int]
-    held: list[tuple[TenantTotals, int, int, int]]  # (totals, allocated, owned, borrowed)
+    held: dict[str, tuple[TenantTotals, int, int, int]]
     total_alloc: int
+    borrowed_total: int
+    total_entitled: int
     entitled_by: list[tuple[TenantTotals, int]]
-    from_lenders: int  # borrowed GPUs beyond the capacity no contract covers
-    idle_total: int
     idle_by: list[tuple[TenantTotals, int]]
+    from_lenders: int = 0  # borrowed GPUs beyond the capacity no contract covers
+    idle_total: int = 0
 
 
 class Accounting:
@@ -85,12 +87,13 @@ class Accounting:
         entitled: Mapping[str, int],
         lenders_idle: Mapping[str, int],
         healthy_gpus: int,
-        version: int | None = None,
+        changed: set[str] | None = None,
     ) -> None:
-        """Integrate the current state over [last, t). With ``version`` (a counter the
-        caller bumps whenever ``allocated``, ``owned`` or ``borrowed`` change; ``entitled``
-        and ``lenders_idle`` replaced, not changed in place), what is integrated is read
-        from the mappings only when one of them changed, not at every event."""
+        """Integrate the current state over [last, t). With ``changed`` (the tenants whose
+        ``allocated``, ``owned`` or ``borrowed`` changed since the last call, which the
+        caller keeps; read and cleared here; ``entitled`` and ``lenders_idle`` are replaced
+        when they change, never changed in place), what is integrated is read anew only
+        for those tenants, not from every mapping at every event."""
         while self._next_sample <= t and self._next_sample >= self.last_s:
             s = self.series
             s.times.append(self._next_sample)
@@ -113,15 +116,17 @@ class Accounting:
         r = self._rates
         if (
             r is None
-            or version is None
-            or r.version != version
+            or changed is None
             or r.entitled is not entitled
             or r.lenders_idle is not lenders_idle
         ):
-            r = self._rates = self._read_rates(
-                allocated, owned, borrowed, entitled, lenders_idle, version
-            )
-        for tt, g, own, bor in r.held:
+            r = self._rates = self._read_rates(allocated, owned, borrowed, entitled, lenders_idle)
+            if changed:
+                changed.clear()
+        elif changed:
+            self._reread(r, changed, allocated, owned, borrowed)
+            changed.clear()
+        for tt, g, own, bor in r.held.values():
             tt.used_gpu_s += g * dt
             tt.own_gpu_s += own * dt
             tt.borrowed_gpu_s += bor * dt
@@ -143,32 +148,55 @@ class Accounting:
         borrowed: Mapping[str, int],
         entitled: Mapping[str, int],
         lenders_idle: Mapping[str, int],
-        version: int | None,
     ) -> _Rates:
         tenants = self.tenants
-        held = [
-            (tenants[name], g, owned.get(name, 0), borrowed.get(name, 0))
-            for name, g in allocated.items()
-            if g  # nothing held: nothing owned or borrowed either
-        ]
-        total_entitled = sum(entitled.values())
-        # Borrowed GPUs come first from capacity no contract covers, then from lenders'
-        # idle entitlement in proportion to it.
-        borrowed_total = sum(borrowed.values())
-        from_lenders = (
-            borrowed_total - max(0, self.capacity - total_entitled) if borrowed_total else 0
-        )
-        return _Rates(
-            version,
+        r = _Rates(
             entitled,
             lenders_idle,
-            held,
-            sum(g for _, g, _, _ in held),
+            {
+                name: (tenants[name], g, owned.get(name, 0), borrowed.get(name, 0))
+                for name, g in allocated.items()
+                if g  # nothing held: nothing owned or borrowed either
+            },
+            0,
+            sum(borrowed.values()),
+            sum(entitled.values()),
             [(tenants[name], e) for name, e in entitled.items()],
-            from_lenders,
-            sum(lenders_idle.values()) if from_lenders > 0 else 0,
             [(tenants[name], idle) for name, idle in lenders_idle.items()],
         )
+        r.total_alloc = sum(h[1] for h in r.held.values())
+        self._lending(r)
+        return r
+
+    def _reread(
+        self,
+        r: _Rates,
+        changed: set[str],
+        allocated: Mapping[str, int],
+        owned: Mapping[str, int],
+        borrowed: Mapping[str, int],
+    ) -> None:
+        """Read anew the tenants in ``changed`` (and the sums they are in)."""
+        for name in changed:
+            old = r.held.pop(name, None)
+            if old is not None:
+                r.total_alloc -= old[1]
+                r.borrowed_total -= old[3]
+            g = allocated.get(name, 0)
+            if g:
+                bor = borrowed.get(name, 0)
+                r.held[name] = (self.tenants[name], g, owned.get(name, 0), bor)
+                r.total_alloc += g
+                r.borrowed_total += bor
+        self._lending(r)
+
+    def _lending(self, r: _Rates) -> None:
+        # Borrowed GPUs come first from capacity no contract covers, then from lenders'
+        # idle entitlement in proportion to it.
+        r.from_lenders = (
+            r.borrowed_total - max(0, self.capacity - r.total_entitled) if r.borrowed_total else 0
+        )
+        r.idle_total = sum(r.lenders_idle.values()) if r.from_lenders > 0 else 0
 
     def utilization(self) -> float:
         return self.allocated_gpu_s / self.capacity_gpu_s if self.capacity_gpu_s else 0.0

@@ -372,7 +372,7 @@ class Engine:
             self.book.entitled,
             o.lenders_idle,
             healthy,
-            o.version,
+            o.changed,
         )
 
     # -- the job lifecycle and the fault path ---------------------------------------------

@@ -42,12 +42,14 @@ class Ownership:
         self.demotions = 0  # owned runs retagged as borrowed, ever
         self.lenders_idle: dict[str, int] = {}
         self.lenders_stale = True  # owned GPUs or entitlements changed since the last refresh
-        self.version = 0  # bumped whenever ``allocated``, ``owned`` or ``borrowed`` change
+        # Tenants whose ``allocated``, ``owned`` or ``borrowed`` changed since the accounting
+        # last read them (it clears the set).
+        self.changed: set[str] = set()
 
     def hold(self, run: JobRun, sign: int) -> None:
         """Count the run's GPUs (+1) or stop counting them (-1), as owned or borrowed."""
         g = run.spec.gpus * sign
-        self.version += 1
+        self.changed.add(run.tenant)
         self.allocated[run.tenant] += g
         if run.borrowed:
             self.borrowed[run.tenant] += g
