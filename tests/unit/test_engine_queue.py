@@ -8,6 +8,7 @@ import pytest
 from builders import T0, cluster, engine, job
 from cotenant.engine.jobs import JobRun
 from cotenant.engine.queue import PendingQueue
+from cotenant.model.errors import InvariantBroken
 from cotenant.model.jobs import Constraint, JobState
 from cotenant.scheduler.decisions import Reason
 
@@ -85,3 +86,36 @@ def test_strict_fifo_explains_the_queue_behind_its_head_and_rejects_the_impossib
     assert eng.why("later") == (Reason.QUEUED_BEHIND.value, "strict FIFO")
     assert eng.jobs["impossible"].state is JobState.FAILED
     assert eng.jobs["impossible"].reason == Reason.TOO_LARGE.value
+
+
+def test_what_a_snapshot_reads_is_kept_until_the_queue_changes() -> None:
+    q = PendingQueue(cluster())
+    a, b, c = (JobRun(job(i, t, g)) for i, t, g in (("a", "A", 1), ("b", "B", 1), ("c", "B", 200)))
+    queued(q, a, b, c)
+    views, by_tenant, waiting, never = (
+        q.as_tuple(),
+        q.by_tenant(),
+        q.tenants_waiting(),
+        q.never_fit_ids(),
+    )
+    assert [v.spec.id for v in views] == ["a", "b", "c"] and never == {"c"}
+    # Unchanged queue: the very same objects, nothing built again.
+    assert q.as_tuple() is views and q.by_tenant() is by_tenant
+    assert q.tenants_waiting() is waiting and q.never_fit_ids() is never
+    q.remove(a)
+    q.remove(c)
+    assert [v.spec.id for v in q.as_tuple()] == ["b"] and q.never_fit_ids() == frozenset()
+    assert list(q.by_tenant()) == ["B"] and q.tenants_waiting() == {"B"}
+    # What an earlier snapshot read keeps the queue of its instant.
+    assert [v.spec.id for v in views] == ["a", "b", "c"] and set(by_tenant) == {"A", "B"}
+    assert waiting == {"A", "B"} and never == {"c"}
+    with pytest.raises(TypeError):
+        by_tenant["C"] = ()  # type: ignore[index]
+
+
+def test_queueing_a_job_twice_is_an_invariant_broken() -> None:
+    q = PendingQueue(cluster())
+    a = JobRun(job("a", "A", 1))
+    q.add(a)
+    with pytest.raises(InvariantBroken):
+        q.add(a)
