@@ -61,12 +61,14 @@ NODE_GPUS = 8
 
 # -- seeding -----------------------------------------------------------------------------------
 
+
 def run_record(spec: JobSpec, nodes: list[int], borrowed: bool, a: int, b: int) -> UsageRecord:
     """One run of a seeded job, [a, b)."""
     return UsageRecord(
         spec.id, spec.tenant, spec.gpus, "H100-SXM-80GB", tuple(nodes[:8]), a, b, borrowed,
         spec.kind.value,
     )  # fmt: skip
+
 
 def seed(store: Store, n_jobs: int, now: int, rng: random.Random, n_nodes: int) -> dict[str, int]:
     """Jobs, ledger and audit entries through the store's own write operations, in

@@ -226,9 +226,7 @@ def worlds(draw: st.DrawFn, bursts: int = 4) -> World:
                 duration_s=draw(st.sampled_from([60, 600, HOUR, 3 * HOUR, 24 * HOUR])),
                 submit_s=START + draw(st.integers(0, horizon * 3 // 4)),
                 kind=draw(st.sampled_from([JobKind.TRAINING, JobKind.EXPERIMENT])),
-                constraint=draw(
-                    st.sampled_from([Constraint.AUTO] * 4 + list(Constraint))
-                ),
+                constraint=draw(st.sampled_from([Constraint.AUTO] * 4 + list(Constraint))),
                 checkpoint_interval_s=draw(st.sampled_from([0, 600, 1800])),
                 priority=draw(st.sampled_from([0, 0, 50, 100])),
             )
@@ -297,11 +295,7 @@ def run_world(world: World) -> Coverage:
 
 
 def _rival_pairs(sc: Scenario) -> list[tuple[str, str, IsolationLevel]]:
-    return [
-        (c.tenant, r, c.isolation.level)
-        for c in sc.contracts()
-        for r in c.isolation.rivals
-    ]
+    return [(c.tenant, r, c.isolation.level) for c in sc.contracts() for r in c.isolation.rivals]
 
 
 def check_step(eng: Engine, rivals: list[tuple[str, str, IsolationLevel]]) -> None:

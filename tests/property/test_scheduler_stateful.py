@@ -53,9 +53,7 @@ RIVALS = ("A", "C")
 LIVE = (JobState.PENDING, JobState.RUNNING, JobState.RECLAIMING)
 
 durations = st.one_of(st.sampled_from([60, 300, HOUR, 4 * HOUR]), st.integers(1, 6 * HOUR))
-steps = st.one_of(
-    st.sampled_from([1, 59, 60, 299, 300, 301, 600, HOUR]), st.integers(1, 4 * HOUR)
-)
+steps = st.one_of(st.sampled_from([1, 59, 60, 299, 300, 301, 600, HOUR]), st.integers(1, 4 * HOUR))
 
 
 class SchedulerMachine(RuleBasedStateMachine):
@@ -77,8 +75,11 @@ class SchedulerMachine(RuleBasedStateMachine):
     def setup(self, b_all_available: bool, notice_period: int, ramp: Ramp, grace: int) -> None:
         terms: dict[str, Any] = {"notice_period": notice_period, "ramp": ramp, "grace": grace}
         a = contract("A", 24, rivals=("C",), **terms)
-        b = (contract("B", all_available=True, **terms) if b_all_available
-             else contract("B", 16, **terms))
+        b = (
+            contract("B", all_available=True, **terms)
+            if b_all_available
+            else contract("B", 16, **terms)
+        )
         self.eng = engine(TOPO, [a, b], self.policy, tenants=["C"])
         self.eng.sinks.append(self._on_event)
         self._advance(T0)
@@ -102,8 +103,11 @@ class SchedulerMachine(RuleBasedStateMachine):
 
     def _idle_healthy_nodes(self) -> list[int]:
         st_ = self.eng.state
-        return [n for n in range(TOPO.n_nodes)
-                if st_.health[n] == Health.HEALTHY and st_.free[n] == TOPO.node_gpus[n]]
+        return [
+            n
+            for n in range(TOPO.n_nodes)
+            if st_.health[n] == Health.HEALTHY and st_.free[n] == TOPO.node_gpus[n]
+        ]
 
     def _down_nodes(self) -> list[int]:
         return [n for n in range(TOPO.n_nodes) if self.eng.state.health[n] == Health.DOWN]
@@ -116,12 +120,21 @@ class SchedulerMachine(RuleBasedStateMachine):
         duration=durations,
         every=st.sampled_from([0, 0, 300, 1000, HOUR]),
     )
-    def submit(self, tenant: str, gpus: int, constraint: Constraint, duration: int,
-               every: int) -> None:
+    def submit(
+        self, tenant: str, gpus: int, constraint: Constraint, duration: int, every: int
+    ) -> None:
         self.n_jobs += 1
-        self.eng.submit(job(f"j{self.n_jobs}", tenant, gpus, duration_s=duration,
-                            submit_s=self.now, constraint=constraint,
-                            checkpoint_interval_s=every))
+        self.eng.submit(
+            job(
+                f"j{self.n_jobs}",
+                tenant,
+                gpus,
+                duration_s=duration,
+                submit_s=self.now,
+                constraint=constraint,
+                checkpoint_interval_s=every,
+            )
+        )
         self.eng.step(self.now)
 
     @rule(dt=steps)
@@ -150,9 +163,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.eng.set_node_health(node, Health.HEALTHY, "test", self.now)
         self.eng.step(self.now)
 
-    @precondition(lambda self: any(
-        c.notice.given_at is None for c in self.eng.contracts.values()
-    ))
+    @precondition(lambda self: any(c.notice.given_at is None for c in self.eng.contracts.values()))
     @rule(data=st.data())
     def give_notice(self, data: st.DataObject) -> None:
         names = sorted(t for t, c in self.eng.contracts.items() if c.notice.given_at is None)
@@ -187,9 +198,13 @@ class SchedulerMachine(RuleBasedStateMachine):
                 level = smallest_level(TOPO, spec.gpus)
                 level = level if level is Level.NODE else Level.ANY
             else:
-                level = {Constraint.NODE: Level.NODE, Constraint.DOMAIN: Level.DOMAIN,
-                         Constraint.RACK: Level.RACK, Constraint.BLOCK: Level.BLOCK,
-                         Constraint.ANY: Level.ANY}[spec.constraint]
+                level = {
+                    Constraint.NODE: Level.NODE,
+                    Constraint.DOMAIN: Level.DOMAIN,
+                    Constraint.RACK: Level.RACK,
+                    Constraint.BLOCK: Level.BLOCK,
+                    Constraint.ANY: Level.ANY,
+                }[spec.constraint]
             if level is Level.NODE:
                 assert len(p.nodes) == 1, f"{spec.id} ({spec.constraint}) spans nodes {p.nodes}"
             elif level is Level.DOMAIN:
@@ -225,8 +240,11 @@ class SchedulerMachine(RuleBasedStateMachine):
             metered[rec.tenant, rec.borrowed] += rec.gpu_seconds
         # Open intervals: a run's usage since its start or its last retag (own <-> borrowed).
         for r in eng.running():
-            closed = [rec.end_s for rec in eng.ledger
-                      if rec.job_id == r.spec.id and rec.start_s >= r.start_s]
+            closed = [
+                rec.end_s
+                for rec in eng.ledger
+                if rec.job_id == r.spec.id and rec.start_s >= r.start_s
+            ]
             opened = max(closed, default=r.start_s)
             metered[r.tenant, r.borrowed] += (horizon - opened) * r.gpus
         for tenant in TENANTS:
@@ -252,7 +270,9 @@ class FifoBackfillMachine(SchedulerMachine):
 
 
 SETTINGS = settings(
-    max_examples=50, stateful_step_count=30, deadline=None,
+    max_examples=50,
+    stateful_step_count=30,
+    deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
 

@@ -23,7 +23,11 @@ from cotenant.scheduler.placement import Level, could_ever_fit, find_placement, 
 
 TOPO = cluster(nodes=16, per_rack=4, racks_per_block=2)
 AUTO, NODE, RACK, BLOCK, ANY = (
-    Constraint.AUTO, Constraint.NODE, Constraint.RACK, Constraint.BLOCK, Constraint.ANY,
+    Constraint.AUTO,
+    Constraint.NODE,
+    Constraint.RACK,
+    Constraint.BLOCK,
+    Constraint.ANY,
 )
 # Nodes 2, 3, 5, 6, 7, 10, 11 and all of rack 3 are fully used: whole free nodes are
 # 0, 1 (rack 0), 4 (rack 1), 8, 9 (rack 2). Block 0 has 3 free nodes, block 1 has 2.
@@ -58,15 +62,13 @@ CASES = {
     "one-node/nothing-holds-it": Case(4, free=dict.fromkeys(range(16), 3), want=None),
     # -- gangs larger than a node: whole nodes, remainder on one partial node ---------------
     "gang/16-takes-two-whole-nodes": Case(16, free={0: 0}, want=((1, 2), (8, 8))),
-    "gang/12-remainder-on-best-partial": Case(
-        12, free={1: 4, 2: 6, 3: 0}, want=((0, 1), (8, 4))
-    ),
-    "gang/12-remainder-on-a-whole-node-if-no-partial-holds-it": Case(
-        12, want=((0, 1), (8, 4))
-    ),
+    "gang/12-remainder-on-best-partial": Case(12, free={1: 4, 2: 6, 3: 0}, want=((0, 1), (8, 4))),
+    "gang/12-remainder-on-a-whole-node-if-no-partial-holds-it": Case(12, want=((0, 1), (8, 4))),
     "gang/partial-nodes-never-hold-whole-node-shares": Case(
         # rack 0 has 24 free GPUs but only one whole node: 16 needs two whole nodes.
-        16, free={0: 8, 1: 6, 2: 5, 3: 5}, want=((4, 5), (8, 8))
+        16,
+        free={0: 8, 1: 6, 2: 5, 3: 5},
+        want=((4, 5), (8, 8)),
     ),
     "gang/best-fit-rack-is-the-fullest-that-holds-it": Case(
         16, free={0: 0, 4: 0, 5: 0, 8: 0, 9: 0}, want=((6, 7), (8, 8))
@@ -95,9 +97,7 @@ CASES = {
     "auto/one-node-gang-never-spread": Case(4, AUTO, free=dict.fromkeys(range(16), 2), want=None),
     "any/too-few-free-gpus": Case(20, ANY, free=dict.fromkeys(range(16), 1), want=None),
     # -- eligibility masks ----------------------------------------------------------------
-    "mask/best-fit-node-ineligible": Case(
-        2, free={6: 2, 9: 3}, ineligible=(6,), want=((9,), (2,))
-    ),
+    "mask/best-fit-node-ineligible": Case(2, free={6: 2, 9: 3}, ineligible=(6,), want=((9,), (2,))),
     "mask/gang-avoids-ineligible-nodes": Case(16, ineligible=(0, 1), want=((2, 3), (8, 8))),
     "mask/ineligible-partial-not-used-for-remainder": Case(
         12, free={1: 4, 2: 0, 3: 0}, ineligible=(1,), want=((4, 5), (8, 4))
@@ -114,9 +114,9 @@ def test_find_placement(case: Case) -> None:
     assert got == want
 
 
-@pytest.mark.parametrize("case", [c for c in CASES.values() if c.want], ids=[
-    k for k, c in CASES.items() if c.want
-])
+@pytest.mark.parametrize(
+    "case", [c for c in CASES.values() if c.want], ids=[k for k, c in CASES.items() if c.want]
+)
 def test_a_placement_is_a_valid_gang(case: Case) -> None:
     """Whatever it picks: exactly the gang's GPUs, on eligible nodes with room, in one domain."""
     free, eligible = arrays(TOPO, case)
