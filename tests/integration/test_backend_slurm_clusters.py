@@ -25,6 +25,7 @@ import pytest
 
 from builders import drive as drive_until
 from builders import finished, submit_command
+from cotenant.backends.base import Backend
 from cotenant.backends.local import EXIT_LOST
 from cotenant.backends.slurm import SlurmBackend, read_cluster_spec
 from cotenant.backends.slurm_clusters import ClusterConf, SlurmClusters, read_union_spec
@@ -66,6 +67,12 @@ def engine_on(
         adopt=False,
         **backend_kw,
     )
+    eng, events = fifo_engine(topo, backend)
+    return eng, backend, events
+
+
+def fifo_engine(topo: Topology, backend: Backend) -> tuple[Engine, list[dict[str, Any]]]:
+    """A wall-clock engine under fifo-backfill for tenant B, recording its events."""
     eng = Engine(
         topo,
         [],
@@ -78,7 +85,7 @@ def engine_on(
     )
     events: list[dict[str, Any]] = []
     eng.sinks.append(events.append)
-    return eng, backend, events
+    return eng, events
 
 
 def engine_over(
@@ -97,18 +104,7 @@ def engine_over(
         controller_timeout_s=CONTROLLER_TIMEOUT_S,
         adopt=False,
     )
-    eng = Engine(
-        topo,
-        [],
-        get_policy("fifo-backfill"),
-        backend,
-        WallClock(),
-        restart_cost_s=0,
-        checkpoint_write_s=0,
-        tenants=["B"],
-    )
-    events: list[dict[str, Any]] = []
-    eng.sinks.append(events.append)
+    eng, events = fifo_engine(topo, backend)
     return eng, backend, events
 
 
