@@ -9,7 +9,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cotenant.backends.sim import SimBackend
 from cotenant.cluster.topology import Topology
 from cotenant.engine.clock import SimClock
 from cotenant.engine.core import Engine
@@ -18,7 +17,6 @@ from cotenant.federation.providers import ClusterProvider, PoolProvider, Provide
 from cotenant.model.contracts import Commitment, Contract, LendingTerms
 from cotenant.model.jobs import JobSpec
 from cotenant.model.time import DAY
-from cotenant.scheduler.policies import get_policy
 from cotenant.twin.fedreport import add_lease_costs, federation_section
 from cotenant.twin.report import Report
 from cotenant.twin.runtime import build_sim_engine, home_report, prepare_home, workload_of
@@ -107,17 +105,9 @@ def run_federated(
 def _cluster_engine(
     p: ClusterProvider, scenario: Scenario, policy: str | None, clock: SimClock
 ) -> Engine:
-    return Engine(
-        Topology(p.cluster),
-        p.contracts,
-        get_policy(policy or scenario.policy),
-        SimBackend(),
-        clock,
-        restart_cost_s=scenario.restart_cost_s,
-        checkpoint_write_s=scenario.checkpoint_write_s,
-        sample_step_s=scenario.sample_step_s,
-        tenants=[c.tenant for c in p.contracts],
-    )
+    topo = Topology(p.cluster)
+    tenants = [c.tenant for c in p.contracts]
+    return build_sim_engine(scenario, policy, topo, clock, list(p.contracts), tenants)
 
 
 def _pool_engine(
@@ -139,14 +129,4 @@ def _pool_engine(
         for t in users
         if t in rivals
     ]
-    return Engine(
-        Topology(p.cluster()),
-        contracts,
-        get_policy(POOL_POLICY),
-        SimBackend(),
-        clock,
-        restart_cost_s=scenario.restart_cost_s,
-        checkpoint_write_s=scenario.checkpoint_write_s,
-        sample_step_s=scenario.sample_step_s,
-        tenants=users,
-    )
+    return build_sim_engine(scenario, POOL_POLICY, Topology(p.cluster()), clock, contracts, users)

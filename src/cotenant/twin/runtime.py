@@ -22,6 +22,7 @@ from cotenant.metering.run import (
     metering_report,
     parse_metering_settings,
 )
+from cotenant.model.contracts import Contract
 from cotenant.model.jobs import JobSpec
 from cotenant.scheduler.policies import get_policy
 from cotenant.serving.autoscaler import Autoscaler
@@ -63,18 +64,21 @@ def build_sim_engine(
     policy: str | None = None,
     topo: Topology | None = None,
     clock: Clock | None = None,
+    contracts: list[Contract] | None = None,
+    tenants: list[str] | None = None,
 ) -> Engine:
-    topo = topo or Topology(scenario.cluster)
+    """A simulated engine with the scenario's costs and sampling; by default over its
+    cluster, contracts and tenants (a federation's other providers name their own)."""
     return Engine(
-        topo,
-        scenario.contracts(),
+        topo or Topology(scenario.cluster),
+        scenario.contracts() if contracts is None else contracts,
         get_policy(policy or scenario.policy),
         SimBackend(),
         clock or SimClock(scenario.start_s),
         restart_cost_s=scenario.restart_cost_s,
         checkpoint_write_s=scenario.checkpoint_write_s,
         sample_step_s=scenario.sample_step_s,
-        tenants=[t.name for t in scenario.tenants],
+        tenants=[t.name for t in scenario.tenants] if tenants is None else tenants,
     )
 
 
