@@ -627,3 +627,25 @@ def test_the_report_accounts_for_every_submitted_job() -> None:
         "submitted": 2, "completed": 0, "running": 0, "pending": 0,
         "rejected": 1, "failed": 0, "cancelled": 1, "lost": 0,
     }  # fmt: skip
+
+
+def test_a_promise_the_policy_no_longer_restates_is_dropped() -> None:
+    """A (all available) is promised the whole cluster for a 32-GPU job, reclaimed from
+    borrowers; a node fails, A's entitlement falls below the job and the policy stops
+    serving it: its promise holds no room from that cycle on (it was kept, stale, and the
+    guarantee monitor counted its room as taken)."""
+    from cotenant.cluster.state import Health
+
+    eng = engine(SMALL, [contract("A", all_available=True), contract("B", 0)])
+    for n in range(4):
+        eng.submit(job(f"b{n}", "B", 8, duration_s=DAY))
+    eng.run(T0 + 1)
+    assert all(eng.jobs[f"b{n}"].state is JobState.RUNNING for n in range(4))
+    eng.submit(job("a", "A", 32, submit_s=T0 + 10))
+    eng.run(T0 + 20)
+    a = eng.jobs["a"]
+    assert a.claim.promise is not None and a.state is JobState.PENDING
+    eng.at(T0 + 30, lambda now: eng.node_reported(0, Health.DOWN, "test", now))
+    eng.run(T0 + 40)
+    assert eng.book.entitled["A"] < 32
+    assert a.claim.promise is None

@@ -318,6 +318,7 @@ class Engine:
             watch(now, d)
         self.verdicts.count(d)
         self._apply(d, now)
+        self._drop_unstated_promises(d, now)
         demoted = self.owners.demotions
         self._rebalance(now)
         if self.owners.demotions != demoted:
@@ -331,6 +332,19 @@ class Engine:
             now, self.policy.wake_every_s, bool(self.queue) and bool(self.running_set)
         )
         return d
+
+    def _drop_unstated_promises(self, d: Decisions, now: int) -> None:
+        """A promise lives while the policy restates it each cycle: a waiting job the
+        cycle's decisions leave without one (it no longer fits its tenant's headroom, say)
+        holds no room, for the policy's next cycle and for the guarantee monitor alike."""
+        promised = self.guarantees.promised
+        if not promised:
+            return
+        stated = {w.job_id for w in d.waits if w.promise is not None}
+        for job_id in [j for j in promised if j not in stated]:
+            run = self.jobs[job_id]
+            if run.state is JobState.PENDING and self.guarantees.promise(run, None, now):
+                self.queue.refresh(run)
 
     def _read_entitlements(self, now: int) -> None:
         if self.book.read(now, self.down_gpus()):
