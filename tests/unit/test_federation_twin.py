@@ -19,6 +19,7 @@ from cotenant.federation.spec import check_job_providers
 from cotenant.model.errors import NotFound, SpecError
 from cotenant.model.jobs import JobKind, JobSpec
 from cotenant.twin.federated import run_federated
+from cotenant.twin.runtime import workload_of
 from cotenant.twin.scenario import load_scenario
 
 POOL = """
@@ -430,8 +431,8 @@ def test_notice_given_on_the_lease_engine_starts_the_drain(tmp_path: Path) -> No
     sc = load_scenario(write(tmp_path, scenario_text(notice="")))
     assert sc.providers is not None
     box: list[Federation] = []
-    first = replace(sc, duration_s=86_400)
-    run_federated(first, sc.providers, federation_hook=box.append)
+    first = replace(sc, duration_s=86_400)  # the whole run's jobs, run for its first day
+    run_federated(first, sc.providers, jobs=workload_of(sc), federation_hook=box.append)
     fed = box[0]
     assert not any(m.migration for m in fed.book.moves)
     lease = fed.engines["lease"]

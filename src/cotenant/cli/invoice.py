@@ -34,7 +34,10 @@ def invoice_command(
     ] = None,
     days: Annotated[
         float | None,
-        typer.Option(envvar="COTENANT_DAYS", help="simulate only this many days of the scenario"),
+        typer.Option(
+            envvar="COTENANT_DAYS",
+            help="days to simulate (fewer than written: the scenario's first days, as written)",
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the invoice as JSON")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="print the invoice as CSV")] = False,

@@ -51,7 +51,10 @@ OutOpt = Annotated[
 ]
 DaysOpt = Annotated[
     float | None,
-    typer.Option(envvar="COTENANT_DAYS", help="simulate only this many days"),
+    typer.Option(
+        envvar="COTENANT_DAYS",
+        help="days to simulate (fewer than written: the scenario's first days, as written)",
+    ),
 ]
 WhyOpt = Annotated[list[str] | None, typer.Option(help="explain a job's state at the end")]
 InvoiceOpt = Annotated[

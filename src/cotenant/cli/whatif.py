@@ -34,7 +34,11 @@ StudyOpt = Annotated[
 ]
 SeedsOpt = Annotated[int, typer.Option(min=1, help="runs per variant (seeds from the file's)")]
 DaysOpt = Annotated[
-    float | None, typer.Option(envvar="COTENANT_DAYS", help="simulate only this many days")
+    float | None,
+    typer.Option(
+        envvar="COTENANT_DAYS",
+        help="days to simulate (fewer than written: the scenario's first days, as written)",
+    ),
 ]
 SchedulerOpt = Annotated[
     str | None,

@@ -37,6 +37,10 @@ from cotenant.workload.synthetic import FIXED_INTERVAL_S
 def workload_of(scenario: Scenario, failures: FailureSettings | None = None) -> list[JobSpec]:
     """All jobs the scenario's generators submit, in submit order; seeded, so repeatable.
 
+    The workloads' counts are for the scenario's written duration: a run made shorter
+    keeps the jobs the written run submits in its first days (the same draws); one made
+    longer draws its experiments, RL runs and pipelines at the same rate per day.
+
     A workload with ``checkpoint_interval = "auto"`` checkpoints each job at the
     Young/Daly interval for its size under the failures in force (``failures``, by
     default the scenario's own), planned drains included, and the scenario's
@@ -52,9 +56,15 @@ def workload_of(scenario: Scenario, failures: FailureSettings | None = None) -> 
         return young_daly_interval(job_mtbf_s(model, gpus), write_s)
 
     rng = np.random.default_rng(scenario.seed)
+    span = scenario.workload_span_s or scenario.duration_s
+    horizon = max(span, scenario.duration_s)
     jobs: list[JobSpec] = []
     for w in scenario.workloads:
-        jobs.extend(w.generate(rng, scenario.start_s, scenario.duration_s, interval_for))
+        if horizon > span:
+            w = w.at_rate_over(horizon / span)
+        jobs.extend(w.generate(rng, scenario.start_s, horizon, interval_for))
+    if scenario.duration_s < horizon:  # a shorter run: the first days of the written one
+        jobs = [j for j in jobs if j.submit_s < scenario.end_s]
     jobs.sort(key=lambda j: (j.submit_s, j.id))
     return jobs
 

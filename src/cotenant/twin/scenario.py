@@ -57,6 +57,10 @@ class Scenario:
     base_dir: Path | None = None  # the scenario file's directory: relative paths start here
     # [[providers]] and the tenants' provider terms (None: one cluster, as before)
     providers: ProviderSet | None = None
+    # The duration the workloads' counts are written for (the file's ``duration``; None:
+    # ``duration_s``). A run made shorter (``--days``) is the first days of that run, not
+    # the same jobs squeezed into fewer days; one made longer draws at the same rate.
+    workload_span_s: int | None = None
 
     @property
     def end_s(self) -> int:
@@ -307,6 +311,7 @@ def parse_scenario(raw: Mapping[str, Any], base_dir: Path | None = None) -> Scen
         name=sf.name,
         start_s=sf.start,
         duration_s=sf.duration,
+        workload_span_s=sf.duration,
         seed=sf.seed,
         policy=sf.policy,
         cluster=cluster,

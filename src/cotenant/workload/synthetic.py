@@ -13,7 +13,7 @@ else, so a workload without them is drawn exactly as before.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -78,6 +78,17 @@ class FrontierLabWorkload:
     pipeline_time_scale: float = 1.0
     prefix: str = ""
     providers: tuple[str, ...] = ()  # the providers its jobs accept (empty: its tenant's)
+
+    def at_rate_over(self, factor: float) -> FrontierLabWorkload:
+        """The same lab over a horizon ``factor`` times as long as its counts are written
+        for: as many experiments, RL runs and pipelines per day. Its pretraining runs
+        stay as written (a campaign each, submitted three days apart)."""
+        return replace(
+            self,
+            experiments=round(self.experiments * factor),
+            rl_runs=round(self.rl_runs * factor),
+            pipelines=round(self.pipelines * factor),
+        )
 
     def generate(
         self,
