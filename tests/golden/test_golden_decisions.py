@@ -7,10 +7,11 @@ and review the diff like code.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+from golden_compare import matches_golden
 
 from cotenant.twin.runtime import simulate
 from cotenant.twin.scenario import load_scenario
@@ -30,14 +31,7 @@ def decision_log() -> list[str]:
 
 
 def test_decision_log_matches_golden_file() -> None:
-    got = decision_log()
-    if os.environ.get("COTENANT_UPDATE_GOLDEN") == "1":
-        GOLDEN.write_text("\n".join(got) + "\n")
-    want = GOLDEN.read_text().splitlines()
-    assert len(got) > 100, "the scenario should make many decisions"
-    for i, (g, w) in enumerate(zip(got, want, strict=False)):
-        assert g == w, f"decision {i} differs:\n got  {g}\n want {w}"
-    assert len(got) == len(want)
+    matches_golden(decision_log(), GOLDEN)
 
 
 def test_the_log_records_every_kind_of_decision() -> None:

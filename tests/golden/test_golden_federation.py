@@ -9,8 +9,9 @@ and review the diff like code.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+
+from golden_compare import matches_golden
 
 from cotenant.federation.core import Federation
 from cotenant.twin.federated import run_federated
@@ -38,14 +39,7 @@ def decision_log() -> list[str]:
 
 
 def test_federated_decision_log_matches_golden_file() -> None:
-    got = decision_log()
-    if os.environ.get("COTENANT_UPDATE_GOLDEN") == "1":
-        GOLDEN.write_text("\n".join(got) + "\n")
-    want = GOLDEN.read_text().splitlines()
-    assert len(got) > 100, "the scenario should make many decisions"
-    for i, (g, w) in enumerate(zip(got, want, strict=False)):
-        assert g == w, f"decision {i} differs:\n got  {g}\n want {w}"
-    assert len(got) == len(want)
+    matches_golden(decision_log(), GOLDEN)
 
 
 def test_the_log_records_overflow_and_migration() -> None:

@@ -255,13 +255,7 @@ def _tenant(t: TenantProviderInput, names: list[str], home: str) -> TenantProvid
         if name in allowed[:k]:
             raise SpecError(f"{t.field}.providers[{k}]", f"{name!r} appears twice")
     for f, wanted in t.job_providers:
-        for k, name in enumerate(wanted):
-            if name not in allowed:
-                raise SpecError(
-                    f"{f}[{k}]",
-                    f"provider {name!r} is not one tenant {t.name!r} may use "
-                    f"(its providers: {', '.join(allowed)})",
-                )
+        _only_allowed(t.name, allowed, wanted, f)
     ov = t.overflow or OverflowTable()
     waits: dict[JobKind, int] = {}
     for kind, secs in sorted(ov.max_wait.items()):
@@ -276,11 +270,14 @@ def _tenant(t: TenantProviderInput, names: list[str], home: str) -> TenantProvid
 
 def check_job_providers(ps: ProviderSet, tenant: str, wanted: Sequence[str]) -> None:
     """A job may name only providers its tenant may use (``SpecError`` on ``providers``)."""
-    allowed = ps.terms(tenant).providers
+    _only_allowed(tenant, ps.terms(tenant).providers, wanted, "providers")
+
+
+def _only_allowed(tenant: str, allowed: Sequence[str], wanted: Sequence[str], f: str) -> None:
     for k, name in enumerate(wanted):
         if name not in allowed:
             raise SpecError(
-                f"providers[{k}]",
+                f"{f}[{k}]",
                 f"provider {name!r} is not one tenant {tenant!r} may use "
                 f"(its providers: {', '.join(allowed)})",
             )
