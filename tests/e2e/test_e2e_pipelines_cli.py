@@ -77,3 +77,11 @@ def test_pipelines_and_dependencies_from_the_cli(sqlite_server: LiveServer, tmp_
     f.write_text(FILE.replace("gpus = 1\n", "gpus = -1\n"))
     rc, _, err = s.cli_in_process(OWNER, "pipelines", "submit", str(f))
     assert rc == 2 and "stages[2].gpus: must be a whole number >= 1, got -1" in err, err
+    rc, _, err = s.cli_in_process(
+        OWNER, "jobs", "submit", "--gpus", "8", "--duration", "1h", "--provider", "west"
+    )
+    assert rc == 2 and err.count("\n") == 1, err
+    assert "providers[0]: this server runs one cluster: there are no providers to name" in err
+    f.write_text(FILE + 'providers = ["west"]\n')  # on the last stage
+    rc, _, err = s.cli_in_process(OWNER, "pipelines", "submit", str(f))
+    assert rc == 2 and "providers[0]: this server runs one cluster" in err, err

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from builders import drive as drive_until
-from builders import finished, submit_command
+from builders import finished, job, submit_command
 from cotenant.backends.base import Backend
 from cotenant.backends.local import EXIT_LOST
 from cotenant.backends.slurm import SlurmBackend, read_cluster_spec
@@ -149,6 +149,33 @@ def test_a_gang_waits_for_one_cluster_with_room_never_spans_two(
         placed["route_detail"] == "on beta: alpha has no room for 16 GPUs (8 of its 16 free to it)"
     )
     for j in ("gang", "f1"):
+        eng.cancel(j)
+
+
+def test_a_job_runs_only_on_the_clusters_it_names(pair: LocalSlurms, tmp_path: Path) -> None:
+    """Both clusters empty: a job naming beta runs on beta, though alpha is first; with
+    beta then full, a second job naming beta waits while alpha has room; one naming a
+    cluster too small for it is rejected, naming it."""
+    eng, backend, ev = engine_over(pair, tmp_path)
+    on_beta = ("beta",)
+    for j, gpus in (("b-full", 16), ("b-more", 8)):
+        eng.submit(
+            job(j, "B", gpus, 300, eng.clock.now(), command=("sleep", "300"), providers=on_beta)
+        )
+    eng.submit(job("b-huge", "B", 24, 300, eng.clock.now(), command=("true",), providers=on_beta))
+    drive(eng, lambda: slurm_state(backend, "b-full", 1) == "RUNNING")
+    eng.run(eng.clock.now() + 3)
+
+    [run] = [r for _, r in backend.accounting() if r.job_id == "b-full"]
+    assert backend.cluster_of("b-full") == "beta" and run.slurm_nodes == ("b1", "b2")
+    [placed] = [e for e in ev if e["event"] == "place" and e["job"] == "b-full"]
+    assert (placed["provider"], placed["route"]) == ("beta", "named-by-job"), placed
+    more = eng.jobs["b-more"]
+    assert more.state is JobState.PENDING and slurm_state(backend, "b-more", 1) is None
+    huge = eng.jobs["b-huge"]
+    assert (huge.state, huge.reason) == (JobState.FAILED, "too-large"), huge.reason
+    assert "the providers it accepts (beta) have at most 16" in huge.reason_detail
+    for j in ("b-full", "b-more"):
         eng.cancel(j)
 
 

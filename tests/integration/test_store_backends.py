@@ -34,7 +34,12 @@ from cotenant.server.service import Service
 from cotenant.server.settings import Settings
 from cotenant.store import repo
 from cotenant.store.db import head_revision, schema_revision
-from cotenant.store.mapping import contract_from_json, contract_to_json, pending_job_row
+from cotenant.store.mapping import (
+    contract_from_json,
+    contract_to_json,
+    pending_job_row,
+    spec_from_row,
+)
 from cotenant.store.repo import Store
 from cotenant.store.tables import Base
 from harness.postgres import LocalPostgres
@@ -113,6 +118,18 @@ def test_jobs_insert_update_page_and_keep_idempotency_keys_unique(store: Store) 
     with pytest.raises(sa.exc.IntegrityError):
         store.writer.call(lambda tx: repo.insert_job(tx, _job(9, key="k1")))
     store.writer.call(lambda tx: repo.insert_job(tx, _job(10, tenant="lab-b", key="k1")))
+
+
+def test_a_job_comes_back_from_the_store_as_submitted(store: Store) -> None:
+    spec = JobSpec("job-p", "lab-a", 8, 60, T0, name="p", providers=("west", "east"))
+    row = pending_job_row(spec, None, "f" * 64, "k", T0, reason="")
+    store.writer.call(lambda tx: repo.insert_job(tx, row))
+    got = store.job("job-p")
+    assert got is not None and spec_from_row(got) == spec
+    older = {k: v for k, v in _job(1).items() if k != "providers"}  # as before 0006
+    store.writer.call(lambda tx: repo.insert_job(tx, older))
+    old = store.job("job-0001")
+    assert old is not None and spec_from_row(old).providers == ()  # any provider
 
 
 def test_a_failing_operation_does_not_fail_its_batch_neighbours(store: Store) -> None:

@@ -77,3 +77,44 @@ def test_usage_and_invoices_name_each_provider(api: Api) -> None:
     assert list(month) == ["east", "west"] and all(v > 0 for v in month.values())
     used = inv["usage"]["own_gpu_seconds"] + inv["usage"]["borrowed_gpu_seconds"]
     assert sum(month.values()) == used
+
+
+def test_a_job_runs_only_on_the_providers_it_names(api: Api) -> None:
+    # east is empty and first in order, yet the job names west: it runs on west.
+    west = api.submit(LESSEE, 16, duration_s=36000, providers=["west"])
+    assert west["providers"] == ["west"]
+    ran = api.wait_state(LESSEE, west["id"], "running")
+    assert all(on_west(n) for n in ran["attempts"][0]["nodes"]), ran["attempts"]
+    assert ran["reason_detail"] == "on west: the job accepts west"
+    # east full: a job naming east waits though west has room; one naming both runs.
+    filler = api.submit(LESSEE, 64, duration_s=36000, providers=["east"])
+    api.wait_state(LESSEE, filler["id"], "running")
+    east = api.submit(LESSEE, 8, duration_s=36000, providers=["east"])
+    both = api.submit(LESSEE, 8, duration_s=36000, providers=["east", "west"])
+    assert on_west(api.wait_state(LESSEE, both["id"], "running")["attempts"][0]["nodes"][0])
+    assert api.get(LESSEE, f"/v1/jobs/{east['id']}").json()["state"] == "pending"
+    # each job lists the providers it names
+    listed = {j["id"]: j["providers"] for j in api.get(LESSEE, "/v1/jobs").json()["items"]}
+    assert listed[east["id"]] == ["east"] and listed[both["id"]] == ["east", "west"]
+
+
+def on_west(node: str) -> bool:
+    return int(node.rsplit("-n", 1)[1]) >= 8  # nodes 8-15 (names end in the node's index)
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "words"),
+    [
+        ({"providers": ["north"]}, "providers[0]", "no provider 'north'; this server has east"),
+        ({"providers": ["west", "west"]}, "providers[1]", "'west' appears twice"),
+        ({"providers": ["West"]}, "body.providers[0]", "should match pattern"),
+        ({"gpus": 72, "providers": ["east", "west"]}, "gpus", "a gang never spans two"),
+    ],
+)
+def test_naming_a_provider_badly_is_one_line_naming_the_field(
+    api: Api, body: dict[str, object], field: str, words: str
+) -> None:
+    r = api.post(LESSEE, "/v1/jobs", {"gpus": 8, "duration_s": 60, **body})
+    assert r.status_code in (400, 422), r.text  # a bad value; a malformed one
+    text = r.text
+    assert field in text and words in text, text

@@ -233,3 +233,31 @@ def test_a_placement_says_why_it_is_on_its_provider(case: Route) -> None:
         case.reason,
         case.detail,
     )
+
+
+def test_a_job_naming_providers_never_fits_beyond_the_largest_of_them() -> None:
+    why = never_fits(BIG, 17 * 8, Constraint.AUTO, None, ("beta",))
+    assert (
+        why
+        == "needs 136 GPUs; the providers it accepts (beta) have at most 128 (of its kind) in one"
+    )
+    assert never_fits(BIG, 17 * 8, Constraint.AUTO, None, ("alpha", "beta")) is None
+    assert never_fits(BIG, 16 * 8, Constraint.AUTO, None, ("beta",)) is None
+    one = Topology(ClusterSpec("one", (group(4, None),)))
+    # a topology that names no provider leaves routing to the federation: no limit
+    assert one.provider_nodes(("beta",)) is None
+    assert never_fits(one, 32, Constraint.AUTO, None, ("beta",)) is None
+
+
+def test_a_placement_on_the_only_provider_the_job_names_says_so() -> None:
+    state = ClusterState(PAIR, ("T",))
+    job = JobSpec("j", "T", 8, 600, 0, providers=("beta",))
+    elig = state.usable() & PAIR.provider_nodes(("beta",))
+    p = find_placement(PAIR, state.free, elig, 8)
+    assert p is not None and PAIR.provider_of_node(p.nodes[0]) == "beta"
+    got = provider_choice(state, {}, job, p)
+    assert (got.provider, got.reason, got.detail) == (
+        "beta",
+        ProviderReason.NAMED,
+        "on beta: the job accepts beta",
+    )

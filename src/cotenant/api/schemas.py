@@ -91,6 +91,12 @@ class JobSubmit(DependencyFields):
     estimate_s: int | None = Field(None, ge=0, le=MAX_S)
     accelerator: Text | None = None
     command: list[LongText] = Field(default_factory=list, max_length=256)
+    providers: list[TenantName] = Field(
+        default_factory=list,
+        max_length=16,
+        description="the clusters (providers) it may run on, as GET /v1/cluster names "
+        "them; none: any (a gang never spans two)",
+    )
 
 
 class PlacementOut(BaseModel):
@@ -159,6 +165,9 @@ class Job(BaseModel):
     attempts: list[Attempt] = Field(description="every run of the job, oldest first")
     after: list[Dependency] = Field(default_factory=list, description="the jobs it waits for")
     pipeline: str | None = Field(None, description="the pipeline it is a stage of")
+    providers: list[str] = Field(
+        default_factory=list, description="the clusters it may run on; empty: any"
+    )
 
 
 class JobPage(BaseModel):

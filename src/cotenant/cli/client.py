@@ -207,6 +207,9 @@ def jobs_submit(
     ] = None,
     estimate: Annotated[str | None, typer.Option(help="runtime estimate for backfill")] = None,
     accelerator: Annotated[str | None, typer.Option(help="accelerator kind")] = None,
+    provider: Annotated[
+        list[str] | None, typer.Option(help="a cluster it may run on (repeatable; none: any)")
+    ] = None,
     idempotency_key: Annotated[
         str | None, typer.Option(help="retrying with the same key never submits twice")
     ] = None,
@@ -245,24 +248,21 @@ def jobs_submit(
         "priority": priority,
         "command": list(command or []),
     }
-    if tenant is not None:
-        body["tenant"] = tenant
-    if checkpoint_interval is not None:
-        body["checkpoint_interval_s"] = parse_duration(checkpoint_interval, "--checkpoint-interval")
-    if estimate is not None:
-        body["estimate_s"] = parse_duration(estimate, "--estimate")
-    if accelerator is not None:
-        body["accelerator"] = accelerator
-    for key, ids in (
-        ("after", after),
-        ("after_ok", after_ok),
-        ("after_failed", after_failed),
-        ("after_any", after_any),
-    ):
-        if ids:
-            body[key] = ids
-    if take_nodes:
-        body["take_nodes"] = True
+    given = {  # sent only when given (a plain job's request stays as it was)
+        "tenant": tenant,
+        "checkpoint_interval_s": None
+        if checkpoint_interval is None
+        else parse_duration(checkpoint_interval, "--checkpoint-interval"),
+        "estimate_s": None if estimate is None else parse_duration(estimate, "--estimate"),
+        "accelerator": accelerator,
+        "providers": provider,
+        "after": after,
+        "after_ok": after_ok,
+        "after_failed": after_failed,
+        "after_any": after_any,
+        "take_nodes": take_nodes or None,
+    }
+    body.update({k: v for k, v in given.items() if v is not None and v != []})
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
     job = call("POST", "/v1/jobs", json=body, headers=headers)
     if as_json:

@@ -55,6 +55,7 @@ class StageTable(SpecTable):
     after_failed: Names = Field(default_factory=list)
     after_any: Names = Field(default_factory=list)
     take_nodes: Flag = False
+    providers: Names = Field(default_factory=list)  # the clusters it may run on (none: any)
 
 
 class PipelineFile(SpecTable):
@@ -96,7 +97,7 @@ def _stage(s: StageTable) -> dict[str, Any]:
         out["estimate_s"] = s.estimate
     if s.accelerator is not None:
         out["accelerator"] = s.accelerator
-    for key in ("after", "after_ok", "after_failed", "after_any", "take_nodes"):
+    for key in ("after", "after_ok", "after_failed", "after_any", "take_nodes", "providers"):
         if getattr(s, key):
             out[key] = getattr(s, key)
     return out

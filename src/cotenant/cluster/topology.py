@@ -189,8 +189,9 @@ class Topology:
         # Memo for scheduler.placement.level_range: asked millions of times per run.
         self.level_memo: dict[tuple[object, ...], Any] = {}
         # Memo for scheduler.placement.never_fits: by job shape (GPUs, constraint, kind).
-        self.fit_memo: dict[tuple[int, object, str | None], str | None] = {}
-        self._provider_capacity: dict[str | None, int] = {}
+        self.fit_memo: dict[tuple[object, ...], str | None] = {}
+        self._provider_capacity: dict[tuple[str | None, tuple[str, ...]], int] = {}
+        self._provider_nodes: dict[tuple[str, ...], np.ndarray | None] = {}
 
     # -- the levels under their usual names ------------------------------------------------
     @property
@@ -296,17 +297,39 @@ class Topology:
     def capacity_of(self, kind: str | None) -> int:
         return self._capacity_by_kind.get(kind, 0)
 
-    def provider_capacity_of(self, kind: str | None) -> int:
-        """The most GPUs (of ``kind``; None: any) one provider has: a gang's upper bound."""
-        got = self._provider_capacity.get(kind)
+    def provider_capacity_of(self, kind: str | None, names: tuple[str, ...] = ()) -> int:
+        """The most GPUs (of ``kind``; None: any) one provider has (of ``names``, for a
+        job that accepts only those): a gang's upper bound."""
+        key = (kind, names if self.provider_nodes(names) is not None else ())
+        got = self._provider_capacity.get(key)
         if got is None:
             gpus = self.node_gpus.astype(np.int64)
             if kind is not None:
                 k = self.kinds.index(kind) if kind in self.kinds else -1
                 gpus = np.where(self.node_kind == k, gpus, 0)
             sums = np.add.reduceat(gpus, self.providers.start[:-1])
-            got = self._provider_capacity[kind] = int(sums.max())
+            if key[1]:
+                sums = np.where([n in names for n in self.provider_names], sums, 0)
+            got = self._provider_capacity[key] = int(sums.max())
         return got
+
+    @cached_property
+    def named_providers(self) -> tuple[str, ...]:
+        """The providers its node groups name (the live server's Slurm clusters); none
+        for one unnamed cluster, such as a twin engine the federation routes work to."""
+        return tuple(n for n in self.provider_names if n)
+
+    def provider_nodes(self, names: tuple[str, ...]) -> np.ndarray | None:
+        """The nodes of the named providers, for a job that accepts only those (read-only;
+        None: no limit, because it names none or this topology names no provider)."""
+        if not names or not self.named_providers:
+            return None
+        if names not in self._provider_nodes:
+            ids = [k for k, n in enumerate(self.provider_names) if n and n in names]
+            mask = np.isin(self.providers.of_node, ids)
+            mask.setflags(write=False)
+            self._provider_nodes[names] = mask
+        return self._provider_nodes[names]
 
     def kind_of_node(self, node: int) -> str:
         return self.kinds[int(self.node_kind[node])]

@@ -244,9 +244,9 @@ class Dependencies:
                     self._nodes.pop(j, None)
 
     def _room_on(self, spec: JobSpec, nodes: Sequence[int]) -> Placement | None:
-        """Room for the job on ``nodes`` alone, placed as any gang is (its constraint and
-        accelerator kind, nodes in service, none a rival of its tenant holds); None if
-        they have too little."""
+        """Room for the job on ``nodes`` alone, placed as any gang is (its constraint,
+        accelerator kind and providers, nodes in service, none a rival of its tenant
+        holds); None if they have too little."""
         state = self.engine.state
         topo = state.topo
         on = np.zeros(topo.n_nodes, dtype=bool)
@@ -255,6 +255,9 @@ class Dependencies:
         if spec.accelerator is not None:
             kind = topo.kinds.index(spec.accelerator) if spec.accelerator in topo.kinds else -1
             eligible &= topo.node_kind == kind
+        only = topo.provider_nodes(spec.providers)
+        if only is not None:
+            eligible &= only
         blocked = blocked_nodes(state, spec.tenant, self.engine.book.rivals)
         if blocked is not None:
             eligible &= ~blocked

@@ -29,6 +29,7 @@ from cotenant.scheduler.snapshot import blocked_nodes
 
 if TYPE_CHECKING:
     from cotenant.engine.jobs import JobRun
+    from cotenant.model.jobs import JobSpec
 
 Held = list[tuple[str, Placement]]  # (tenant, placement) applied to a trial view
 
@@ -208,7 +209,9 @@ class GuaranteeMonitor:
                 continue
             promise = p = run.claim.promise
             if p is None or trial.free_part(p) != p:
-                p = find_placement(self.topo, trial.free, tr.elig, gpus, run.spec.constraint)
+                p = find_placement(
+                    self.topo, trial.free, self._elig(tr, run.spec), gpus, run.spec.constraint
+                )
             if p is None:
                 if promise is not None and self._kept_by_own_work(tr, promise):
                     # Its room is held by the tenant's own work (being preempted for it), as
@@ -229,12 +232,19 @@ class GuaranteeMonitor:
                 break  # held for power by the site's cap: not deliverable, not owed
             room -= run.spec.gpus
             power_room -= run.spec.gpus
-            p = find_placement(self.topo, trial.free, tr.elig, run.spec.gpus, run.spec.constraint)
+            elig = self._elig(tr, run.spec)
+            p = find_placement(self.topo, trial.free, elig, run.spec.gpus, run.spec.constraint)
             if p is None:
                 # Held back by the tenant's own work (or the topology): it is not owed yet,
                 # and neither is anything behind it in the tenant's own order.
                 break
             tr.owe(run, p)
+
+    def _elig(self, tr: _Trial, spec: JobSpec) -> np.ndarray:
+        """The nodes the tenant may use, on the providers the job accepts."""
+        elig: np.ndarray = tr.elig
+        only = self.topo.provider_nodes(spec.providers)
+        return elig if only is None else elig & only
 
     @staticmethod
     def _kept_by_own_work(tr: _Trial, p: Placement) -> bool:

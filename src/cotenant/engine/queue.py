@@ -78,7 +78,8 @@ class PendingQueue:
         self._stale.add(tenant)
         self.gpus[tenant] += run.spec.gpus
         spec = run.spec
-        if never_fits(self.topo, spec.gpus, spec.constraint, spec.accelerator) is not None:
+        why = never_fits(self.topo, spec.gpus, spec.constraint, spec.accelerator, spec.providers)
+        if why is not None:
             self.never_fit.add(run.id)
             self._never_fit_frozen = None
         self._changed(len(tk) == 1)

@@ -139,18 +139,33 @@ def could_ever_fit(topo: Topology, gpus: int, constraint: Constraint, capacity: 
     return None
 
 
-def never_fits(topo: Topology, gpus: int, constraint: Constraint, kind: str | None) -> str | None:
+def never_fits(
+    topo: Topology,
+    gpus: int,
+    constraint: Constraint,
+    kind: str | None,
+    providers: tuple[str, ...] = (),
+) -> str | None:
     """``could_ever_fit`` for a job's shape on this topology, decided once per shape: the
-    answer depends on the topology and the capacity of the kind only, never on what runs
-    or on node health, so it is kept for the topology's lifetime."""
-    key = (gpus, constraint, kind)
+    answer depends on the topology, the capacity of the kind and the providers the job
+    accepts only, never on what runs or on node health, so it is kept for the topology's
+    lifetime."""
+    key = (gpus, constraint, kind, providers)
     memo = topo.fit_memo
     if key in memo:
         return memo[key]
     capacity = topo.capacity_of(kind)
     most = topo.provider_capacity_of(kind) if topo.n_providers > 1 else capacity
-    if 0 < gpus <= capacity and gpus > most:  # a gang never spans providers
-        why: str | None = f"needs {gpus} GPUs; the largest provider (of its kind) has {most}"
+    only = topo.provider_nodes(providers) is not None
+    if only:
+        most = topo.provider_capacity_of(kind, providers)
+    if only and 0 < gpus <= capacity and gpus > most:
+        why: str | None = (
+            f"needs {gpus} GPUs; the providers it accepts ({', '.join(providers)}) have at "
+            f"most {most} (of its kind) in one"
+        )
+    elif 0 < gpus <= capacity and gpus > most:  # a gang never spans providers
+        why = f"needs {gpus} GPUs; the largest provider (of its kind) has {most}"
     else:
         why = could_ever_fit(topo, gpus, constraint, capacity)
     memo[key] = why

@@ -2,9 +2,10 @@
 live server's Slurm clusters under one engine): a reason code and a sentence for the
 decision log, as the twin's federation routes carry (``federation/policy.py``).
 
-Providers are tried in the order the topology lists them, each counted the way placement
-counts it: the GPUs free on nodes the tenant may use (healthy, of the job's kind, no
-rival in the way). Pure: a state and the tenant's rivals in, the reason out.
+Providers are tried in the order the topology lists them (those the job accepts, if it
+names some), each counted the way placement counts it: the GPUs free on nodes the tenant
+may use (healthy, of the job's kind, no rival in the way). Pure: a state and the
+tenant's rivals in, the reason out.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class ProviderReason(StrEnum):
     FIRST = "first-provider"  # on the first provider in order
     NO_ROOM_BEFORE = "no-room-before"  # every provider before it had no room for the gang
     BEST_FIT = "best-fit"  # one before it had room too; placement took the tighter fit
+    NAMED = "named-by-job"  # the job accepts none of the providers before it
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,9 +54,14 @@ def provider_choice(
     if job.accelerator is not None:
         kind = topo.kinds.index(job.accelerator) if job.accelerator in topo.kinds else -1
         eligible = eligible & (topo.node_kind == kind)
+    only = topo.provider_nodes(job.providers)
+    if only is not None:
+        eligible = eligible & only
     parts: list[str] = []
     reason = ProviderReason.NO_ROOM_BEFORE
     for q in range(chosen):
+        if only is not None and topo.provider_names[q] not in job.providers:
+            continue  # not one the job accepts
         s0, s1 = int(units.start[q]), int(units.start[q + 1])
         inside = np.zeros_like(eligible)
         inside[s0:s1] = eligible[s0:s1]
@@ -68,4 +75,7 @@ def provider_choice(
         else:
             reason = ProviderReason.BEST_FIT
             parts.append(f"{other} has room too ({free} of {total} free); {name} fits tighter")
+    if not parts:
+        accepts = ", ".join(job.providers)
+        return ProviderChoice(name, ProviderReason.NAMED, f"on {name}: the job accepts {accepts}")
     return ProviderChoice(name, reason, f"on {name}: " + "; ".join(parts))

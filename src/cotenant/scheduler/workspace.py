@@ -36,12 +36,14 @@ class Workspace:
         self._own = False
         self.future: ClusterState | None = None
         self._usable = snap.state.usable()
-        self._kind_mask: dict[str | None, np.ndarray] = {}
+        # Keys name a job's kind and the providers it accepts (``()``: any).
+        self._kind_mask: dict[tuple[str | None, tuple[str, ...]], np.ndarray] = {}
         self._blocked: dict[tuple[int, str], np.ndarray | None] = {}
         self._eligible: dict[
-            tuple[int, str, str | None], tuple[tuple[np.ndarray | None, ...], np.ndarray]
+            tuple[int, str, str | None, tuple[str, ...]],
+            tuple[tuple[np.ndarray | None, ...], np.ndarray],
         ] = {}
-        self._failed: dict[tuple[int, str, str | None, int, int], int] = {}
+        self._failed: dict[tuple[int, str, str | None, tuple[str, ...], int, int], int] = {}
         self.cache: dict[str, object] = {}  # per-cycle memos a policy may keep here
         self.version = 0  # bumped by every change, so memos can tell they are stale
         self._room_upper: dict[str | None, tuple[int, int]] = {}
@@ -69,14 +71,19 @@ class Workspace:
         return int(now.free[self._usable].sum())
 
     # -- masks ----------------------------------------------------------------------------
-    def _base(self, kind: str | None) -> np.ndarray:
-        m = self._kind_mask.get(kind)
+    def base(self, kind: str | None, providers: tuple[str, ...] = ()) -> np.ndarray:
+        """Nodes in service of the kind (None: any), on the providers a job accepts (none
+        named: all); rivals not yet taken out. Read-only, kept for the cycle."""
+        m = self._kind_mask.get((kind, providers))
         if m is None:
             m = self._usable
             if kind is not None:
                 k = self.topo.kinds.index(kind) if kind in self.topo.kinds else -1
                 m = m & (self.topo.node_kind == k)
-            self._kind_mask[kind] = m
+            only = self.topo.provider_nodes(providers)
+            if only is not None:
+                m = m & only
+            self._kind_mask[(kind, providers)] = m
         return m
 
     def _blocked_in(self, view: int, tenant: str) -> np.ndarray | None:
@@ -90,12 +97,14 @@ class Workspace:
         """Nodes closed to the tenant now by its rivals (None: it has none); kept per cycle."""
         return self._blocked_in(_NOW, tenant)
 
-    def eligible(self, tenant: str, kind: str | None, view: int = _NOW) -> np.ndarray:
+    def eligible(
+        self, tenant: str, kind: str | None, view: int = _NOW, providers: tuple[str, ...] = ()
+    ) -> np.ndarray:
         """Nodes the tenant may take (read-only). Kept while the rival masks it is made of
         are the same objects (they are replaced whenever a rival's holdings change)."""
         views = (_NOW, _FUTURE) if view == _NOW and self.future is not None else (view,)
         parts = tuple(self._blocked_in(v, tenant) for v in views)
-        key = (view, tenant, kind)
+        key = (view, tenant, kind, providers)
         got = self._eligible.get(key)
         if (
             got is not None
@@ -103,7 +112,7 @@ class Workspace:
             and all(a is b for a, b in zip(got[0], parts, strict=True))
         ):
             return got[1]
-        mask = self._base(kind)
+        mask = self.base(kind, providers)
         for b in parts:
             if b is not None:
                 mask = mask & ~b
@@ -120,14 +129,14 @@ class Workspace:
     # -- placement ------------------------------------------------------------------------
     def _try(self, job: JobSpec, view: int) -> Placement | None:
         lo, hi = level_range(self.topo, job.gpus, job.constraint)
-        key = (view, job.tenant, job.accelerator, int(lo), int(hi))
+        key = (view, job.tenant, job.accelerator, job.providers, int(lo), int(hi))
         smallest_failed = self._failed.get(key)
         if smallest_failed is not None and job.gpus >= smallest_failed:
             return None
         p = find_placement(
             self.topo,
             self._free(view),
-            self.eligible(job.tenant, job.accelerator, view),
+            self.eligible(job.tenant, job.accelerator, view, job.providers),
             job.gpus,
             job.constraint,
         )
@@ -150,12 +159,12 @@ class Workspace:
         nodes, gpus = p.arrays()
         if np.any(free[nodes] < gpus):
             return False
-        return bool(self.eligible(job.tenant, job.accelerator, view)[nodes].all())
+        return bool(self.eligible(job.tenant, job.accelerator, view, job.providers)[nodes].all())
 
     def known_not_to_fit(self, job: JobSpec) -> bool:
         """True when a gang no larger already failed in this cycle (cheap skip)."""
         lo, hi = level_range(self.topo, job.gpus, job.constraint)
-        got = self._failed.get((_NOW, job.tenant, job.accelerator, int(lo), int(hi)))
+        got = self._failed.get((_NOW, job.tenant, job.accelerator, job.providers, int(lo), int(hi)))
         return got is not None and job.gpus >= got
 
     # -- changes --------------------------------------------------------------------------
@@ -227,7 +236,7 @@ class Workspace:
         if got is not None and got[0] == self.version:
             return got[1]
         base = self.future if self.future is not None else self.now
-        value = int(base.free[self._base(kind)].sum())
+        value = int(base.free[self.base(kind)].sum())
         self._room_upper[kind] = (self.version, value)
         return value
 

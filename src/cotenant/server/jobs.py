@@ -60,6 +60,8 @@ class JobService:
         if tenant not in self.tenant_names:
             raise NotFound(f"no tenant {tenant!r}")
         fields = dependencies.without_empty(fields)  # (the fingerprint of a plain job as before)
+        if not fields.get("providers"):
+            fields.pop("providers", None)  # (likewise: a job that names none)
         self.check_fits(fields)
         if self.settings.backend != "sim" and not fields.get("command"):
             raise Unprocessable(
@@ -100,6 +102,28 @@ class JobService:
         cap = self.topo.capacity_of(acc)
         if fields["gpus"] > cap:
             raise SpecError("gpus", f"{fields['gpus']} GPUs is more than the cluster's {cap}")
+        names = tuple(fields.get("providers") or ())
+        known = self.topo.named_providers
+        for k, name in enumerate(names):
+            if not known:
+                raise SpecError(
+                    f"providers[{k}]",
+                    "this server runs one cluster: there are no providers to name",
+                )
+            if name not in known:
+                raise SpecError(
+                    f"providers[{k}]", f"no provider {name!r}; this server has {', '.join(known)}"
+                )
+            if name in names[:k]:
+                raise SpecError(f"providers[{k}]", f"{name!r} appears twice")
+        if names:
+            most = self.topo.provider_capacity_of(acc, names)
+            if fields["gpus"] > most:
+                raise SpecError(
+                    "gpus",
+                    f"{fields['gpus']} GPUs is more than any provider it accepts has "
+                    f"({most}{' ' + acc if acc else ''}); a gang never spans two",
+                )
 
     def job(self, job_id: str) -> Row:
         row = self.store.job(job_id)
@@ -176,6 +200,7 @@ def _spec_of(tenant: str, fields: Mapping[str, Any], now: int) -> JobSpec:
         name=fields.get("name", ""),
         command=tuple(fields.get("command", ())),
         after=dependencies.from_fields(fields),
+        providers=tuple(fields.get("providers") or ()),
     )
 
 

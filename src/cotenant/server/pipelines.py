@@ -157,6 +157,7 @@ class PipelineService:
                 command=tuple(st.get("command", ())),
                 after=tuple(after),
                 pipeline=pipeline_id,
+                providers=tuple(st.get("providers") or ()),
             )
         try:
             order = deps.topological(inside)

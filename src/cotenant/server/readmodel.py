@@ -46,6 +46,7 @@ DERIVED = (
     "attempts",
     "after",
     "pipeline",
+    "providers",
 )
 # The Job schema's fields in its order, apart from those derived below.
 JOB_COLUMNS = (
@@ -103,6 +104,7 @@ def job_doc(names: Sequence[str], row: Row, attempts: Iterable[Row] | None = Non
         for d in json.loads(row.get("after") or "[]")
     ]
     out["pipeline"] = row.get("pipeline")
+    out["providers"] = json.loads(row.get("providers") or "[]")
     out["attempts"] = runs
     return out
 

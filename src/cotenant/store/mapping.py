@@ -163,6 +163,7 @@ def spec_columns(spec: JobSpec) -> dict[str, Any]:
         "command": canonical_json(list(spec.command)),
         "after": after_to_json(spec.after),
         "pipeline": spec.pipeline or None,
+        "providers": canonical_json(list(spec.providers)),
     }
 
 
@@ -233,6 +234,7 @@ def spec_from_row(row: Mapping[str, Any]) -> JobSpec:
         command=tuple(json.loads(row["command"])),
         after=after_from_json(row.get("after")),
         pipeline=row.get("pipeline") or "",
+        providers=tuple(json.loads(row.get("providers") or "[]")),
     )
 
 

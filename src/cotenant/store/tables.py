@@ -107,6 +107,8 @@ class JobRow(Base):
     # JSON list of {"kind", "jobs"}: the jobs it waits for (model/dependencies.py)
     after: Mapped[str] = mapped_column(Text, server_default="[]")
     pipeline: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
+    # JSON list of the providers (the live server's clusters) it accepts; [] for any
+    providers: Mapped[str] = mapped_column(Text, server_default="[]")
 
 
 class PipelineRow(Base):

@@ -17,7 +17,7 @@ def reject_if_impossible(snap: Snapshot, job: JobSpec, out: Decisions) -> bool:
     names such jobs (``never_fit``, decided once at submit), so this is a set lookup."""
     if snap.never_fit is not None and job.id not in snap.never_fit:
         return False
-    why = never_fits(snap.state.topo, job.gpus, job.constraint, job.accelerator)
+    why = never_fits(snap.state.topo, job.gpus, job.constraint, job.accelerator, job.providers)
     if why is None:
         return False
     out.rejects.append(Reject(job.id, Reason.TOO_LARGE, why))

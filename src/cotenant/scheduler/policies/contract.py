@@ -429,7 +429,7 @@ class ContractPolicy:
         base = ws.future if ws.future is not None else ws.now
         scratch = base.copy()
         rivals = snap.rivals
-        usable = ws._base(job.accelerator)  # healthy, right kind; rivals are re-checked below
+        usable = ws.base(job.accelerator, job.providers)  # rivals are re-checked below
         cands: list[RunningJob] = []
         batch = 1
         p: Placement | None = None

@@ -276,7 +276,7 @@ class _Victims:
             if cq > q and r.spec.priority <= job.priority and r.spec.id not in self.taken
         ]
         base = ws.future if ws.future is not None else ws.now
-        usable = _usable(self.snap, job.accelerator)
+        usable = _usable(self.snap, job)
         scratch = base.copy()
         released, batch = 0, 1
         p: Placement | None = None
@@ -299,13 +299,15 @@ class _Victims:
         return chosen, q_p if q_p is not None else p
 
 
-def _usable(snap: Snapshot, kind: str | None) -> np.ndarray:
+def _usable(snap: Snapshot, job: JobSpec) -> np.ndarray:
+    """Nodes in service of the job's kind, on the providers it accepts."""
     mask = snap.state.usable()
-    if kind is not None:
-        topo = snap.state.topo
-        k = topo.kinds.index(kind) if kind in topo.kinds else -1
+    topo = snap.state.topo
+    if job.accelerator is not None:
+        k = topo.kinds.index(job.accelerator) if job.accelerator in topo.kinds else -1
         mask = mask & (topo.node_kind == k)
-    return mask
+    only = topo.provider_nodes(job.providers)
+    return mask if only is None else mask & only
 
 
 def _place(
