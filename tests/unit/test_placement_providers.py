@@ -18,12 +18,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from builders import contract
+from builders import DAY, MIN, T0, contract, engine, job
 from cotenant.backends.slurm_clusters import label_providers, union_spec
 from cotenant.cluster.state import ClusterState, Placement
 from cotenant.cluster.topology import ClusterSpec, NodeGroup, Topology
 from cotenant.model.errors import SpecError
-from cotenant.model.jobs import Constraint, JobSpec
+from cotenant.model.jobs import Constraint, JobSpec, JobState
 from cotenant.scheduler.placement import Level, find_placement, levels_to_try, never_fits
 from cotenant.scheduler.providers import ProviderReason, provider_choice
 from cotenant.scheduler.snapshot import rival_map
@@ -261,3 +261,24 @@ def test_a_placement_on_the_only_provider_the_job_names_says_so() -> None:
         ProviderReason.NAMED,
         "on beta: the job accepts beta",
     )
+
+
+def test_a_job_held_to_a_full_cluster_does_not_stop_the_next_reclaiming() -> None:
+    """A owns alpha with its own work and is entitled to the whole pair; B borrows beta.
+    A's first job names alpha (only A's own work of equal priority is there: nothing to
+    reclaim); its second names none and must reclaim beta. The contract policy remembers
+    a failed victim search for the cycle: keyed without the providers, the first job's
+    failure stopped the second from reclaiming at all."""
+    eng = engine(PAIR, [contract("A", 32), contract("B", 0)])
+    eng.submit(job("own", "A", 16, duration_s=DAY, priority=10, providers=("alpha",)))
+    eng.submit(job("b1", "B", 8, duration_s=DAY))
+    eng.submit(job("b2", "B", 8, duration_s=DAY))
+    eng.run(T0 + 1)
+    assert all(eng.jobs[j].state is JobState.RUNNING for j in ("own", "b1", "b2"))
+    eng.submit(job("j1", "A", 16, submit_s=T0 + 10, priority=10, providers=("alpha",)))
+    eng.submit(job("j2", "A", 16, submit_s=T0 + 10, priority=10))
+    eng.run(T0 + 10 * MIN)
+    j2 = eng.jobs["j2"]
+    assert j2.state is JobState.RUNNING, (j2.state, j2.reason, j2.reason_detail)
+    assert {PAIR.provider_of_node(n) for n in j2.placement.nodes} == {"beta"}
+    assert eng.jobs["j1"].state is JobState.PENDING

@@ -398,7 +398,8 @@ class ContractPolicy:
         lowest priority first (an inference replica takes experiments before training)."""
         lo, hi = level_range(snap.state.topo, job.gpus, job.constraint)
         memo = cast(dict[tuple[object, ...], int], ws.cache.setdefault("victim-fail", {}))
-        mkey = (job.tenant, job.accelerator, own_lower, int(lo), int(hi), job.priority)
+        where = (job.tenant, job.accelerator, job.providers)  # (a memo: by where it may run)
+        mkey = (*where, own_lower, int(lo), int(hi), job.priority)
         if job.gpus >= memo.get(mkey, 1 << 60):
             return [], None
         # Upper bound first (cheap): free room plus every candidate's GPUs. Isolation is

@@ -159,7 +159,7 @@ class LeastAttainedService:
         preempt jobs with more attained service."""
         free = ws.now.free if ws.future is None else np.minimum(ws.now.free, ws.future.free)
         free_total = int(free[ws.now.usable()].sum())
-        failed: dict[tuple[int, str, str | None, int, int], int] = {}
+        failed: dict[tuple[int, str, str | None, tuple[str, ...], int, int], int] = {}
         order = sorted(snap.pending, key=self.order_key)
         for i, pj in enumerate(order):
             job = pj.spec
@@ -191,7 +191,7 @@ class LeastAttainedService:
                     out.waits.append(Wait(job.id, Reason.WAITING_FOR_RECLAIM, "preempted jobs", p))
                     continue
             lo, hi = level_range(snap.state.topo, job.gpus, job.constraint)
-            key = (q, job.tenant, job.accelerator, int(lo), int(hi))
+            key = (q, job.tenant, job.accelerator, job.providers, int(lo), int(hi))
             if job.gpus < failed.get(key, 1 << 30) and victims.any_above(q, job.priority):
                 if self._preempt_for(snap, ws, victims, job, q, out):
                     continue
