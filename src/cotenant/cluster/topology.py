@@ -192,6 +192,7 @@ class Topology:
         self.fit_memo: dict[tuple[object, ...], str | None] = {}
         self._provider_capacity: dict[tuple[str | None, tuple[str, ...]], int] = {}
         self._provider_nodes: dict[tuple[str, ...], np.ndarray | None] = {}
+        self._job_nodes: dict[tuple[str | None, tuple[str, ...]], np.ndarray | None] = {}
 
     # -- the levels under their usual names ------------------------------------------------
     @property
@@ -318,6 +319,24 @@ class Topology:
         """The providers its node groups name (the live server's Slurm clusters); none
         for one unnamed cluster, such as a twin engine the federation routes work to."""
         return tuple(n for n in self.provider_names if n)
+
+    def job_nodes(self, kind: str | None, names: tuple[str, ...] = ()) -> np.ndarray | None:
+        """The nodes a job may ever use: of its accelerator kind (None: any), on the
+        providers it names (``provider_nodes``). Read-only; None: every node."""
+        key = (kind, names)
+        if key not in self._job_nodes:
+            mask = None if kind is None else self.node_kind == self.kind_index(kind)
+            only = self.provider_nodes(names)
+            if only is not None:
+                mask = only if mask is None else mask & only
+            if mask is not None:
+                mask.setflags(write=False)
+            self._job_nodes[key] = mask
+        return self._job_nodes[key]
+
+    def kind_index(self, kind: str) -> int:
+        """The kind's index in ``node_kind`` (-1: no node of that kind)."""
+        return self.kinds.index(kind) if kind in self.kinds else -1
 
     def provider_nodes(self, names: tuple[str, ...]) -> np.ndarray | None:
         """The nodes of the named providers, for a job that accepts only those (read-only;

@@ -252,10 +252,7 @@ class Dependencies:
         on = np.zeros(topo.n_nodes, dtype=bool)
         on[list(nodes)] = True
         eligible = on & state.usable()
-        if spec.accelerator is not None:
-            kind = topo.kinds.index(spec.accelerator) if spec.accelerator in topo.kinds else -1
-            eligible &= topo.node_kind == kind
-        only = topo.provider_nodes(spec.providers)
+        only = topo.job_nodes(spec.accelerator, spec.providers)
         if only is not None:
             eligible &= only
         blocked = blocked_nodes(state, spec.tenant, self.engine.book.rivals)

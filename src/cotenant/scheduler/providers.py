@@ -51,12 +51,10 @@ def provider_choice(
     blocked = blocked_nodes(state, job.tenant, rivals)
     if blocked is not None:
         eligible = eligible & ~blocked
-    if job.accelerator is not None:
-        kind = topo.kinds.index(job.accelerator) if job.accelerator in topo.kinds else -1
-        eligible = eligible & (topo.node_kind == kind)
+    kind_and_named = topo.job_nodes(job.accelerator, job.providers)
+    if kind_and_named is not None:
+        eligible = eligible & kind_and_named
     only = topo.provider_nodes(job.providers)
-    if only is not None:
-        eligible = eligible & only
     parts: list[str] = []
     reason = ProviderReason.NO_ROOM_BEFORE
     for q in range(chosen):

@@ -76,13 +76,8 @@ class Workspace:
         named: all); rivals not yet taken out. Read-only, kept for the cycle."""
         m = self._kind_mask.get((kind, providers))
         if m is None:
-            m = self._usable
-            if kind is not None:
-                k = self.topo.kinds.index(kind) if kind in self.topo.kinds else -1
-                m = m & (self.topo.node_kind == k)
-            only = self.topo.provider_nodes(providers)
-            if only is not None:
-                m = m & only
+            only = self.topo.job_nodes(kind, providers)
+            m = self._usable if only is None else self._usable & only
             self._kind_mask[(kind, providers)] = m
         return m
 

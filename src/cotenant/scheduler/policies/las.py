@@ -302,11 +302,7 @@ class _Victims:
 def _usable(snap: Snapshot, job: JobSpec) -> np.ndarray:
     """Nodes in service of the job's kind, on the providers it accepts."""
     mask = snap.state.usable()
-    topo = snap.state.topo
-    if job.accelerator is not None:
-        k = topo.kinds.index(job.accelerator) if job.accelerator in topo.kinds else -1
-        mask = mask & (topo.node_kind == k)
-    only = topo.provider_nodes(job.providers)
+    only = snap.state.topo.job_nodes(job.accelerator, job.providers)
     return mask if only is None else mask & only
 
 
