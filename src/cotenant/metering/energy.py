@@ -13,7 +13,7 @@ Formulas (W watts, s seconds; 1 kWh = 3,600,000 J):
     facility      E_fac = E_IT * PUE
     water (L)     E_IT * WUE      (The Green Grid: WUE is site litres per kWh of IT energy)
     carbon (kg)   E_fac * carbon_kg_per_kwh   (the grid supplies the whole facility)
-    cost          E_fac * power_price; rounded to cents by ``money.micro_to_cents``
+    cost          E_fac * power_price; rounded to cents half up, as ``money.micro_to_cents``
 
 Assumptions (documented in design doc 0005): an allocated GPU draws its board power
 (TDP), an upper bound; every node stays powered on through the horizon; the defaults
@@ -27,13 +27,14 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from fractions import Fraction
+from functools import lru_cache
 from typing import TYPE_CHECKING, TypeVar, overload
 
 import numpy as np
 import numpy.typing as npt
 
 from cotenant.metering.ledger import UsageLedger, clip
-from cotenant.metering.money import micro_to_cents
+from cotenant.metering.money import MICRO_PER_CENT, round_half_up
 from cotenant.model.accelerators import CATALOGUE, AcceleratorKind
 from cotenant.model.errors import SpecError
 
@@ -370,16 +371,51 @@ class _ExactUse:
         return _ExactUse(gs, joules)
 
     def report(self, site: SiteEnergy) -> EnergyUse:
-        it_kwh = self.it_joules / J_PER_KWH
-        fac_kwh = it_kwh * _exact(site.pue)
-        return EnergyUse(
-            gpu_seconds=self.gpu_seconds,
-            it_kwh=float(it_kwh),
-            facility_kwh=float(fac_kwh),
-            water_l=float(it_kwh * _exact(site.wue_l_per_kwh)),
-            co2e_kg=float(fac_kwh * _exact(site.carbon_kg_per_kwh)),
-            cost_cents=micro_to_cents(fac_kwh * site.power_price_micro_per_kwh),
-        )
+        return _report(self.gpu_seconds, self.it_joules, _site_factors(site))
+
+
+@dataclass(frozen=True, slots=True)
+class _SiteFactors:
+    """A site's configured figures as exact ratios (numerator, denominator), read once per
+    report rather than once per job: a month has tens of thousands of jobs."""
+
+    pue: tuple[int, int]
+    wue: tuple[int, int]
+    carbon: tuple[int, int]
+    price_micro: int
+
+
+@lru_cache(maxsize=64)
+def _site_factors(site: SiteEnergy) -> _SiteFactors:
+    def ratio(x: float) -> tuple[int, int]:
+        f = _exact(x)
+        return f.numerator, f.denominator
+
+    return _SiteFactors(
+        ratio(site.pue),
+        ratio(site.wue_l_per_kwh),
+        ratio(site.carbon_kg_per_kwh),
+        site.power_price_micro_per_kwh,
+    )
+
+
+def _report(gpu_seconds: int, it_joules: Fraction, f: _SiteFactors) -> EnergyUse:
+    """The figures of an exact energy use. Each float is one integer division (Python's
+    ``int / int`` is correctly rounded, as ``float(Fraction)`` is), so they equal the
+    exact rationals' floats, without building a Fraction per figure."""
+    jn, jd = it_joules.numerator, it_joules.denominator
+    kwh_d = jd * J_PER_KWH  # it_kwh = jn / kwh_d
+    (pn, pd), (wn, wd), (cn, cd) = f.pue, f.wue, f.carbon
+    fac_n, fac_d = jn * pn, kwh_d * pd  # facility kWh
+    cost = Fraction(fac_n * f.price_micro, fac_d * MICRO_PER_CENT)
+    return EnergyUse(
+        gpu_seconds=gpu_seconds,
+        it_kwh=jn / kwh_d,
+        facility_kwh=fac_n / fac_d,
+        water_l=(jn * wn) / (kwh_d * wd),
+        co2e_kg=(fac_n * cn) / (fac_d * cd),
+        cost_cents=round_half_up(cost),
+    )
 
 
 def _exact_use(
@@ -394,6 +430,7 @@ def _exact_use(
     return _ExactUse(sum(gpu_seconds_by_kind.values()), joules)
 
 
+@lru_cache(maxsize=256)
 def _per_gpu_watts(kind: AcceleratorKind, site: SiteEnergy, busy: bool) -> Fraction:
     gpu_w = kind.busy_watts if busy else kind.idle_watts
     return gpu_w + Fraction(site.node_overhead_watts, kind.gpus_per_node)
