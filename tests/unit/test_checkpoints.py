@@ -16,7 +16,7 @@ from cotenant.backends.base import StartRequest
 from cotenant.backends.sim import SimBackend
 from cotenant.cluster.state import Placement
 from cotenant.engine.jobs import JobRun
-from cotenant.model.checkpoints import CheckpointedRun, run_length_s
+from cotenant.model.checkpoints import CheckpointedRun, lost_at, run_length_s
 from cotenant.model.jobs import JobSpec
 
 
@@ -122,3 +122,23 @@ def test_the_snapshot_counts_lost_work_as_the_engine_does(ran: int) -> None:
     now = 1005 + ran
     lost = engine_run.progress_s(now) - engine_run.saved_by_periodic_checkpoints_s(now)
     assert engine_run.running_view().work_since_checkpoint_s(now) == lost
+
+
+@given(
+    start=st.integers(0, 10**6),
+    restart=st.integers(0, 1_000),
+    saved=st.integers(0, 10**6),
+    duration=st.integers(1, 10**6),
+    every=st.integers(0, 5_000),
+    write=st.integers(0, 600),
+    now=st.integers(0, 3 * 10**6),
+)
+def test_lost_at_is_progress_less_saved(
+    start: int, restart: int, saved: int, duration: int, every: int, write: int, now: int
+) -> None:
+    """The one-call form the victim ranking uses agrees with its definition: the work done
+    by ``now`` less the work its last finished checkpoint holds."""
+    run = CheckpointedRun(start, restart, saved, duration, every, write)
+    expected = max(0, run.progress_s(now) - run.saved_s(now))
+    assert lost_at(start, restart, saved, duration, every, write, now) == expected
+    assert run.lost_s(now) == expected

@@ -100,9 +100,16 @@ class ClusterState:
         nodes, gpus = p.arrays()
         take = np.minimum(gpus, self.free[nodes])
         keep = take > 0
-        if not keep.any():
+        if keep.all():
+            part_nodes, part_gpus = nodes, take.astype(np.int32)
+        elif keep.any():
+            part_nodes, part_gpus = nodes[keep], take[keep].astype(np.int32)
+        else:
             return None
-        return Placement(tuple(int(n) for n in nodes[keep]), tuple(int(g) for g in take[keep]))
+        part_nodes.setflags(write=False)
+        part_gpus.setflags(write=False)
+        arrays = (part_nodes, part_gpus)
+        return Placement(tuple(part_nodes.tolist()), tuple(part_gpus.tolist()), arrays)
 
     def apply(self, tenant: str, p: Placement, check: bool = True) -> None:
         t = self.tenant_index(tenant)

@@ -458,6 +458,7 @@ def _kind(catalogue: Mapping[str, AcceleratorKind], name: str, field: str) -> Ac
         ) from None
 
 
+@lru_cache(maxsize=256)
 def _exact(x: float) -> Fraction:
     """A configured decimal figure as the exact decimal it was written as (1.2 is 6/5)."""
     return Fraction(repr(x))

@@ -53,6 +53,28 @@ def run_length_s(left_s: int, every_s: int, write_s: int) -> int:
     return left_s + writes * write_s
 
 
+def lost_at(
+    start_s: int,
+    restart_s: int,
+    saved_at_start_s: int,
+    duration_s: int,
+    every_s: int,
+    write_s: int,
+    now: int,
+) -> int:
+    """``CheckpointedRun(...).lost_s(now)`` in one call, for hot paths (ranking thousands of
+    victims each cycle): the work done since the last periodic checkpoint finished."""
+    ran = now - start_s - restart_s
+    if ran <= 0:
+        return 0
+    if every_s <= 0:  # never checkpoints: the whole run's work is at stake
+        return min(duration_s, saved_at_start_s + ran) - min(duration_s, saved_at_start_s)
+    k, r = divmod(ran, every_s + write_s) if write_s > 0 else divmod(ran, every_s)
+    saved = saved_at_start_s + k * every_s
+    done = saved + (min(r, every_s) if write_s > 0 else r)
+    return max(0, min(duration_s, done) - min(duration_s, saved))
+
+
 @dataclass(frozen=True, slots=True)
 class CheckpointedRun:
     """One run of a job, for the questions asked of it at a time ``now``."""
@@ -79,7 +101,15 @@ class CheckpointedRun:
 
     def lost_s(self, now: int) -> int:
         """Work lost if the run stopped at ``now`` without a new checkpoint."""
-        return max(0, self.progress_s(now) - self.saved_s(now))
+        return lost_at(
+            self.start_s,
+            self.restart_s,
+            self.saved_at_start_s,
+            self.duration_s,
+            self.every_s,
+            self.write_s,
+            now,
+        )
 
     def writing_s(self, now: int) -> int:
         """Time this run spent writing periodic checkpoints by ``now``."""

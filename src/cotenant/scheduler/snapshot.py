@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cotenant.cluster.state import ClusterState, Placement
-from cotenant.model.checkpoints import CheckpointedRun
+from cotenant.model.checkpoints import lost_at
 from cotenant.model.contracts import Contract, IsolationLevel
 from cotenant.model.jobs import JobKind, JobSpec
 
@@ -58,14 +58,15 @@ class RunningJob:
         """Work that would be lost if this run stopped at ``now`` without a new checkpoint
         (the engine's own arithmetic: ``model.checkpoints``)."""
         spec = self.spec
-        return CheckpointedRun(
+        return lost_at(
             self.start_s,
             self.restart_s,
             self.work_at_start_s,
             spec.duration_s,
             spec.checkpoint_interval_s,
             self.write_s,
-        ).lost_s(now)
+            now,
+        )
 
 
 @dataclass(frozen=True)

@@ -166,7 +166,7 @@ class ContractPolicy:
                         and job.gpus <= entitled
                         and ws.try_now(job) is None
                     ):
-                        own = (r for r in snap.running if r.tenant == tenant and not r.borrowed)
+                        own = self._owned_runs(snap, ws).get(tenant, ())
                         reservation[tenant] = shadow(snap.now, job.gpus, max(room, 0), own)
                     if job_room < min_size:
                         # No job of this tenant fits its headroom: the rest can only borrow
@@ -188,6 +188,19 @@ class ContractPolicy:
                 if self._serve(snap, ws, job, taken_victims, out):
                     headroom[tenant] = room - job.gpus
         return to_borrow
+
+    @staticmethod
+    def _owned_runs(snap: Snapshot, ws: Workspace) -> dict[str, list[RunningJob]]:
+        """Each tenant's owned (not borrowed) runs in ``snap.running``'s order (expected
+        end), for its reservation shadow; grouped once per cycle."""
+        got = ws.cache.get("owned-runs")
+        if got is None:
+            got = defaultdict(list)
+            for r in snap.running:
+                if not r.borrowed:
+                    got[r.spec.tenant].append(r)
+            ws.cache["owned-runs"] = got
+        return cast(dict[str, list[RunningJob]], got)
 
     @staticmethod
     def _room(snap: Snapshot, headroom: dict[str, int], job: JobSpec) -> int:
@@ -290,7 +303,7 @@ class ContractPolicy:
         short = budget.future_short(job.gpus - freeing)
         victims: list[RunningJob] = []
         if short > 0:
-            borrowed, _ = self._victim_pools(snap, ws)
+            borrowed = self._borrowed_pool(snap, ws)
             for r in borrowed:
                 if short <= 0:
                     break
@@ -416,13 +429,13 @@ class ContractPolicy:
         if bound < job.gpus:
             memo[mkey] = min(memo.get(mkey, 1 << 60), job.gpus)
             return [], None
-        borrowed, own = self._victim_pools(snap, ws)
+        borrowed = self._borrowed_pool(snap, ws)
         others = (r for r in borrowed if r.tenant != job.tenant and r.spec.id not in taken)
         pool: Iterator[RunningJob] = others
         if own_lower:
             mine = (
                 r
-                for r in own.get(job.tenant, ())
+                for r in self._own_pools(snap, ws).get(job.tenant, ())
                 if r.spec.priority < job.priority and r.spec.id not in taken
             )
             # Other tenants' borrowers first, then the tenant's own least important work.
@@ -467,26 +480,27 @@ class ContractPolicy:
     def _victim_key(now: int) -> Callable[[RunningJob], tuple[int, int, str]]:
         return lambda r: (r.work_since_checkpoint_s(now) * r.gpus, -r.start_s, r.spec.id)
 
-    def _victim_pools(
-        self, snap: Snapshot, ws: Workspace
-    ) -> tuple[list[RunningJob], dict[str, list[RunningJob]]]:
-        """Borrowed runs, and owned runs per tenant, sorted by the victim order; built once
-        per cycle."""
-        got = ws.cache.get("victim-pools")
+    def _borrowed_pool(self, snap: Snapshot, ws: Workspace) -> list[RunningJob]:
+        got = ws.cache.get("victim-pool-borrowed")
         if got is None:
             key = self._victim_key(snap.now)
-            live = [r for r in snap.running if not r.reclaiming]
-            borrowed = sorted((r for r in live if r.borrowed), key=key)
+            got = sorted((r for r in snap.running if r.borrowed and not r.reclaiming), key=key)
+            ws.cache["victim-pool-borrowed"] = got
+        return cast(list[RunningJob], got)
+
+    def _own_pools(self, snap: Snapshot, ws: Workspace) -> dict[str, list[RunningJob]]:
+        got = ws.cache.get("victim-pools-own")
+        if got is None:
+            key = self._victim_key(snap.now)
             own: dict[str, list[RunningJob]] = defaultdict(list)
             # Own runs lowest priority first (then least work lost): a tenant's own
             # work makes room for its more important work in priority order.
-            for r in sorted(
-                (r for r in live if not r.borrowed), key=lambda r: (r.spec.priority, *key(r))
-            ):
+            live = (r for r in snap.running if not r.borrowed and not r.reclaiming)
+            for r in sorted(live, key=lambda r: (r.spec.priority, *key(r))):
                 own[r.tenant].append(r)
-            got = (borrowed, own)
-            ws.cache["victim-pools"] = got
-        return cast(tuple[list[RunningJob], dict[str, list[RunningJob]]], got)
+            got = own
+            ws.cache["victim-pools-own"] = got
+        return cast(dict[str, list[RunningJob]], got)
 
     # -- step 2 ---------------------------------------------------------------------------
     def _lend(
