@@ -166,7 +166,9 @@ class ContractPolicy:
                         and job.gpus <= entitled
                         and ws.try_now(job) is None
                     ):
-                        own = self._owned_runs(snap, ws).get(tenant, ())
+                        own = (
+                            r for r in snap.running if not r.borrowed and r.spec.tenant == tenant
+                        )
                         reservation[tenant] = shadow(snap.now, job.gpus, max(room, 0), own)
                     if job_room < min_size:
                         # No job of this tenant fits its headroom: the rest can only borrow
@@ -188,19 +190,6 @@ class ContractPolicy:
                 if self._serve(snap, ws, job, taken_victims, out):
                     headroom[tenant] = room - job.gpus
         return to_borrow
-
-    @staticmethod
-    def _owned_runs(snap: Snapshot, ws: Workspace) -> dict[str, list[RunningJob]]:
-        """Each tenant's owned (not borrowed) runs in ``snap.running``'s order (expected
-        end), for its reservation shadow; grouped once per cycle."""
-        got = ws.cache.get("owned-runs")
-        if got is None:
-            got = defaultdict(list)
-            for r in snap.running:
-                if not r.borrowed:
-                    got[r.spec.tenant].append(r)
-            ws.cache["owned-runs"] = got
-        return cast(dict[str, list[RunningJob]], got)
 
     @staticmethod
     def _room(snap: Snapshot, headroom: dict[str, int], job: JobSpec) -> int:
