@@ -22,7 +22,8 @@ import numpy as np
 
 from cotenant.cluster.state import ClusterState, Placement
 from cotenant.model.jobs import JobSpec
-from cotenant.scheduler.placement import find_placement, level_range
+from cotenant.scheduler.nodefit import NodeFit
+from cotenant.scheduler.placement import Level, find_placement, level_range
 from cotenant.scheduler.snapshot import Snapshot, blocked_nodes
 
 _NOW, _FUTURE = 0, 1
@@ -47,6 +48,7 @@ class Workspace:
         self.cache: dict[str, object] = {}  # per-cycle memos a policy may keep here
         self.version = 0  # bumped by every change, so memos can tell they are stale
         self._room_upper: dict[str | None, tuple[int, int]] = {}
+        self._fit: NodeFit | None = None  # the ``now`` view's best fit on one node, if built
         for tenant, p in reclaiming:
             self.release_future(tenant, p)
 
@@ -128,6 +130,17 @@ class Workspace:
         smallest_failed = self._failed.get(key)
         if smallest_failed is not None and job.gpus >= smallest_failed:
             return None
+        if view == _NOW and lo == Level.NODE:
+            node = self._node_fit().find(
+                self.eligible(job.tenant, job.accelerator, view, job.providers), job.gpus
+            )
+            if node is not None and node >= 0:
+                return Placement((node,), (job.gpus,))
+            if node is None and hi == Level.NODE:
+                self._failed[key] = (
+                    job.gpus if smallest_failed is None else min(smallest_failed, job.gpus)
+                )
+                return None
         p = find_placement(
             self.topo,
             self._free(view),
@@ -162,6 +175,25 @@ class Workspace:
         got = self._failed.get((_NOW, job.tenant, job.accelerator, job.providers, int(lo), int(hi)))
         return got is not None and job.gpus >= got
 
+    def _node_fit(self) -> NodeFit:
+        fit = self._fit
+        if fit is None:
+            fit = self._fit = NodeFit(self._free(_NOW), self._usable, self.topo.max_node_gpus)
+        return fit
+
+    def _fit_touched(self, p: Placement | None) -> None:
+        """Keep the best-fit buckets in step with the ``now`` view's free GPUs on the nodes
+        a change touched (a wide change drops them, to be built again when next asked)."""
+        fit = self._fit
+        if fit is None or p is None:
+            return
+        if len(p.nodes) > 64:  # moving more costs more than building the buckets again
+            self._fit = None
+            return
+        now, future = self._now.free, None if self.future is None else self.future.free
+        for n in p.nodes:
+            fit.moved(n, int(now[n]) if future is None else int(min(now[n], future[n])))
+
     # -- changes --------------------------------------------------------------------------
     def _touched(self, tenant: str) -> None:
         rivals = self.snap.rivals.get(tenant)
@@ -170,12 +202,37 @@ class Workspace:
                 self._blocked.pop((_NOW, r), None)
                 self._blocked.pop((_FUTURE, r), None)
 
+    def _closed_to_rivals(self, tenant: str, p: Placement) -> None:
+        """``tenant`` now holds GPUs on ``p``'s nodes in both views: close those nodes to
+        each rival kept a node apart, in the rival's kept masks (blocked and eligible)
+        rather than building them again over the whole cluster. A rival kept a rack
+        apart has its masks built again (``_touched``)."""
+        rivals = self.snap.rivals.get(tenant)
+        if not rivals:
+            return
+        nodes = list(p.nodes)
+        rebuild = False
+        for r in rivals[0]:
+            if tenant in self.snap.rivals[r][1]:
+                rebuild = True
+                continue
+            for view in (_NOW, _FUTURE):
+                b = self._blocked.get((view, r))
+                if b is not None:
+                    b[nodes] = True
+        for key, (_, mask) in self._eligible.items():
+            if key[1] in rivals[0] and tenant not in self.snap.rivals[key[1]][1]:
+                mask[nodes] = False
+        if rebuild:
+            self._touched(tenant)
+
     def commit_now(self, tenant: str, p: Placement) -> None:
         self.version += 1
         self._changing_now().apply(tenant, p)
         if self.future is not None:
             self.future.apply(tenant, p)
-        self._touched(tenant)
+        self._closed_to_rivals(tenant, p)
+        self._fit_touched(p)
 
     def promise(self, tenant: str, p: Placement) -> Placement | None:
         """Hold the room promised to a waiting job: all of it once reclaims finish, and
@@ -191,6 +248,7 @@ class Workspace:
         if held_now is not None:
             self._changing_now().apply(tenant, held_now)
         self._touched(tenant)
+        self._fit_touched(p)
         return held_now
 
     def withdraw(self, tenant: str, p: Placement, held_now: Placement | None) -> None:
@@ -204,6 +262,7 @@ class Workspace:
             self._changing_now().release(tenant, held_now)
         self._blocked.clear()
         self._failed.clear()
+        self._fit_touched(p)
 
     def release_future(self, tenant: str, p: Placement) -> None:
         self.version += 1
@@ -213,6 +272,7 @@ class Workspace:
         self._blocked.pop((_FUTURE, tenant), None)
         self._blocked = {k: v for k, v in self._blocked.items() if k[0] == _NOW}
         self._failed = {k: v for k, v in self._failed.items() if k[0] == _NOW}
+        self._fit_touched(p)
 
     def release_now(self, tenant: str, p: Placement) -> None:
         """Free GPUs immediately (a preemption with no grace)."""
@@ -222,6 +282,7 @@ class Workspace:
             self.future.release(tenant, p)
         self._blocked.clear()
         self._failed.clear()
+        self._fit_touched(p)
 
     def free_upper_bound(self, kind: str | None) -> int:
         """GPUs of this kind free on healthy nodes in the view victims are released from

@@ -1,0 +1,57 @@
+"""Best fit of a gang on one node, kept up to date as a cycle's placements change the
+free GPUs, instead of a pass over every node for every job.
+
+``placement._on_one_node`` answers "the eligible node with the fewest free GPUs that
+still holds the gang (the lowest index among equals)" with NumPy over the whole
+cluster: about 25 us at 12,500 nodes, for each of the thousands of small jobs a busy
+cycle places. ``NodeFit`` keeps the usable nodes in buckets by free GPUs, each bucket in
+ascending node order, so the same answer is the first eligible node of the first bucket
+at or above the gang's size: a few list reads. A placement moves the nodes it touches
+between buckets. The answer is exactly ``_on_one_node``'s (a test compares them).
+
+A node the tenant may not use (a rival holds GPUs there, another accelerator kind) is
+skipped as the buckets are read; after ``SCAN_LIMIT`` skips the caller falls back to
+the NumPy pass, so a cluster where few nodes are open to a tenant costs no more than
+before.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, insort
+
+import numpy as np
+
+SCAN_LIMIT = 64  # nodes skipped (not eligible) before giving up for the NumPy pass
+ASK_NUMPY = -1
+
+
+class NodeFit:
+    def __init__(self, free: np.ndarray, usable: np.ndarray, max_gpus: int) -> None:
+        self.known = np.where(usable, free, -1).astype(np.int16)  # -1: not usable
+        self.buckets: list[list[int]] = [
+            np.flatnonzero(self.known == v).tolist() for v in range(max_gpus + 1)
+        ]
+
+    def find(self, eligible: np.ndarray, gpus: int) -> int | None:
+        """The best-fit node for ``gpus`` among ``eligible`` (a subset of the usable
+        nodes); None if no node holds it; ``ASK_NUMPY`` (-1) if too many nodes were not
+        eligible to tell cheaply."""
+        skipped = 0
+        for bucket in self.buckets[gpus:]:
+            for node in bucket:
+                if eligible[node]:
+                    return node
+                skipped += 1
+                if skipped > SCAN_LIMIT:
+                    return ASK_NUMPY
+        return None
+
+    def moved(self, node: int, free: int) -> None:
+        """Node ``node`` now has ``free`` GPUs free (a node out of service stays out)."""
+        old = int(self.known[node])
+        if old < 0 or old == free:
+            return
+        bucket = self.buckets[old]
+        del bucket[bisect_left(bucket, node)]
+        insort(self.buckets[free], node)
+        self.known[node] = free
