@@ -17,6 +17,7 @@ places nothing (strict FIFO's blocked head, a full cluster) copies nothing.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import cast
 
 import numpy as np
 
@@ -27,6 +28,7 @@ from cotenant.scheduler.placement import Level, find_placement, level_range
 from cotenant.scheduler.snapshot import Snapshot, blocked_nodes
 
 _NOW, _FUTURE = 0, 1
+_MISSING = object()  # not yet in a memo
 
 
 class Workspace:
@@ -85,10 +87,11 @@ class Workspace:
 
     def _blocked_in(self, view: int, tenant: str) -> np.ndarray | None:
         key = (view, tenant)
-        if key not in self._blocked:
+        got = self._blocked.get(key, _MISSING)
+        if got is _MISSING:
             state = self.now if view == _NOW or self.future is None else self.future
-            self._blocked[key] = blocked_nodes(state, tenant, self.snap.rivals)
-        return self._blocked[key]
+            got = self._blocked[key] = blocked_nodes(state, tenant, self.snap.rivals)
+        return cast(np.ndarray | None, got)
 
     def blocked_now(self, tenant: str) -> np.ndarray | None:
         """Nodes closed to the tenant now by its rivals (None: it has none); kept per cycle."""
@@ -99,16 +102,19 @@ class Workspace:
     ) -> np.ndarray:
         """Nodes the tenant may take (read-only). Kept while the rival masks it is made of
         are the same objects (they are replaced whenever a rival's holdings change)."""
-        views = (_NOW, _FUTURE) if view == _NOW and self.future is not None else (view,)
-        parts = tuple(self._blocked_in(v, tenant) for v in views)
+        if view == _NOW and self.future is not None:
+            parts: tuple[np.ndarray | None, ...] = (
+                self._blocked_in(_NOW, tenant),
+                self._blocked_in(_FUTURE, tenant),
+            )
+        else:
+            parts = (self._blocked_in(view, tenant),)
         key = (view, tenant, kind, providers)
         got = self._eligible.get(key)
-        if (
-            got is not None
-            and len(got[0]) == len(parts)
-            and all(a is b for a, b in zip(got[0], parts, strict=True))
-        ):
-            return got[1]
+        if got is not None:
+            kept = got[0]
+            if len(kept) == len(parts) and all(a is b for a, b in zip(kept, parts, strict=True)):
+                return got[1]
         mask = self.base(kind, providers)
         for b in parts:
             if b is not None:
@@ -131,7 +137,7 @@ class Workspace:
         if smallest_failed is not None and job.gpus >= smallest_failed:
             return None
         if view == _NOW and lo == Level.NODE:
-            node = self._node_fit().find(
+            node = (self._fit or self._node_fit()).find(
                 self.eligible(job.tenant, job.accelerator, view, job.providers), job.gpus
             )
             if node is not None and node >= 0:
@@ -210,7 +216,7 @@ class Workspace:
         rivals = self.snap.rivals.get(tenant)
         if not rivals:
             return
-        nodes = list(p.nodes)
+        nodes: int | list[int] = p.nodes[0] if len(p.nodes) == 1 else list(p.nodes)
         rebuild = False
         for r in rivals[0]:
             if tenant in self.snap.rivals[r][1]:

@@ -54,8 +54,8 @@ class FifoBackfill:
                 if not short and job.gpus > extra:
                     out.waits.append(Wait(job.id, Reason.RESERVED_FOR_EARLIER, ""))
                     continue
-            cannot = job.gpus > free_total or ws.known_not_to_fit(job)
-            p = None if cannot else ws.try_now(job)
+            # (``try_now`` itself knows a gang no smaller failed this cycle.)
+            p = None if job.gpus > free_total else ws.try_now(job)
             if p is not None and not power.allows(job.gpus):
                 power.hold(job.id, out)
                 if not reserved:
