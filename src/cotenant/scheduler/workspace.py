@@ -29,6 +29,7 @@ from cotenant.scheduler.snapshot import Snapshot, blocked_nodes
 
 _NOW, _FUTURE = 0, 1
 _MISSING = object()  # not yet in a memo
+FIT_AFTER_ASKS = 8  # one-node placements asked in a cycle before building the buckets
 
 
 class Workspace:
@@ -51,6 +52,7 @@ class Workspace:
         self.version = 0  # bumped by every change, so memos can tell they are stale
         self._room_upper: dict[str | None, tuple[int, int]] = {}
         self._fit: NodeFit | None = None  # the ``now`` view's best fit on one node, if built
+        self._one_node_asks = 0
         for tenant, p in reclaiming:
             self.release_future(tenant, p)
 
@@ -136,7 +138,7 @@ class Workspace:
         smallest_failed = self._failed.get(key)
         if smallest_failed is not None and job.gpus >= smallest_failed:
             return None
-        if view == _NOW and lo == Level.NODE:
+        if view == _NOW and lo == Level.NODE and self._use_fit():
             node = (self._fit or self._node_fit()).find(
                 self.eligible(job.tenant, job.accelerator, view, job.providers), job.gpus
             )
@@ -180,6 +182,15 @@ class Workspace:
         lo, hi = level_range(self.topo, job.gpus, job.constraint)
         got = self._failed.get((_NOW, job.tenant, job.accelerator, job.providers, int(lo), int(hi)))
         return got is not None and job.gpus >= got
+
+    def _use_fit(self) -> bool:
+        """Whether to answer from the best-fit buckets: once a cycle has asked for enough
+        one-node placements that building them costs less than a pass per question (a
+        cycle that places one job on a small cluster never builds them)."""
+        if self._fit is not None:
+            return True
+        self._one_node_asks += 1
+        return self._one_node_asks > FIT_AFTER_ASKS
 
     def _node_fit(self) -> NodeFit:
         fit = self._fit
