@@ -126,10 +126,11 @@ class ClusterState:
         if check and (np.any(self.free[nodes] < gpus) or np.any(gpus <= 0)):
             bad = [int(n) for n, g in zip(nodes, gpus, strict=True) if self.free[n] < g]
             raise InvariantBroken(f"placement of {tenant} over-commits nodes {bad[:5]}")
+        total = int(gpus.sum())
         self.free[nodes] -= gpus.astype(np.int16)
         self.tenant_gpus[t, nodes] += gpus
-        np.add.at(self.rack_tenant[t], self.topo.node_rack[nodes], gpus)
-        self.held += int(gpus.sum())
+        self._add_to_racks(t, nodes, gpus, total)
+        self.held += total
 
     def release(self, tenant: str, p: Placement) -> None:
         t = self.tenant_index(tenant)
@@ -145,10 +146,21 @@ class ClusterState:
         nodes, gpus = p.arrays()
         if np.any(self.tenant_gpus[t, nodes] < gpus):
             raise InvariantBroken(f"release of GPUs {tenant} does not hold")
+        total = int(gpus.sum())
         self.free[nodes] += gpus.astype(np.int16)
         self.tenant_gpus[t, nodes] -= gpus
-        np.add.at(self.rack_tenant[t], self.topo.node_rack[nodes], -gpus)
-        self.held -= int(gpus.sum())
+        self._add_to_racks(t, nodes, -gpus, -total)
+        self.held -= total
+
+    def _add_to_racks(self, t: int, nodes: np.ndarray, gpus: np.ndarray, total: int) -> None:
+        """Add ``gpus`` on ``nodes`` (ascending) to the tenant's per-rack counts: one add
+        when the nodes share a rack (a rack-local gang), else a scatter-add."""
+        node_rack = self.topo.node_rack
+        first, last = node_rack[nodes[0]], node_rack[nodes[-1]]
+        if first == last:
+            self.rack_tenant[t, first] += total
+        else:
+            np.add.at(self.rack_tenant[t], node_rack[nodes], gpus)
 
     def release_many(self, held: list[tuple[str, Placement]]) -> None:
         """Release many placements at once (vectorised; for what-if victim searches)."""

@@ -115,7 +115,10 @@ class Workspace:
         got = self._eligible.get(key)
         if got is not None:
             kept = got[0]
-            if len(kept) == len(parts) and all(a is b for a, b in zip(kept, parts, strict=True)):
+            if len(kept) == 1 == len(parts):
+                if kept[0] is parts[0]:
+                    return got[1]
+            elif len(kept) == len(parts) and all(a is b for a, b in zip(kept, parts, strict=True)):
                 return got[1]
         mask = self.base(kind, providers)
         for b in parts:
