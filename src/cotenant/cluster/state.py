@@ -123,7 +123,7 @@ class ClusterState:
             self.held += g
             return
         nodes, gpus = p.arrays()
-        if check and (np.any(self.free[nodes] < gpus) or np.any(gpus <= 0)):
+        if check and ((self.free[nodes] < gpus).any() or (gpus <= 0).any()):
             bad = [int(n) for n, g in zip(nodes, gpus, strict=True) if self.free[n] < g]
             raise InvariantBroken(f"placement of {tenant} over-commits nodes {bad[:5]}")
         total = int(gpus.sum())
@@ -144,7 +144,7 @@ class ClusterState:
             self.held -= g
             return
         nodes, gpus = p.arrays()
-        if np.any(self.tenant_gpus[t, nodes] < gpus):
+        if (self.tenant_gpus[t, nodes] < gpus).any():
             raise InvariantBroken(f"release of GPUs {tenant} does not hold")
         total = int(gpus.sum())
         self.free[nodes] += gpus.astype(np.int16)

@@ -28,8 +28,10 @@ ASK_NUMPY = -1
 class NodeFit:
     def __init__(self, free: np.ndarray, usable: np.ndarray, max_gpus: int) -> None:
         self.known = np.where(usable, free, -1).astype(np.int16)  # -1: not usable
-        self.buckets: list[list[int]] = [
-            np.flatnonzero(self.known == v).tolist() for v in range(max_gpus + 1)
+        # Bucket 0 stays empty: a node with nothing free holds no gang (no list to keep
+        # as whole nodes fill up).
+        self.buckets: list[list[int]] = [[]] + [
+            np.flatnonzero(self.known == v).tolist() for v in range(1, max_gpus + 1)
         ]
 
     def find(self, eligible: np.ndarray, gpus: int) -> int | None:
@@ -51,7 +53,9 @@ class NodeFit:
         old = int(self.known[node])
         if old < 0 or old == free:
             return
-        bucket = self.buckets[old]
-        del bucket[bisect_left(bucket, node)]
-        insort(self.buckets[free], node)
+        if old:
+            bucket = self.buckets[old]
+            del bucket[bisect_left(bucket, node)]
+        if free:
+            insort(self.buckets[free], node)
         self.known[node] = free
