@@ -115,3 +115,22 @@ def test_a_cycle_of_changes_leaves_the_workspace_answering_as_afresh(
         for t in TENANTS:
             for g in (1, 4, 8):
                 assert ws.try_now(job(f"q{step}{t}{g}", t, g)) == _reference(ws, t, g)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    free=st.lists(st.integers(0, 8), min_size=8, max_size=8),
+    nodes=st.lists(st.integers(0, 7), min_size=1, max_size=4, unique=True),
+    data=st.data(),
+)
+def test_holds_is_the_free_part_being_the_whole(
+    free: list[int], nodes: list[int], data: st.DataObject
+) -> None:
+    state = ClusterState(cluster(nodes=8, per_rack=4, racks_per_block=2), ("A",))
+    state.apply("A", Placement((0,), (8,)))
+    state.release("A", Placement((0,), (8,)))
+    state.free[:] = free
+    nodes = sorted(nodes)
+    gpus = tuple(data.draw(st.integers(1, 8)) for _ in nodes)
+    p = Placement(tuple(nodes), gpus)
+    assert state.holds(p) == (state.free_part(p) == p)

@@ -95,6 +95,14 @@ class ClusterState:
         return new
 
     # -- allocation ----------------------------------------------------------------------
+    def holds(self, p: Placement) -> bool:
+        """Whether every GPU of the placement is free here (``free_part(p) == p``, without
+        building the part)."""
+        if len(p.nodes) == 1:
+            return bool(self.free[p.nodes[0]] >= p.gpus[0])
+        nodes, gpus = p.arrays()
+        return bool((self.free[nodes] >= gpus).all())
+
     def free_part(self, p: Placement) -> Placement | None:
         """The part of a placement that is free here (None if nothing is)."""
         nodes, gpus = p.arrays()

@@ -159,7 +159,9 @@ class GuaranteeMonitor:
             here: Held = []
             try:
                 for other, p in promises:
-                    q = trial.free_part(p) if other != tenant else None
+                    q = None
+                    if other != tenant:
+                        q = p if trial.holds(p) else trial.free_part(p)
                     if q is not None:
                         trial.apply(other, q)
                         here.append((other, q))
@@ -208,7 +210,7 @@ class GuaranteeMonitor:
                 power_room -= min(power_room, gpus)
                 continue
             promise = p = run.claim.promise
-            if p is None or trial.free_part(p) != p:
+            if p is None or not trial.holds(p):
                 p = find_placement(
                     self.topo, trial.free, self._elig(tr, run.spec), gpus, run.spec.constraint
                 )
