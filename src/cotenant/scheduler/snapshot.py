@@ -135,14 +135,22 @@ def blocked_nodes(
     blocked: np.ndarray | None = None
     node_level = sorted(names - rack_apart)
     if node_level:
-        idx = [state.tenant_index(r) for r in node_level]
-        blocked = np.asarray((state.tenant_gpus[idx] > 0).any(axis=0), dtype=bool)
+        idx = [state.tenant_index(r) for r in node_level]  # (adds a row on first sight)
+        blocked = _held_by_any(state.tenant_gpus, idx)
     if rack_apart:
         idx = [state.tenant_index(r) for r in sorted(rack_apart)]
-        racks = np.asarray((state.rack_tenant[idx] > 0).any(axis=0), dtype=bool)
+        racks = _held_by_any(state.rack_tenant, idx)
         in_racks = np.asarray(racks[state.topo.node_rack], dtype=bool)
         blocked = in_racks if blocked is None else blocked | in_racks
     return blocked
+
+
+def _held_by_any(held: np.ndarray, rows: list[int]) -> np.ndarray:
+    """Columns where any of ``rows`` holds GPUs (one rival, the usual case: one compare,
+    no copy of its row)."""
+    if len(rows) == 1:
+        return np.asarray(held[rows[0]] > 0, dtype=bool)
+    return np.asarray((held[rows] > 0).any(axis=0), dtype=bool)
 
 
 def is_service(job: JobSpec) -> bool:
