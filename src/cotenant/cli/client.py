@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -45,6 +44,8 @@ def client_config() -> dict[str, Any]:
     ).expanduser()
     if not path.exists():
         return {}
+    import tomllib
+
     try:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:

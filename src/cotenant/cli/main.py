@@ -13,12 +13,25 @@ from typing import Annotated, Any
 import typer
 
 from cotenant.cli.common import console, days_seconds, err_console, fail, friendly
+from cotenant.cli.deferred import DeferredGroup, import_rich_help
+
+import_rich_help()
+
+# Every command of ``cotenant``, registered here and in the command modules; the root
+# builds each one only when it runs or shows its own help (cli/deferred.py).
+commands = typer.Typer()
+
+
+class Root(DeferredGroup):
+    deferred = commands
+
 
 app = typer.Typer(
     name="cotenant",
     help="Turn a GPU lease contract into enforced, metered, audited capacity.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    cls=Root,
 )
 
 
@@ -77,7 +90,7 @@ WideOpt = Annotated[
 ]
 
 
-@app.command()
+@commands.command()
 @friendly
 def simulate(
     scenario: ScenarioOpt,
@@ -159,7 +172,7 @@ def simulate(
         console.print(f"HTML report: {html}")
 
 
-@app.command()
+@commands.command()
 def policies(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
@@ -183,7 +196,7 @@ def policies(
     console.print(t)
 
 
-@app.command()
+@commands.command()
 def scenarios(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
@@ -232,19 +245,17 @@ def scenario_schema() -> None:
     print(json.dumps(scenario_json_schema(), indent=2))
 
 
-app.add_typer(scenario_app, name="scenario")
-
 from cotenant.cli.replay import replay_command  # noqa: E402
 
-app.command("replay")(replay_command)
+commands.command("replay")(replay_command)
 
 from cotenant.cli.invoice import invoice_command  # noqa: E402
 
-app.command("invoice")(invoice_command)
+commands.command("invoice")(invoice_command)
 
 from cotenant.cli.whatif import whatif_command  # noqa: E402
 
-app.command("whatif")(whatif_command)
+commands.command("whatif")(whatif_command)
 
 from cotenant.cli.client import (  # noqa: E402
     audit_app,
@@ -256,13 +267,14 @@ from cotenant.cli.keys import keys_app  # noqa: E402
 from cotenant.cli.pipelines import pipelines_app  # noqa: E402
 from cotenant.cli.serve import serve_command  # noqa: E402
 
-app.command("serve")(serve_command)
-app.add_typer(jobs_app, name="jobs")
-app.add_typer(audit_app, name="audit")
-app.add_typer(keys_app, name="keys")
-app.add_typer(pipelines_app, name="pipelines")
-app.command("usage")(usage_command)
-app.command("cluster")(cluster_command)
+commands.command("serve")(serve_command)
+commands.command("usage")(usage_command)
+commands.command("cluster")(cluster_command)
+commands.add_typer(scenario_app, name="scenario")
+commands.add_typer(jobs_app, name="jobs")
+commands.add_typer(audit_app, name="audit")
+commands.add_typer(keys_app, name="keys")
+commands.add_typer(pipelines_app, name="pipelines")
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -278,7 +290,10 @@ def run(argv: list[str] | None = None) -> int:
     try:
         code = cmd.main(args=argv, prog_name="cotenant", standalone_mode=False)
     except click_errors.NoArgsIsHelpError as e:
-        print(e.ctx.get_help() if e.ctx is not None else e.format_message())
+        # The error was made with the help: typer's rich help printed it then (and left
+        # the message empty), click's plain help is the message.
+        if e.message:
+            print(e.message)
         return 0
     except click_errors.ClickException as e:
         message = " ".join(e.format_message().split())
