@@ -22,6 +22,7 @@ from cotenant.engine.events import (
     RunPreempted,
     RunReclaimed,
     RunRetagged,
+    StartHeld,
 )
 from cotenant.twin.runtime import simulate
 from cotenant.twin.scenario import load_scenario
@@ -94,6 +95,12 @@ from cotenant.twin.scenario import load_scenario
             NodeHealthSet(5, 7, "down", "faulty_gpu"),
             '{"t": 5, "event": "node-health", "node": 7, "health": "down", "reason": "faulty_gpu"}',
             id="node-health",
+        ),
+        pytest.param(
+            StartHeld(5, "j", "A", 8, "mine", "held-for-power", "4 GPUs of power headroom"),
+            '{"t": 5, "event": "hold", "job": "j", "tenant": "A", "gpus": 8, "policy": "mine", '
+            '"reason": "held-for-power", "detail": "4 GPUs of power headroom"}',
+            id="hold",
         ),
     ],
 )

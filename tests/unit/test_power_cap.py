@@ -122,6 +122,9 @@ def test_facility_power_never_exceeds_the_cap(policy: str, seed: int) -> None:
     assert report.peak_facility_w <= CAP_MW * 1e6
     assert not report.over_power_cap
     assert any(e.get("event") == "place" for e in events)
+    # Each policy budgets power itself: the engine's filter (engine/powercap.py) never
+    # has a start to hold.
+    assert not any(e.get("event") == "hold" for e in events)
 
 
 class RecordingPolicy:

@@ -50,12 +50,14 @@ from cotenant.engine.events import (
     JobCancelled,
     NodeHealthSet,
     Observer,
+    StartHeld,
 )
 from cotenant.engine.faults import FaultLog, NodeFaults
 from cotenant.engine.guarantees import GuaranteeMonitor
 from cotenant.engine.jobs import JobRun
 from cotenant.engine.lifecycle import JobLifecycle
 from cotenant.engine.ownership import Ownership
+from cotenant.engine.powercap import hold_for_power
 from cotenant.engine.queue import PendingQueue
 from cotenant.engine.running import RunningSet
 from cotenant.engine.tenants import TenantBook
@@ -303,7 +305,8 @@ class Engine:
 
     def cycle(self, now: int) -> Decisions:
         """One scheduling cycle, in numbered steps: (1) entitlements, (2) ownership,
-        (3) decide on a snapshot, (4) apply, (5) ownership again, (6) check guarantees."""
+        (3) decide on a snapshot, the site power cap holding any start past it
+        (``engine/powercap.py``), (4) apply, (5) ownership again, (6) check guarantees."""
         if self.hold is not None:  # decide nothing now; cycle again once released
             self.agenda.dirty = True
             return Decisions()
@@ -313,7 +316,16 @@ class Engine:
         if not self.queue:
             self._refresh_lenders()
             return Decisions()
-        d = self.policy.decide(self.snapshot(now))
+        snap = self.snapshot(now)
+        d, held = hold_for_power(snap, self.policy.decide(snap))
+        for w in held:  # the policy's starts past the site power cap: waits, audited
+            run = self.jobs[w.job_id]
+            reason = w.reason.value
+            self.bus.emit(
+                StartHeld(
+                    now, w.job_id, run.tenant, run.spec.gpus, self.policy.name, reason, w.detail
+                )
+            )
         for watch in self.bus.cycle_watchers:
             watch(now, d)
         self.verdicts.count(d)

@@ -161,6 +161,20 @@ class DependencyNeverMet(EngineEvent):
     ended: bool
 
 
+@dataclass(frozen=True, slots=True)
+class StartHeld(EngineEvent):
+    """A start the policy decided that the engine held (``engine/powercap.py``: it would
+    have passed the site power cap); the job waits with ``reason``."""
+
+    kind: ClassVar[str] = "hold"
+    job: str
+    tenant: str
+    gpus: int
+    policy: str
+    reason: str
+    detail: str
+
+
 DecisionSink = Callable[[dict[str, Any]], None]
 Observer = Callable[[EngineEvent], None]
 CycleWatcher = Callable[[int, "Decisions"], None]  # (the cycle's time, what it decided)

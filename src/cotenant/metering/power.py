@@ -2,9 +2,10 @@
 scheduler held back for power (design doc 0005, "Power over time" and "Site power cap").
 
 * ``power_series_w``: facility power at the report's sample times, from the ledger.
-* ``PowerHolds``: counts, over the whole run, the jobs a policy held with reason
-  ``held-for-power``, the GPU-seconds of demand that waited so, and the cycles in which
-  a tenant's borrowing was stopped for power.
+* ``PowerHolds``: counts, over the whole run, the jobs held with reason
+  ``held-for-power`` (by the policy, or by the engine's cap: ``engine/powercap.py``),
+  the GPU-seconds of demand that waited so, and the cycles in which a tenant's
+  borrowing was stopped for power.
 * ``power_section``: the report's ``metering.power`` table built from both.
 """
 
@@ -64,7 +65,8 @@ def _running_sum(
 
 
 class PowerHolds:
-    """Counts what the policy holds for power over a whole run.
+    """Counts what is held for power over a whole run: by the policy, or by the engine's
+    filter of the policy's starts (``engine/powercap.py``, applied before the watchers).
 
     A wait makes no event and the engine keeps only a pending job's latest reason, so
     the report could see only the jobs still held at the end. This watches every cycle's

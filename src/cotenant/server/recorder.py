@@ -46,6 +46,7 @@ TERMINAL = (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
 # Engine decisions that are audited (submissions and contract changes are audited by the
 # API operations themselves, with their full content).
 AUDITED = {
+    "hold",
     "release",
     "dependency-never-met",
     "place",
