@@ -21,6 +21,7 @@ from cotenant.cluster.state import ClusterState, Placement
 from cotenant.engine.core import Engine
 from cotenant.engine.powercap import hold_for_power
 from cotenant.metering.energy import SiteEnergy, energy_report
+from cotenant.metering.power import PowerHolds
 from cotenant.metering.run import metered_ledger
 from cotenant.model.accelerators import CATALOGUE
 from cotenant.scheduler.decisions import Decisions, Place, Reason, Wait
@@ -134,6 +135,7 @@ def blind_engine(policy: str, events: list[dict[str, Any]]) -> Engine:
 def test_a_policy_that_ignores_power_cannot_start_work_past_the_cap(policy: str) -> None:
     events: list[dict[str, Any]] = []
     eng = blind_engine(policy, events)
+    watched = PowerHolds(eng)
     eng.submit(job("first", "alpha", 8, duration_s=HOUR))
     eng.submit(job("second", "alpha", 8, duration_s=HOUR, submit_s=T0 + MIN))
     eng.run(T0 + 30 * MIN)
@@ -155,6 +157,8 @@ def test_a_policy_that_ignores_power_cannot_start_work_past_the_cap(policy: str)
     }
     eng.run(T0 + 3 * HOUR)
     assert eng.jobs["second"].first_start_s == eng.jobs["first"].end_s
+    # The run's power report counts the engine's holds as it counts a policy's.
+    assert watched.jobs == {"alpha": {"second"}} and watched.cycles >= 1
 
 
 @pytest.mark.parametrize("policy", POLICIES)
