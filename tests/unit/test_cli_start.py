@@ -131,6 +131,24 @@ def test_stand_ins_load_the_real_classes_when_used() -> None:
     assert json.loads(done.stdout) == [True, True, True]
 
 
+FALLBACK = """
+import json
+import cotenant.cli.deferred as deferred
+# As if typer imported a name the stand-in does not have (here: Markdown).
+deferred.RICH_EXTRAS = (("rich.markdown", "Other"), ("rich.traceback", "Traceback"))
+deferred.import_rich_help()
+import rich.markdown, typer.rich_utils as ru
+print(json.dumps(ru.Markdown is rich.markdown.Markdown))
+"""
+
+
+def test_a_typer_importing_other_names_gets_the_real_modules() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", FALLBACK], capture_output=True, text=True, check=True
+    )
+    assert json.loads(done.stdout) is True
+
+
 def test_top_level_help_builds_no_command(capsys: pytest.CaptureFixture[str]) -> None:
     """Each command is built when it runs or shows its help; the top-level help lists
     what it is told of each, which is what the built command says."""

@@ -57,7 +57,8 @@ def import_rich_help() -> None:
     """Import ``typer.rich_utils`` with load-on-use stand-ins for ``RICH_EXTRAS``. The
     stand-in modules sit in ``sys.modules`` only during that import: any later
     ``import rich.markdown`` loads the real module. A no-op once it is imported, and
-    for a module already loaded (then typer's import binds the real class)."""
+    for a module already loaded (then typer's import binds the real class); should
+    typer import another name from them, it is imported as it is."""
     if "typer.rich_utils" in sys.modules:
         return
     placed: dict[str, types.ModuleType] = {}
@@ -69,10 +70,13 @@ def import_rich_help() -> None:
         placed[module] = sys.modules[module] = stand_in
     try:
         importlib.import_module("typer.rich_utils")
+    except ImportError:  # a typer that imports more of them: as it is, without stand-ins
+        sys.modules.pop("typer.rich_utils", None)
     finally:
         for module, stand_in in placed.items():
             if sys.modules.get(module) is stand_in:
                 del sys.modules[module]
+    importlib.import_module("typer.rich_utils")
 
 
 class Described(TyperCommand):
