@@ -1,7 +1,8 @@
 """The workspace's incremental structures answer exactly as a pass over the whole cluster
-would: the best-fit buckets (``scheduler/nodefit.py``) as ``placement._on_one_node``, and
-the rival masks kept up to date in place as masks built afresh, after any sequence of
-starts, promises, withdrawals and releases in a cycle."""
+would: the best-fit buckets (``scheduler/nodefit.py``) as ``placement._on_one_node``, the
+whole free nodes counted per unit as counting them afresh, and the rival masks kept up
+to date in place as masks built afresh, after any sequence of starts, promises,
+withdrawals and releases in a cycle."""
 
 from __future__ import annotations
 
@@ -97,7 +98,7 @@ def test_a_cycle_of_changes_leaves_the_workspace_answering_as_afresh(
     promises: list[tuple[str, Placement, Placement | None]] = []
     for step in range(data.draw(st.integers(1, 25))):
         tenant = data.draw(st.sampled_from(TENANTS))
-        gpus = data.draw(st.sampled_from((1, 2, 3, 4, 8, 16)))
+        gpus = data.draw(st.sampled_from((1, 2, 3, 4, 8, 12, 16, 20)))
         action = data.draw(st.sampled_from(("start", "start", "promise", "withdraw", "release")))
         if action == "start":
             p = ws.try_now(job(f"j{step}", tenant, gpus))
@@ -113,7 +114,7 @@ def test_a_cycle_of_changes_leaves_the_workspace_answering_as_afresh(
         elif action == "release" and held:
             ws.release_future(*held.pop(data.draw(st.integers(0, len(held) - 1))))
         for t in TENANTS:
-            for g in (1, 4, 8):
+            for g in (1, 4, 8, 12, 16, 24):
                 assert ws.try_now(job(f"q{step}{t}{g}", t, g)) == _reference(ws, t, g)
 
 

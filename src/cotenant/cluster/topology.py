@@ -271,6 +271,15 @@ class Topology:
         name = self.provider_names[int(self.providers.of_node[node])]
         return name or None
 
+    def unit_of_node(self, level: int) -> list[int]:
+        """Each node's unit at a level, as a Python list (read node by node on hot paths);
+        made once."""
+        key = ("unit-of-node", level)
+        got = self.level_memo.get(key)
+        if got is None:
+            got = self.level_memo[key] = self.level_units(level).of_node.tolist()
+        return got  # type: ignore[no-any-return]
+
     def level_units(self, level: int) -> Units:
         """The units of a placement level (1 NVLink domain, 2 rack, 3 fabric block,
         4 provider)."""

@@ -1,5 +1,6 @@
-"""Best fit of a gang on one node, kept up to date as a cycle's placements change the
-free GPUs, instead of a pass over every node for every job.
+"""Best fit of a gang on one node, and whole free nodes per unit (rack, block, NVLink
+domain), kept up to date as a cycle's placements change the free GPUs, instead of a
+pass over every node for every job.
 
 ``placement._on_one_node`` answers "the eligible node with the fewest free GPUs that
 still holds the gang (the lowest index among equals)" with NumPy over the whole
@@ -20,6 +21,8 @@ from __future__ import annotations
 from bisect import bisect_left, insort
 
 import numpy as np
+
+from cotenant.cluster.topology import Units
 
 SCAN_LIMIT = 64  # nodes skipped (not eligible) before giving up for the NumPy pass
 ASK_NUMPY = -1
@@ -59,3 +62,29 @@ class NodeFit:
         if free:
             insort(self.buckets[free], node)
         self.known[node] = free
+
+
+class FullCounts:
+    """Whole free nodes per unit of one level among the nodes of ``base`` (in service, of
+    a kind, on the providers a job accepts), on a cluster of one node size: what
+    ``placement.in_one_unit_counted`` reads. A whole free node holds nobody's GPUs, so no
+    rival kept a node apart closes it: for a tenant with no rival kept a rack apart these
+    are its eligible whole free nodes. Per node, Python bytes (a node's move is read on
+    every start; only a node filling or emptying changes a count)."""
+
+    def __init__(
+        self, free: np.ndarray, base: np.ndarray, units: Units, of_node: list[int], size: int
+    ) -> None:
+        full = base & (free == size)
+        self.size = size
+        self.of_node = of_node
+        self.base = bytearray(np.asarray(base, dtype=bool).tobytes())
+        self.full = bytearray(full.tobytes())
+        self.count = np.add.reduceat(full, units.start[:-1], dtype=np.int32)
+
+    def moved(self, node: int, free: int) -> None:
+        """Node ``node`` now has ``free`` GPUs free."""
+        full = free == self.size
+        if full != self.full[node] and self.base[node]:
+            self.full[node] = full
+            self.count[self.of_node[node]] += 1 if full else -1

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from enum import IntEnum
-from typing import cast
+from typing import Literal, cast
 
 import numpy as np
 
@@ -178,7 +178,11 @@ def find_placement(
     eligible: np.ndarray,
     gpus: int,
     constraint: Constraint = Constraint.AUTO,
+    unit_counts: Callable[[Level], np.ndarray | None] | None = None,
 ) -> Placement | None:
+    """Where the gang goes (None: nowhere now). ``unit_counts``, where the caller keeps
+    them, gives the whole free eligible nodes per unit of a level (None: not kept), so
+    a gang inside one unit is placed without counting them over the cluster."""
     for level in levels_to_try(topo, gpus, constraint):
         if level == Level.NODE:
             p = _on_one_node(free, eligible, gpus)
@@ -187,7 +191,13 @@ def find_placement(
         elif level == Level.PROVIDER:
             p = _in_one_provider(topo, free, eligible, gpus)
         else:
-            p = _in_one_domain(topo, free, eligible, gpus, level)
+            counts = None if unit_counts is None else unit_counts(level)
+            got = (
+                False
+                if counts is None
+                else in_one_unit_counted(topo, free, eligible, gpus, level, counts)
+            )
+            p = _in_one_domain(topo, free, eligible, gpus, level) if got is False else got
         if p is not None:
             return p
     return None
@@ -330,15 +340,72 @@ def _in_one_domain(
     if not ok.any():
         return None
     d = int(np.argmin(np.where(ok, full_count, _BIG)))
+    return _take_in_unit(topo, free, eligible, level, d, k, r)
+
+
+def in_one_unit_counted(
+    topo: Topology,
+    free: np.ndarray,
+    eligible: np.ndarray,
+    gpus: int,
+    level: Level,
+    full_count: np.ndarray,
+) -> Placement | Literal[False] | None:
+    """``_in_one_domain`` for a gang of at least one whole node on a cluster of one node
+    size, given ``full_count`` (whole free eligible nodes per unit of ``level``, kept up
+    to date by the caller) instead of counting them over the cluster. The same unit is
+    chosen: the one with the fewest whole free nodes that holds the gang (a unit with
+    exactly ``k`` needs a partial node for the remainder; the first among equals).
+    False when many units would need their partial nodes looked at: ask the full pass."""
+    k, r = divmod(gpus, topo.max_node_gpus)
+    if k == 0 or not topo.uniform_node_gpus:
+        return False
+    starts = topo.level_units(level).start
+    d: int | None = None
+    if r:
+        exact = np.flatnonzero(full_count == k)
+        if exact.size > _UNITS_TO_LOOK_AT:
+            return False
+        size = topo.max_node_gpus
+        for u in exact.tolist():
+            s0, s1 = int(starts[u]), int(starts[u + 1])
+            fs = free[s0:s1]
+            if (eligible[s0:s1] & (fs >= r) & (fs != size)).any():
+                d = u
+                break
+    if d is None:
+        ok = np.flatnonzero(full_count >= k + (1 if r else 0))
+        if not ok.size:
+            return None
+        d = int(ok[np.argmin(full_count[ok])])
+    return _take_in_unit(topo, free, eligible, level, d, k, r)
+
+
+_UNITS_TO_LOOK_AT = 16  # units with exactly enough whole nodes, checked for a remainder
+
+
+def _take_in_unit(
+    topo: Topology,
+    free: np.ndarray,
+    eligible: np.ndarray,
+    level: Level,
+    d: int,
+    k: int,
+    r: int,
+) -> Placement:
+    """``k`` whole free nodes (and a node for the remainder ``r``) inside unit ``d``."""
+    starts = topo.level_units(level).start
     s0, s1 = int(starts[d]), int(starts[d + 1])
-    full_idx = s0 + np.flatnonzero(full[s0:s1])
+    fs, es = free[s0:s1], eligible[s0:s1]
+    full_here = es & (fs == topo.node_gpus[s0:s1])
+    full_idx = s0 + np.flatnonzero(full_here)
     if level == Level.DOMAIN or topo.domains_are_nodes:
         chosen = full_idx[:k]
     else:
         chosen = _by_domain(topo, full_idx, k)
     rem_node = None
-    if partial is not None:
-        part_idx = s0 + np.flatnonzero(partial[s0:s1])
+    if r:
+        part_idx = s0 + np.flatnonzero(es & (fs >= r) & ~full_here)
         rem_node = _remainder_near(
             topo, free, part_idx, lambda: np.setdiff1d(full_idx, chosen), chosen, r
         )

@@ -16,14 +16,14 @@ places nothing (strict FIFO's blocked head, a full cluster) copies nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import cast
 
 import numpy as np
 
 from cotenant.cluster.state import ClusterState, Placement
 from cotenant.model.jobs import JobSpec
-from cotenant.scheduler.nodefit import NodeFit
+from cotenant.scheduler.nodefit import FullCounts, NodeFit
 from cotenant.scheduler.placement import Level, find_placement, level_range
 from cotenant.scheduler.snapshot import Snapshot, blocked_nodes
 
@@ -53,6 +53,9 @@ class Workspace:
         self._room_upper: dict[str | None, tuple[int, int]] = {}
         self._fit: NodeFit | None = None  # the ``now`` view's best fit on one node, if built
         self._one_node_asks = 0
+        # Whole free nodes per unit, by (level, kind, providers), once asked for twice.
+        self._counts: dict[tuple[int, str | None, tuple[str, ...]], FullCounts] = {}
+        self._count_asks: dict[tuple[int, str | None, tuple[str, ...]], int] = {}
         for tenant, p in reclaiming:
             self.release_future(tenant, p)
 
@@ -158,6 +161,7 @@ class Workspace:
             self.eligible(job.tenant, job.accelerator, view, job.providers),
             job.gpus,
             job.constraint,
+            self._unit_counts(job) if view == _NOW else None,
         )
         if p is None:
             self._failed[key] = (
@@ -186,6 +190,31 @@ class Workspace:
         got = self._failed.get((_NOW, job.tenant, job.accelerator, job.providers, int(lo), int(hi)))
         return got is not None and job.gpus >= got
 
+    def _unit_counts(self, job: JobSpec) -> Callable[[Level], np.ndarray | None] | None:
+        """Whole free nodes per unit for the job's placement in the ``now`` view, where they
+        are its eligible ones (no rival kept a rack apart; one node size); None: not kept."""
+        rivals = self.snap.rivals.get(job.tenant)
+        if (rivals and rivals[1]) or not self.topo.uniform_node_gpus:
+            return None
+
+        def counts(level: Level) -> np.ndarray | None:
+            key = (int(level), job.accelerator, job.providers)
+            got = self._counts.get(key)
+            if got is None:
+                asks = self._count_asks[key] = self._count_asks.get(key, 0) + 1
+                if asks < 2:  # a cycle that places one such gang counts once, as before
+                    return None
+                got = self._counts[key] = FullCounts(
+                    self._free(_NOW),
+                    self.base(job.accelerator, job.providers),
+                    self.topo.level_units(level),
+                    self.topo.unit_of_node(level),
+                    self.topo.max_node_gpus,
+                )
+            return got.count
+
+        return counts
+
     def _use_fit(self) -> bool:
         """Whether to answer from the best-fit buckets: once a cycle has asked for enough
         one-node placements that building them costs less than a pass per question (a
@@ -202,17 +231,23 @@ class Workspace:
         return fit
 
     def _fit_touched(self, p: Placement | None) -> None:
-        """Keep the best-fit buckets in step with the ``now`` view's free GPUs on the nodes
-        a change touched (a wide change drops them, to be built again when next asked)."""
-        fit = self._fit
-        if fit is None or p is None:
+        """Keep the best-fit buckets and the counts per unit in step with the ``now``
+        view's free GPUs on the nodes a change touched (a wide change drops them, to be
+        built again when next asked)."""
+        fit, counts = self._fit, self._counts
+        if p is None or (fit is None and not counts):
             return
-        if len(p.nodes) > 64:  # moving more costs more than building the buckets again
+        if len(p.nodes) > 64:  # moving more costs more than building them again
             self._fit = None
+            counts.clear()
             return
         now, future = self._now.free, None if self.future is None else self.future.free
         for n in p.nodes:
-            fit.moved(n, int(now[n]) if future is None else int(min(now[n], future[n])))
+            free = int(now[n]) if future is None else int(min(now[n], future[n]))
+            if fit is not None:
+                fit.moved(n, free)
+            for c in counts.values():
+                c.moved(n, free)
 
     # -- changes --------------------------------------------------------------------------
     def _touched(self, tenant: str) -> None:
