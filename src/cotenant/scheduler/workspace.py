@@ -243,7 +243,7 @@ class Workspace:
             return
         now, future = self._now.free, None if self.future is None else self.future.free
         for n in p.nodes:
-            free = int(now[n]) if future is None else int(min(now[n], future[n]))
+            free = now.item(n) if future is None else min(now.item(n), future.item(n))
             if fit is not None:
                 fit.moved(n, free)
             for c in counts.values():
