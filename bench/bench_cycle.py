@@ -2,10 +2,11 @@
 10,000 pending jobs of mixed sizes. Target (issue 15): >= 50,000 decisions per second.
 
 Prints decisions/s for each policy on the same snapshot (the CPU time of ``decide``,
-best of ``--repeat``, so a busy machine's waiting is not counted; the wall time beside
-it), the number of placements, and the ratio to the same policy on a baseline tree
-(``--baseline-ref``, default the commit before this bench's incremental placement work;
-exported with ``git archive`` and run in a child process) measured in the same run.
+best of ``--repeat`` decides of that one snapshot, so a busy machine's waiting is not
+counted; the wall time beside it), the number of placements, and the ratio to the same
+policy on a baseline tree (``--baseline-ref``, default the commit before this bench's
+incremental placement work; exported with ``git archive`` and run in a child process)
+measured in the same run.
 
     python bench/bench_cycle.py [--pending 10000] [--repeat 3] [--baseline-ref REF | --no-baseline]
 """
@@ -111,24 +112,27 @@ def digest(d: Decisions) -> str:
 
 
 def measure(policy: str, pending: int, repeat: int) -> tuple[float, float, int, int, str]:
-    """(best CPU s, its wall s, decisions, placements, fingerprint) of one ``decide`` over
-    ``repeat`` fresh engines (the fingerprint is the first engine's)."""
-    best, best_wall = float("inf"), 0.0
-    n_dec = n_place = 0
-    first = ""
-    for r in range(repeat):
-        eng = build(policy, pending, seed=r)
-        from cotenant.contracts.entitlement import entitlements
+    """(best CPU s, its wall s, decisions, placements, fingerprint) of ``decide`` on one
+    snapshot (seed 0), timed ``repeat`` times: a policy's ``decide`` only reads the
+    snapshot, so each run decides the same cycle."""
+    from cotenant.contracts.entitlement import entitlements
 
-        eng.entitled = entitlements(eng.contracts.values(), T0 + 1, eng.topo.capacity_by_kind())
-        snap = eng.snapshot(T0 + 1)
+    eng = build(policy, pending, seed=0)
+    eng.entitled = entitlements(eng.contracts.values(), T0 + 1, eng.topo.capacity_by_kind())
+    snap = eng.snapshot(T0 + 1)
+    best, best_wall = float("inf"), 0.0
+    first = ""
+    n_dec = n_place = 0
+    for _ in range(repeat):
         t, c = time.perf_counter(), time.process_time()
         d = eng.policy.decide(snap)
         cpu, wall = time.process_time() - c, time.perf_counter() - t
         if cpu < best:
             best, best_wall = cpu, wall
-        n_dec, n_place = len(d), len(d.places)
-        first = first or digest(d)
+        fp = digest(d)
+        if first and fp != first:
+            raise SystemExit(f"{policy}: two decides of one snapshot differ")
+        first, n_dec, n_place = fp, len(d), len(d.places)
     return best, best_wall, n_dec, n_place, first
 
 
@@ -152,7 +156,7 @@ def baseline(ref: str, pending: int, repeat: int) -> dict[str, list[float]]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pending", type=int, default=10_000)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--baseline-ref", default=BASELINE_REF)
     ap.add_argument("--no-baseline", action="store_true")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -162,7 +166,7 @@ def main() -> None:
         return
     print(
         f"colossus-1 (100,000 GPUs, 12,500 nodes), {a.pending:,} pending jobs, best of "
-        f"{a.repeat} (CPU time of one decide)"
+        f"{a.repeat} decides of one snapshot (CPU time)"
     )
     base = None if a.no_baseline else baseline(a.baseline_ref, a.pending, a.repeat)
     for policy in POLICIES:
