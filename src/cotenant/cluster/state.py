@@ -123,9 +123,10 @@ class ClusterState:
         t = self.tenant_index(tenant)
         if len(p.nodes) == 1:  # most gangs: plain scalar updates, no array round trips
             n, g = p.nodes[0], p.gpus[0]
-            if check and (self.free[n] < g or g <= 0):
+            free = self.free.item(n)
+            if check and (free < g or g <= 0):
                 raise InvariantBroken(f"placement of {tenant} over-commits nodes {[n]}")
-            self.free[n] -= g
+            self.free[n] = free - g
             self.tenant_gpus[t, n] += g
             self.rack_tenant[t, self.topo.node_rack[n]] += g
             self.held += g

@@ -30,12 +30,13 @@ ASK_NUMPY = -1
 
 class NodeFit:
     def __init__(self, free: np.ndarray, usable: np.ndarray, max_gpus: int) -> None:
-        self.known = np.where(usable, free, -1).astype(np.int16)  # -1: not usable
+        known = np.where(usable, free, -1).astype(np.int16)  # -1: not usable
         # Bucket 0 stays empty: a node with nothing free holds no gang (no list to keep
         # as whole nodes fill up).
         self.buckets: list[list[int]] = [[]] + [
-            np.flatnonzero(self.known == v).tolist() for v in range(1, max_gpus + 1)
+            np.flatnonzero(known == v).tolist() for v in range(1, max_gpus + 1)
         ]
+        self.known: list[int] = known.tolist()  # read node by node: Python ints
 
     def find(self, eligible: np.ndarray, gpus: int) -> int | None:
         """The best-fit node for ``gpus`` among ``eligible`` (a subset of the usable
@@ -53,7 +54,7 @@ class NodeFit:
 
     def moved(self, node: int, free: int) -> None:
         """Node ``node`` now has ``free`` GPUs free (a node out of service stays out)."""
-        old = int(self.known[node])
+        old = self.known[node]
         if old < 0 or old == free:
             return
         if old:
