@@ -73,7 +73,7 @@ class ContractPolicy:
         for pj in promised:
             job, p = pj.spec, pj.promise
             assert p is not None
-            if self._room(snap, headroom, job) < job.gpus:
+            if self._room(snap, ws, headroom, job) < job.gpus:
                 continue
             if ws.still_fits(job, p, now=True) and not power_budget(ws).allows(job.gpus):
                 self._power_for(snap, ws, job, taken_victims, out)
@@ -93,7 +93,7 @@ class ContractPolicy:
             headroom[job.tenant] -= job.gpus
         for pj in broken:
             job = pj.spec
-            if self._room(snap, headroom, job) >= job.gpus and self._serve(
+            if self._room(snap, ws, headroom, job) >= job.gpus and self._serve(
                 snap, ws, job, taken_victims, out
             ):
                 headroom[job.tenant] -= job.gpus
@@ -156,7 +156,7 @@ class ContractPolicy:
                 if reject_if_impossible(snap, job, out):
                     continue
                 room = headroom.get(tenant, 0)
-                job_room = self._room(snap, headroom, job)
+                job_room = self._room(snap, ws, headroom, job)
                 if job.gpus > job_room:
                     to_borrow.append(pj)
                     # A reservation among the tenant's own jobs, unless the job can start
@@ -192,11 +192,17 @@ class ContractPolicy:
         return to_borrow
 
     @staticmethod
-    def _room(snap: Snapshot, headroom: dict[str, int], job: JobSpec) -> int:
+    def _room(snap: Snapshot, ws: Workspace, headroom: dict[str, int], job: JobSpec) -> int:
         """Headroom for this job: the tenant's free headroom plus what its less important
-        owned work holds (the entitlement goes to the tenant's most important work)."""
-        below = snap.owned_by_priority.get(job.tenant, {})
-        return headroom.get(job.tenant, 0) + sum(g for p, g in below.items() if p < job.priority)
+        owned work holds (the entitlement goes to the tenant's most important work; summed
+        once per tenant and priority in a cycle)."""
+        memo = cast(dict[tuple[str, int], int], ws.cache.setdefault("owned-below", {}))
+        key = (job.tenant, job.priority)
+        below = memo.get(key)
+        if below is None:
+            owned = snap.owned_by_priority.get(job.tenant, {})
+            below = memo[key] = sum(g for p, g in owned.items() if p < job.priority)
+        return headroom.get(job.tenant, 0) + below
 
     def _serve(
         self, snap: Snapshot, ws: Workspace, job: JobSpec, taken: set[str], out: Decisions
