@@ -114,18 +114,18 @@ class Accounting:
         if dt <= 0:
             return
         r = self._rates
-        if (
-            r is None
-            or changed is None
-            or r.entitled is not entitled
-            or r.lenders_idle is not lenders_idle
-        ):
+        if r is None or changed is None or r.entitled is not entitled:
             r = self._rates = self._read_rates(allocated, owned, borrowed, entitled, lenders_idle)
             if changed:
                 changed.clear()
-        elif changed:
-            self._reread(r, changed, allocated, owned, borrowed)
-            changed.clear()
+        else:
+            if r.lenders_idle is not lenders_idle:  # what lenders leave idle: its own list
+                r.lenders_idle = lenders_idle
+                r.idle_by = [(self.tenants[name], idle) for name, idle in lenders_idle.items()]
+                self._lending(r)
+            if changed:
+                self._reread(r, changed, allocated, owned, borrowed)
+                changed.clear()
         for tt, g, own, bor in r.held.values():
             tt.used_gpu_s += g * dt
             tt.own_gpu_s += own * dt

@@ -123,11 +123,13 @@ class Ownership:
         if not self.lenders_stale:
             return
         self.lenders_stale = False
-        self.lenders_idle = {
+        idle = {
             t: max(0, e - self.owned[t])
             for t, e in entitled.items()
             if contracts[t].lending.lend_idle
         }
+        if idle != self.lenders_idle:  # replaced only when it changed (readers compare ids)
+            self.lenders_idle = idle
 
 
 def _count(counter: Counter[int], key: int, delta: int) -> None:
