@@ -6,8 +6,8 @@ pass over every node for every job.
 still holds the gang (the lowest index among equals)" with NumPy over the whole
 cluster: about 25 us at 12,500 nodes, for each of the thousands of small jobs a busy
 cycle places. ``NodeFit`` keeps the usable nodes in buckets by free GPUs, each bucket in
-ascending node order, so the same answer is the first eligible node of the first bucket
-at or above the gang's size: a few list reads. A placement moves the nodes it touches
+node order, so the same answer is the first eligible node of the first bucket at or
+above the gang's size: a few list reads. A placement moves the nodes it touches
 between buckets. The answer is exactly ``_on_one_node``'s (a test compares them).
 
 A node the tenant may not use (a rival holds GPUs there, another accelerator kind) is
@@ -31,10 +31,11 @@ ASK_NUMPY = -1
 class NodeFit:
     def __init__(self, free: np.ndarray, usable: np.ndarray, max_gpus: int) -> None:
         known = np.where(usable, free, -1).astype(np.int16)  # -1: not usable
-        # Bucket 0 stays empty: a node with nothing free holds no gang (no list to keep
-        # as whole nodes fill up).
+        # Each bucket holds its nodes negated, ascending: the lowest node (the best fit
+        # among equals, so the first taken) is last, where taking it out moves nothing.
+        # Bucket 0 stays empty: a node with nothing free holds no gang.
         self.buckets: list[list[int]] = [[]] + [
-            np.flatnonzero(known == v).tolist() for v in range(1, max_gpus + 1)
+            (-np.flatnonzero(known == v)[::-1]).tolist() for v in range(1, max_gpus + 1)
         ]
         self.known: list[int] = known.tolist()  # read node by node: Python ints
 
@@ -44,9 +45,9 @@ class NodeFit:
         eligible to tell cheaply."""
         skipped = 0
         for bucket in self.buckets[gpus:]:
-            for node in bucket:
-                if eligible[node]:
-                    return node
+            for neg in reversed(bucket):
+                if eligible[-neg]:
+                    return -neg
                 skipped += 1
                 if skipped > SCAN_LIMIT:
                     return ASK_NUMPY
@@ -59,9 +60,9 @@ class NodeFit:
             return
         if old:
             bucket = self.buckets[old]
-            del bucket[bisect_left(bucket, node)]
+            del bucket[bisect_left(bucket, -node)]
         if free:
-            insort(self.buckets[free], node)
+            insort(self.buckets[free], -node)
         self.known[node] = free
 
 
