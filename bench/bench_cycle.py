@@ -3,7 +3,8 @@
 
 Prints decisions/s for each policy on the same snapshot (the CPU time of ``decide``,
 best of ``--repeat`` decides of that one snapshot, so a busy machine's waiting is not
-counted; the wall time beside it), the number of placements, and the ratio to the same
+counted; the garbage collector is paused while one runs, as ``timeit`` does; the wall
+time beside it), the number of placements, and the ratio to the same
 policy on a baseline tree (``--baseline-ref``, default the commit before this bench's
 incremental placement work; exported with ``git archive`` and run in a child process)
 measured in the same run.
@@ -14,6 +15,7 @@ measured in the same run.
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import json
 import os
@@ -124,9 +126,12 @@ def measure(policy: str, pending: int, repeat: int) -> tuple[float, float, int, 
     first = ""
     n_dec = n_place = 0
     for _ in range(repeat):
+        gc.collect()  # as timeit does: no collection of earlier garbage inside the timing
+        gc.disable()
         t, c = time.perf_counter(), time.process_time()
         d = eng.policy.decide(snap)
         cpu, wall = time.process_time() - c, time.perf_counter() - t
+        gc.enable()
         if cpu < best:
             best, best_wall = cpu, wall
         fp = digest(d)
