@@ -40,6 +40,7 @@ from cotenant.contracts.schema import ContractTable
 from cotenant.engine.clock import LiveClock
 from cotenant.engine.core import Engine
 from cotenant.engine.keepup import GcPauses, KeepUp
+from cotenant.federation.providers import ProviderSet
 from cotenant.metering.ledger import UsageLedger
 from cotenant.metering.rating import Invoice
 from cotenant.metering.run import parse_metering_settings
@@ -57,6 +58,13 @@ from cotenant.server.bootstrap import (
 )
 from cotenant.server.jobs import JobService
 from cotenant.server.keys import IssuedKey, KeyAdmin, KeyRing, Principal, Role
+from cotenant.server.overflow import (
+    Router,
+    live_providers,
+    pool_engine,
+    pool_state_dir,
+    pool_topology,
+)
 from cotenant.server.pipelines import PipelineService
 from cotenant.server.readmodel import JobBook
 from cotenant.server.restore import restore
@@ -87,9 +95,50 @@ class Service:
         start_s = self._anchor_clock()
         contracts: dict[str, Contract] = store.contracts()
         names: set[str] = {r["name"] for r in store.tenants()}  # (rows: the store's own)
+        # Elastic pools beside the lease (server/overflow.py): their nodes follow the
+        # lease's in the server's node space.
+        self.providers: ProviderSet | None = None
+        self.router: Router | None = None
+        self.node_names: tuple[str, ...] = self.topo.node_names
+        self.pool_topos: dict[str, Topology] = {}
+        offsets: dict[str, int] = {}
+        self.pool_offsets = offsets
+        if settings.pools:
+            self.providers = live_providers(settings, spec)
+            for t in sorted(settings.overflow):
+                if t not in names:
+                    raise SpecError(
+                        f"overflow.{t}", f"no tenant {t!r}; tenants: {', '.join(sorted(names))}"
+                    )
+            for p in self.providers.pools():
+                self.pool_topos[p.name] = pool_topology(p)
+                offsets[p.name] = len(self.node_names)
+                self.node_names += self.pool_topos[p.name].node_names
         self.runner = Runner(
-            store, settings, start_s, self.topo, contracts.values(), sorted(names), self._backend()
+            store,
+            settings,
+            start_s,
+            self.topo,
+            contracts.values(),
+            sorted(names),
+            self._backend(),
+            self.node_names,
         )
+        if self.providers is not None:
+            pools = {
+                p.name: pool_engine(
+                    p,
+                    self.pool_topos[p.name],
+                    self.providers,
+                    contracts,
+                    self._pool_backend(p.name),
+                    self.clock,
+                    start_s,
+                )
+                for p in self.providers.pools()
+            }
+            self.router = Router(self.providers, self.engine, pools, self.clock)
+            self.runner.add_pools(self.router, offsets)
         # The site's energy figures (the seeding scenario's [energy]): its power cap binds
         # the live scheduler exactly as it binds the twin.
         raw_energy = store.meta(ENERGY_META)
@@ -181,6 +230,14 @@ class Service:
             )
         return get_backend(s.backend, topo=self.topo, state_dir=s.state_dir)
 
+    def _pool_backend(self, pool: str) -> Backend:
+        """A pool's backend: the twin's where the server runs simulated, else local
+        processes, in a state directory of its own."""
+        if self.settings.backend == "sim":
+            return get_backend("sim")
+        state_dir = pool_state_dir(self.settings.state_dir, pool)
+        return get_backend("local", topo=self.pool_topos[pool], state_dir=state_dir)
+
     def _slurm_clusters(self) -> Backend:
         """Several Slurm clusters, each a provider, with the node names the store was
         seeded with (so the server starts while a controller is away)."""
@@ -218,7 +275,8 @@ class Service:
     def start(self) -> None:
         """Rebuild the engine from the store, reconciled with what the backend reports
         (each correction audited), then run it."""
-        restore(self.runner, self.store, self.topo)
+        pools = {n: (t, self.pool_offsets[n]) for n, t in self.pool_topos.items()}
+        restore(self.runner, self.store, self.topo, pools)
         self.runner.recorder.load_book()
         self.store.writer.listeners.append(self._on_store_state)
         self.store.writer.start()
@@ -242,9 +300,10 @@ class Service:
         self.gc_pauses.uninstall()
         self.runner.stop()
         self.store.writer.stop()
-        close = getattr(self.engine.backend, "close", None)
-        if close is not None:
-            close()  # the local backend lets go of its state directory; its runs go on
+        for eng in self.runner.engines():
+            close = getattr(eng.backend, "close", None)
+            if close is not None:
+                close()  # the local backend lets go of its state directory; its runs go on
 
     def healthy(self) -> bool:
         return self.runner.alive()
@@ -309,7 +368,8 @@ class Service:
         return self.usage.by_provider(tenant, start_s, end_s, now)
 
     def invariants(self) -> list[str]:
-        return health.invariants(self.runner, self.store, self.topo, self.unstored_job)
+        pools = list(self.pool_topos.values())
+        return health.invariants(self.runner, self.store, self.topo, self.unstored_job, pools)
 
     def readiness_problems(self) -> list[str]:
         return health.readiness_problems(self.runner, self.store)

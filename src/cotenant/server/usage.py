@@ -44,7 +44,7 @@ class UsageService:
         for r in self.store.jobs(tenant, RUNNING_STATES, limit=1 << 30):
             p = placement_from_row(r)
             since = r["usage_since_s"]
-            if p is None or since is None or since >= now:
+            if p is None or since is None or since >= now or r.get("route"):  # (a pool's)
                 continue
             records.append(
                 UsageRecord(

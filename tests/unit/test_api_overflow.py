@@ -1,0 +1,198 @@
+"""Overflow to an elastic pool in the live server (issue 16, server/overflow.py): the app
+on a SQLite store, the sim backend at speed 60 (the lease and the pool), small-lease
+with a 32-GPU pool the lessee may overflow to. A job whose expected wait on the lease
+exceeds its max_wait runs on the pool while its cost fits the lessee's budget; then it
+waits with the reason over-budget; a restart keeps the budget spent and each job's route.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from test_api import LESSEE, OWNER, Api, key_map
+
+from cotenant.api.app import create_app
+from cotenant.model.errors import SpecError
+from cotenant.server.bootstrap import bootstrap
+from cotenant.server.settings import Settings, load_settings
+from cotenant.store.repo import Store
+
+POOL = {
+    "name": "cloud",
+    "accelerator": "H100-SXM-80GB",
+    "max_gpus": 32,
+    "on_demand_per_gpu_hour": "3.00",
+    "provisioning": "60s",
+    "data_move_per_tb": "20",
+    "data_move_time_per_tb": "10m",
+}
+# 8 GPUs for an hour on the pool: $24, and 8 x 50 GB moved in at $20 per TB: $8
+TERMS = {
+    "providers": ["lease", "cloud"],
+    "budget_per_month": "70",
+    "max_wait": {"experiment": "10m"},
+    "data_gb_per_gpu": 50,
+}
+
+
+def pool_settings(path: Path, **over: Any) -> Settings:
+    raw: dict[str, Any] = {
+        "db": f"sqlite:///{path}",
+        "demo": True,
+        "scenario": "small-lease",
+        "speed": 60,
+        "min_step_s": 0.01,
+        "pools": (POOL,),
+        "overflow": {LESSEE: TERMS},
+    }
+    return Settings(**{**raw, **over})
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> dict[str, str]:
+    s = pool_settings(tmp_path / "api.db")
+    store = Store(s.db)
+    issued = bootstrap(store, s)
+    store.close()
+    return key_map(issued)
+
+
+def app(tmp_path: Path, keys: dict[str, str]) -> Iterator[Api]:
+    with TestClient(create_app(pool_settings(tmp_path / "api.db"))) as c:
+        yield Api(c, keys)
+
+
+def fill_lease(api: Api) -> None:
+    """The lessee holds its 80 GPUs for 10 h, the owner its 48: the lease is full."""
+    for who, gpus in ((LESSEE, 80), (OWNER, 48)):
+        j = api.submit(who, gpus, duration_s=36000, command=["true"])
+        assert api.wait_state(who, j["id"], "running")["state"] == "running"
+
+
+def routes(tmp_path: Path) -> list[dict[str, Any]]:
+    store = Store(f"sqlite:///{tmp_path / 'api.db'}")
+    try:
+        return [dict(e.payload) for e in store.audit_entries() if e.kind == "route"]
+    finally:
+        store.close()
+
+
+def test_overflow_within_budget_then_over_budget_and_a_restart_keeps_both(
+    tmp_path: Path, keys: dict[str, str]
+) -> None:
+    gen = app(tmp_path, keys)
+    api = next(gen)
+    fill_lease(api)
+    first = api.submit(LESSEE, 8, duration_s=3600)
+    why = api.get(LESSEE, f"/v1/jobs/{first['id']}/why").json()
+    assert why["reason"] == "provisioning", why
+    assert re.fullmatch(
+        r"overflowed to cloud: expected wait 10\.0 h > max_wait 0\.2 h; cost \$32; "
+        r"queued on cloud in \d+ s \(provisioning and moving its data in\)",
+        why["detail"],
+    ), why
+    ran = api.wait_state(LESSEE, first["id"], "running")
+    assert ran["placement"]["nodes"] == ["cloud-1"], ran
+    second = api.submit(LESSEE, 8, duration_s=3600)
+    assert api.wait_state(LESSEE, second["id"], "running")["placement"]["nodes"] == ["cloud-2"]
+    third = api.submit(LESSEE, 8, duration_s=3600)  # $32 more would pass the $70
+    why = api.get(LESSEE, f"/v1/jobs/{third['id']}/why").json()
+    assert why["state"] == "pending" and why["reason"] == "over-budget", why
+    assert "overflow to cloud would cost $32, budget left $6" in why["detail"], why
+    owner_asks = api.post(OWNER, "/v1/jobs", {"gpus": 8, "duration_s": 60, "providers": ["cloud"]})
+    assert owner_asks.status_code == 400, owner_asks.text
+    assert (
+        "providers[0]: provider 'cloud' is not one tenant 'owner-lab' may use "
+        "(its providers: lease)" in owner_asks.text
+    ), owner_asks.text
+    gen.close()
+
+    got = routes(tmp_path)  # (the lessee's 80 GPUs stayed: entitled-room)
+    assert (got[0]["provider"], got[0]["reason"]) == ("lease", "entitled-room")
+    assert [(r["job"], r["provider"], r["reason"], r["cost_micro"]) for r in got][1:4] == [
+        (first["id"], "cloud", "overflowed", 32_000_000),
+        (second["id"], "cloud", "overflowed", 32_000_000),
+        (third["id"], "lease", "over-budget", 0),
+    ]
+    assert {r["reason"] for r in got[4:]} <= {"over-budget"}  # (its re-check at max_wait)
+
+    gen = app(tmp_path, keys)  # a restart: the budget spent and the routes come back
+    api = next(gen)
+    for j in (first, second):
+        again = api.get(LESSEE, f"/v1/jobs/{j['id']}").json()
+        assert again["state"] == "running" and again["placement"]["nodes"][0].startswith("cloud")
+    fourth = api.submit(LESSEE, 8, duration_s=3600)
+    why = api.get(LESSEE, f"/v1/jobs/{fourth['id']}/why").json()
+    assert why["reason"] == "over-budget", why
+    checked = api.get("operator", "/v1/admin/invariants").json()
+    assert checked["ok"] and checked["problems"] == [], checked
+    gen.close()
+
+
+@pytest.mark.parametrize(
+    ("over", "field", "words"),
+    [
+        pytest.param(
+            {"overflow": {LESSEE: {**TERMS, "providers": ["lease", "aws"]}}},
+            f"overflow.{LESSEE}.providers[1]",
+            "unknown provider 'aws'; defined: lease, cloud",
+            id="pool-not-defined",
+        ),
+        pytest.param(
+            {"pools": ({**POOL, "on_demand_per_gpu_hour": "-3"},)},
+            "pools[0].on_demand_per_gpu_hour",
+            "negative",
+            id="negative-price",
+        ),
+        pytest.param(
+            {"pools": ({**POOL, "spot": True, "spot_per_gpu_hour": "1"},)},
+            "pools[0].spot",
+            "on demand only",
+            id="spot",
+        ),
+        pytest.param(
+            {"pools": ({**POOL, "name": "lease"},)},
+            "pools[0].name",
+            "already names a provider",
+            id="pool-named-as-the-lease",
+        ),
+        pytest.param(
+            {"overflow": {LESSEE: {**TERMS, "max_wait": {"dinner": "1h"}}}},
+            f"overflow.{LESSEE}.overflow.max_wait.dinner",
+            "unknown job kind",
+            id="unknown-kind",
+        ),
+    ],
+)
+def test_bad_pool_settings_name_the_field(
+    tmp_path: Path, over: dict[str, Any], field: str, words: str
+) -> None:
+    with pytest.raises(SpecError) as e:
+        pool_settings(tmp_path / "x.db", **over)
+    assert e.value.field == field, e.value
+    assert words in e.value.problem, e.value
+    assert "\n" not in str(e.value)
+
+
+def test_settings_file_reads_pools_and_terms(tmp_path: Path) -> None:
+    cfg = tmp_path / "cotenant.toml"
+    cfg.write_text(
+        '[[pools]]\nname = "cloud"\naccelerator = "H100-SXM-80GB"\nmax_gpus = 16\n'
+        'on_demand_per_gpu_hour = "3.00"\n'
+        '[overflow.lessee-lab]\nproviders = ["lease", "cloud"]\nbudget_per_month = "100"\n'
+        'max_wait = { experiment = "2h" }\n'
+    )
+    s = load_settings(cfg)
+    assert s.pools[0]["name"] == "cloud" and s.overflow[LESSEE]["budget_per_month"] == "100"
+
+
+def test_overflow_terms_for_a_tenant_the_store_lacks(tmp_path: Path, keys: dict[str, str]) -> None:
+    s = pool_settings(tmp_path / "api.db", overflow={"nobody": TERMS})
+    with pytest.raises(SpecError) as e, TestClient(create_app(s)):
+        pass
+    assert e.value.field == "overflow.nobody", e.value
