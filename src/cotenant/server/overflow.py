@@ -82,9 +82,7 @@ def live_providers(settings: Settings, lease: ClusterSpec | None = None) -> Prov
             raise SpecError(f"{f}.name", f"{p.name!r} already names a provider")
         pools.append(p)
     names = [LEASE, *(p.name for p in pools)]
-    home = ClusterProvider(
-        LEASE, lease or ClusterSpec(LEASE, ()), home=True
-    )
+    home = ClusterProvider(LEASE, lease or ClusterSpec(LEASE, ()), home=True)
     tenants = {
         t: read_tenant_terms(t, raw, f"overflow.{t}", names, LEASE)
         for t, raw in sorted(settings.overflow.items())
