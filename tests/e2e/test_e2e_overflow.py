@@ -8,7 +8,9 @@ budget, and the audit log holds every routing decision with its reason."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import signal
 import time
@@ -65,6 +67,18 @@ def test_overflow_over_http_survives_a_kill(tmp_path: Path) -> None:
         speed=1,
         extra=("--backend", "local", "--state-dir", str(runs), "--config", str(cfg)),
     )
+    try:
+        run(srv, runs)
+    finally:  # the jobs' processes would outlive the test
+        srv.stop()
+        for wrapper in runs.glob("**/attempt-*.pid"):
+            with contextlib.suppress(ValueError, OSError):
+                pid = int(wrapper.read_text().split()[0])
+                if b"local_wrapper" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    os.killpg(pid, signal.SIGKILL)
+
+
+def run(srv: LiveServer, runs: Path) -> None:
     with srv:
         with srv.client(OWNER) as owner, srv.client(LESSEE) as c:
             fill = [
@@ -124,6 +138,11 @@ def test_overflow_over_http_survives_a_kill(tmp_path: Path) -> None:
                 r"overflowed to cloud: expected wait 10(\.0)? h > max_wait 0\.1 h; cost \$4", detail
             ), detail
             assert routes[1]["cost_micro"] == 4_000_000 and routes[1]["overflow"] is True
-            for j in [*fill, a, b, over, late]:  # (their processes would outlive the test)
+            rc, text, _ = srv.cli_in_process(LESSEE, "usage")
+            assert rc == 0 and "cloud (pool)" in text and "lease" in text, text
+            inv = c.get(f"/v1/invoices/{LESSEE}/2026-10").json()  # (small-lease's clock)
+            assert inv["overflow"]["reserved_cents"] == 800, inv
+            assert inv["pools"][0]["lines"][0]["description"] == "cloud H100-SXM-80GB on demand"
+            for j in [*fill, a, b, over, late]:
                 assert op.post(f"/v1/jobs/{j}/cancel").status_code == 200
             assert state(c, a)["state"] == "cancelled"

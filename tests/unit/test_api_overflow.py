@@ -8,6 +8,7 @@ waits with the reason over-budget; a restart keeps the budget spent and each job
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,7 @@ def test_overflow_within_budget_then_over_budget_and_a_restart_keeps_both(
     why = api.get(LESSEE, f"/v1/jobs/{third['id']}/why").json()
     assert why["state"] == "pending" and why["reason"] == "over-budget", why
     assert "overflow to cloud would cost $32, budget left $6" in why["detail"], why
+    check_usage_and_invoice(api)
     owner_asks = api.post(OWNER, "/v1/jobs", {"gpus": 8, "duration_s": 60, "providers": ["cloud"]})
     assert owner_asks.status_code == 400, owner_asks.text
     assert (
@@ -132,6 +134,42 @@ def test_overflow_within_budget_then_over_budget_and_a_restart_keeps_both(
     checked = api.get("operator", "/v1/admin/invariants").json()
     assert checked["ok"] and checked["problems"] == [], checked
     gen.close()
+
+
+def check_usage_and_invoice(api: Api) -> None:
+    """The pool's usage and bill on its own terms; the lease's usage without it."""
+    time.sleep(0.5)  # (30 s of service time on the pool)
+    [u] = api.get(LESSEE, "/v1/usage").json()["tenants"]
+    [pool] = u["pools"]
+    assert pool["provider"] == "cloud" and pool["gpu_seconds"] > 0, pool
+    assert pool["gpu_seconds"] % 8 == 0 and pool["data_tb"] == 0.8, pool
+    assert u["gpu_seconds"] % 80 == 0, u  # (only its 80-GPU job ran on the lease)
+    per_hour = 300  # cents per GPU-hour
+    moved = 2 * 800  # 0.4 TB per job at $20 per TB
+    want = round(pool["gpu_seconds"] * per_hour / 3600) + moved
+    assert abs(pool["cost_cents"] - want) <= 1, (pool, want)
+    inv = api.get(LESSEE, f"/v1/invoices/{LESSEE}/2026-10").json()
+    [bill] = inv["pools"]
+    assert [x["description"] for x in bill["lines"]] == [
+        "cloud H100-SXM-80GB on demand",
+        "cloud data moved in",
+    ], bill
+    assert (
+        bill["lines"][1]["amount_cents"] == moved and bill["lines"][1]["unit_price"] == "$20.00/TB"
+    )
+    assert bill["total_cents"] == sum(x["amount_cents"] for x in bill["lines"])
+    assert inv["overflow"] == {"budget_cents": 7000, "reserved_cents": 6400, "left_cents": 600}
+    rc = api.get(OWNER, "/v1/usage").json()["tenants"][0]
+    assert rc["pools"] == [
+        {
+            **pool,
+            "gpu_seconds": 0,
+            "gpu_hours": 0.0,
+            "data_tb": 0.0,
+            "cost_cents": 0,
+            "cost": "$0.00",
+        }
+    ], rc
 
 
 @pytest.mark.parametrize(

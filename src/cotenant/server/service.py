@@ -40,6 +40,7 @@ from cotenant.contracts.schema import ContractTable
 from cotenant.engine.clock import LiveClock
 from cotenant.engine.core import Engine
 from cotenant.engine.keepup import GcPauses, KeepUp
+from cotenant.federation.metering import PoolBill
 from cotenant.federation.providers import ProviderSet
 from cotenant.metering.ledger import UsageLedger
 from cotenant.metering.rating import Invoice
@@ -72,7 +73,7 @@ from cotenant.server.runner import Runner
 from cotenant.server.settings import Settings
 from cotenant.server.status import Status
 from cotenant.server.tenants import TenantService
-from cotenant.server.usage import ProviderUsage, UsageService
+from cotenant.server.usage import PoolUsage, ProviderUsage, UsageService
 from cotenant.store import repo
 from cotenant.store.mapping import KeyRecord
 from cotenant.store.repo import Row, Store
@@ -154,6 +155,7 @@ class Service:
         self.tenants = TenantService(store, self.topo, self.runner, names, contracts)
         self.key_admin = KeyAdmin(store, self.keys, names, self.clock.now)
         self.usage = UsageService(store, self.topo, names, contracts, self.clock.now)
+        self.pool_usage = PoolUsage(store, self.providers) if self.providers is not None else None
         # Engine jobs that an in-process owner runs without storing them (the demo's
         # service replicas, owned by its autoscaler): the invariant check counts their
         # GPUs but does not look for them in the store.
@@ -366,6 +368,14 @@ class Service:
         self, tenant: str | None, start_s: int | None, end_s: int | None, now: int
     ) -> ProviderUsage:
         return self.usage.by_provider(tenant, start_s, end_s, now)
+
+    def pool_bills(
+        self, tenant: str | None, start_s: int | None, end_s: int | None, now: int
+    ) -> list[PoolBill]:
+        """Each pool's bill (empty without pools)."""
+        if self.pool_usage is None:
+            return []
+        return self.pool_usage.bills(tenant, start_s, end_s, now)
 
     def invariants(self) -> list[str]:
         pools = list(self.pool_topos.values())
