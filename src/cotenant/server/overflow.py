@@ -18,8 +18,9 @@ server's clock, and a router sends each job where the federation's pure policy s
   would cost fits what is left of its tenant's budget this month; else it waits on the
   lease with the reason (``over-budget``, ``no-pool-room``, ``no-pool``), which ``jobs
   why`` shows. A job sent to a pool is queued there after provisioning and its data move.
-- A job still queued on the lease at its ``max_wait``, never started, is routed again
-  with the time it waited (``step``).
+- A job still queued on the lease a second past its ``max_wait``, never started, is
+  routed again with the time it waited (``step``): having waited longer than its
+  ``max_wait``, it overflows if a pool has room and the budget allows.
 - Every routing choice is a ``route`` decision: audited, stored in ``job_routes`` (with
   the reservation) in the transaction of the step that made it, and the job's ``route``
   column names its pool. After a restart the budget spent, each job's pool and the
@@ -308,9 +309,9 @@ class Router:
     # -- re-checks at max_wait ------------------------------------------------------------
     def _recheck_at(self, spec: JobSpec, since: int) -> None:
         wait = self.providers.terms(spec.tenant).max_wait_for(spec.kind, spec.max_wait_s)
-        if wait is not None:
+        if wait is not None:  # (a second past it: the time waited is then over it)
             self._seq += 1
-            heapq.heappush(self._rechecks, (since + wait, self._seq, spec.id))
+            heapq.heappush(self._rechecks, (since + wait + 1, self._seq, spec.id))
             self.clock.wake()
 
     def peek(self) -> int | None:
