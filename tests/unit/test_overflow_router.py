@@ -172,3 +172,29 @@ def test_load_reads_back_the_budget_and_the_pool_of_each_job() -> None:
     assert not w.router.unrouted(job("c", LAB, 8))
     assert w.router.unrouted(job("e", LAB, 8))
     assert not w.router.unrouted(job("f", "other", 8))  # (a tenant without pools)
+
+
+def test_under_notice_a_training_run_moves_to_the_pool_at_its_next_checkpoint() -> None:
+    w = World()
+    w.router.tick_s = 10 * 60
+    w.lease.set_contract(contract(LAB, 16, notice_period=16 * HOUR))
+    w.router.submit(
+        job("train", LAB, 16, 10 * HOUR, kind=JobKind.TRAINING, checkpoint_interval_s=HOUR)
+    )
+    w.run(T0 + 10 * 60)
+    assert w.lease.jobs["train"].state is JobState.RUNNING
+    w.lease.give_notice(LAB)  # entitlement falls from 16 to 0 over 16 h
+    w.run(T0 + 3 * HOUR)
+    got = [(r["provider"], r["reason"]) for r in w.routes]
+    assert got == [("lease", "no-overflow"), ("lease", "migrated"), ("cloud", "migrated")], got
+    plan, moved = w.routes[1], w.routes[2]
+    assert plan["detail"].startswith("moves to cloud at its next checkpoint (in ")
+    assert moved["detail"].startswith("migrated from lease to cloud under notice at its checkpoint")
+    assert moved["detail"].endswith(", 0 s lost"), moved
+    lease_run, pool_run = w.lease.jobs["train"], w.pool.jobs["train"]
+    assert lease_run.state is JobState.CANCELLED
+    saved = 10 * HOUR - pool_run.spec.duration_s  # whole hours: its checkpoints
+    assert 0 < saved < 10 * HOUR and saved % HOUR == 0, saved
+    assert f"{pool_run.spec.duration_s} s of work carried" in moved["detail"]
+    assert pool_run.state is JobState.RUNNING and pool_run.attempt == 2  # (numbered on)
+    assert w.router.spent[(LAB, "2026-10")] == 0  # migration is not overflow

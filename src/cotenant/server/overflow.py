@@ -43,15 +43,17 @@ from cotenant.backends.base import Backend
 from cotenant.cluster.topology import ClusterSpec, Topology
 from cotenant.engine.clock import Clock
 from cotenant.engine.core import Engine
-from cotenant.federation.core import job_held, month_of
-from cotenant.federation.policy import Route, RouteReason, View, route
+from cotenant.engine.events import ContractChanged, EngineEvent
+from cotenant.engine.jobs import JobRun
+from cotenant.federation.core import job_held, month_of, next_checkpoint_s
+from cotenant.federation.policy import JobAsk, Route, RouteReason, View, drain, route
 from cotenant.federation.providers import ClusterProvider, PoolProvider, ProviderSet
 from cotenant.federation.spec import read_pool, read_tenant_terms
-from cotenant.federation.views import ask_of, cluster_view, pool_view
+from cotenant.federation.views import ask_of, cluster_view, noticed, pool_view
 from cotenant.model.contracts import Commitment, Contract, LendingTerms
 from cotenant.model.errors import SpecError
 from cotenant.model.jobs import JobKind, JobSpec, JobState
-from cotenant.model.time import DAY
+from cotenant.model.time import DAY, HOUR
 from cotenant.scheduler.policies import get_policy
 
 if TYPE_CHECKING:
@@ -62,6 +64,7 @@ LIVE = (JobState.PENDING, JobState.RUNNING, JobState.RECLAIMING)
 WAITS = (RouteReason.OVER_BUDGET, RouteReason.NO_POOL_ROOM, RouteReason.NO_POOL)
 PROVISIONING = "provisioning"  # the reason of a job on its way to a pool
 LEASE = "lease"  # the server's own engine, as a provider in tenants' and jobs' lists
+RECHECK, NOTICE, CUTOVER = 0, 1, 2  # the router's own events
 
 
 def live_providers(settings: Settings, lease: ClusterSpec | None = None) -> ProviderSet:
@@ -189,7 +192,10 @@ class Router:
         lease: Engine,
         pools: Mapping[str, Engine],
         clock: Clock,
+        *,
+        tick_s: int = HOUR,
     ) -> None:
+        """``tick_s``: how often a noticed tenant's work beyond its entitlement is drained."""
         home = providers.home()
         assert home is not None
         self.providers = providers
@@ -202,8 +208,18 @@ class Router:
         self.specs: dict[str, JobSpec] = {}  # routed jobs on the lease, as submitted
         self.spent: dict[tuple[str, str], int] = defaultdict(int)  # (tenant, month) -> micro
         self.sinks: list[Callable[[dict[str, Any]], None]] = []
-        self._rechecks: list[tuple[int, int, str]] = []
+        self.tick_s = tick_s
+        self.leaving: dict[str, tuple[str, int]] = {}  # job -> (pool, attempt) at its checkpoint
+        self.stuck: set[str] = set()  # running jobs a drain found nowhere to go
+        # Copies a migrating job's checkpoint to the pool (job, pool): set by the server.
+        self.carry: Callable[[str, str], None] | None = None
+        self._agenda: list[tuple[int, int, int, str]] = []
         self._seq = 0
+        self._noticed: set[str] = set()
+        lease.observers.append(self._lease_event)
+        for c in lease.contracts.values():
+            if c.notice.given_at is not None:
+                self._notice(c.tenant, c.notice.given_at)
 
     # -- where a job is -------------------------------------------------------------------
     def engine_of(self, job_id: str) -> Engine:
@@ -310,37 +326,148 @@ class Router:
     def _recheck_at(self, spec: JobSpec, since: int) -> None:
         wait = self.providers.terms(spec.tenant).max_wait_for(spec.kind, spec.max_wait_s)
         if wait is not None:  # (a second past it: the time waited is then over it)
-            self._seq += 1
-            heapq.heappush(self._rechecks, (since + wait + 1, self._seq, spec.id))
-            self.clock.wake()
+            self._push(since + wait + 1, RECHECK, spec.id)
+
+    def _push(self, t: int, kind: int, key: str) -> None:
+        self._seq += 1
+        heapq.heappush(self._agenda, (t, self._seq, kind, key))
+        self.clock.wake()
 
     def peek(self) -> int | None:
-        return self._rechecks[0][0] if self._rechecks else None
+        return self._agenda[0][0] if self._agenda else None
 
     def step(self, now: int) -> None:
-        """Route again each job whose ``max_wait`` has passed on the lease, never started."""
-        while self._rechecks and self._rechecks[0][0] <= now:
-            _, _, job_id = heapq.heappop(self._rechecks)
-            self._recheck(job_id, now)
+        """The router's events due: re-checks at ``max_wait``, drains under notice,
+        cut-overs at a migrating job's checkpoint."""
+        while self._agenda and self._agenda[0][0] <= now:
+            _, _, kind, key = heapq.heappop(self._agenda)
+            if kind == RECHECK:
+                self._recheck(key, now)
+            elif kind == NOTICE:
+                self._drain(key, now)
+            else:
+                self._cutover(key, now)
 
-    def _recheck(self, job_id: str, now: int) -> None:
+    def _recheck(self, job_id: str, now: int, say_stay: bool = True) -> None:
+        """Route again a job whose ``max_wait`` has passed on the lease, never started
+        (``say_stay``: record the route when it stays too)."""
         spec = self.specs.get(job_id)
         run = self.lease.jobs.get(job_id)
         if spec is None or job_id in self.where or run is None:
             return
         if run.state is not JobState.PENDING or run.first_start_s is not None:
-            self.specs.pop(job_id, None)
             return
         if job_held(self.lease, run):
             return
         work = run.remaining_s()
         r = self._route(spec, self.accepted(spec), work, now - run.queued_since_s, now)
         if r.provider is None or r.provider not in self.pools:
-            self._record(r, self.lease_name, now, now, 0)  # (it waits: the reason now)
+            if say_stay:
+                self._record(r, self.lease_name, now, now, 0)  # (it waits: the reason now)
             return
         self.where[job_id] = r.provider  # the lease's cancel below is not the job's
         self.lease.cancel(job_id)
         self._to_pool(spec, r, work, now)
+
+    # -- notice: drain to the pools ------------------------------------------------------
+    def _lease_event(self, ev: EngineEvent) -> None:
+        if isinstance(ev, ContractChanged):
+            c = self.lease.contracts.get(ev.tenant)
+            if c is not None and c.notice.given_at is not None:
+                self._notice(ev.tenant, c.notice.given_at)
+
+    def _notice(self, tenant: str, at_s: int) -> None:
+        terms = self.providers.terms(tenant)
+        if tenant not in self._noticed and any(p in self.pools for p in terms.providers):
+            self._noticed.add(tenant)
+            self._push(max(at_s, self.clock.now()), NOTICE, tenant)
+
+    def _drain(self, tenant: str, now: int) -> None:
+        """Each ``tick_s`` under notice: the GPUs the tenant holds on the lease beyond its
+        entitlement (which falls with the notice's ramp) are covered by moving its running
+        jobs to its pools (``federation.policy.drain``: most important first), each at its
+        next checkpoint; its queued jobs are routed again (it borrows nothing more)."""
+        c = self.lease.contracts.get(tenant)
+        if c is None or not noticed(self.lease, tenant, now):
+            return
+        lease = self.lease
+        leaving = sum(
+            lease.jobs[j].spec.gpus for j in self.leaving if lease.jobs[j].tenant == tenant
+        )
+        excess = lease.allocated.get(tenant, 0) - leaving - lease.entitled.get(tenant, 0)
+        if excess > 0:
+            self._plan(tenant, excess, now)
+        for pj in list(lease.queue.of_tenant(tenant)):
+            self._recheck(pj.spec.id, now, say_stay=False)
+        end = (c.notice.given_at or now) + c.notice.period_s
+        if now + self.tick_s <= end + DAY:
+            self._push(now + self.tick_s, NOTICE, tenant)
+
+    def _plan(self, tenant: str, excess: int, now: int) -> None:
+        terms = self.providers.terms(tenant)
+        asks: list[tuple[JobAsk, Sequence[View]]] = []
+        for j in self.lease.owners.running_by_tenant.get(tenant, {}):
+            run, spec = self.lease.jobs[j], self.specs.get(j)
+            if (
+                spec is None
+                or j in self.leaving
+                or run.state is not JobState.RUNNING
+                or spec.checkpoint_interval_s <= 0
+            ):
+                continue
+            work = max(1, run.spec.duration_s - run.progress_s(next_checkpoint_s(run, now)))
+            pools = tuple(p for p in self.accepted(spec) if p in self.pools)
+            write = self.lease.checkpoint_write_s
+            ask = ask_of(replace(spec, providers=pools), terms, work, write)
+            views: list[View] = []
+            for name in ask.candidates:
+                p = self.providers.get(name)
+                assert isinstance(p, PoolProvider)
+                eng = self.pools[name]
+                busy, w, rs = self.busy_gpus(name), eng.checkpoint_write_s, eng.restart_cost_s
+                views.append(pool_view(p, busy, spec, terms, work, w, rs))
+            asks.append((ask, views))
+        for r in drain(self.lease_name, excess, asks):
+            run = self.lease.jobs[r.job_id]
+            if r.provider is None:
+                if r.job_id not in self.stuck:  # (said once)
+                    self.stuck.add(r.job_id)
+                    self._record(r, self.lease_name, now, now, 0)
+                continue
+            at = next_checkpoint_s(run, now)
+            self.leaving[r.job_id] = (r.provider, run.attempt)
+            detail = f"moves to {r.provider} at its next checkpoint (in {at - now} s) under notice"
+            plan = replace(r, detail=detail, cost_micro=0)
+            self._record(plan, self.lease_name, now, at, 0)
+            self._push(at, CUTOVER, r.job_id)
+
+    def _cutover(self, job_id: str, now: int) -> None:
+        """A migrating job's checkpoint is written: stop it on the lease, and queue the
+        work it has left on the pool (after provisioning and its data move)."""
+        pool, attempt = self.leaving.pop(job_id)
+        run = self.lease.jobs.get(job_id)
+        spec = self.specs.get(job_id)
+        if run is None or spec is None or job_id in self.where:
+            return
+        if run.state is JobState.RUNNING and run.attempt == attempt:
+            saved = run.saved_by_periodic_checkpoints_s(now)
+            lost = run.progress_s(now) - saved
+        elif run.state is JobState.PENDING:  # preempted or interrupted since: it moves as is
+            saved, lost = run.work_saved_s, 0
+        else:  # ended, or being reclaimed (a later drain takes it if it must)
+            return
+        work = max(1, spec.duration_s - saved)
+        detail = (
+            f"migrated from {self.lease_name} to {pool} under notice at its checkpoint: "
+            f"{work} s of work carried, {lost} s lost"
+        )
+        r = Route(job_id, spec.tenant, pool, RouteReason.MIGRATED, detail)
+        self.where[job_id] = pool  # the lease's cancel below closes its run as migrated
+        self.lease.cancel(job_id)
+        if self.carry is not None:
+            self.carry(job_id, pool)
+        self._to_pool(spec, r, work, now)
+        self.pools[pool].jobs[job_id].attempt = _attempts(run)
 
     # -- why ------------------------------------------------------------------------------
     def why(self, job_id: str) -> tuple[str, str]:
@@ -391,12 +518,20 @@ class Router:
             return False
         return any(p in self.pools for p in self.accepted(spec))
 
-    def restored(self, pending_on_lease: Sequence[JobSpec]) -> None:
-        """Re-checks for the routed jobs restored pending on the lease."""
-        for spec in pending_on_lease:
+    def restored(self, on_lease: Sequence[JobRun]) -> None:
+        """The routed jobs restored on the lease: re-checks for those pending; all may be
+        drained under notice."""
+        for run in on_lease:
+            spec = run.spec
             if spec.id in self.last and not _fixed(spec):
                 self.specs[spec.id] = spec
-                self._recheck_at(spec, spec.submit_s)
+                if run.state is JobState.PENDING and run.first_start_s is None:
+                    self._recheck_at(spec, spec.submit_s)
+
+
+def _attempts(run: JobRun) -> int:
+    """The attempts a job made on the lease (its runs on a pool number on from them)."""
+    return run.attempt
 
 
 def _fixed(spec: JobSpec) -> bool:

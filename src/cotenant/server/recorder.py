@@ -126,6 +126,7 @@ class Recorder:
         job = ev.get("job")
         t = int(ev.get("t", self.clock.now()))
         if isinstance(job, str) and source is not None and self.engine_of(job) is not source:
+            self._left(kind, job, t, source)
             return
         if kind == "route":
             self._route_buf.append(ev)
@@ -139,6 +140,16 @@ class Recorder:
         if kind in AUDITED:
             payload = {k: v for k, v in ev.items() if k not in ("t", "event")}
             self._audit_buf.append((t, kind, payload))
+
+    def _left(self, kind: str, job: str, t: int, source: Engine) -> None:
+        """``source`` cancelled a job that moved to a pool (lock held): a run it had there
+        (a migration at its checkpoint) ends as migrated."""
+        run = source.jobs.get(job)
+        if kind != "cancel" or run is None or run.attempt < 1:
+            return
+        self.usage_since.pop(job, None)
+        end = {"end_s": t, "outcome": "migrated", "exit_code": None, "detail": "to a pool"}
+        self._attempt_buf.append(("end", {"job_id": job, "attempt": run.attempt, **end}))
 
     def _note_attempt(self, kind: str, job: str, t: int, ev: Mapping[str, Any]) -> None:
         """A run starting or ending becomes a change to the job's attempts (lock held)."""

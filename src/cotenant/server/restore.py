@@ -74,7 +74,7 @@ def restore(
                 if since is not None:
                     recorder.usage_since[run.id] = since[0]
     if router is not None:
-        router.restored([r.spec for r in opened[0][1] if r.state is JobState.PENDING])
+        router.restored(opened[0][1])
     for spec in again:
         runner.enqueue(spec)  # routed when the engine first wakes (its decision recorded)
     now = runner.clock.now()

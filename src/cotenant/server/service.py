@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -139,6 +140,8 @@ class Service:
                 for p in self.providers.pools()
             }
             self.router = Router(self.providers, self.engine, pools, self.clock)
+            if settings.backend != "sim":
+                self.router.carry = self._carry_checkpoint
             self.runner.add_pools(self.router, offsets)
         # The site's energy figures (the seeding scenario's [energy]): its power cap binds
         # the live scheduler exactly as it binds the twin.
@@ -231,6 +234,16 @@ class Service:
                 comment_prefix=slurm_comment_prefix(self.store),
             )
         return get_backend(s.backend, topo=self.topo, state_dir=s.state_dir)
+
+    def _carry_checkpoint(self, job_id: str, pool: str) -> None:
+        """A job migrating to a pool takes its checkpoint along (its data move)."""
+        from cotenant.backends.local import safe_name
+
+        base = Path(self.settings.state_dir)
+        src = base / "jobs" / safe_name(job_id) / "checkpoint"
+        if src.is_dir():
+            dst = pool_state_dir(base, pool) / "jobs" / safe_name(job_id) / "checkpoint"
+            shutil.copytree(src, dst, dirs_exist_ok=True)
 
     def _pool_backend(self, pool: str) -> Backend:
         """A pool's backend: the twin's where the server runs simulated, else local
