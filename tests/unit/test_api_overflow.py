@@ -234,3 +234,51 @@ def test_overflow_terms_for_a_tenant_the_store_lacks(tmp_path: Path, keys: dict[
     with pytest.raises(SpecError) as e, TestClient(create_app(s)):
         pass
     assert e.value.field == "overflow.nobody", e.value
+
+
+def test_under_notice_a_training_run_migrates_to_the_pool_with_its_attempts(
+    tmp_path: Path, keys: dict[str, str]
+) -> None:
+    """An hour of service time a wall second: the lessee's five 16-GPU training runs fill
+    its 80 GPUs; it gives notice; at the next hourly drain its entitlement has fallen
+    below 80, and one run moves to the pool at its next checkpoint (attempt 1 on the
+    lease ends `migrated`, attempt 2 runs on the pool); no job is lost."""
+    s = pool_settings(tmp_path / "api.db", speed=3600)
+    with TestClient(create_app(s)) as c:
+        api = Api(c, keys)
+        runs = [
+            api.submit(
+                LESSEE,
+                16,
+                duration_s=100 * 3600,
+                kind="training",
+                checkpoint_interval_s=1800,
+                priority=i,  # (the most important moves first)
+            )["id"]
+            for i in range(5)
+        ]
+        for j in runs:
+            assert api.wait_state(LESSEE, j, "running")["state"] == "running"
+        r = api.post(LESSEE, f"/v1/tenants/{LESSEE}/contract/notice", {})
+        assert r.status_code == 200, r.text
+        moved = runs[-1]
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            j = api.get(LESSEE, f"/v1/jobs/{moved}").json()
+            if j["state"] == "running" and j["attempt"] == 2:
+                break
+            time.sleep(0.1)
+        assert j["placement"]["nodes"][0].startswith("cloud-"), j
+        first, second = j["attempts"]
+        assert first["outcome"] == "migrated" and first["detail"] == "moved to cloud", first
+        assert not first["nodes"][0].startswith("cloud-"), first
+        assert second["nodes"][0].startswith("cloud-") and second["outcome"] is None, second
+        listed = api.get(LESSEE, "/v1/jobs", params={"limit": 10}).json()["items"]
+        assert moved in {x["id"] for x in listed}
+        states = {api.get(LESSEE, f"/v1/jobs/{x}").json()["state"] for x in runs}
+        assert states == {"running"}  # (none lost)
+        cancelled = api.post(LESSEE, f"/v1/jobs/{moved}/cancel")  # (through the schema)
+        assert cancelled.status_code == 200, cancelled.text
+        assert [a["outcome"] for a in cancelled.json()["attempts"]] == ["migrated", "cancelled"]
+    got = [(r["job"], r["provider"], r["reason"]) for r in routes(tmp_path)]
+    assert (moved, "lease", "migrated") in got and (moved, "cloud", "migrated") in got, got

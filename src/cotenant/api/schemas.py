@@ -114,10 +114,17 @@ class Attempt(BaseModel):
     end_s: int | None = Field(description="when it ended; null while it runs")
     outcome: (
         Literal[
-            "completed", "failed", "lost", "not-started", "preempted", "node-failure", "cancelled"
+            "completed",
+            "failed",
+            "lost",
+            "not-started",
+            "preempted",
+            "node-failure",
+            "cancelled",
+            "migrated",
         ]
         | None
-    ) = Field(description="how it ended; null while it runs")
+    ) = Field(description="how it ended; null while it runs (migrated: to a pool, under notice)")
     exit_code: int | None = Field(
         description="the command's exit status (128 + N: killed by signal N; -1: lost, "
         "-2: not started; the sim backend's runs end with 0); null while it runs or if it "

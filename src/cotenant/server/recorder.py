@@ -148,7 +148,8 @@ class Recorder:
         if kind != "cancel" or run is None or run.attempt < 1:
             return
         self.usage_since.pop(job, None)
-        end = {"end_s": t, "outcome": "migrated", "exit_code": None, "detail": "to a pool"}
+        to = self._pools.get(id(self.engine_of(job)), ("another provider", 0))[0]
+        end = {"end_s": t, "outcome": "migrated", "exit_code": None, "detail": f"moved to {to}"}
         self._attempt_buf.append(("end", {"job_id": job, "attempt": run.attempt, **end}))
 
     def _note_attempt(self, kind: str, job: str, t: int, ev: Mapping[str, Any]) -> None:

@@ -141,7 +141,7 @@ class AttemptRow(Base):
     node_gpus: Mapped[str] = mapped_column(Text)  # JSON, same length
     start_s: Mapped[int] = mapped_column(BigInteger)
     end_s: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    # completed | failed | lost | not-started | preempted | node-failure | cancelled
+    # completed | failed | lost | not-started | preempted | node-failure | cancelled | migrated
     outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     detail: Mapped[str] = mapped_column(String(200), default="")
