@@ -159,6 +159,9 @@ def check_usage_and_invoice(api: Api) -> None:
     )
     assert bill["total_cents"] == sum(x["amount_cents"] for x in bill["lines"])
     assert inv["overflow"] == {"budget_cents": 7000, "reserved_cents": 6400, "left_cents": 600}
+    view = api.get("operator", "/v1/cluster").json()["providers"]
+    got = [(v["name"], v["total_gpus"], v["free_gpus"]) for v in view]
+    assert got == [("lease", 128, 0), ("cloud", 32, 16)], view
     rc = api.get(OWNER, "/v1/usage").json()["tenants"][0]
     assert rc["pools"] == [
         {

@@ -32,7 +32,7 @@ from cotenant.scheduler.policies import get_policy
 from cotenant.server.readmodel import JobBook
 from cotenant.server.recorder import AUDITED, DURABLE_WAIT_S, Recorder
 from cotenant.server.settings import Settings
-from cotenant.server.status import FOREVER, DecisionRate, Status, status_of
+from cotenant.server.status import FOREVER, DecisionRate, Status, status_of, with_pools
 from cotenant.store.repo import Store
 
 if TYPE_CHECKING:
@@ -215,6 +215,9 @@ class Runner:
         self.recorder.flush()
         decided = sum(self.keepup.decisions.values())
         self.status = status_of(self.engine, t, decided, self._rate.add(decided))
+        if self.router is not None:
+            r = self.router
+            self.status = with_pools(self.status, self.engine, r.lease_name, r.pools)
         self.stepping = False
 
     def lag_s(self) -> float:
