@@ -36,7 +36,7 @@ from typing import Any
 from cotenant.audit.chain import canonical_json
 from cotenant.backends import BACKENDS, get_backend
 from cotenant.backends.base import Backend
-from cotenant.cluster.topology import Topology
+from cotenant.cluster.topology import ClusterSpec, Topology
 from cotenant.contracts.schema import ContractTable
 from cotenant.engine.clock import LiveClock
 from cotenant.engine.core import Engine
@@ -97,25 +97,7 @@ class Service:
         start_s = self._anchor_clock()
         contracts: dict[str, Contract] = store.contracts()
         names: set[str] = {r["name"] for r in store.tenants()}  # (rows: the store's own)
-        # Elastic pools beside the lease (server/overflow.py): their nodes follow the
-        # lease's in the server's node space.
-        self.providers: ProviderSet | None = None
-        self.router: Router | None = None
-        self.node_names: tuple[str, ...] = self.topo.node_names
-        self.pool_topos: dict[str, Topology] = {}
-        offsets: dict[str, int] = {}
-        self.pool_offsets = offsets
-        if settings.pools:
-            self.providers = live_providers(settings, spec)
-            for t in sorted(settings.overflow):
-                if t not in names:
-                    raise SpecError(
-                        f"overflow.{t}", f"no tenant {t!r}; tenants: {', '.join(sorted(names))}"
-                    )
-            for p in self.providers.pools():
-                self.pool_topos[p.name] = pool_topology(p)
-                offsets[p.name] = len(self.node_names)
-                self.node_names += self.pool_topos[p.name].node_names
+        self._pool_space(settings, spec, names)  # (pools: server/overflow.py)
         self.runner = Runner(
             store,
             settings,
@@ -127,22 +109,7 @@ class Service:
             self.node_names,
         )
         if self.providers is not None:
-            pools = {
-                p.name: pool_engine(
-                    p,
-                    self.pool_topos[p.name],
-                    self.providers,
-                    contracts,
-                    self._pool_backend(p.name),
-                    self.clock,
-                    start_s,
-                )
-                for p in self.providers.pools()
-            }
-            self.router = Router(self.providers, self.engine, pools, self.clock)
-            if settings.backend != "sim":
-                self.router.carry = self._carry_checkpoint
-            self.runner.add_pools(self.router, offsets)
+            self._add_pools(contracts, start_s)
         # The site's energy figures (the seeding scenario's [energy]): its power cap binds
         # the live scheduler exactly as it binds the twin.
         raw_energy = store.meta(ENERGY_META)
@@ -163,6 +130,47 @@ class Service:
         # service replicas, owned by its autoscaler): the invariant check counts their
         # GPUs but does not look for them in the store.
         self.unstored_job: Callable[[str], bool] = lambda job_id: False
+
+    def _pool_space(self, settings: Settings, spec: ClusterSpec, tenants: set[str]) -> None:
+        """Elastic pools beside the lease (server/overflow.py): their providers and
+        terms, and the server's node space (their nodes follow the lease's)."""
+        self.providers: ProviderSet | None = None
+        self.router: Router | None = None
+        self.node_names: tuple[str, ...] = self.topo.node_names
+        self.pool_topos: dict[str, Topology] = {}
+        self.pool_offsets: dict[str, int] = {}
+        if not settings.pools:
+            return
+        self.providers = live_providers(settings, spec)
+        for t in sorted(settings.overflow):
+            if t not in tenants:
+                raise SpecError(
+                    f"overflow.{t}", f"no tenant {t!r}; tenants: {', '.join(sorted(tenants))}"
+                )
+        for p in self.providers.pools():
+            self.pool_topos[p.name] = pool_topology(p)
+            self.pool_offsets[p.name] = len(self.node_names)
+            self.node_names += self.pool_topos[p.name].node_names
+
+    def _add_pools(self, contracts: dict[str, Contract], start_s: int) -> None:
+        """Each pool's engine on the server's clock, and the router between them."""
+        assert self.providers is not None
+        pools = {
+            p.name: pool_engine(
+                p,
+                self.pool_topos[p.name],
+                self.providers,
+                contracts,
+                self._pool_backend(p.name),
+                self.clock,
+                start_s,
+            )
+            for p in self.providers.pools()
+        }
+        self.router = Router(self.providers, self.engine, pools, self.clock)
+        if self.settings.backend != "sim":
+            self.router.carry = self._carry_checkpoint
+        self.runner.add_pools(self.router, self.pool_offsets)
 
     # -- the parts' state, read by the routers ------------------------------------------------
     @property
