@@ -34,8 +34,9 @@ from __future__ import annotations
 
 import heapq
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +44,13 @@ from cotenant.backends.base import Backend
 from cotenant.cluster.topology import ClusterSpec, Topology
 from cotenant.engine.clock import Clock
 from cotenant.engine.core import Engine
-from cotenant.engine.events import ContractChanged, EngineEvent
+from cotenant.engine.events import (
+    ContractChanged,
+    EngineEvent,
+    JobCancelled,
+    JobRejected,
+    RunEnded,
+)
 from cotenant.engine.jobs import JobRun
 from cotenant.federation.core import job_held, month_of, next_checkpoint_s
 from cotenant.federation.policy import JobAsk, Route, RouteReason, View, drain, route
@@ -217,6 +224,8 @@ class Router:
         self._seq = 0
         self._noticed: set[str] = set()
         lease.observers.append(self._lease_event)
+        for eng in self.pools.values():
+            eng.observers.append(partial(self._ended, eng))
         for c in lease.contracts.values():
             if c.notice.given_at is not None:
                 self._notice(c.tenant, c.notice.given_at)
@@ -370,7 +379,16 @@ class Router:
         self._to_pool(spec, r, work, now)
 
     # -- notice: drain to the pools ------------------------------------------------------
+    def _ended(self, eng: Engine, ev: EngineEvent) -> None:
+        """A job that ended for good needs no spec or route kept for it (its pool is)."""
+        if isinstance(ev, RunEnded | JobCancelled | JobRejected):
+            run = eng.jobs.get(ev.job)
+            if run is not None and run.state not in LIVE and self.engine_of(ev.job) is eng:
+                self.specs.pop(ev.job, None)
+                self.last.pop(ev.job, None)
+
     def _lease_event(self, ev: EngineEvent) -> None:
+        self._ended(self.lease, ev)
         if isinstance(ev, ContractChanged):
             c = self.lease.contracts.get(ev.tenant)
             if c is not None and c.notice.given_at is not None:
@@ -518,9 +536,12 @@ class Router:
             return False
         return any(p in self.pools for p in self.accepted(spec))
 
-    def restored(self, on_lease: Sequence[JobRun]) -> None:
+    def restored(self, on_lease: Sequence[JobRun], live: Collection[str] | None = None) -> None:
         """The routed jobs restored on the lease: re-checks for those pending; all may be
-        drained under notice."""
+        drained under notice. Routes of jobs not ``live`` (ended) are let go."""
+        if live is not None:
+            self.last = {j: r for j, r in self.last.items() if j in live}
+            self.where = {j: p for j, p in self.where.items() if j in live}
         for run in on_lease:
             spec = run.spec
             if spec.id in self.last and not _fixed(spec):

@@ -74,7 +74,8 @@ def restore(
                 if since is not None:
                     recorder.usage_since[run.id] = since[0]
     if router is not None:
-        router.restored(opened[0][1])
+        live = {r.spec.id for r in runs} | {s.id for s in again}
+        router.restored(opened[0][1], live)
     for spec in again:
         runner.enqueue(spec)  # routed when the engine first wakes (its decision recorded)
     now = runner.clock.now()

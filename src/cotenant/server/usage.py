@@ -133,8 +133,8 @@ class PoolUsage:
             rec = UsageRecord(r["id"], r["tenant"], r["gpus"], acc, p.nodes, since, now)
             records[r["route"]].append(rec)
         moves: dict[str, list[DataMove]] = {name: [] for name in records}
-        for row in self.store.routes():
-            if row["provider"] in moves and (tenant is None or row["tenant"] == tenant):
+        for row in self.store.routes(tenant):
+            if row["provider"] in moves and row["data_gb"]:
                 mv = DataMove(row["job_id"], row["tenant"], int(row["t"]), int(row["data_gb"]))
                 moves[row["provider"]].append(mv)
         out = []
@@ -151,9 +151,7 @@ class PoolUsage:
         """(budget, reserved) in micro-dollars for the tenant's overflow in ``month``."""
         budget = self.providers.terms(tenant).budget_micro_per_month
         reserved = sum(
-            int(r["cost_micro"])
-            for r in self.store.routes()
-            if r["tenant"] == tenant and r["month"] == month and r["overflow"]
+            int(r["cost_micro"]) for r in self.store.routes(tenant, month) if r["overflow"]
         )
         return budget, reserved
 

@@ -229,9 +229,15 @@ class Store:
             stmt = stmt.where(LEDGER.c.tenant == tenant)
         return [mapping.record_from_row(r) for r in self._all(stmt)]
 
-    def routes(self) -> list[Row]:
-        """Every routing decision between the lease and its pools, oldest first."""
-        return self._all(sa.select(ROUTES).order_by(ROUTES.c.id))
+    def routes(self, tenant: str | None = None, month: str | None = None) -> list[Row]:
+        """The routing decisions between the lease and its pools (of a tenant, in a
+        month), oldest first."""
+        stmt = sa.select(ROUTES)
+        if tenant is not None:
+            stmt = stmt.where(ROUTES.c.tenant == tenant)
+        if month is not None:
+            stmt = stmt.where(ROUTES.c.month == month)
+        return self._all(stmt.order_by(ROUTES.c.id))
 
     def pool_ledger(self, provider: str | None = None, tenant: str | None = None) -> list[Row]:
         """A pool's usage records (rows with ``provider``), oldest first."""
