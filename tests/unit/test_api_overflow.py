@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from test_api import LESSEE, OWNER, Api, key_map
 
@@ -22,6 +23,7 @@ from cotenant.model.errors import SpecError
 from cotenant.server.bootstrap import bootstrap
 from cotenant.server.settings import Settings, load_settings
 from cotenant.store.repo import Store
+from cotenant.store.tables import ROUTES
 
 POOL = {
     "name": "cloud",
@@ -97,10 +99,11 @@ def test_overflow_within_budget_then_over_budget_and_a_restart_keeps_both(
         r"queued on cloud in \d+ s \(provisioning and moving its data in\)",
         why["detail"],
     ), why
-    ran = api.wait_state(LESSEE, first["id"], "running")
+    ran = api.wait_state(LESSEE, first["id"], "running", timeout=20)  # (5 s: 300 s to come)
     assert ran["placement"]["nodes"] == ["cloud-1"], ran
     second = api.submit(LESSEE, 8, duration_s=3600)
-    assert api.wait_state(LESSEE, second["id"], "running")["placement"]["nodes"] == ["cloud-2"]
+    ran = api.wait_state(LESSEE, second["id"], "running", timeout=20)
+    assert ran["placement"]["nodes"] == ["cloud-2"], ran
     third = api.submit(LESSEE, 8, duration_s=3600)  # $32 more would pass the $70
     why = api.get(LESSEE, f"/v1/jobs/{third['id']}/why").json()
     assert why["state"] == "pending" and why["reason"] == "over-budget", why
@@ -123,8 +126,15 @@ def test_overflow_within_budget_then_over_budget_and_a_restart_keeps_both(
     ]
     assert {r["reason"] for r in got[4:]} <= {"over-budget"}  # (its re-check at max_wait)
 
+    # As if the server had died after storing the third job but before its route:
+    store = Store(f"sqlite:///{tmp_path / 'api.db'}")
+    with store.engine.begin() as conn:
+        conn.execute(sa.delete(ROUTES).where(ROUTES.c.job_id == third["id"]))
+    store.close()
     gen = app(tmp_path, keys)  # a restart: the budget spent and the routes come back
     api = next(gen)
+    why = api.get(LESSEE, f"/v1/jobs/{third['id']}/why").json()
+    assert why["reason"] == "over-budget", why  # (routed again at the start)
     for j in (first, second):
         again = api.get(LESSEE, f"/v1/jobs/{j['id']}").json()
         assert again["state"] == "running" and again["placement"]["nodes"][0].startswith("cloud")
@@ -134,6 +144,10 @@ def test_overflow_within_budget_then_over_budget_and_a_restart_keeps_both(
     checked = api.get("operator", "/v1/admin/invariants").json()
     assert checked["ok"] and checked["problems"] == [], checked
     gen.close()
+    store = Store(f"sqlite:///{tmp_path / 'api.db'}")
+    again = [r["reason"] for r in store.routes(LESSEE) if r["job_id"] == third["id"]]
+    store.close()
+    assert again and set(again) == {"over-budget"}, again  # (its route stored anew)
 
 
 def check_usage_and_invoice(api: Api) -> None:
