@@ -163,7 +163,7 @@ def _job_ctx(v: Viewer, job_id: str) -> dict[str, Any]:
     return {
         "job": job,
         "row": row,
-        "attempts": attempts(trail, list(v.svc.topo.node_names)),
+        "attempts": attempts(trail, list(v.svc.node_names)),
         "log": log_tail(v, row),
         "live": live or row["state"] == "pending",
         "now": v.svc.clock.now(),

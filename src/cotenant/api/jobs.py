@@ -45,7 +45,7 @@ def job_dict(
 ) -> dict[str, Any]:
     """A stored job (and its stored attempts) as the ``Job`` schema's JSON (built
     directly: the submit path is hot)."""
-    return job_doc(svc.topo.node_names, row, attempts)
+    return job_doc(svc.node_names, row, attempts)
 
 
 def job_out(svc: Service, row: dict[str, Any]) -> Job:

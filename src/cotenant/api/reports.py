@@ -15,7 +15,11 @@ from cotenant.api.errors import ERROR_RESPONSES
 from cotenant.api.schemas import (
     MAX_TIME,
     ClusterView,
+    InvoiceLineOut,
     InvoiceOut,
+    OverflowOut,
+    PoolInvoiceOut,
+    PoolUsageOut,
     ProviderUsageOut,
     ProviderView,
     TenantAllocation,
@@ -23,6 +27,8 @@ from cotenant.api.schemas import (
     TenantUsage,
     UsageOut,
 )
+from cotenant.federation.metering import PoolBill
+from cotenant.metering.money import format_usd
 from cotenant.metering.rating import month_bounds
 from cotenant.model.errors import NotFound, SpecError
 from cotenant.server.keys import Principal, Role
@@ -93,6 +99,7 @@ def usage(
     usage = svc.usage_now(tenant)
     per_provider = svc.usage_by_provider(tenant, start_s, end_s, usage.now)
     names = [tenant] if tenant is not None else sorted(svc.tenant_names)
+    bills = svc.pool_bills(tenant, start_s, end_s, usage.now)
     out = []
     for t in names:
         own = usage.gpu_seconds(t, start_s, end_s, borrowed=False)
@@ -108,6 +115,7 @@ def usage(
                     ProviderUsageOut.of(name, o, b)
                     for name, (o, b) in per_provider.get(t, {}).items()
                 ],
+                pools=[_pool_usage(bill, t) for bill in bills],
             )
         )
     return UsageOut(start_s=start_s, end_s=end_s, tenants=out)
@@ -131,4 +139,36 @@ def invoice(
     t0, t1 = month_bounds(month)
     per = svc.usage_by_provider(tenant, t0, t1, now).get(tenant, {})
     out.providers = [ProviderUsageOut.of(name, o, b) for name, (o, b) in per.items()]
+    for bill in svc.pool_bills(tenant, t0, t1, now):
+        inv = bill.invoice_lines(tenant, month)
+        total = sum(x.amount_cents for x in inv)
+        lines = [InvoiceLineOut.model_validate(x.to_json_dict()) for x in inv]
+        out.pools.append(
+            PoolInvoiceOut(
+                provider=bill.pool.name, lines=lines, total_cents=total, total=format_usd(total)
+            )
+        )
+    if svc.pool_usage is not None:
+        budget, reserved = svc.pool_usage.overflow(tenant, month)
+        out.overflow = OverflowOut(
+            budget_cents=budget // 10_000,
+            reserved_cents=-(-reserved // 10_000),
+            left_cents=(budget - reserved) // 10_000,
+        )
     return out
+
+
+def _pool_usage(bill: PoolBill, tenant: str) -> PoolUsageOut:
+    """A tenant's use of one pool over the bill's window."""
+    months = [m for (t, _), m in bill.months.items() if t == tenant]
+    gpu_s = sum(m.on_demand_gpu_s + m.spot_gpu_s for m in months)
+    gb = sum(m.data_gb for m in months)
+    cents = bill.total_cents(tenant)
+    return PoolUsageOut(
+        provider=bill.pool.name,
+        gpu_seconds=gpu_s,
+        gpu_hours=gpu_s / 3600,
+        data_tb=gb / 1000,
+        cost_cents=cents,
+        cost=format_usd(cents),
+    )

@@ -114,10 +114,17 @@ class Attempt(BaseModel):
     end_s: int | None = Field(description="when it ended; null while it runs")
     outcome: (
         Literal[
-            "completed", "failed", "lost", "not-started", "preempted", "node-failure", "cancelled"
+            "completed",
+            "failed",
+            "lost",
+            "not-started",
+            "preempted",
+            "node-failure",
+            "cancelled",
+            "migrated",
         ]
         | None
-    ) = Field(description="how it ended; null while it runs")
+    ) = Field(description="how it ended; null while it runs (migrated: to a pool, under notice)")
     exit_code: int | None = Field(
         description="the command's exit status (128 + N: killed by signal N; -1: lost, "
         "-2: not started; the sim backend's runs end with 0); null while it runs or if it "
@@ -336,6 +343,18 @@ class ProviderUsageOut(BaseModel):
 
 
 _PROVIDERS = "per provider, where the cluster is several (Slurm clusters); else empty"
+_POOLS = "per elastic pool (server settings [[pools]]), on its own terms; else empty"
+
+
+class PoolUsageOut(BaseModel):
+    """A tenant's use of one elastic pool, rated on the pool's own terms."""
+
+    provider: str
+    gpu_seconds: int
+    gpu_hours: float
+    data_tb: float
+    cost_cents: int
+    cost: str
 
 
 class TenantUsage(BaseModel):
@@ -345,6 +364,7 @@ class TenantUsage(BaseModel):
     borrowed_gpu_seconds: int
     gpu_hours: float
     providers: list[ProviderUsageOut] = Field(default_factory=list, description=_PROVIDERS)
+    pools: list[PoolUsageOut] = Field(default_factory=list, description=_POOLS)
 
 
 class UsageOut(BaseModel):
@@ -361,6 +381,24 @@ class InvoiceLineOut(BaseModel):
     amount: str
 
 
+class PoolInvoiceOut(BaseModel):
+    """A tenant's bill from one pool for the month: GPU-hours on demand at the pool's
+    price, data moved in per TB."""
+
+    provider: str
+    lines: list[InvoiceLineOut]
+    total_cents: int
+    total: str
+
+
+class OverflowOut(BaseModel):
+    """The tenant's overflow budget for the month and what overflow reserved of it."""
+
+    budget_cents: int
+    reserved_cents: int
+    left_cents: int
+
+
 class InvoiceOut(BaseModel):
     tenant: str
     month: str
@@ -374,6 +412,10 @@ class InvoiceOut(BaseModel):
     providers: list[ProviderUsageOut] = Field(
         default_factory=list, description=f"the month's usage {_PROVIDERS}"
     )
+    pools: list[PoolInvoiceOut] = Field(
+        default_factory=list, description=f"the month's bills {_POOLS} (apart from the total)"
+    )
+    overflow: OverflowOut | None = None
 
 
 # -- audit, keys, meta -----------------------------------------------------------------------------

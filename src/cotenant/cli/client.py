@@ -419,25 +419,35 @@ def usage_command(
     as_json: JsonOpt = False,
 ) -> None:
     """GPU-hours used per tenant (a tenant key: its own), and per provider where the
-    cluster is several (Slurm clusters)."""
+    cluster is several (Slurm clusters) or has pools (each at its own price)."""
     params = {"tenant": tenant} if tenant else {}
     u = call("GET", "/v1/usage", params=params)
     if as_json:
         print_json(u)
         return
-    split = any(x.get("providers") for x in u["tenants"])
+    pools = any(x.get("pools") for x in u["tenants"])
+    split = pools or any(x.get("providers") for x in u["tenants"])
     cols = [Col("tenant", number=False, whole=True)]
     cols += [Col("provider", number=False, whole=True)] if split else []
     cols += [Col(c) for c in ("GPU-hours", "own GPU-hours", "borrowed GPU-hours")]
+    cols += [Col("pool cost")] if pools else []
 
     def hours(x: dict[str, Any]) -> list[str]:
         keys = ("gpu_seconds", "own_gpu_seconds", "borrowed_gpu_seconds")
         return [f"{x[k] / 3600:,.2f}" for k in keys]
 
     rows = []
+    lease = ["all" if not pools else "lease"] if split else []
     for x in u["tenants"]:
-        rows.append([x["tenant"], *(["all"] if split else []), *hours(x)])
-        rows += [[x["tenant"], p["provider"], *hours(p)] for p in x.get("providers", [])]
+        rows.append([x["tenant"], *lease, *hours(x), *([""] if pools else [])])
+        rows += [
+            [x["tenant"], p["provider"], *hours(p), *([""] if pools else [])]
+            for p in x.get("providers", [])
+        ]
+        rows += [
+            [x["tenant"], f"{p['provider']} (pool)", f"{p['gpu_hours']:,.2f}", "", "", p["cost"]]
+            for p in x.get("pools", [])
+        ]
     print_fitted(console, None, cols, rows)
 
 

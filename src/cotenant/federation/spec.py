@@ -281,3 +281,33 @@ def _only_allowed(tenant: str, allowed: Sequence[str], wanted: Sequence[str], f:
                 f"provider {name!r} is not one tenant {tenant!r} may use "
                 f"(its providers: {', '.join(allowed)})",
             )
+
+
+def read_pool(raw: Any, field: str) -> PoolProvider:
+    """One pool table as the live server's settings write it (``[[pools]]``: a provider
+    table without ``kind``); ``SpecError`` naming ``field.<key>``."""
+    if not isinstance(raw, Mapping):
+        raise SpecError(field, "must be a table")
+    if "kind" in raw:
+        raise SpecError(f"{field}.kind", "a pool table has no kind: every one is a pool")
+    pt = ProviderTable.read({**raw, "kind": POOL}, field)
+    if pt.name is None or not pt.name.strip():
+        raise SpecError(f"{field}.name", "a pool needs a non-empty name")
+    return _pool(pt, field)
+
+
+def read_tenant_terms(
+    tenant: str, raw: Any, field: str, names: Sequence[str], home: str
+) -> TenantProviders:
+    """A tenant's providers and overflow terms as the live server's settings write them
+    (``[overflow.<tenant>]``: ``providers`` and the keys of ``[tenants.overflow]``)."""
+    if not isinstance(raw, Mapping):
+        raise SpecError(field, "must be a table")
+    rest = {k: v for k, v in raw.items() if k != "providers"}
+    wanted = raw.get("providers")
+    if wanted is not None and (
+        not isinstance(wanted, list) or not all(isinstance(x, str) and x for x in wanted)
+    ):
+        raise SpecError(f"{field}.providers", "must be a list of provider names")
+    overflow = OverflowTable.read(rest, field)
+    return _tenant(TenantProviderInput(field, tenant, wanted, overflow), list(names), home)

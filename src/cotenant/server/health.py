@@ -3,7 +3,7 @@ GPU given twice) and why the server cannot make progress now."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from cotenant.cluster.state import Placement
 from cotenant.cluster.topology import Topology
@@ -14,7 +14,11 @@ from cotenant.store.repo import Row, Store
 
 
 def invariants(
-    runner: Runner, store: Store, topo: Topology, unstored_job: Callable[[str], bool]
+    runner: Runner,
+    store: Store,
+    topo: Topology,
+    unstored_job: Callable[[str], bool],
+    pool_topos: Sequence[Topology] = (),
 ) -> list[str]:
     """Problems with the allocation: GPUs given twice, engine and store disagreeing.
     Holds the engine lock throughout, so both are read at the same step. Jobs for which
@@ -26,23 +30,26 @@ def invariants(
     with runner.lock:
         runner.drain_inbox()
         runner.recorder.flush_all()  # every step's changes committed: the store is at this step
-        try:
-            runner.engine.state.check_invariants()
-        except InvariantBroken as e:
-            problems.append(f"engine: {e}")
         engine_running: dict[str, Placement] = {}
         held: dict[int, int] = {}
-        for run in runner.engine.running():
-            if run.placement is None:
-                continue
-            if not unstored_job(run.spec.id):
-                engine_running[run.spec.id] = run.placement
-                continue
-            _hold(held, run.placement)
+        for eng in runner.engines():  # (the lease's, then each pool's)
+            try:
+                eng.state.check_invariants()
+            except InvariantBroken as e:
+                problems.append(f"engine: {e}")
+            for run in eng.running():
+                p = runner.recorder.global_placement(eng, run.placement)
+                if p is None:
+                    continue
+                if not unstored_job(run.spec.id):
+                    engine_running[run.spec.id] = p
+                    continue
+                _hold(held, p)
         stored = store.running_placements()
     problems += _compare(stored, engine_running, held)
+    node_gpus = [int(g) for t in (topo, *pool_topos) for g in t.node_gpus]
     for n, g in sorted(held.items()):
-        cap = int(topo.node_gpus[n])
+        cap = node_gpus[n]
         if g > cap:
             problems.append(f"node {n} has {g} GPUs allocated but only {cap}")
     if len(stored) != len(engine_running):

@@ -6,13 +6,14 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 from cotenant.audit.chain import canonical_json
 from cotenant.cluster.topology import Topology
+from cotenant.federation.providers import PoolProvider
 from cotenant.model import dependencies
 from cotenant.model.accelerators import CATALOGUE
 from cotenant.model.errors import Conflict, NotFound, SpecError, Unprocessable
@@ -62,7 +63,7 @@ class JobService:
         fields = dependencies.without_empty(fields)  # (the fingerprint of a plain job as before)
         if not fields.get("providers"):
             fields.pop("providers", None)  # (likewise: a job that names none)
-        self.check_fits(fields)
+        self.check_fits(fields, tenant)
         if self.settings.backend != "sim" and not fields.get("command"):
             raise Unprocessable(
                 "command",
@@ -86,23 +87,54 @@ class JobService:
         found = self.store.job_tenant_state(job_id)
         return None if found is None else found[0]
 
-    def check_fits(self, fields: Mapping[str, Any]) -> None:
-        """The cluster can hold the job (its accelerator, its GPUs), or ``SpecError``."""
+    def check_fits(self, fields: Mapping[str, Any], tenant: str | None = None) -> None:
+        """The cluster (or a pool the job may use) can hold the job (its accelerator,
+        its GPUs), and the providers it names exist and are its tenant's; or
+        ``SpecError``. Without ``tenant`` (a pipeline's stage) it names no pool."""
+        names = tuple(fields.get("providers") or ())
         acc = fields.get("accelerator")
-        if acc is not None:
-            if acc not in CATALOGUE:
+        if acc is not None and acc not in CATALOGUE:
+            raise SpecError(
+                "accelerator", f"unknown kind {acc!r}; valid: {', '.join(sorted(CATALOGUE))}"
+            )
+        pools: list[PoolProvider] = []
+        if self.runner.router is not None:
+            pools = self._check_providers(names, tenant, fields)
+        fit = [p for p in pools if acc is None or acc == p.accelerator]
+        if pools and names and not fit and not self._names_lease(names):
+            kinds = ", ".join(sorted({p.accelerator for p in pools}))
+            raise SpecError("accelerator", f"the pools it accepts have no {acc}; they have {kinds}")
+        if fit and (names and not self._names_lease(names)):
+            most = max(p.max_gpus for p in fit)  # (it accepts only pools)
+            if fields["gpus"] > most:
                 raise SpecError(
-                    "accelerator", f"unknown kind {acc!r}; valid: {', '.join(sorted(CATALOGUE))}"
+                    "gpus", f"{fields['gpus']} GPUs is more than the pools it accepts have ({most})"
                 )
-            if acc not in self.topo.kinds:
-                raise SpecError(
-                    "accelerator",
-                    f"this cluster has no {acc}; it has {', '.join(self.topo.kinds)}",
-                )
+            return
+        if fit and fields["gpus"] <= max(p.max_gpus for p in fit):
+            return  # (a pool holds it, whatever the lease can)
+        if acc is not None and acc not in self.topo.kinds:
+            raise SpecError(
+                "accelerator",
+                f"this cluster has no {acc}; it has {', '.join(self.topo.kinds)}",
+            )
         cap = self.topo.capacity_of(acc)
         if fields["gpus"] > cap:
             raise SpecError("gpus", f"{fields['gpus']} GPUs is more than the cluster's {cap}")
-        names = tuple(fields.get("providers") or ())
+        if self.runner.router is None:
+            self._check_clusters(names)
+        clusters = tuple(n for n in names if n in self.topo.named_providers)
+        if clusters:
+            most = self.topo.provider_capacity_of(acc, clusters)
+            if fields["gpus"] > most:
+                raise SpecError(
+                    "gpus",
+                    f"{fields['gpus']} GPUs is more than any provider it accepts has "
+                    f"({most}{' ' + acc if acc else ''}); a gang never spans two",
+                )
+
+    def _check_clusters(self, names: tuple[str, ...]) -> None:
+        """The clusters a job names exist (a server without pools)."""
         known = self.topo.named_providers
         for k, name in enumerate(names):
             if not known:
@@ -116,14 +148,46 @@ class JobService:
                 )
             if name in names[:k]:
                 raise SpecError(f"providers[{k}]", f"{name!r} appears twice")
-        if names:
-            most = self.topo.provider_capacity_of(acc, names)
-            if fields["gpus"] > most:
+
+    def _names_lease(self, names: Sequence[str]) -> bool:
+        router = self.runner.router
+        lease = router.lease_name if router is not None else None
+        return any(n == lease or n in self.topo.named_providers for n in names)
+
+    def _check_providers(
+        self, names: tuple[str, ...], tenant: str | None, fields: Mapping[str, Any]
+    ) -> list[PoolProvider]:
+        """The named providers exist (the lease, its clusters, the pools) and its tenant
+        may use them; the pools the job may run on (those it names, else its tenant's)."""
+        known = self.topo.named_providers
+        router = self.runner.router
+        assert router is not None
+        pools = {p.name: p for p in router.providers.pools()}
+        every = (router.lease_name, *known, *pools)
+        for k, name in enumerate(names):
+            if name not in every:
                 raise SpecError(
-                    "gpus",
-                    f"{fields['gpus']} GPUs is more than any provider it accepts has "
-                    f"({most}{' ' + acc if acc else ''}); a gang never spans two",
+                    f"providers[{k}]", f"no provider {name!r}; this server has {', '.join(every)}"
                 )
+            if name in names[:k]:
+                raise SpecError(f"providers[{k}]", f"{name!r} appears twice")
+        mine = router.providers.terms(tenant).providers if tenant else (router.lease_name,)
+        for k, name in enumerate(names):
+            group = name if name in pools else router.lease_name
+            if group in mine:
+                continue
+            if tenant is None:
+                raise SpecError(f"providers[{k}]", "a pipeline's stages run on the lease")
+            raise SpecError(
+                f"providers[{k}]",
+                f"provider {name!r} is not one tenant {tenant!r} may use "
+                f"(its providers: {', '.join(mine)})",
+            )
+        if dependencies.from_fields(fields) or tenant is None:
+            if any(n in pools for n in names):
+                raise SpecError("after", "a job with dependencies runs on the lease, not a pool")
+            return []  # (it stays on the lease)
+        return [pools[n] for n in (names or mine) if n in pools]
 
     def job(self, job_id: str) -> Row:
         row = self.store.job(job_id)
@@ -135,9 +199,9 @@ class JobService:
         row = self.job(job_id)
         if JobState(row["state"]) in TERMINAL:
             raise Conflict(f"job {job_id!r} is already {row['state']}")
-        engine = self.runner.engine
 
         def cancel() -> None:
+            engine = self.runner.engine_of(job_id)
             if job_id not in engine.jobs:
                 raise Conflict(f"job {job_id!r} is not live in the engine")
             engine.cancel(job_id)
@@ -159,7 +223,12 @@ class JobService:
         if not 1 <= n <= last:
             raise NotFound(f"job {row['id']!r} has no attempt {n} (it has 1 to {last})")
         over = n < last or row["state"] not in RUNNING_STATES
-        job_dir = Path(self.settings.state_dir) / "jobs" / safe_name(row["id"])
+        base = Path(self.settings.state_dir)
+        if row.get("route"):  # (a job on a pool: its local backend's own directory)
+            from cotenant.server.overflow import pool_state_dir
+
+            base = pool_state_dir(base, row["route"])
+        job_dir = base / "jobs" / safe_name(row["id"])
         return job_dir / f"attempt-{n}.{stream}", n, over
 
     def live_row(self, row: Row) -> Row:
@@ -169,14 +238,14 @@ class JobService:
         lock, and the engine sets a job's reason as of its last cycle)."""
         if row["state"] != JobState.PENDING.value:
             return row
-        engine = self.runner.engine
+        engine = self.runner.engine_of(row["id"])
         run = engine.jobs.get(row["id"])
         if run is None or run.state is not JobState.PENDING:
             if row["reason"]:
                 return row
             detail = "accepted; the engine has not considered it yet"
             return {**row, "reason": "queued", "reason_detail": detail}
-        reason, detail = engine.why(row["id"])
+        reason, detail = self.runner.why(row["id"])
         return {**row, "reason": reason, "reason_detail": detail}
 
     def why(self, job_id: str) -> Row:

@@ -21,8 +21,10 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
+from dataclasses import replace
 from typing import Any, TypeVar
 
+from cotenant.cluster.state import Placement
 from cotenant.engine.clock import WallClock
 from cotenant.engine.core import Engine
 from cotenant.engine.jobs import JobRun
@@ -58,6 +60,7 @@ AUDITED = {
     "retag",
     "node-health",
     "interrupt",
+    "route",
 }
 
 
@@ -96,13 +99,37 @@ class Recorder:
         self._writes_lock = threading.Lock()
         self._book_tried = 0.0  # when the book was last read whole after a failure
         engine.ledger = RecordingLedger(self._ledger_buf.append)
+        # With pools (server/overflow.py): the engine a job is on, why it waits, the
+        # pools' engines by id (name, offset of their nodes in the server's node space),
+        # their usage records and the routing decisions not yet written.
+        self.engine_of: Callable[[str], Engine] = lambda job_id: engine
+        self.why: Callable[[str], tuple[str, str]] = engine.why
+        self._pools: dict[int, tuple[str, int]] = {}
+        self._pool_ledger_buf: list[tuple[str, UsageRecord]] = []
+        self._route_buf: list[dict[str, Any]] = []
+
+    def add_pool(self, name: str, engine: Engine, offset: int) -> None:
+        """A pool's engine: its usage goes to the pool ledger, its nodes after ``offset``."""
+        self._pools[id(engine)] = (name, offset)
+
+        def append(r: UsageRecord) -> None:
+            nodes = tuple(n + offset for n in r.nodes)
+            self._pool_ledger_buf.append((name, replace(r, nodes=nodes)))
+
+        engine.ledger = RecordingLedger(append)
 
     # -- the engine's decisions -------------------------------------------------------------
-    def on_decision(self, ev: dict[str, Any]) -> None:
-        """An engine sink (lock held): buffer what the decision changes in the store."""
+    def on_decision(self, ev: dict[str, Any], source: Engine | None = None) -> None:
+        """An engine sink (lock held): buffer what the decision changes in the store. A
+        decision of ``source`` about a job that has left it for a pool is not the job's."""
         kind = ev.get("event", "")
         job = ev.get("job")
         t = int(ev.get("t", self.clock.now()))
+        if isinstance(job, str) and source is not None and self.engine_of(job) is not source:
+            self._left(kind, job, t, source)
+            return
+        if kind == "route":
+            self._route_buf.append(ev)
         if isinstance(job, str):
             self._dirty.add(job)
             if kind in ("place", "retag"):
@@ -114,14 +141,26 @@ class Recorder:
             payload = {k: v for k, v in ev.items() if k not in ("t", "event")}
             self._audit_buf.append((t, kind, payload))
 
+    def _left(self, kind: str, job: str, t: int, source: Engine) -> None:
+        """``source`` cancelled a job that moved to a pool (lock held): a run it had there
+        (a migration at its checkpoint) ends as migrated."""
+        run = source.jobs.get(job)
+        if kind != "cancel" or run is None or run.attempt < 1:
+            return
+        self.usage_since.pop(job, None)
+        to = self._pools.get(id(self.engine_of(job)), ("another provider", 0))[0]
+        end = {"end_s": t, "outcome": "migrated", "exit_code": None, "detail": f"moved to {to}"}
+        self._attempt_buf.append(("end", {"job_id": job, "attempt": run.attempt, **end}))
+
     def _note_attempt(self, kind: str, job: str, t: int, ev: Mapping[str, Any]) -> None:
         """A run starting or ending becomes a change to the job's attempts (lock held)."""
-        run = self.engine.jobs.get(job)
+        engine = self.engine_of(job)
+        run = engine.jobs.get(job)
         if run is None:
             return
         key = {"job_id": job, "attempt": run.attempt}
         if kind == "place" and run.placement is not None:
-            cols = placement_columns(run.placement)
+            cols = placement_columns(self.global_placement(engine, run.placement))
             start = {"nodes": cols["nodes"], "node_gpus": cols["node_gpus"], "start_s": t}
             end = {"end_s": None, "outcome": None, "exit_code": None, "detail": ""}
             self._attempt_buf.append(("start", {**key, **start, **end}))
@@ -147,7 +186,14 @@ class Recorder:
         )
 
     def _buffered(self) -> bool:
-        return bool(self._dirty or self._audit_buf or self._ledger_buf or self._attempt_buf)
+        return bool(
+            self._dirty
+            or self._audit_buf
+            or self._ledger_buf
+            or self._attempt_buf
+            or self._pool_ledger_buf
+            or self._route_buf
+        )
 
     def flush(self) -> Future[None] | None:
         """Write what the engine decided since the last flush (lock held): one durable
@@ -161,21 +207,26 @@ class Recorder:
             return None
         now = self.clock.now()
         rows = [
-            self.job_columns(self.engine.jobs[j], now)
+            self.job_columns(eng.jobs[j], now)
             for j in sorted(self._dirty)
-            if j in self.engine.jobs
+            if j in (eng := self.engine_of(j)).jobs
         ]
         audit, ledger = self._audit_buf[:], self._ledger_buf[:]
         attempts = self._attempt_buf[:]
+        pool_ledger, routes = self._pool_ledger_buf[:], [_route_row(e) for e in self._route_buf]
         self._dirty.clear()
         self._audit_buf.clear()
         self._ledger_buf.clear()
         self._attempt_buf.clear()
+        self._pool_ledger_buf.clear()
+        self._route_buf.clear()
 
         def op(tx: Tx) -> None:
             repo.update_jobs(tx, rows)
             repo.write_attempts(tx, attempts)
             repo.append_ledger(tx, ledger)
+            repo.append_pool_ledger(tx, pool_ledger)
+            repo.append_routes(tx, routes)
             tx.after_commit(lambda: self._update_book(rows, attempts))
             for t, kind, payload in audit:
                 tx.audit(t, kind, payload)
@@ -206,15 +257,17 @@ class Recorder:
         live = run.state in (JobState.RUNNING, JobState.RECLAIMING)
         reason, detail = run.reason, run.reason_detail
         if run.state is JobState.PENDING:  # its own reason, or its tenant's wait
-            reason, detail = self.engine.why(run.id)
+            reason, detail = self.why(run.id)
         elif run.state in TERMINAL and run.id in self._ended_why:  # how it ended, not
             reason, detail = self._ended_why[run.id]  # the reason it was placed with
+        engine = self.engine_of(run.id)
+        pool = self._pools.get(id(engine)) if self._pools else None
         return {
             "id": run.id,
             "state": run.state.value,
             "reason": reason[:64],
             "reason_detail": detail[:500],
-            **placement_columns(run.placement if live else None),
+            **placement_columns(self.global_placement(engine, run.placement) if live else None),
             "borrowed": bool(run.borrowed and live),
             "start_s": run.start_s if live else None,
             "first_start_s": run.first_start_s,
@@ -224,7 +277,15 @@ class Recorder:
             "work_saved_s": run.work_saved_s,
             "preemptions": run.preemptions,
             "updated_s": now,
+            "route": None if pool is None else pool[0],
         }
+
+    def global_placement(self, engine: Engine, p: Placement | None) -> Placement | None:
+        """A placement in the server's node space (a pool's nodes follow the lease's)."""
+        pool = self._pools.get(id(engine)) if self._pools else None
+        if p is None or pool is None:
+            return p
+        return Placement(tuple(n + pool[1] for n in p.nodes), p.gpus)
 
     # -- writes, counted ----------------------------------------------------------------------
     def write(self, op: Callable[[Tx], T], durable: bool = False) -> Future[T]:
@@ -299,6 +360,26 @@ class Recorder:
             log.warning("job book not read back (%s): reads go to the store", one_line(e))
         else:
             log.exception("job book not read back: reads go to the store")
+
+
+def _route_row(ev: Mapping[str, Any]) -> Row:
+    """A ``route`` decision as its ``job_routes`` row."""
+    from cotenant.server.overflow import Routed
+
+    t = int(ev["t"])
+    rec = Routed(
+        str(ev["job"]),
+        str(ev["tenant"]),
+        str(ev["provider"]),
+        str(ev["reason"]),
+        str(ev["detail"]),
+        t,
+        int(ev.get("arrives_s", t)),
+        int(ev.get("cost_micro", 0)),
+        bool(ev.get("overflow", False)),
+        int(ev.get("data_gb", 0)),
+    )
+    return rec.row()
 
 
 def exit_text(code: int) -> str:

@@ -17,8 +17,9 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from cotenant.backends.base import Backend
 from cotenant.cluster.topology import Topology
@@ -31,8 +32,11 @@ from cotenant.scheduler.policies import get_policy
 from cotenant.server.readmodel import JobBook
 from cotenant.server.recorder import AUDITED, DURABLE_WAIT_S, Recorder
 from cotenant.server.settings import Settings
-from cotenant.server.status import FOREVER, DecisionRate, Status, status_of
+from cotenant.server.status import FOREVER, DecisionRate, Status, status_of, with_pools
 from cotenant.store.repo import Store
+
+if TYPE_CHECKING:
+    from cotenant.server.overflow import Router
 
 log = logging.getLogger("cotenant.server.service")
 
@@ -50,7 +54,9 @@ class Runner:
         contracts: Iterable[Contract],
         tenants: list[str],
         backend: Backend,
+        node_names: Sequence[str] | None = None,
     ) -> None:
+        """``node_names``: the server's node space (the lease's nodes, then the pools')."""
         self.speed = settings.speed
         self.lock = threading.Lock()
         self.inbox: deque[JobSpec] = deque()
@@ -68,7 +74,9 @@ class Runner:
         self.engine = Engine(
             topo, contracts, get_policy(settings.policy), backend, self.clock, tenants=tenants
         )
-        self.recorder = Recorder(store, self.engine, self.clock, JobBook(topo.node_names))
+        names = topo.node_names if node_names is None else node_names
+        self.recorder = Recorder(store, self.engine, self.clock, JobBook(names))
+        self.router: Router | None = None  # with pools (server/overflow.py)
         self.status = Status(t=self.clock.now())
         self.keepup = KeepUp()
         self._rate = DecisionRate()
@@ -81,11 +89,39 @@ class Runner:
         self._stopping = False
         self._thread: threading.Thread | None = None
 
+    # -- pools ------------------------------------------------------------------------------
+    def add_pools(self, router: Router, offsets: Mapping[str, int]) -> None:
+        """Pools beside the lease (before ``start``): their engines run on this clock, the
+        router takes the submissions, the recorder follows jobs to the engine they are on
+        (a pool's nodes after ``offsets[pool]`` in the server's node space)."""
+        self.router = router
+        self.recorder.engine_of = router.engine_of
+        self.recorder.why = router.why
+        for name, eng in router.pools.items():
+            self.recorder.add_pool(name, eng, offsets[name])
+
+    def engines(self) -> list[Engine]:
+        """The lease's engine, then the pools'."""
+        return [self.engine] if self.router is None else [self.engine, *self.router.pools.values()]
+
+    def engine_of(self, job_id: str) -> Engine:
+        return self.engine if self.router is None else self.router.engine_of(job_id)
+
+    def why(self, job_id: str) -> tuple[str, str]:
+        """Why a pending job waits (with pools: as its route says too)."""
+        return self.engine.why(job_id) if self.router is None else self.router.why(job_id)
+
     # -- the thread ---------------------------------------------------------------------------
     def start(self) -> None:
         """Listen to the engine's decisions and run it in its own thread."""
-        self.engine.sinks.append(self.recorder.on_decision)
-        self.engine.sinks.append(self._on_decision)
+        if self.router is None:
+            self.engine.sinks.append(self.recorder.on_decision)
+        else:
+            for eng in self.engines():
+                eng.sinks.append(partial(self.recorder.on_decision, source=eng))
+            self.router.sinks.append(self.recorder.on_decision)
+        for eng in self.engines():
+            eng.sinks.append(self._on_decision)
         self._thread = threading.Thread(target=self._loop, name="cotenant-engine", daemon=True)
         self._thread.start()
 
@@ -102,7 +138,10 @@ class Runner:
     def _loop(self) -> None:
         self.lock.acquire()
         try:
-            self.engine.run(FOREVER, progress=self._after_step, stop=lambda: self._stopping)
+            if self.router is None:
+                self.engine.run(FOREVER, progress=self._after_step, stop=lambda: self._stopping)
+            else:
+                self._run_with_pools(self.router)
         except Exception as e:  # the service stays up to answer reads and report the failure
             log.exception("engine stopped")
             self.error = f"engine stopped: {e!r}"
@@ -110,6 +149,23 @@ class Runner:
             self.stepping = False
             self.recorder.flush()
             self.lock.release()
+
+    def _run_with_pools(self, router: Router) -> None:
+        """``Engine.run`` over the lease's and the pools' engines and the router's
+        re-checks: wait for the earliest event of any, step each engine with something
+        due, then the router."""
+        engines = self.engines()
+        while not self._stopping:
+            times = [t for t in (e.peek() for e in engines) if t is not None]
+            if (r := router.peek()) is not None:
+                times.append(r)
+            now = self.clock.wait_until(min(times, default=FOREVER))
+            for e in engines:
+                t = e.peek()
+                if t is not None and t <= now:
+                    e.step(now)
+            router.step(now)
+            self._after_step(now)
 
     def _on_decision(self, ev: dict[str, Any]) -> None:
         """An engine sink (lock held): reclaim deadlines to step at, decisions counted."""
@@ -132,7 +188,11 @@ class Runner:
         """Hand committed submissions to the engine (lock held)."""
         self._inbox_since = None
         while self.inbox:
-            self.engine.submit(self.inbox.popleft())
+            spec = self.inbox.popleft()
+            if self.router is None:
+                self.engine.submit(spec)
+            else:
+                self.router.submit(spec)
 
     def _step_begins(self) -> None:
         """The clock woke the engine (lock held): note how late, then take submissions."""
@@ -155,6 +215,9 @@ class Runner:
         self.recorder.flush()
         decided = sum(self.keepup.decisions.values())
         self.status = status_of(self.engine, t, decided, self._rate.add(decided))
+        if self.router is not None:
+            r = self.router
+            self.status = with_pools(self.status, self.engine, r.lease_name, r.pools)
         self.stepping = False
 
     def lag_s(self) -> float:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -35,11 +36,13 @@ from typing import Any
 from cotenant.audit.chain import canonical_json
 from cotenant.backends import BACKENDS, get_backend
 from cotenant.backends.base import Backend
-from cotenant.cluster.topology import Topology
+from cotenant.cluster.topology import ClusterSpec, Topology
 from cotenant.contracts.schema import ContractTable
 from cotenant.engine.clock import LiveClock
 from cotenant.engine.core import Engine
 from cotenant.engine.keepup import GcPauses, KeepUp
+from cotenant.federation.metering import PoolBill
+from cotenant.federation.providers import ProviderSet
 from cotenant.metering.ledger import UsageLedger
 from cotenant.metering.rating import Invoice
 from cotenant.metering.run import parse_metering_settings
@@ -57,6 +60,13 @@ from cotenant.server.bootstrap import (
 )
 from cotenant.server.jobs import JobService
 from cotenant.server.keys import IssuedKey, KeyAdmin, KeyRing, Principal, Role
+from cotenant.server.overflow import (
+    Router,
+    live_providers,
+    pool_engine,
+    pool_state_dir,
+    pool_topology,
+)
 from cotenant.server.pipelines import PipelineService
 from cotenant.server.readmodel import JobBook
 from cotenant.server.restore import restore
@@ -64,7 +74,7 @@ from cotenant.server.runner import Runner
 from cotenant.server.settings import Settings
 from cotenant.server.status import Status
 from cotenant.server.tenants import TenantService
-from cotenant.server.usage import ProviderUsage, UsageService
+from cotenant.server.usage import PoolUsage, ProviderUsage, UsageService
 from cotenant.store import repo
 from cotenant.store.mapping import KeyRecord
 from cotenant.store.repo import Row, Store
@@ -87,9 +97,19 @@ class Service:
         start_s = self._anchor_clock()
         contracts: dict[str, Contract] = store.contracts()
         names: set[str] = {r["name"] for r in store.tenants()}  # (rows: the store's own)
+        self._pool_space(settings, spec, names)  # (pools: server/overflow.py)
         self.runner = Runner(
-            store, settings, start_s, self.topo, contracts.values(), sorted(names), self._backend()
+            store,
+            settings,
+            start_s,
+            self.topo,
+            contracts.values(),
+            sorted(names),
+            self._backend(),
+            self.node_names,
         )
+        if self.providers is not None:
+            self._add_pools(contracts, start_s)
         # The site's energy figures (the seeding scenario's [energy]): its power cap binds
         # the live scheduler exactly as it binds the twin.
         raw_energy = store.meta(ENERGY_META)
@@ -105,10 +125,52 @@ class Service:
         self.tenants = TenantService(store, self.topo, self.runner, names, contracts)
         self.key_admin = KeyAdmin(store, self.keys, names, self.clock.now)
         self.usage = UsageService(store, self.topo, names, contracts, self.clock.now)
+        self.pool_usage = PoolUsage(store, self.providers) if self.providers is not None else None
         # Engine jobs that an in-process owner runs without storing them (the demo's
         # service replicas, owned by its autoscaler): the invariant check counts their
         # GPUs but does not look for them in the store.
         self.unstored_job: Callable[[str], bool] = lambda job_id: False
+
+    def _pool_space(self, settings: Settings, spec: ClusterSpec, tenants: set[str]) -> None:
+        """Elastic pools beside the lease (server/overflow.py): their providers and
+        terms, and the server's node space (their nodes follow the lease's)."""
+        self.providers: ProviderSet | None = None
+        self.router: Router | None = None
+        self.node_names: tuple[str, ...] = self.topo.node_names
+        self.pool_topos: dict[str, Topology] = {}
+        self.pool_offsets: dict[str, int] = {}
+        if not settings.pools:
+            return
+        self.providers = live_providers(settings, spec)
+        for t in sorted(settings.overflow):
+            if t not in tenants:
+                raise SpecError(
+                    f"overflow.{t}", f"no tenant {t!r}; tenants: {', '.join(sorted(tenants))}"
+                )
+        for p in self.providers.pools():
+            self.pool_topos[p.name] = pool_topology(p)
+            self.pool_offsets[p.name] = len(self.node_names)
+            self.node_names += self.pool_topos[p.name].node_names
+
+    def _add_pools(self, contracts: dict[str, Contract], start_s: int) -> None:
+        """Each pool's engine on the server's clock, and the router between them."""
+        assert self.providers is not None
+        pools = {
+            p.name: pool_engine(
+                p,
+                self.pool_topos[p.name],
+                self.providers,
+                contracts,
+                self._pool_backend(p.name),
+                self.clock,
+                start_s,
+            )
+            for p in self.providers.pools()
+        }
+        self.router = Router(self.providers, self.engine, pools, self.clock)
+        if self.settings.backend != "sim":
+            self.router.carry = self._carry_checkpoint
+        self.runner.add_pools(self.router, self.pool_offsets)
 
     # -- the parts' state, read by the routers ------------------------------------------------
     @property
@@ -181,6 +243,24 @@ class Service:
             )
         return get_backend(s.backend, topo=self.topo, state_dir=s.state_dir)
 
+    def _carry_checkpoint(self, job_id: str, pool: str) -> None:
+        """A job migrating to a pool takes its checkpoint along (its data move)."""
+        from cotenant.backends.local import safe_name
+
+        base = Path(self.settings.state_dir)
+        src = base / "jobs" / safe_name(job_id) / "checkpoint"
+        if src.is_dir():
+            dst = pool_state_dir(base, pool) / "jobs" / safe_name(job_id) / "checkpoint"
+            shutil.copytree(src, dst, dirs_exist_ok=True)
+
+    def _pool_backend(self, pool: str) -> Backend:
+        """A pool's backend: the twin's where the server runs simulated, else local
+        processes, in a state directory of its own."""
+        if self.settings.backend == "sim":
+            return get_backend("sim")
+        state_dir = pool_state_dir(self.settings.state_dir, pool)
+        return get_backend("local", topo=self.pool_topos[pool], state_dir=state_dir)
+
     def _slurm_clusters(self) -> Backend:
         """Several Slurm clusters, each a provider, with the node names the store was
         seeded with (so the server starts while a controller is away)."""
@@ -218,7 +298,8 @@ class Service:
     def start(self) -> None:
         """Rebuild the engine from the store, reconciled with what the backend reports
         (each correction audited), then run it."""
-        restore(self.runner, self.store, self.topo)
+        pools = {n: (t, self.pool_offsets[n]) for n, t in self.pool_topos.items()}
+        restore(self.runner, self.store, self.topo, pools)
         self.runner.recorder.load_book()
         self.store.writer.listeners.append(self._on_store_state)
         self.store.writer.start()
@@ -242,9 +323,10 @@ class Service:
         self.gc_pauses.uninstall()
         self.runner.stop()
         self.store.writer.stop()
-        close = getattr(self.engine.backend, "close", None)
-        if close is not None:
-            close()  # the local backend lets go of its state directory; its runs go on
+        for eng in self.runner.engines():
+            close = getattr(eng.backend, "close", None)
+            if close is not None:
+                close()  # the local backend lets go of its state directory; its runs go on
 
     def healthy(self) -> bool:
         return self.runner.alive()
@@ -308,8 +390,17 @@ class Service:
     ) -> ProviderUsage:
         return self.usage.by_provider(tenant, start_s, end_s, now)
 
+    def pool_bills(
+        self, tenant: str | None, start_s: int | None, end_s: int | None, now: int
+    ) -> list[PoolBill]:
+        """Each pool's bill (empty without pools)."""
+        if self.pool_usage is None:
+            return []
+        return self.pool_usage.bills(tenant, start_s, end_s, now)
+
     def invariants(self) -> list[str]:
-        return health.invariants(self.runner, self.store, self.topo, self.unstored_job)
+        pools = list(self.pool_topos.values())
+        return health.invariants(self.runner, self.store, self.topo, self.unstored_job, pools)
 
     def readiness_problems(self) -> list[str]:
         return health.readiness_problems(self.runner, self.store)

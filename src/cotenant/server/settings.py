@@ -18,6 +18,24 @@ dependency_never_met = "cancel"   # a job whose dependency cannot be met: cancel
 name = "alpha"                    # the provider's name in cotenant
 slurm_conf = "/etc/slurm-alpha/slurm.conf"
 cluster = "alpha"                 # optional: its ClusterName, checked at start
+
+# Elastic pools (server/overflow.py), each a provider beside the lease (the engine above,
+# called "lease"), run by the local backend (the sim backend when backend = "sim"):
+[[pools]]
+name = "cloud"
+accelerator = "H100-SXM-80GB"
+max_gpus = 16                     # whole nodes of gpus_per_node (8)
+on_demand_per_gpu_hour = "3.00"
+provisioning = "30s"
+data_move_per_tb = "20"
+data_move_time_per_tb = "10m"
+
+# A tenant's providers (in order of preference) and overflow terms:
+[overflow.lessee-lab]
+providers = ["lease", "cloud"]
+budget_per_month = "20000"
+max_wait = { experiment = "2h", training = "12h" }
+data_gb_per_gpu = 20
 """
 
 from __future__ import annotations
@@ -73,6 +91,10 @@ class Settings(BaseModel):
     slurm_clusters: tuple[SlurmClusterSettings, ...] = ()
     # a Slurm controller silent this long is lost: its nodes go down, its jobs requeue
     controller_timeout_s: int = Field(10, ge=1, le=3600)
+    # elastic pools, each a provider beside the lease (server/overflow.py), and each
+    # tenant's providers ("lease" names the engine above) and overflow terms
+    pools: tuple[dict[str, Any], ...] = ()
+    overflow: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @property
     def live_workload(self) -> bool:
@@ -109,6 +131,10 @@ class Settings(BaseModel):
             for c in self.slurm_clusters:
                 if not Path(c.slurm_conf).is_file():
                     raise ValueError(f"slurm_clusters {c.name}: no such file {c.slurm_conf}")
+        if self.pools or self.overflow:
+            from cotenant.server.overflow import live_providers
+
+            live_providers(self)  # (a SpecError naming the field: pools[0].max_gpus, ...)
         return self
 
     @property

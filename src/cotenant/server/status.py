@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -104,3 +104,20 @@ def providers_of(e: Engine, usable: np.ndarray) -> tuple[tuple[str, int, int, in
         (name, int(gpus[i]), int(free[i]), int(topo.providers.nodes[i]), int(healthy[i]))
         for i, name in enumerate(topo.provider_names)
     )
+
+
+def with_pools(st: Status, lease: Engine, lease_name: str, pools: Mapping[str, Engine]) -> Status:
+    """``st`` with each pool's capacity, free GPUs and healthy nodes after the lease's
+    (the lease as one row when it is one provider)."""
+    rows = list(st.providers)
+    if not rows:
+        usable = lease.state.usable()
+        free = int(lease.state.free[usable].sum())
+        rows.append(
+            (lease_name, lease.topo.total_gpus, free, lease.topo.n_nodes, int(usable.sum()))
+        )
+    for name, e in pools.items():
+        usable = e.state.usable()
+        free = int(e.state.free[usable].sum())
+        rows.append((name, e.topo.total_gpus, free, e.topo.n_nodes, int(usable.sum())))
+    return replace(st, providers=tuple(rows))

@@ -3,9 +3,13 @@ by month; where the cluster is several providers (Slurm clusters), usage per pro
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from cotenant.cluster.topology import Topology
+from cotenant.federation.metering import DataMove, PoolBill, rate_pool
+from cotenant.federation.providers import ProviderSet
 from cotenant.metering.ledger import UsageLedger, UsageRecord, overlap_s
 from cotenant.metering.rating import Invoice, rate_month
 from cotenant.model.contracts import Contract
@@ -44,7 +48,7 @@ class UsageService:
         for r in self.store.jobs(tenant, RUNNING_STATES, limit=1 << 30):
             p = placement_from_row(r)
             since = r["usage_since_s"]
-            if p is None or since is None or since >= now:
+            if p is None or since is None or since >= now or r.get("route"):  # (a pool's)
                 continue
             records.append(
                 UsageRecord(
@@ -100,3 +104,67 @@ class UsageService:
             own, borrowed = per[name]
             per[name] = (own, borrowed + gs) if r.borrowed else (own + gs, borrowed)
         return out
+
+
+class PoolUsage:
+    """The pools' usage and bills (server/overflow.py), each on its pool's own terms
+    (``federation.metering.rate_pool``): its ledger (``pool_ledger``) plus the open
+    intervals of its running jobs, and the data moved in for each job routed there; and
+    each tenant's overflow budget, reserved by the stored routing decisions."""
+
+    def __init__(self, store: Store, providers: ProviderSet) -> None:
+        self.store = store
+        self.providers = providers
+
+    def bills(
+        self, tenant: str | None, start_s: int | None, end_s: int | None, now: int
+    ) -> list[PoolBill]:
+        """Each pool's bill over ``[start_s, end_s)`` (None: from its first use; to now)."""
+        records: dict[str, list[UsageRecord]] = {p.name: [] for p in self.providers.pools()}
+        for row in self.store.pool_ledger(None, tenant):
+            if row["provider"] in records:
+                records[row["provider"]].append(_pool_record(row))
+        for r in self.store.jobs(tenant, RUNNING_STATES, limit=1 << 30):
+            p = placement_from_row(r)
+            since = r["usage_since_s"]
+            if r.get("route") not in records or p is None or since is None or since >= now:
+                continue
+            acc = self.providers.get(r["route"]).accelerator  # type: ignore[union-attr]
+            rec = UsageRecord(r["id"], r["tenant"], r["gpus"], acc, p.nodes, since, now)
+            records[r["route"]].append(rec)
+        moves: dict[str, list[DataMove]] = {name: [] for name in records}
+        for row in self.store.routes(tenant):
+            if row["provider"] in moves and row["data_gb"]:
+                mv = DataMove(row["job_id"], row["tenant"], int(row["t"]), int(row["data_gb"]))
+                moves[row["provider"]].append(mv)
+        out = []
+        for pool in self.providers.pools():
+            recs, mvs = records[pool.name], moves[pool.name]
+            t0 = start_s
+            if t0 is None:
+                t0 = min([r.start_s for r in recs] + [m.t for m in mvs], default=now)
+            t1 = now + 1 if end_s is None else end_s
+            out.append(rate_pool(pool, recs, {}, mvs, t0, t1))
+        return out
+
+    def overflow(self, tenant: str, month: str) -> tuple[int, int]:
+        """(budget, reserved) in micro-dollars for the tenant's overflow in ``month``."""
+        budget = self.providers.terms(tenant).budget_micro_per_month
+        reserved = sum(
+            int(r["cost_micro"]) for r in self.store.routes(tenant, month) if r["overflow"]
+        )
+        return budget, reserved
+
+
+def _pool_record(row: Mapping[str, Any]) -> UsageRecord:
+    return UsageRecord(
+        row["job_id"],
+        row["tenant"],
+        row["gpus"],
+        row["accelerator"],
+        tuple(json.loads(row["nodes"])),
+        row["start_s"],
+        row["end_s"],
+        False,
+        row["kind"],
+    )

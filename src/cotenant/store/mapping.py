@@ -214,6 +214,7 @@ def pending_job_row(
         "work_saved_s": 0,
         "preemptions": 0,
         "updated_s": now,
+        "route": None,
     }
 
 

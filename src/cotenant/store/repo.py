@@ -32,6 +32,8 @@ from cotenant.store.tables import (
     LEDGER,
     META,
     PIPELINES,
+    POOL_LEDGER,
+    ROUTES,
     TENANTS,
 )
 from cotenant.store.wal import WAL_INTERVAL_S, WAL_LIMIT_BYTES, WalCheckpointer, sqlite_file
@@ -226,6 +228,25 @@ class Store:
         if tenant is not None:
             stmt = stmt.where(LEDGER.c.tenant == tenant)
         return [mapping.record_from_row(r) for r in self._all(stmt)]
+
+    def routes(self, tenant: str | None = None, month: str | None = None) -> list[Row]:
+        """The routing decisions between the lease and its pools (of a tenant, in a
+        month), oldest first."""
+        stmt = sa.select(ROUTES)
+        if tenant is not None:
+            stmt = stmt.where(ROUTES.c.tenant == tenant)
+        if month is not None:
+            stmt = stmt.where(ROUTES.c.month == month)
+        return self._all(stmt.order_by(ROUTES.c.id))
+
+    def pool_ledger(self, provider: str | None = None, tenant: str | None = None) -> list[Row]:
+        """A pool's usage records (rows with ``provider``), oldest first."""
+        stmt = sa.select(POOL_LEDGER).order_by(POOL_LEDGER.c.id)
+        if provider is not None:
+            stmt = stmt.where(POOL_LEDGER.c.provider == provider)
+        if tenant is not None:
+            stmt = stmt.where(POOL_LEDGER.c.tenant == tenant)
+        return self._all(stmt)
 
     def audit_pages(
         self, after_seq: int = 0, upto_seq: int | None = None, limit: int | None = None
@@ -445,6 +466,22 @@ def append_ledger(tx: Tx, records: Iterable[UsageRecord]) -> None:
     rows = [mapping.record_columns(r) for r in records]
     if rows:
         tx.conn.execute(sa.insert(LEDGER), rows)
+
+
+def append_routes(tx: Tx, rows: Iterable[Mapping[str, Any]]) -> None:
+    out = [dict(r) for r in rows]
+    if out:
+        tx.conn.execute(sa.insert(ROUTES), out)
+
+
+def append_pool_ledger(tx: Tx, records: Iterable[tuple[str, UsageRecord]]) -> None:
+    rows = []
+    for provider, r in records:
+        cols = mapping.record_columns(r)
+        del cols["borrowed"]
+        rows.append({"provider": provider, **cols})
+    if rows:
+        tx.conn.execute(sa.insert(POOL_LEDGER), rows)
 
 
 def add_key(tx: Tx, row: Mapping[str, Any]) -> None:

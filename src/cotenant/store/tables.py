@@ -109,6 +109,8 @@ class JobRow(Base):
     pipeline: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
     # JSON list of the providers (the live server's clusters) it accepts; [] for any
     providers: Mapped[str] = mapped_column(Text, server_default="[]")
+    # the pool it was sent to (server/overflow.py); null: the lease (the server's engine)
+    route: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class PipelineRow(Base):
@@ -139,7 +141,7 @@ class AttemptRow(Base):
     node_gpus: Mapped[str] = mapped_column(Text)  # JSON, same length
     start_s: Mapped[int] = mapped_column(BigInteger)
     end_s: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    # completed | failed | lost | not-started | preempted | node-failure | cancelled
+    # completed | failed | lost | not-started | preempted | node-failure | cancelled | migrated
     outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     detail: Mapped[str] = mapped_column(String(200), default="")
@@ -163,6 +165,45 @@ class LedgerRow(Base):
     start_s: Mapped[int] = mapped_column(BigInteger)
     end_s: Mapped[int] = mapped_column(BigInteger)
     borrowed: Mapped[bool] = mapped_column(Boolean)
+    kind: Mapped[str] = mapped_column(String(16))
+
+
+class RouteRow(Base):
+    """Every routing decision of the live server between the lease and its pools
+    (server/overflow.py), written in the transaction of the step that made it. The
+    overflow budget spent in a month is the sum of ``cost_micro`` of its overflow rows."""
+
+    __tablename__ = "job_routes"
+    __table_args__ = (Index("ix_job_routes_tenant_month", "tenant", "month"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(40), index=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    provider: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(String(500))
+    t: Mapped[int] = mapped_column(BigInteger)
+    month: Mapped[str] = mapped_column(String(7))  # UTC YYYY-MM of t
+    arrives_s: Mapped[int] = mapped_column(BigInteger)  # queued there (after provisioning)
+    cost_micro: Mapped[int] = mapped_column(BigInteger)  # reserved on a pool
+    overflow: Mapped[bool] = mapped_column(Boolean)  # counts against the monthly budget
+    data_gb: Mapped[int] = mapped_column(BigInteger)  # moved into a pool
+
+
+class PoolLedgerRow(Base):
+    """A pool's usage ledger, append-only, apart from the lease's (a pool is rated on its
+    own terms; the lease's usage and invoices read ``ledger`` as before)."""
+
+    __tablename__ = "pool_ledger"
+    __table_args__ = (Index("ix_pool_ledger_tenant_start", "tenant", "start_s"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    provider: Mapped[str] = mapped_column(String(64))
+    job_id: Mapped[str] = mapped_column(String(40))
+    tenant: Mapped[str] = mapped_column(String(64))
+    gpus: Mapped[int] = mapped_column(Integer)
+    accelerator: Mapped[str] = mapped_column(String(64))
+    nodes: Mapped[str] = mapped_column(Text)  # JSON node indices (the server's node space)
+    start_s: Mapped[int] = mapped_column(BigInteger)
+    end_s: Mapped[int] = mapped_column(BigInteger)
     kind: Mapped[str] = mapped_column(String(16))
 
 
@@ -206,3 +247,5 @@ ATTEMPTS = _table(AttemptRow)
 AUDIT = _table(AuditRow)
 KEYS = _table(ApiKeyRow)
 PIPELINES = _table(PipelineRow)
+ROUTES = _table(RouteRow)
+POOL_LEDGER = _table(PoolLedgerRow)

@@ -39,7 +39,8 @@ def _overlap(
 
 def usage_statement(tenant: str | None, t0: int | None, t1: int | None, now: int) -> sa.Select[Any]:
     """``(tenant, borrowed, gpu_seconds)`` rows: the ledger's closed intervals plus the
-    open ones of running jobs (``[usage_since_s, now)``, as ``Service.ledger_now``).
+    open ones of running jobs (``[usage_since_s, now)``, as ``Service.ledger_now``), on
+    the lease (jobs sent to a pool are metered apart).
 
     Each side is grouped before the union: the ledger's side then reads the covering
     index ``ix_ledger_usage`` in (tenant, borrowed) order, without a sort."""
@@ -58,6 +59,7 @@ def usage_statement(tenant: str | None, t0: int | None, t1: int | None, now: int
         JOBS.c.usage_since_s < _int(now),
         JOBS.c.nodes.is_not(None),
         JOBS.c.node_gpus.is_not(None),
+        JOBS.c.route.is_(None),  # (a job on a pool is metered on the pool's terms)
     )
     if tenant is not None:
         open_ = open_.where(JOBS.c.tenant == tenant)
