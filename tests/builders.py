@@ -6,10 +6,11 @@ Every time is an integer Unix second; ``T0`` is 2026-10-01T00:00:00Z.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from cotenant.backends.sim import SimBackend
+from cotenant.cluster.state import ClusterState
 from cotenant.cluster.topology import ClusterSpec, NodeGroup, Topology
 from cotenant.engine.clock import SimClock
 from cotenant.engine.core import Engine
@@ -24,6 +25,7 @@ from cotenant.model.contracts import (
 )
 from cotenant.model.jobs import JobSpec, JobState
 from cotenant.scheduler.policies import get_policy
+from cotenant.scheduler.snapshot import Rivals, Snapshot
 
 T0 = 1_790_812_800  # 2026-10-01T00:00:00Z
 MIN = 60
@@ -86,6 +88,21 @@ def job(
     **kw: Any,
 ) -> JobSpec:
     return JobSpec(id=id, tenant=tenant, gpus=gpus, duration_s=duration_s, submit_s=submit_s, **kw)
+
+
+def bare_snapshot(state: ClusterState, rivals: Mapping[str, Rivals] | None = None) -> Snapshot:
+    """A snapshot of ``state`` alone: no jobs, no contracts (for a policy's workspace)."""
+    return Snapshot(
+        now=0,
+        state=state,
+        pending=(),
+        running=(),
+        contracts={},
+        entitlements={},
+        owned_gpus={},
+        borrowed_gpus={},
+        rivals=rivals or {},
+    )
 
 
 def engine(

@@ -10,7 +10,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from builders import cluster, job
+from builders import bare_snapshot, cluster, job
 from cotenant.cluster.state import ClusterState, Health, Placement
 from cotenant.scheduler.nodefit import ASK_NUMPY, NodeFit
 from cotenant.scheduler.placement import _on_one_node, find_placement
@@ -52,17 +52,7 @@ def test_node_fit_answers_as_the_numpy_pass(free: list[int], data: st.DataObject
 
 
 def _snapshot(state: ClusterState) -> Snapshot:
-    return Snapshot(
-        now=0,
-        state=state,
-        pending=(),
-        running=(),
-        contracts={},
-        entitlements={},
-        owned_gpus={},
-        borrowed_gpus={},
-        rivals=RIVALS,
-    )
+    return bare_snapshot(state, RIVALS)
 
 
 def _reference(ws: Workspace, tenant: str, gpus: int) -> Placement | None:

@@ -7,23 +7,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from builders import cluster, job
+from builders import bare_snapshot, cluster, job
 from cotenant.cluster.state import ClusterState, Health, Placement
 from cotenant.scheduler.snapshot import Snapshot
 from cotenant.scheduler.workspace import Workspace
 
 
 def snapshot(state: ClusterState) -> Snapshot:
-    return Snapshot(
-        now=0,
-        state=state,
-        pending=(),
-        running=(),
-        contracts={},
-        entitlements={},
-        owned_gpus={},
-        borrowed_gpus={},
-    )
+    return bare_snapshot(state)
 
 
 def test_the_snapshot_state_is_read_until_the_first_change_and_never_changed() -> None:

@@ -151,6 +151,18 @@ class JobRun:
         """Work safe in the last checkpoint that has finished writing by ``now``."""
         return self.current_run().saved_s(now)
 
+    def carried_on_move(self, now: int, attempt: int) -> tuple[int, int] | None:
+        """Moved to another provider at ``now``, with the move planned on ``attempt``:
+        (work it carries, work it loses). Running that attempt, it carries its last
+        finished checkpoint; pending (preempted or interrupted since), what it saved.
+        None when it cannot move now (ended, or being reclaimed)."""
+        if self.state is JobState.RUNNING and self.attempt == attempt:
+            saved = self.saved_by_periodic_checkpoints_s(now)
+            return saved, self.progress_s(now) - saved
+        if self.state is JobState.PENDING:
+            return self.work_saved_s, 0
+        return None
+
     def checkpoint_overhead_s(self, now: int) -> int:
         """Time spent writing checkpoints in the current run up to ``now``."""
         return self.current_run().writing_s(now)

@@ -461,13 +461,10 @@ class Federation:
         pool = isinstance(self.providers.get(target), PoolProvider)
         if pool:
             self.book.busy[target] -= run.spec.gpus  # _send holds it again
-        if run.state is JobState.RUNNING and run.attempt == attempt:
-            saved = run.saved_by_periodic_checkpoints_s(now)
-            lost = run.progress_s(now) - saved
-        elif run.state is JobState.PENDING:  # preempted or interrupted since: it moves as is
-            saved, lost = run.work_saved_s, 0
-        else:  # ended, or being reclaimed (the next drain takes it if it must)
+        carried = run.carried_on_move(now, attempt)
+        if carried is None:  # ended, or being reclaimed (the next drain takes it if it must)
             return
+        saved, lost = carried
         spec = self.book.specs[job_id]
         work = run.spec.duration_s - saved
         eng.cancel(job_id)

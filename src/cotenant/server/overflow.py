@@ -467,13 +467,10 @@ class Router:
         spec = self.specs.get(job_id)
         if run is None or spec is None or job_id in self.where:
             return
-        if run.state is JobState.RUNNING and run.attempt == attempt:
-            saved = run.saved_by_periodic_checkpoints_s(now)
-            lost = run.progress_s(now) - saved
-        elif run.state is JobState.PENDING:  # preempted or interrupted since: it moves as is
-            saved, lost = run.work_saved_s, 0
-        else:  # ended, or being reclaimed (a later drain takes it if it must)
+        carried = run.carried_on_move(now, attempt)
+        if carried is None:  # ended, or being reclaimed (a later drain takes it if it must)
             return
+        saved, lost = carried
         work = max(1, spec.duration_s - saved)
         detail = (
             f"migrated from {self.lease_name} to {pool} under notice at its checkpoint: "

@@ -3,9 +3,7 @@ by month; where the cluster is several providers (Slurm clusters), usage per pro
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
 from cotenant.cluster.topology import Topology
 from cotenant.federation.metering import DataMove, PoolBill, rate_pool
@@ -15,7 +13,7 @@ from cotenant.metering.rating import Invoice, rate_month
 from cotenant.model.contracts import Contract
 from cotenant.model.errors import NotFound
 from cotenant.server.jobs import RUNNING_STATES
-from cotenant.store.mapping import placement_from_row
+from cotenant.store.mapping import placement_from_row, record_from_row
 from cotenant.store.repo import Store
 from cotenant.store.usage import StoredUsage
 
@@ -123,7 +121,7 @@ class PoolUsage:
         records: dict[str, list[UsageRecord]] = {p.name: [] for p in self.providers.pools()}
         for row in self.store.pool_ledger(None, tenant):
             if row["provider"] in records:
-                records[row["provider"]].append(_pool_record(row))
+                records[row["provider"]].append(record_from_row(row))
         for r in self.store.jobs(tenant, RUNNING_STATES, limit=1 << 30):
             p = placement_from_row(r)
             since = r["usage_since_s"]
@@ -154,17 +152,3 @@ class PoolUsage:
             int(r["cost_micro"]) for r in self.store.routes(tenant, month) if r["overflow"]
         )
         return budget, reserved
-
-
-def _pool_record(row: Mapping[str, Any]) -> UsageRecord:
-    return UsageRecord(
-        row["job_id"],
-        row["tenant"],
-        row["gpus"],
-        row["accelerator"],
-        tuple(json.loads(row["nodes"])),
-        row["start_s"],
-        row["end_s"],
-        False,
-        row["kind"],
-    )

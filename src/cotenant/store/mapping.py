@@ -267,6 +267,7 @@ def record_columns(r: UsageRecord) -> dict[str, Any]:
 
 
 def record_from_row(row: Mapping[str, Any]) -> UsageRecord:
+    """A usage record from a ledger row (a pool's ledger has no borrowing: never)."""
     return UsageRecord(
         row["job_id"],
         row["tenant"],
@@ -275,7 +276,7 @@ def record_from_row(row: Mapping[str, Any]) -> UsageRecord:
         tuple(json.loads(row["nodes"])),
         row["start_s"],
         row["end_s"],
-        bool(row["borrowed"]),
+        bool(row.get("borrowed", False)),
         row["kind"],
     )
 
