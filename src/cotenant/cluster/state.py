@@ -104,16 +104,16 @@ class ClusterState:
         return bool((self.free[nodes] >= gpus).all())
 
     def free_part(self, p: Placement) -> Placement | None:
-        """The part of a placement that is free here (None if nothing is)."""
+        """The part of a placement that is free here (None if nothing is; ``p`` itself
+        when all of it is, with nothing built)."""
+        if self.holds(p):
+            return p
         nodes, gpus = p.arrays()
         take = np.minimum(gpus, self.free[nodes])
         keep = take > 0
-        if keep.all():
-            part_nodes, part_gpus = nodes, take.astype(np.int32)
-        elif keep.any():
-            part_nodes, part_gpus = nodes[keep], take[keep].astype(np.int32)
-        else:
+        if not keep.any():
             return None
+        part_nodes, part_gpus = nodes[keep], take[keep].astype(np.int32)
         part_nodes.setflags(write=False)
         part_gpus.setflags(write=False)
         arrays = (part_nodes, part_gpus)

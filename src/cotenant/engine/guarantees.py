@@ -159,9 +159,7 @@ class GuaranteeMonitor:
             here: Held = []
             try:
                 for other, p in promises:
-                    q = None
-                    if other != tenant:
-                        q = p if trial.holds(p) else trial.free_part(p)
+                    q = trial.free_part(p) if other != tenant else None
                     if q is not None:
                         trial.apply(other, q)
                         here.append((other, q))

@@ -298,7 +298,7 @@ class Workspace:
         self.version += 1
         if self.future is None:
             self.future = self.now.copy()
-        held_now = p if self.now.holds(p) else self.now.free_part(p)
+        held_now = self.now.free_part(p)
         self.future.apply(tenant, p)
         if held_now is not None:
             self._changing_now().apply(tenant, held_now)

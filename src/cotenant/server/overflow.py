@@ -482,7 +482,7 @@ class Router:
         if self.carry is not None:
             self.carry(job_id, pool)
         self._to_pool(spec, r, work, now)
-        self.pools[pool].jobs[job_id].attempt = _attempts(run)
+        self.pools[pool].jobs[job_id].attempt = run.attempt  # its runs on the pool number on
 
     # -- why ------------------------------------------------------------------------------
     def why(self, job_id: str) -> tuple[str, str]:
@@ -545,11 +545,6 @@ class Router:
                 self.specs[spec.id] = spec
                 if run.state is JobState.PENDING and run.first_start_s is None:
                     self._recheck_at(spec, spec.submit_s)
-
-
-def _attempts(run: JobRun) -> int:
-    """The attempts a job made on the lease (its runs on a pool number on from them)."""
-    return run.attempt
 
 
 def _fixed(spec: JobSpec) -> bool:
