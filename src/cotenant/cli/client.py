@@ -418,8 +418,10 @@ def usage_command(
     tenant: Annotated[str | None, typer.Option(help="only this tenant")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """GPU-hours used per tenant (a tenant key: its own), and per provider where the
-    cluster is several (Slurm clusters) or has pools (each at its own price)."""
+    """GPU-hours used per tenant, per cluster and per pool (a tenant key: its own).
+
+    A row per provider where the cluster is several (Slurm clusters)
+    or has pools (each at its own price)."""
     params = {"tenant": tenant} if tenant else {}
     u = call("GET", "/v1/usage", params=params)
     if as_json:

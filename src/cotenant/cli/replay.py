@@ -132,8 +132,10 @@ def replay_command(
     price_terms: PriceTermsOpt = None,
     progress: ProgressOpt = True,
 ) -> None:
-    """Replay a real cluster trace under each policy and compare job completion time,
-    queueing, makespan, utilisation, preemptions and per-tenant figures."""
+    """Replay a real cluster trace under each policy and compare them.
+
+    Job completion time, queueing, makespan, utilisation, preemptions
+    and per-tenant figures, per policy."""
     friendly(_replay)(
         trace,
         fmt,
