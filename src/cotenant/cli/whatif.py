@@ -86,10 +86,7 @@ def whatif_command(
     html: HtmlOpt = None,
     progress: ProgressOpt = True,
 ) -> None:
-    """Compare scenario variants over many seeded runs.
-
-    Mean and 95% interval per variant, the difference to the baseline
-    with its interval, differences within the noise flagged."""
+    """Compare scenario variants over many seeded runs: means, 95% intervals, noise."""
     from cotenant.twin.scenario import Scenario
     from cotenant.whatif.cache import RunCache, default_dir
     from cotenant.whatif.report import render_text, write_html
