@@ -189,6 +189,8 @@ class Dependencies:
         return LIVE if found is None else _outcome(found[1])
 
     def _observe(self, ev: EngineEvent) -> None:
+        if not (self._waiters or self._givers or self.held):
+            return  # no job waits on another (most runs): nothing to look at
         if isinstance(ev, RunPlaced):
             if ev.job in self._givers:
                 self._nodes[ev.job] = ev.nodes

@@ -124,6 +124,8 @@ class GuaranteeMonitor:
         """Over ``dt`` seconds: demand the full entitlement covers but the deliverable one
         (failures beyond the spare pool taken out) does not."""
         book, owned = self.book, self.owners.owned
+        if not book.any_deficit:
+            return
         for tenant, d in book.deficit.items():
             if d > 0:
                 ent = book.entitled.get(tenant, 0)

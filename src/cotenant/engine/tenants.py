@@ -21,6 +21,7 @@ class TenantBook:
         self.rivals: dict[str, Any] = {}
         self.entitled: dict[str, int] = {}  # deliverable now
         self.deficit: dict[str, int] = {}  # entitled in full but not deliverable now
+        self.any_deficit = False  # whether any tenant's deficit is above 0
         self._capacity = topo.capacity_by_kind()
         # Entitlements at [_from, _until) and the GPUs down `entitled` was derived for.
         self._full: dict[str, int] = {}
@@ -50,6 +51,7 @@ class TenantBook:
             self._full, self.contracts, down_gpus, self.total_gpus
         )
         self._delivered_for_down = down_gpus
+        self.any_deficit = any(d > 0 for d in self.deficit.values())
         return True
 
     def tenant_order(self, seen: list[str]) -> list[str]:
