@@ -12,6 +12,7 @@ from cotenant.federation.policy import (
     JobAsk,
     PoolView,
     RouteReason,
+    _hours,
     drain,
     expected_wait_s,
     route,
@@ -212,3 +213,19 @@ def test_drain_never_targets_the_lease_it_leaves_nor_a_noticed_cluster_to_borrow
     assert drain("lease", 64, asks)[0].reason is RouteReason.NO_TARGET
     roomy = replace(other, room_entitled=64)
     assert drain("lease", 64, [(job_ask("a", 64, 0), [roomy])])[0].provider == "lease-2"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "words"),
+    [
+        (None, "unbounded"),
+        (0, "0 s"),
+        (45, "45 s"),
+        (150, "2 min"),
+        (180, "0.1 h"),  # (from 3 minutes on, hours to a tenth, as before)
+        (3600, "1 h"),
+        (5460, "1.5 h"),
+    ],
+)
+def test_a_short_wait_is_not_worded_as_no_wait(seconds: int | None, words: str) -> None:
+    assert _hours(seconds) == words

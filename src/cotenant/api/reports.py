@@ -115,7 +115,7 @@ def usage(
                     ProviderUsageOut.of(name, o, b)
                     for name, (o, b) in per_provider.get(t, {}).items()
                 ],
-                pools=[_pool_usage(bill, t) for bill in bills],
+                pools=[_pool_usage(bill, t) for bill in bills if _may_show(svc, bill, t)],
             )
         )
     return UsageOut(start_s=start_s, end_s=end_s, tenants=out)
@@ -156,6 +156,14 @@ def invoice(
             left_cents=(budget - reserved) // 10_000,
         )
     return out
+
+
+def _may_show(svc: Service, bill: PoolBill, tenant: str) -> bool:
+    """A pool belongs in a tenant's usage when its terms let it run there, or it has (its
+    terms may have changed since): not as a zero row for every tenant."""
+    providers = svc.providers
+    allowed = providers is not None and bill.pool.name in providers.terms(tenant).providers
+    return allowed or any(t == tenant for t, _ in bill.months)
 
 
 def _pool_usage(bill: PoolBill, tenant: str) -> PoolUsageOut:

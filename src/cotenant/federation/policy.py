@@ -242,8 +242,12 @@ def _never(wait: int | None) -> float:
 
 
 def _hours(s: int | None) -> str:
+    """A wait in hours to a tenth; one shorter than 3 minutes (which would read "0.0 h",
+    or "0 h" for no wait at all) in seconds or whole minutes."""
     if s is None:
         return "unbounded"
+    if s < HOUR // 20:
+        return f"{s} s" if s < 60 else f"{s // 60} min"
     return f"{s / HOUR:.1f} h" if s % HOUR else f"{s // HOUR} h"
 
 
