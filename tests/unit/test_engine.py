@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from builders import DAY, HOUR, T0, cluster, contract, engine, job
+from builders import DAY, H100, HOUR, T0, cluster, contract, engine, job
 from cotenant.cluster.state import Health
 from cotenant.engine.core import Engine
 from cotenant.model.contracts import Ramp
@@ -488,6 +488,29 @@ def test_backfill_never_delays_the_reserved_job(policy: str, starts: dict[str, i
     reasons = {e["job"]: e["reason"] for e in of(ev, "place")}
     assert reasons["short"] == ("backfilled" if policy == "fifo-backfill" else "placed")
     assert all(eng.jobs[j].state is JobState.COMPLETED for j in starts)
+
+
+def test_a_reservation_counts_only_ends_on_the_kind_the_job_needs() -> None:
+    """Three H100 nodes (one free) and two A100 nodes. The 24-GPU H100 head waits for the
+    H100 run ending in 1,000 s, not for the A100 run ending in 100 s (its GPUs are no room
+    for it): so an 8-GPU H100 job of 500 s ends before the head could start, and backfills
+    now. Counting the A100 run's end, the reservation fell at 100 s and held it back."""
+    from cotenant.cluster.topology import ClusterSpec, NodeGroup, Topology
+
+    a100 = "A100-SXM-80GB"
+    topo = Topology(
+        ClusterSpec("two-kinds", (NodeGroup(H100, 3, 3, 1), NodeGroup(a100, 2, 2, 1)))
+    )
+    ev: list[dict[str, Any]] = []
+    eng = engine(topo, policy="fifo-backfill", tenants=["A"], events=ev)
+    eng.submit(job("ra", "A", 16, duration_s=1000, accelerator=H100))
+    eng.submit(job("rb", "A", 16, duration_s=100, accelerator=a100))
+    eng.submit(job("head", "A", 24, submit_s=T0 + 1, accelerator=H100))
+    eng.submit(job("c", "A", 8, duration_s=500, submit_s=T0 + 2, accelerator=H100))
+    eng.run(T0 + DAY)
+    assert at(ev, "place", "c") == [2]  # (seconds from the start)
+    assert [e["reason"] for e in of(ev, "place", "c")] == ["backfilled"]
+    assert at(ev, "place", "head") == [1000]
 
 
 # -- the guarantee metric can fail -------------------------------------------------------------

@@ -54,6 +54,14 @@ class RunningJob:
     def gpus(self) -> int:
         return self.spec.gpus
 
+    def gpus_on(self, nodes: np.ndarray) -> int:
+        """Its GPUs on the nodes ``nodes`` (a mask over all nodes) marks."""
+        p = self.placement
+        if len(p.nodes) == 1:
+            return p.gpus[0] if nodes[p.nodes[0]] else 0
+        where, gpus = p.arrays()
+        return int(gpus[nodes[where]].sum())
+
     def work_since_checkpoint_s(self, now: int) -> int:
         """Work that would be lost if this run stopped at ``now`` without a new checkpoint
         (the engine's own arithmetic: ``model.checkpoints``)."""

@@ -351,9 +351,9 @@ class Workspace:
         self._room_upper[kind] = (self.version, value)
         return value
 
-    def free_gpus(self, tenant: str, kind: str | None) -> int:
-        """GPUs free now on the nodes the tenant may take."""
-        mask = self.eligible(tenant, kind)
+    def free_gpus(self, tenant: str, kind: str | None, providers: tuple[str, ...] = ()) -> int:
+        """GPUs free now on the nodes the tenant may take (on ``providers``; none: all)."""
+        mask = self.eligible(tenant, kind, providers=providers)
         if mask is self._usable and self.future is None:  # every usable node, one view
             return self.free_total()
         return int(self._free(_NOW)[mask].sum())

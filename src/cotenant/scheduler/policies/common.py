@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
+
 from cotenant.cluster.state import Placement
 from cotenant.model.jobs import JobSpec
 from cotenant.scheduler.decisions import Decisions, Reason, Reject, Wait
@@ -25,14 +27,20 @@ def reject_if_impossible(snap: Snapshot, job: JobSpec, out: Decisions) -> bool:
 
 
 def shadow(
-    now: int, need: int, available: int, running: Iterable[RunningJob]
+    now: int,
+    need: int,
+    available: int,
+    running: Iterable[RunningJob],
+    on: np.ndarray | None = None,
 ) -> tuple[int | None, int]:
     """EASY backfill reservation by GPU count: when ``need`` GPUs will be free, and how many
-    spare GPUs there will be then. ``running`` must be in expected-end order."""
+    spare GPUs there will be then. ``running`` must be in expected-end order. With ``on``
+    (the nodes the job may ever use: its accelerator kind, its providers), a run frees only
+    its GPUs on those nodes: an end on another kind or cluster makes the job no room."""
     if available >= need:
         return now, available - need
     for r in running:
-        available += r.gpus
+        available += r.gpus if on is None else r.gpus_on(on)
         if available >= need:
             return max(now, r.expected_end_s), available - need
     return None, 0
