@@ -266,9 +266,23 @@ def _on_dask(
             client.cancel(list(pending))
             raise
     finally:
+        if cluster is not None:
+            _quiet(client)
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _quiet_logs() -> None:
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)
+
+
+def _quiet(client: Any) -> None:
+    """Before our own cluster is stopped: its workers log nothing more. A worker's heartbeat
+    cut short by the stop is logged as an error with a traceback, on the user's terminal
+    after a Ctrl-C; a run's own error still reaches this process through its future."""
+    with contextlib.suppress(Exception):
+        client.run(_quiet_logs)
 
 
 __all__ = ["Outcome", "Plan", "RunTask", "default_workers", "execute", "run_one"]
