@@ -313,7 +313,14 @@ def test_a_new_backend_adopts_runs_after_the_server_is_killed(tmp_path: Path) ->
     recorded = {r["job_id"]: r for r in json.loads((state / "runs.json").read_text())["runs"]}
     assert sorted(recorded) == ["bad", "long", "ok"]
 
-    time.sleep(2.0)  # "ok" and "bad" end while no server watches them
+    # "ok" and "bad" end while no server watches them: about a second after they started,
+    # later on a busy machine, so wait for their wrappers' exit records (then a second
+    # more, so that their ends are before the poll's second).
+    exits = [state / "jobs" / j / "attempt-1.exit" for j in ("ok", "bad")]
+    deadline = time.monotonic() + 20
+    while not all(p.exists() for p in exits) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)
     b = LocalBackend(ONE_NODE, state)
     try:
         adopted = {r.job_id: r for r in b.runs()}
