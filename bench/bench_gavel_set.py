@@ -143,15 +143,17 @@ def outcome(r: dict[str, Any]) -> tuple[Any, ...]:
 
 def measure(
     label: str, args: list[str], srcs: dict[str, Path], runs: int
-) -> dict[str, list[tuple[float, float, float]]]:
-    """Paired runs: for each round, every source once. Per source: (wall, CPU, engine)."""
-    got: dict[str, list[tuple[float, float, float]]] = {k: [] for k in srcs}
+) -> dict[str, list[tuple[float, float, float, float]]]:
+    """Paired runs: for each round, every source once. Per source: (wall, CPU, engine, the
+    engine's µs a job)."""
+    got: dict[str, list[tuple[float, float, float, float]]] = {k: [] for k in srcs}
     results: dict[str, tuple[Any, ...]] = {}
     for _ in range(runs):
         for name, src in srcs.items():
             wall, cpu, out = run_cli(src, args)
             r = report_of(out)
-            got[name].append((wall, cpu, float(r["engine"]["wall_s"])))
+            eng = float(r["engine"]["wall_s"])
+            got[name].append((wall, cpu, eng, 1e6 * eng / max(1, int(r["engine"]["jobs"]))))
             results[name] = outcome(r)
     if len(set(results.values())) > 1:
         print(f"  {label}: RESULTS DIFFER between the codes: {results}")
@@ -160,12 +162,14 @@ def measure(
     return got
 
 
-def line(name: str, runs: list[tuple[float, float, float]]) -> str:
+def line(name: str, runs: list[tuple[float, float, float, float]]) -> str:
     wall = statistics.median(r[0] for r in runs)
     cpu = statistics.median(r[1] for r in runs)
     eng = statistics.median(r[2] for r in runs)
+    per_job = statistics.median(r[3] for r in runs)
     return (
-        f"    {name:8s} whole-process {wall:6.2f} s (CPU {cpu:6.2f} s)  engine {eng:6.2f} s  "
+        f"    {name:8s} whole-process {wall:6.2f} s (CPU {cpu:6.2f} s)  engine {eng:6.2f} s "
+        f"({per_job:.0f} µs a job)  "
         f"[walls: {', '.join(f'{r[0]:.2f}' for r in runs)}]"
     )
 
@@ -175,7 +179,7 @@ def verdict(what: str, value: float, target: float) -> str:
     return f"    target {what} <= {target:g} s: {met} ({value:.2f} s)"
 
 
-def ratio(got: dict[str, list[tuple[float, float, float]]]) -> None:
+def ratio(got: dict[str, list[tuple[float, float, float, float]]]) -> None:
     if "base" in got and "new" in got:
         b = statistics.median(r[0] for r in got["base"])
         n = statistics.median(r[0] for r in got["new"])
