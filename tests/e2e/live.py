@@ -7,6 +7,7 @@ pytest leaves no server behind.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -14,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -176,6 +178,16 @@ class LiveServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def kill_local_runs(pid_files: Iterable[Path]) -> None:
+    """Kill the process groups of the local backend's runs left behind (their wrappers'
+    ``attempt-N.pid`` files): a killed server's jobs would outlive the test."""
+    for pid_file in pid_files:
+        with contextlib.suppress(ValueError, OSError):
+            pid = int(pid_file.read_text().split()[0])
+            if b"local_wrapper" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.killpg(pid, signal.SIGKILL)
 
 
 def all_jobs(c: httpx.Client) -> list[dict[str, Any]]:

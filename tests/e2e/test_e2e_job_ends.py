@@ -6,25 +6,17 @@ the job's reason agree."""
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 from live import LiveServer
 
+from harness import poll as wait_for
+
 LESSEE, OWNER = "lessee-lab", "owner-lab"
 # Prints a line, waits for the test to create a file, prints another, exits 3.
 SCRIPT = "echo first; echo oops >&2; while [ ! -e {go} ]; do sleep 0.1; done; echo second; exit 3"
-
-
-def wait_for(fn: Any, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = fn()
-        if got or time.monotonic() > deadline:
-            return got
-        time.sleep(0.1)
 
 
 def submit(c: httpx.Client, command: list[str]) -> str:

@@ -8,17 +8,16 @@ budget, and the audit log holds every routing decision with its reason."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
-from live import LiveServer
+from live import LiveServer, kill_local_runs
+
+from harness import poll as wait_for
 
 LESSEE, OWNER = "lessee-lab", "owner-lab"
 CONFIG = """
@@ -35,15 +34,6 @@ budget_per_month = "10"
 max_wait = { experiment = "6m" }
 """
 # 8 GPUs for 600 s on demand at $3 per GPU-hour: $4 reserved per job
-
-
-def wait_for(fn: Any, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = fn()
-        if got or time.monotonic() > deadline:
-            return got
-        time.sleep(0.1)
 
 
 def submit(c: httpx.Client, gpus: int, duration_s: int, command: list[str]) -> str:
@@ -71,11 +61,7 @@ def test_overflow_over_http_survives_a_kill(tmp_path: Path) -> None:
         run(srv, runs)
     finally:  # the jobs' processes would outlive the test
         srv.stop()
-        for wrapper in runs.glob("**/attempt-*.pid"):
-            with contextlib.suppress(ValueError, OSError):
-                pid = int(wrapper.read_text().split()[0])
-                if b"local_wrapper" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                    os.killpg(pid, signal.SIGKILL)
+        kill_local_runs(runs.glob("**/attempt-*.pid"))
 
 
 def run(srv: LiveServer, runs: Path) -> None:

@@ -13,19 +13,17 @@ the pool's jobs.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from live import LiveServer
+from live import LiveServer, kill_local_runs
 
 from cotenant.backends.slurm import parse_squeue
+from harness import poll
 from harness.slurm import LocalSlurms
 
 pytestmark = pytest.mark.slow  # real Slurm timings: about 30 s
@@ -40,13 +38,9 @@ def pair(slurm_pair: LocalSlurms) -> Iterator[LocalSlurms]:
 
 
 def wait_for(fn: Any, timeout: float = 30.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = fn()
-        if got or time.monotonic() > deadline:
-            assert got, f"not within {timeout:.0f}s: {what}"
-            return got
-        time.sleep(0.2)
+    got = poll(fn, timeout, interval=0.2)
+    assert got, f"not within {timeout:.0f}s: {what}"
+    return got
 
 
 def submit(c: httpx.Client, gpus: int, command: str, **extra: Any) -> str:
@@ -112,11 +106,7 @@ max_wait = {{ experiment = "1m" }}
             run(srv, pair)
     finally:  # (the pool's processes would outlive the test)
         srv.stop()
-        for pid_file in runs.glob("pools/**/attempt-*.pid"):
-            with contextlib.suppress(ValueError, OSError):
-                pid = int(pid_file.read_text().split()[0])
-                if b"local_wrapper" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                    os.killpg(pid, signal.SIGKILL)
+        kill_local_runs(runs.glob("pools/**/attempt-*.pid"))
 
 
 def run(srv: LiveServer, pair: LocalSlurms) -> None:

@@ -21,6 +21,9 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 __all__ = [
     "HarnessError",
@@ -29,6 +32,7 @@ __all__ = [
     "free_ports",
     "log_tails",
     "pid_state",
+    "poll",
     "tail",
     "wait_until",
 ]
@@ -88,6 +92,17 @@ def wait_until(
             return True
         if time.monotonic() >= deadline:
             return False
+        time.sleep(interval)
+
+
+def poll(fn: Callable[[], T], timeout: float = 30.0, interval: float = 0.1) -> T:
+    """Call ``fn`` until it returns something true or ``timeout`` seconds pass; return
+    what it returned last (a log's text, a job's state), for the test to assert on."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = fn()
+        if got or time.monotonic() > deadline:
+            return got
         time.sleep(interval)
 
 

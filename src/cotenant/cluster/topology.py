@@ -331,13 +331,16 @@ class Topology:
 
     def job_nodes(self, kind: str | None, names: tuple[str, ...] = ()) -> np.ndarray | None:
         """The nodes a job may ever use: of its accelerator kind (None: any), on the
-        providers it names (``provider_nodes``). Read-only; None: every node."""
+        providers it names (``provider_nodes``). Read-only; None: every node (also where
+        the kind and providers named leave none out: a cluster of one kind)."""
         key = (kind, names)
         if key not in self._job_nodes:
             mask = None if kind is None else self.node_kind == self.kind_index(kind)
             only = self.provider_nodes(names)
             if only is not None:
                 mask = only if mask is None else mask & only
+            if mask is not None and mask.all():
+                mask = None
             if mask is not None:
                 mask.setflags(write=False)
             self._job_nodes[key] = mask

@@ -277,17 +277,22 @@ class Router:
         terms = self.providers.terms(spec.tenant)
         write = self.lease.checkpoint_write_s
         ask = ask_of(replace(spec, providers=accepted), terms, work_s, write, waited_s)
-        views: list[View] = []
-        for name in ask.candidates:
-            p = self.providers.get(name)
-            if isinstance(p, PoolProvider):
-                eng = self.pools[name]
-                busy = self.busy_gpus(name)
-                write, restart = eng.checkpoint_write_s, eng.restart_cost_s
-                views.append(pool_view(p, busy, spec, terms, work_s, write, restart))
-            else:
-                views.append(cluster_view(name, self.lease, spec, now))
+        views = [
+            self._pool_view(name, spec, work_s)
+            if name in self.pools
+            else cluster_view(name, self.lease, spec, now)
+            for name in ask.candidates
+        ]
         return route(ask, views, self.budget_left(spec.tenant, now))
+
+    def _pool_view(self, name: str, spec: JobSpec, work_s: int) -> View:
+        """What running ``work_s`` of the job on pool ``name`` would take and cost now."""
+        pool = self.providers.get(name)
+        assert isinstance(pool, PoolProvider)
+        eng = self.pools[name]
+        terms = self.providers.terms(spec.tenant)
+        busy, write, restart = self.busy_gpus(name), eng.checkpoint_write_s, eng.restart_cost_s
+        return pool_view(pool, busy, spec, terms, work_s, write, restart)
 
     def _to_pool(self, spec: JobSpec, r: Route, work_s: int, now: int) -> None:
         assert r.provider is not None
@@ -437,14 +442,7 @@ class Router:
             pools = tuple(p for p in self.accepted(spec) if p in self.pools)
             write = self.lease.checkpoint_write_s
             ask = ask_of(replace(spec, providers=pools), terms, work, write)
-            views: list[View] = []
-            for name in ask.candidates:
-                p = self.providers.get(name)
-                assert isinstance(p, PoolProvider)
-                eng = self.pools[name]
-                busy, w, rs = self.busy_gpus(name), eng.checkpoint_write_s, eng.restart_cost_s
-                views.append(pool_view(p, busy, spec, terms, work, w, rs))
-            asks.append((ask, views))
+            asks.append((ask, [self._pool_view(name, spec, work) for name in ask.candidates]))
         for r in drain(self.lease_name, excess, asks):
             run = self.lease.jobs[r.job_id]
             if r.provider is None:

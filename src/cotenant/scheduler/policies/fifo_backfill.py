@@ -78,8 +78,6 @@ class FifoBackfill:
                 reserved = True
                 avail = ws.free_gpus(job.tenant, job.accelerator, job.providers)
                 on = snap.state.topo.job_nodes(job.accelerator, job.providers)
-                if on is not None and on.all():
-                    on = None  # (one kind, one cluster: every run's end counts in full)
                 reserve_until, extra = shadow(snap.now, job.gpus, avail, snap.running, on)
                 when = "unknown" if reserve_until is None else str(reserve_until)
                 out.waits.append(
