@@ -109,15 +109,14 @@ def providers_of(e: Engine, usable: np.ndarray) -> tuple[tuple[str, int, int, in
 def with_pools(st: Status, lease: Engine, lease_name: str, pools: Mapping[str, Engine]) -> Status:
     """``st`` with each pool's capacity, free GPUs and healthy nodes after the lease's
     (the lease as one row when it is one provider)."""
-    rows = list(st.providers)
-    if not rows:
-        usable = lease.state.usable()
-        free = int(lease.state.free[usable].sum())
-        rows.append(
-            (lease_name, lease.topo.total_gpus, free, lease.topo.n_nodes, int(usable.sum()))
-        )
-    for name, e in pools.items():
-        usable = e.state.usable()
-        free = int(e.state.free[usable].sum())
-        rows.append((name, e.topo.total_gpus, free, e.topo.n_nodes, int(usable.sum())))
+    rows = list(st.providers) or [_whole(lease_name, lease)]
+    rows += [_whole(name, e) for name, e in pools.items()]
     return replace(st, providers=tuple(rows))
+
+
+def _whole(name: str, e: Engine) -> tuple[str, int, int, int, int]:
+    """An engine's cluster as one provider row: GPUs, free on healthy nodes, nodes,
+    healthy nodes."""
+    usable = e.state.usable()
+    free = int(e.state.free[usable].sum())
+    return (name, e.topo.total_gpus, free, e.topo.n_nodes, int(usable.sum()))

@@ -3,8 +3,9 @@ by month; where the cluster is several providers (Slurm clusters), usage per pro
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
+from cotenant.cluster.state import Placement
 from cotenant.cluster.topology import Topology
 from cotenant.federation.metering import DataMove, PoolBill, rate_pool
 from cotenant.federation.providers import ProviderSet
@@ -14,11 +15,23 @@ from cotenant.model.contracts import Contract
 from cotenant.model.errors import NotFound
 from cotenant.server.jobs import RUNNING_STATES
 from cotenant.store.mapping import placement_from_row, record_from_row
-from cotenant.store.repo import Store
+from cotenant.store.repo import Row, Store
 from cotenant.store.usage import StoredUsage
 
 # tenant -> provider -> (own, borrowed) GPU-seconds
 ProviderUsage = dict[str, dict[str, tuple[int, int]]]
+
+
+def open_intervals(
+    store: Store, tenant: str | None, now: int
+) -> Iterator[tuple[Row, Placement, int]]:
+    """The running jobs' usage not yet in a ledger: (row, placement, since) for each that
+    has held its GPUs since before ``now``."""
+    for r in store.jobs(tenant, RUNNING_STATES, limit=1 << 30):
+        p = placement_from_row(r)
+        since = r["usage_since_s"]
+        if p is not None and since is not None and since < now:
+            yield r, p, since
 
 
 class UsageService:
@@ -43,10 +56,8 @@ class UsageService:
         clock's by default), in memory (every record; ``usage_now`` sums them in SQL)."""
         now = self.now() if now is None else now
         records = self.store.ledger(tenant)
-        for r in self.store.jobs(tenant, RUNNING_STATES, limit=1 << 30):
-            p = placement_from_row(r)
-            since = r["usage_since_s"]
-            if p is None or since is None or since >= now or r.get("route"):  # (a pool's)
+        for r, p, since in open_intervals(self.store, tenant, now):
+            if r.get("route"):  # (a pool's: on the pool's terms, ``PoolUsage``)
                 continue
             records.append(
                 UsageRecord(
@@ -122,10 +133,8 @@ class PoolUsage:
         for row in self.store.pool_ledger(None, tenant):
             if row["provider"] in records:
                 records[row["provider"]].append(record_from_row(row))
-        for r in self.store.jobs(tenant, RUNNING_STATES, limit=1 << 30):
-            p = placement_from_row(r)
-            since = r["usage_since_s"]
-            if r.get("route") not in records or p is None or since is None or since >= now:
+        for r, p, since in open_intervals(self.store, tenant, now):
+            if r.get("route") not in records:
                 continue
             acc = self.providers.get(r["route"]).accelerator  # type: ignore[union-attr]
             rec = UsageRecord(r["id"], r["tenant"], r["gpus"], acc, p.nodes, since, now)
